@@ -1,0 +1,26 @@
+"""nasrl: Zoph & Le's neural architecture search with reinforcement learning, as Gymnasium environments.
+
+Importing this package registers the environments (string entry points, nothing heavy imported):
+
+* ``NASRL-CIFAR10-v0``: the paper's v1 CNN space (15 layers, skip connections) on CIFAR-10.
+* ``NASRL-CIFAR10-Strides-v0``: the v2 space (strides searched, 20 layers).
+* ``NASRL-CIFAR10-Pooling-v0``: the v3 space (39 layers, max-pooling after layers 13 and 24).
+* ``NASRL-Digits-v0``: a 4-layer space of the same kind on scikit-learn's 8x8 digits (no download).
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+__version__ = "0.1.0"
+
+_ENVS = {
+    "NASRL-CIFAR10-v0": {"dataset": "cifar10", "variant": "v1"},
+    "NASRL-CIFAR10-Strides-v0": {"dataset": "cifar10", "variant": "v2"},
+    "NASRL-CIFAR10-Pooling-v0": {"dataset": "cifar10", "variant": "v3"},
+    "NASRL-Digits-v0": {"dataset": "digits", "variant": "v1"},
+}
+
+for _env_id, _kwargs in _ENVS.items():
+    if _env_id not in registry:
+        register(id=_env_id, entry_point="nas_env.envs.cnn_env:CNNNASEnv", kwargs=_kwargs)

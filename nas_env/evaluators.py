@@ -1,0 +1,161 @@
+"""Evaluators: callables that turn an architecture into a result the environment can reward.
+
+``TrainingEvaluator`` builds the child, trains it and reports its validation accuracy;
+``SyntheticEvaluator`` scores architectures instantly against a known optimum, for
+tests and for checking agents. Anything with the signature ``(arch, seed) -> EvalResult``
+(or a plain float) plugs into the environment the same way.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from nas_env.data.base import ImageData
+from nas_env.models.cnn import build_model
+from nas_env.spaces.base import Architecture
+from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace
+from nas_env.training.device import resolve_device
+from nas_env.training.image_trainer import DeviceData, TrainConfig, train_child
+
+STATUSES = ("ok", "diverged", "oom", "invalid_action", "stopped_early", "failed")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The outcome of evaluating one child.
+
+    ``reward`` is the raw score (validation accuracy for image children) before the
+    environment's ``reward_transform``; ``metrics`` holds ``val_acc``, ``val_acc_history``,
+    ``params``, ``flops``, ``train_seconds`` and anything else worth recording.
+    """
+
+    reward: float
+    status: str = "ok"
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """What the environment calls on the final step."""
+
+    def __call__(self, arch: Architecture, seed: int) -> EvalResult: ...
+
+
+def as_result(value: EvalResult | float | int) -> EvalResult:
+    """Accept a user evaluator's plain number as an ``ok`` result with that validation accuracy."""
+    if isinstance(value, EvalResult):
+        return value
+    if isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool):
+        return EvalResult(reward=float(value), metrics={"val_acc": float(value)})
+    raise TypeError(f"an evaluator must return an EvalResult or a number, got {type(value).__name__}")
+
+
+def _cost_metrics(arch: CNNArchitecture, input_shape: Sequence[int], num_classes: int) -> dict[str, int]:
+    return {"params": arch.num_params(input_shape, num_classes), "flops": arch.multiply_adds(input_shape, num_classes)}
+
+
+def is_oom(error: BaseException) -> bool:
+    """CUDA (or CPU allocator) out-of-memory, in any of the forms PyTorch raises it."""
+    if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+class TrainingEvaluator:
+    """Build the child with :func:`build_model`, train it with :func:`train_child`, report its accuracy.
+
+    The dataset is loaded lazily (``data`` may be an :class:`ImageData` or a zero-argument
+    factory) and moved to the device once, then reused by every child.
+    """
+
+    def __init__(self, data: ImageData | Callable[[], ImageData], config: TrainConfig | None = None,
+                 device: str | torch.device | None = "auto") -> None:
+        self.config = config or TrainConfig()
+        self.device = resolve_device(device)
+        self._data_source = data
+        self._device_data: DeviceData | None = None
+
+    @property
+    def data(self) -> DeviceData:
+        if self._device_data is None:
+            source = self._data_source
+            image_data = source if isinstance(source, ImageData) else source()
+            self._device_data = DeviceData(image_data, self.device, self.config.augment)
+        return self._device_data
+
+    def fingerprint(self) -> str:
+        """A hash of everything that determines a child's result except the architecture and seed."""
+        d = self.data.data
+        key = {
+            "trainer": "image_trainer/1",
+            "data": [d.name, len(d.train_y), len(d.val_y), list(d.input_shape), d.num_classes],
+            "config": asdict(self.config),
+            "device": self.device.type,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def __call__(self, arch: Architecture, seed: int) -> EvalResult:
+        if not isinstance(arch, CNNArchitecture):
+            raise TypeError(f"TrainingEvaluator trains CNN architectures, got {type(arch).__name__}")
+        data = self.data
+        metrics: dict[str, Any] = _cost_metrics(arch, data.data.input_shape, data.data.num_classes)
+        model = None
+        try:
+            with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+                torch.manual_seed(int(seed))
+                model = build_model(arch, data.data.input_shape, data.data.num_classes)
+            outcome = train_child(model, data, self.config, seed)
+        except Exception as e:  # noqa: BLE001 - only OOM is turned into a result; everything else propagates
+            if not is_oom(e):
+                raise
+            del model
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return EvalResult(0.0, "oom", {**metrics, "val_acc": 0.0, "val_acc_history": [], "train_seconds": 0.0,
+                                           "error": str(e).splitlines()[0][:200]})
+        val_acc = outcome.best_recent(self.config.reward_window) if outcome.status == "ok" else 0.0
+        metrics.update(val_acc=val_acc, val_acc_history=outcome.val_acc_history,
+                       train_seconds=outcome.train_seconds)
+        return EvalResult(val_acc, outcome.status, metrics)
+
+
+class SyntheticEvaluator:
+    """An instant evaluator with a known optimum: the share of tokens that match a target architecture.
+
+    For tests and agent sanity checks only; it never trains anything. The target defaults
+    to a fixed pseudo-random action list drawn from ``target_seed``.
+    """
+
+    def __init__(self, space: CNNSearchSpace, target: Sequence[int] | None = None, target_seed: int = 0,
+                 input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10) -> None:
+        self.space = space
+        specs = space.tokens()
+        if target is None:
+            rng = np.random.default_rng(target_seed)
+            target = [int(rng.integers(spec.num_choices)) for spec in specs]
+        self.target_arch = space.decode(list(target))
+        self.target = np.asarray(space.encode(self.target_arch))
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+
+    def fingerprint(self) -> str:
+        return "synthetic/" + hashlib.sha256(self.target.tobytes()).hexdigest()[:12]
+
+    def __call__(self, arch: Architecture, seed: int) -> EvalResult:
+        score = float(np.mean(np.asarray(self.space.encode(arch)) == self.target))
+        metrics = {**_cost_metrics(arch, self.input_shape, self.num_classes), "val_acc": score,
+                   "val_acc_history": [score], "train_seconds": 0.0}
+        return EvalResult(score, "ok", metrics)

@@ -1,0 +1,64 @@
+"""What every search space offers the environment: a fixed list of decisions and a codec.
+
+The environment walks ``SearchSpace.tokens()`` one decision per step and hands the
+finished action list to ``SearchSpace.decode``; it knows nothing about what a token
+means. A new space (the CNN space, the recurrent-cell space, a user's own) plugs in
+by implementing this small interface.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One decision of an episode: its kind, its choices, and the layer it belongs to."""
+
+    name: str  # "filter_height", "skip", ...
+    choices: tuple[Any, ...]  # the values an action index maps to
+    layer: int = 0  # 1-based layer (or node) this decision configures; 0 when not layer-bound
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.choices)
+
+
+@runtime_checkable
+class Architecture(Protocol):
+    """An immutable, hashable value describing one child network."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def to_json(self) -> str: ...
+
+
+@runtime_checkable
+class SearchSpace(Protocol):
+    """A fixed sequence of decisions and the map between action lists and architectures."""
+
+    def tokens(self) -> Sequence[TokenSpec]: ...
+
+    def decode(self, actions: Sequence[int]) -> Architecture: ...
+
+    def encode(self, arch: Architecture) -> list[int]: ...
+
+
+def canonical_json(data: dict[str, Any]) -> str:
+    """One JSON text per value: sorted keys, no spaces, so equal architectures hash equally."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def check_actions(tokens: Sequence[TokenSpec], actions: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless ``actions`` is one valid choice index per token."""
+    if len(actions) != len(tokens):
+        raise ValueError(f"expected {len(tokens)} actions, got {len(actions)}")
+    for step, (spec, a) in enumerate(zip(tokens, actions, strict=True)):
+        if not 0 <= int(a) < spec.num_choices:
+            raise ValueError(
+                f"action {a!r} at step {step} ({spec.name}, layer {spec.layer}) is invalid: "
+                f"allowed 0..{spec.num_choices - 1} for choices {spec.choices}"
+            )

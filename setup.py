@@ -1,0 +1,35 @@
+"""nasrl: Neural Architecture Search with Reinforcement Learning (Zoph & Le, ICLR 2017) as Gymnasium envs + agents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+
+setup(
+    name="nasrl",
+    version="0.1.0",
+    description="Neural Architecture Search with Reinforcement Learning as a Gymnasium environment, plus agents",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["nas_env", "nas_env.*", "agents", "agents.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "gymnasium>=1.0",
+        "numpy>=1.24",
+        "scikit-learn>=1.2",
+        "tqdm>=4.60",
+        "tensorboard>=2.12",
+    ],
+    extras_require={
+        "sb3": ["stable-baselines3>=2.3", "sb3-contrib>=2.3"],
+        "dev": ["pytest>=7", "ruff>=0.4", "stable-baselines3>=2.3", "sb3-contrib>=2.3"],
+    },
+    entry_points={"console_scripts": []},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+)
