@@ -116,7 +116,7 @@ def download_cifar10(data_root: Path, url: str = URL, md5: str = MD5) -> None:
             )
     extract_archive(str(archive), str(data_root))
     if not (data_root / FOLDER).is_dir():
-        raise ChecksumError(f"the archive from {url} has no top-level folder {FOLDER!r}")
+        raise RuntimeError(f"the archive from {url} has no top-level folder {FOLDER!r}")
 
 
 def _ensure_folder(data_root: str | Path | None, download: bool, url: str, md5: str, needed: tuple[str, ...]) -> Path:
