@@ -117,7 +117,7 @@ class TrainingEvaluator:
                 torch.manual_seed(int(seed))
                 model = build_model(arch, data.data.input_shape, data.data.num_classes)
             outcome = train_child(model, data, self.config, seed)
-        except Exception as e:  # noqa: BLE001 - only OOM is turned into a result; everything else propagates
+        except Exception as e:  # only OOM is turned into a result; everything else propagates
             if not is_oom(e):
                 raise
             del model

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_env.data.base import ImageData
-from nas_env.training.device import cpu_supports_bf16
 
 PAD = 4  # pad-4 random crop, the standard CIFAR-10 augmentation
 SCHEDULES = ("cosine", "constant", "step")
@@ -41,7 +40,7 @@ class TrainConfig:
     lr_decay_factor: float = 0.1
     augment: bool | None = None  # None: the dataset's own default (crop+flip for CIFAR-10, none for digits)
     reward_window: int = 5  # reward = max validation accuracy over the last this-many epochs (the paper's)
-    precision: str = "auto"  # "auto": bf16 autocast on CUDA and on CPUs with native bf16, else fp32
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on the CPU; or "fp32" / "bf16" anywhere
     channels_last: bool | None = None  # None: on for CUDA and for bf16 on the CPU
     eval_batch_size: int = 1024
 
@@ -136,9 +135,9 @@ def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | 
         return None
     if config.precision == "bf16":
         return torch.bfloat16
-    if device.type == "cuda" or cpu_supports_bf16():
-        return torch.bfloat16
-    return None
+    # CPU "auto" stays fp32: on the small digits children bf16 autocast measured 1.2-1.4x slower
+    # here even with native AVX512-BF16; ask for precision="bf16" explicitly for large CPU children.
+    return torch.bfloat16 if device.type == "cuda" else None
 
 
 @torch.no_grad()
