@@ -70,7 +70,8 @@ def is_oom(error: BaseException) -> bool:
     """CUDA (or CPU allocator) out-of-memory, in any of the forms PyTorch raises it."""
     if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
         return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 class TrainingEvaluator:

@@ -13,6 +13,7 @@ from nas_env.data import ImageData, load_cifar10, load_digits_data
 from nas_env.envs.nas_env import NASEnv
 from nas_env.evaluators import EvalResult, SyntheticEvaluator, TrainingEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
+from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import TrainConfig
 
 # Per-dataset defaults. CIFAR-10: the paper's v1 space with a 5-epoch proxy (the paper trains
@@ -83,13 +84,14 @@ class CNNNASEnv(NASEnv):
         overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
         config = replace(config, **overrides)
         self.train_config = config
+        self.device = resolve_device(device)  # validated even when the evaluator does not train
         self.dataset = dataset
 
         if callable(evaluator):
             chosen = evaluator
         elif evaluator == "train":
             data = self._load_data(dataset, data_root, download, train_subset, val_subset)
-            chosen = TrainingEvaluator(data, config, device)
+            chosen = TrainingEvaluator(data, config, self.device)
         elif evaluator == "synthetic":
             shape = (1, 8, 8) if dataset == "digits" else (3, 32, 32)
             chosen = SyntheticEvaluator(space, input_shape=shape)
