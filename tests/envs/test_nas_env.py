@@ -26,7 +26,7 @@ def play(env: gym.Env, rng: np.random.Generator, seed: int | None = 0) -> tuple[
     while True:
         a = int(rng.choice(np.flatnonzero(info["action_mask"])))
         actions.append(a)
-        obs, reward, terminated, truncated, info = env.step(a)
+        _obs, reward, terminated, truncated, info = env.step(a)
         if terminated or truncated:
             return float(reward), info, actions
         assert reward == 0.0
@@ -129,7 +129,7 @@ def test_invalid_action_penalize_ends_episode() -> None:
     env.reset(seed=0)
     for _ in range(skip_step(env)):
         env.step(0)
-    obs, reward, terminated, truncated, info = env.step(3)
+    _obs, reward, terminated, truncated, info = env.step(3)
     assert (reward, terminated, truncated, info["status"]) == (-0.5, True, False, "invalid_action")
     assert info["arch"] is None and "0..1" in info["error"]
     with pytest.raises(RuntimeError):
@@ -217,9 +217,9 @@ def test_reset_seed_fixes_child_seed_and_training_on_cpu() -> None:
     env = gym.make("NASRL-Digits-v0", epochs=2, device="cpu")
     r1, i1, a1 = play(env, np.random.default_rng(5), seed=11)
     env2 = gym.make("NASRL-Digits-v0", epochs=2, device="cpu")
-    obs, info = env2.reset(seed=11)
+    obs, _info = env2.reset(seed=11)
     for a in a1:
-        obs, r2, *_, i2 = env2.step(a)
+        _obs, r2, *_, i2 = env2.step(a)
     assert i1["seed"] == i2["seed"] and r1 == r2 and i1["val_acc_history"] == i2["val_acc_history"]
     env2.reset(seed=12)
     for a in a1:
@@ -273,5 +273,5 @@ def test_generic_env_over_any_space() -> None:
     env = NASEnv(space, FixedResult(0.5))
     assert [s.name for s in env.token_specs] == ["filter_height", "filter_width", "num_filters"] * 2
     assert env.action_space.n == 4
-    reward, info, _ = play(env, np.random.default_rng(0))
+    reward, _info, _ = play(env, np.random.default_rng(0))
     assert reward == 0.5
