@@ -21,7 +21,7 @@ FAST = {"evaluator": "synthetic"}
 
 def play(env: gym.Env, rng: np.random.Generator, seed: int | None = 0) -> tuple[float, dict, list[int]]:
     """One episode of uniformly random valid actions; returns the final reward, info and the actions."""
-    obs, info = env.reset(seed=seed)
+    _obs, info = env.reset(seed=seed)
     actions: list[int] = []
     while True:
         a = int(rng.choice(np.flatnonzero(info["action_mask"])))
@@ -217,7 +217,7 @@ def test_reset_seed_fixes_child_seed_and_training_on_cpu() -> None:
     env = gym.make("NASRL-Digits-v0", epochs=2, device="cpu")
     r1, i1, a1 = play(env, np.random.default_rng(5), seed=11)
     env2 = gym.make("NASRL-Digits-v0", epochs=2, device="cpu")
-    obs, _info = env2.reset(seed=11)
+    env2.reset(seed=11)
     for a in a1:
         _obs, r2, *_, i2 = env2.step(a)
     assert i1["seed"] == i2["seed"] and r1 == r2 and i1["val_acc_history"] == i2["val_acc_history"]
