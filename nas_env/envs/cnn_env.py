@@ -13,6 +13,7 @@ from nas_env.data import ImageData, load_cifar10, load_digits_data
 from nas_env.envs.nas_env import NASEnv
 from nas_env.evaluators import EvalResult, SyntheticEvaluator, TrainingEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
+from nas_env.store import CachedEvaluator, ResultStore
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import TrainConfig
 
@@ -38,7 +39,9 @@ class CNNNASEnv(NASEnv):
     (a :class:`TrainConfig` for everything else); data: ``data_root``, ``download``;
     ``evaluator`` ("train", "synthetic", or any callable ``(arch, seed) -> EvalResult``);
     and :class:`NASEnv`'s ``reward_transform``, ``invalid_action``,
-    ``invalid_action_penalty`` and ``render_mode``.
+    ``invalid_action_penalty`` and ``render_mode``; ``store`` (a path or :class:`ResultStore`):
+    serve architectures already evaluated under the same fingerprint from that SQLite store
+    and commit every new child to it (``info["cache_hit"]`` tells which).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class CNNNASEnv(NASEnv):
         search_strides: bool | None = None,
         skip_connections: bool | None = None,
         pool_after: Sequence[int] | None = None,
+        store: str | Path | ResultStore | None = None,
     ) -> None:
         if dataset not in DATASET_DEFAULTS:
             raise ValueError(f"dataset must be one of {sorted(DATASET_DEFAULTS)}, got {dataset!r}")
@@ -98,6 +102,8 @@ class CNNNASEnv(NASEnv):
         else:
             raise ValueError(f"evaluator must be one of {EVALUATOR_NAMES} or a callable (arch, seed) -> EvalResult, "
                              f"got {evaluator!r}")
+        if store is not None:
+            chosen = CachedEvaluator(chosen, store)
         super().__init__(space, chosen, reward_transform=reward_transform, invalid_action=invalid_action,
                          invalid_action_penalty=invalid_action_penalty, render_mode=render_mode)
 
