@@ -30,6 +30,6 @@ setup(
         "sb3": ["stable-baselines3>=2.3", "sb3-contrib>=2.3"],
         "dev": ["pytest>=7", "ruff>=0.4", "stable-baselines3>=2.3", "sb3-contrib>=2.3"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["nasrl-search=agents.runner:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )
