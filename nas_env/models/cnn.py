@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,15 +34,19 @@ def concat_padded(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.
     return torch.cat([pad_to(m, size) for m in maps], dim=1)
 
 
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+
+
 class ChildCNN(nn.Module):
     """A child network: the architecture's layers wired by their input lists, then GAP + linear."""
 
     def __init__(self, arch: CNNArchitecture, input_shape: Sequence[int], num_classes: int) -> None:
         super().__init__()
-        if len(input_shape) != 3 or any(int(v) < 1 for v in input_shape):
+        if len(input_shape) != 3 or not all(_positive_int(v) for v in input_shape):
             raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        if not _positive_int(num_classes) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
         self.arch = arch
         self.input_shape = tuple(int(v) for v in input_shape)
         shapes = arch.shapes(self.input_shape)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from nas_env.spaces.base import TokenSpec, canonical_json, check_actions
 
 # The paper's choice lists (section 4.1).
@@ -34,6 +36,15 @@ class ConvLayer:
     stride_width: int
     num_filters: int
     inputs: tuple[int, ...] = ()  # 1-based indices of earlier layers; () means the image
+
+    def __post_init__(self) -> None:
+        # numpy ints become Python ints, so equal layers always serialise to the same JSON
+        for name in ("filter_height", "filter_width", "stride_height", "stride_width", "num_filters"):
+            v = getattr(self, name)
+            if _is_int(v):
+                object.__setattr__(self, name, int(v))
+        inputs = tuple(self.inputs)
+        object.__setattr__(self, "inputs", tuple(int(j) if _is_int(j) else j for j in inputs))
 
     def describe(self) -> str:
         src = ",".join(f"L{j}" for j in self.inputs) or "image"
@@ -71,6 +82,8 @@ class CNNArchitecture:
     pool_after: tuple[int, ...] = ()  # 1-based layer indices whose output is max-pooled 2x2
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "pool_after", tuple(int(j) if _is_int(j) else j for j in self.pool_after))
         if not self.layers:
             raise ValueError("an architecture needs at least one layer")
         for i, layer in enumerate(self.layers, start=1):
@@ -78,10 +91,14 @@ class CNNArchitecture:
                 v = getattr(layer, name)
                 if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                     raise ValueError(f"layer {i}: {name} must be a positive int, got {v!r}")
-            if list(layer.inputs) != sorted(set(layer.inputs)) or any(not 1 <= j < i for j in layer.inputs):
+            if not isinstance(layer, ConvLayer):
+                raise ValueError(f"layer {i} must be a ConvLayer, got {type(layer).__name__}")
+            if not all(_is_int(j) for j in layer.inputs) or list(layer.inputs) != sorted(set(layer.inputs)) or any(
+                    not 1 <= j < i for j in layer.inputs):
                 raise ValueError(f"layer {i}: inputs must be sorted distinct earlier layers 1..{i - 1}, "
                                  f"got {layer.inputs}")
-        if any(not 1 <= j <= len(self.layers) for j in self.pool_after) or list(self.pool_after) != sorted(
+        if not all(_is_int(j) for j in self.pool_after) or any(
+                not 1 <= j <= len(self.layers) for j in self.pool_after) or list(self.pool_after) != sorted(
             set(self.pool_after)
         ):
             raise ValueError(f"pool_after must be sorted distinct layers 1..{len(self.layers)}, got {self.pool_after}")
@@ -159,6 +176,8 @@ class CNNArchitecture:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CNNArchitecture:
+        if not isinstance(data, dict):
+            raise ValueError(f"a CNN architecture is a JSON object, got {type(data).__name__}: {data!r:.80}")
         if data.get("type", "cnn") != "cnn":
             raise ValueError(f"not a CNN architecture: type={data.get('type')!r}")
         try:
@@ -173,9 +192,10 @@ class CNNArchitecture:
                 )
                 for d in data["layers"]
             )
-        except (KeyError, TypeError) as e:
+            pool_after = tuple(data.get("pool_after", ()))
+        except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"malformed CNN architecture JSON: missing or bad field {e}") from e
-        return cls(layers=layers, pool_after=tuple(data.get("pool_after", ())))
+        return cls(layers=layers, pool_after=pool_after)
 
     @classmethod
     def from_json(cls, text: str) -> CNNArchitecture:
@@ -188,6 +208,10 @@ class CNNArchitecture:
             lines.append(f"  L{i}: {layer.describe()}{pool}")
         lines.append(f"  classifier <- {','.join(f'L{i}' for i in self.unused_outputs())}")
         return "\n".join(lines)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _check_choices(name: str, values: Sequence[int]) -> tuple[int, ...]:
