@@ -263,7 +263,7 @@ def test_build_model_rejects_bad_arguments() -> None:
         with pytest.raises(ValueError, match="input_shape"):
             build_model(arch, shape, 10)
     for classes in (1, 0, -3):
-        with pytest.raises(ValueError, match=f"num_classes must be at least 2, got {classes}"):
+        with pytest.raises(ValueError, match=f"num_classes must be an int of at least 2, got {classes}"):
             build_model(arch, DIGITS, classes)
     assert build_model(arch, DIGITS, 2).classifier.out_features == 2
 
