@@ -1,0 +1,406 @@
+"""The interface the runner drives, and the batched-episode loop our own agents share.
+
+:class:`SearchAgent` is all a runner needs: ``run`` evaluates children and reports each one
+(:class:`ChildRecord`) and each policy update (:class:`UpdateStats`); ``state_dict`` /
+``load_state_dict`` / ``save`` / ``load`` checkpoint everything an exact resume needs.
+Stable-baselines3 adapters implement the same interface.
+
+:class:`EpisodicSearchAgent` is the solid core under our agents: it rolls ``num_envs``
+episodes in lockstep, reads the action masks, records children in index order, and
+calls an update every ``children_per_update`` children. A subclass only says how to act
+(``_act``), how to learn (``_update``) and what its state is.
+
+Seeding: child ``k`` of a search resets its env with :func:`child_seed` ``(seed, k)``, and
+every batch starts with an explicit ``envs.reset(seed=[...])``. That makes each child's
+env seed independent of batching and of resumes, and sidesteps Gymnasium 1.x vector
+autoreset: a sub-env that ended is never asked for a meaningful step again; until the
+batch ends it is fed a valid dummy action and its outputs are ignored.
+
+Token specs: our agents size their policy from the env's ``token_specs``, read once per
+``run`` with ``envs.unwrapped.get_attr("token_specs")`` (a vector wrapper has no
+``get_attr`` of its own; the sub-env lookup goes through single-env wrappers). Nothing
+else is read from env internals.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from nas_env.spaces.base import TokenSpec
+
+STATE_FORMAT = 1
+
+
+@dataclass
+class ChildRecord:
+    """One finished episode (one child architecture)."""
+
+    index: int  # 0-based child index in the whole search
+    reward: float  # the env's final reward (after its reward_transform)
+    info: dict[str, Any]  # the env's final-step info (arch, val_acc, status, ...)
+
+
+@dataclass
+class UpdateStats:
+    """One policy update, for logging. Fields an agent has no value for are None."""
+
+    update: int  # 0-based index of this update
+    children_done: int  # children finished after this update
+    num_children: int  # children this update learned from
+    reward_mean: float
+    reward_max: float
+    baseline: float | None = None  # the baseline the advantages were computed with
+    advantage_mean: float | None = None
+    policy_loss: float = 0.0
+    entropy: float | None = None  # mean per-token entropy of the policy over the update's children
+    entropy_per_type: dict[str, float] = field(default_factory=dict)  # token type -> mean entropy
+    grad_norm: float | None = None  # before clipping
+
+    def scalars(self) -> dict[str, float]:
+        """Flat name -> float of every available value (``entropy/<type>`` per token type), for loggers."""
+        out = {k: float(v) for k, v in (
+            ("reward_mean", self.reward_mean), ("reward_max", self.reward_max), ("baseline", self.baseline),
+            ("advantage_mean", self.advantage_mean), ("policy_loss", self.policy_loss), ("entropy", self.entropy),
+            ("grad_norm", self.grad_norm), ("children_done", self.children_done),
+        ) if v is not None}
+        out.update({f"entropy/{k}": float(v) for k, v in self.entropy_per_type.items()})
+        return out
+
+
+class SearchAgent(ABC):
+    """What the runner drives: evaluate children, report them, checkpoint exactly."""
+
+    name: ClassVar[str] = "agent"
+    children_done: int
+
+    @abstractmethod
+    def run(
+        self,
+        envs: gym.vector.VectorEnv | gym.Env,
+        num_children: int,
+        on_child: Callable[[ChildRecord], None],
+        on_update: Callable[[UpdateStats], None] | None = None,
+    ) -> None:
+        """Evaluate children until ``self.children_done == num_children`` (a total, not an increment).
+
+        ``on_child`` gets every finished child in index order; ``on_update`` follows each policy update.
+        """
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot (copies) of everything an exact resume needs; includes ``config`` (constructor kwargs)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` snapshot."""
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **overrides: Any) -> SearchAgent:
+        """Build an agent from a :meth:`save` file: its ``config``, updated by ``overrides``, then its state."""
+        state = torch.load(path, weights_only=True)
+        agent = cls(**{**state.get("config", {}), **overrides})
+        agent.load_state_dict(state)
+        return agent
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def child_seed(seed: int, index: int) -> int:
+    """The env seed of child ``index`` of a search seeded ``seed``: fixed, whatever the batching or resumes."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def as_vector_env(env: gym.vector.VectorEnv | gym.Env) -> gym.vector.VectorEnv:
+    """A vector env as is; a single env wrapped (not copied) in a 1-env ``SyncVectorEnv``."""
+    if isinstance(env, VectorEnv | gym.vector.VectorWrapper):
+        return env
+    if isinstance(env, gym.Env):
+        return gym.vector.SyncVectorEnv([lambda: env])
+    raise TypeError(f"expected a gymnasium Env or VectorEnv, got {type(env).__name__}")
+
+
+def read_token_specs(envs: gym.vector.VectorEnv) -> tuple[TokenSpec, ...]:
+    """The sub-envs' ``token_specs`` (they must agree), looked up through any wrappers."""
+    try:
+        all_specs = envs.unwrapped.get_attr("token_specs")
+    except AttributeError as e:
+        raise TypeError("the env has no `token_specs`: our agents need a nasrl NASEnv or an env defining them") from e
+    specs = tuple(all_specs[0])
+    if any(tuple(s) != specs for s in all_specs[1:]):
+        raise ValueError("the sub-envs have different token_specs")
+    return specs
+
+
+def specs_to_state(specs: Sequence[TokenSpec]) -> list[tuple[str, tuple[Any, ...], int]]:
+    """Token specs as plain tuples, so a checkpoint loads with ``torch.load(weights_only=True)``."""
+    return [(s.name, tuple(_to_python(c) for c in s.choices), int(s.layer)) for s in specs]
+
+
+def specs_from_state(data: Sequence[Sequence[Any]]) -> tuple[TokenSpec, ...]:
+    return tuple(TokenSpec(str(n), tuple(c), int(layer)) for n, c, layer in data)
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return value
+
+
+def unbatch_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """Sub-env ``i``'s own info out of a vector env's batched info (``key`` / ``_key`` mask pairs)."""
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key.startswith("_") and key[1:] in infos:
+            continue
+        present = infos.get(f"_{key}")
+        if present is not None and not present[i]:
+            continue
+        out[key] = unbatch_info(value, i) if isinstance(value, dict) else _to_python(value[i])
+    return out
+
+
+def first_valid(masks: np.ndarray) -> np.ndarray:
+    """The lowest valid action of each row: the dummy action of ignored sub-envs."""
+    return np.argmax(masks, axis=-1).astype(np.int64)
+
+
+@dataclass
+class Episode:
+    """A finished child with what learning needs: its actions and the masks it was sampled under."""
+
+    index: int
+    actions: np.ndarray  # (T_k,) int64
+    masks: np.ndarray  # (T_k, A) bool
+    reward: float
+    info: dict[str, Any]
+
+
+class EpisodicSearchAgent(SearchAgent):
+    """Rolls episodes in lockstep over a vector env and updates every ``children_per_update`` children.
+
+    Args:
+        seed: the search seed: child env seeds and the agent's own generators derive from it.
+        children_per_update: m, the children per policy update; a multiple of ``num_envs``.
+
+    Subclasses implement ``_setup``, ``_begin_batch``, ``_act``, ``_update`` and the state hooks.
+    """
+
+    def __init__(self, seed: int = 0, children_per_update: int = 8) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if isinstance(children_per_update, bool) or not isinstance(children_per_update, int) or children_per_update < 1:
+            raise ValueError(f"children_per_update must be a positive int, got {children_per_update!r}")
+        self.seed = int(seed)
+        self.children_per_update = children_per_update
+        self.children_done = 0
+        self.updates_done = 0
+        self.token_specs: tuple[TokenSpec, ...] | None = None
+        self.num_actions: int | None = None
+        self._committed: dict[str, Any] | None = None  # counters and RNG state at the last update boundary
+
+    def _stream_seed(self, stream: int) -> int:
+        """A seed for the agent's own generator number ``stream``, independent of the child env seeds."""
+        return int(np.random.SeedSequence(self.seed, spawn_key=(stream,)).generate_state(1, np.uint64)[0] >> 1)
+
+    # --- hooks ---------------------------------------------------------------------------
+    def _setup(self, token_specs: tuple[TokenSpec, ...], num_actions: int) -> None:
+        """Build the policy for this space (called once, before the first batch or by ``load_state_dict``)."""
+        self.token_specs = token_specs
+        self.num_actions = num_actions
+
+    @abstractmethod
+    def _begin_batch(self, batch_size: int) -> None:
+        """Start ``batch_size`` new episodes (fresh recurrent state)."""
+
+    @abstractmethod
+    def _act(self, step: int, masks: np.ndarray, live: np.ndarray) -> np.ndarray:
+        """Actions (B,) at ``step`` for the batch; only rows with ``live`` True are used.
+
+        ``masks`` (B x A, bool) are the valid actions; a live row's action must be one of them.
+        """
+
+    @abstractmethod
+    def _update(self, episodes: list[Episode]) -> UpdateStats:
+        """Learn from one update's children (index order); ``update``/``children_done`` are filled in here."""
+
+    @abstractmethod
+    def _rng_state(self) -> Any:
+        """A copy of the agent's generator state(s)."""
+
+    @abstractmethod
+    def _set_rng_state(self, state: Any) -> None: ...
+
+    def _policy_state(self) -> dict[str, Any]:
+        """Weights, optimizer, baseline... (copies); merged into :meth:`state_dict`."""
+        return {}
+
+    def _load_policy_state(self, state: dict[str, Any]) -> None: ...
+
+    def config(self) -> dict[str, Any]:
+        """The constructor keyword arguments (stored in checkpoints; :meth:`load` rebuilds from them)."""
+        return {"seed": self.seed, "children_per_update": self.children_per_update}
+
+    # --- checkpointing -------------------------------------------------------------------
+    def _commit(self) -> None:
+        self._committed = {"children_done": self.children_done, "updates_done": self.updates_done,
+                           "rng": self._rng_state()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Snapshot at the last update boundary (mid-batch, a resume repeats the unfinished update's children)."""
+        committed = self._committed or {"children_done": self.children_done, "updates_done": self.updates_done,
+                                        "rng": self._rng_state()}
+        return {
+            "format": STATE_FORMAT,
+            "agent": self.name,
+            "config": self.config(),
+            "children_done": committed["children_done"],
+            "updates_done": committed["updates_done"],
+            "rng": copy.deepcopy(committed["rng"]),
+            "token_specs": specs_to_state(self.token_specs) if self.token_specs is not None else None,
+            "num_actions": self.num_actions,
+            **self._policy_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("agent") != self.name:
+            raise ValueError(f"checkpoint is for agent {state.get('agent')!r}, not {self.name!r}")
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"unsupported checkpoint format {state.get('format')!r}")
+        if state.get("token_specs") is not None:
+            specs = specs_from_state(state["token_specs"])
+            if self.token_specs is None:
+                self._setup(specs, int(state["num_actions"]))
+            elif specs != self.token_specs:
+                raise ValueError("the checkpoint's token_specs differ from this agent's")
+        self._load_policy_state(state)
+        self._set_rng_state(copy.deepcopy(state["rng"]))
+        self.children_done = int(state["children_done"])
+        self.updates_done = int(state["updates_done"])
+        self._commit()
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(
+        self,
+        envs: gym.vector.VectorEnv | gym.Env,
+        num_children: int,
+        on_child: Callable[[ChildRecord], None],
+        on_update: Callable[[UpdateStats], None] | None = None,
+    ) -> None:
+        if num_children < self.children_done:
+            raise ValueError(f"num_children={num_children} is below the {self.children_done} children already done")
+        venv = as_vector_env(envs)
+        n = venv.num_envs
+        if self.children_per_update % n:
+            raise ValueError(f"children_per_update={self.children_per_update} must be a multiple of "
+                             f"num_envs={n} (lockstep batches fill an update exactly)")
+        specs = read_token_specs(venv)
+        num_actions = int(venv.single_action_space.n)
+        if self.token_specs is None:
+            self._setup(specs, num_actions)
+        elif specs != self.token_specs or num_actions != self.num_actions:
+            raise ValueError("this env's token_specs or action space differ from the ones the agent was built for")
+        if self._committed is None:
+            self._commit()
+        mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+
+        while self.children_done < num_children:
+            size = min(self.children_per_update, num_children - self.children_done)
+            episodes: list[Episode] = []
+            while len(episodes) < size:
+                batch = self._rollout(venv, self.children_done, min(n, size - len(episodes)), mode)
+                for ep in batch:
+                    episodes.append(ep)
+                    self.children_done = ep.index + 1
+                    on_child(ChildRecord(ep.index, ep.reward, ep.info))
+            stats = self._update(episodes)
+            stats.update, stats.children_done, stats.num_children = self.updates_done, self.children_done, size
+            self.updates_done += 1
+            self._commit()
+            if on_update is not None:
+                on_update(stats)
+
+    def _rollout(self, venv: gym.vector.VectorEnv, first: int, size: int, mode: Any) -> list[Episode]:
+        """Run children ``first .. first + size - 1`` on sub-envs ``0 .. size - 1`` in lockstep."""
+        n = venv.num_envs
+        if size < n:  # only the last update of a run can be short; the spare sub-envs' children are discarded
+            warnings.warn(f"{n - size} sub-env(s) run a discarded child to fill the last lockstep batch "
+                          f"(the remaining children are not a multiple of num_envs={n})", stacklevel=3)
+        _, infos = venv.reset(seed=[child_seed(self.seed, first + i) for i in range(n)])
+        masks = self._read_masks(venv, infos, 0)
+        live = np.zeros(n, dtype=bool)
+        live[:size] = True
+        self._begin_batch(size)
+        acts: list[np.ndarray] = []
+        mask_log: list[np.ndarray] = []
+        episodes: list[Episode | None] = [None] * size
+        step = 0
+        while live.any():
+            if step >= len(self.token_specs):
+                raise RuntimeError(f"the env did not end after its {len(self.token_specs)} tokens")
+            action = first_valid(masks)  # dummy actions for spare and ended sub-envs
+            action[:size] = np.where(live[:size], self._act(step, masks[:size], live[:size]), action[:size])
+            if not masks[np.arange(n), action].all():
+                raise RuntimeError(f"agent chose an invalid action at step {step}: {action.tolist()}")
+            acts.append(action[:size].copy())
+            mask_log.append(masks[:size].copy())
+            _, rewards, terminated, truncated, infos = venv.step(action)
+            ended = np.asarray(terminated | truncated, dtype=bool)
+            final = infos.get("final_info", {}) if mode == AutoresetMode.SAME_STEP else infos
+            for i in np.flatnonzero(ended[:size] & live[:size]):
+                episodes[i] = Episode(first + int(i), np.array([a[i] for a in acts], dtype=np.int64),
+                                      np.stack([m[i] for m in mask_log]), float(rewards[i]), unbatch_info(final, i))
+            live &= ~ended
+            if not live.any():
+                break
+            masks = self._read_masks(venv, infos, step + 1)
+            if mode == AutoresetMode.DISABLED and ended.any():
+                # No autoreset: restart ended sub-envs on an ignored episode so that lockstep can go on.
+                _, reset_infos = venv.reset(options={"reset_mask": ended.copy()})
+                masks[ended] = self._read_masks(venv, reset_infos, 0)[ended]
+            step += 1
+        return [ep for ep in episodes if ep is not None]
+
+    def _read_masks(self, venv: gym.vector.VectorEnv, infos: dict[str, Any], step: int) -> np.ndarray:
+        """Valid actions (n x A, bool): ``infos["action_mask"]``, else ``action_masks()``, else the token's choices.
+
+        Rows without a mask (or whose env has no valid action at all, e.g. a finished
+        sub-env) fall back to the current token's choices so dummy actions stay valid.
+        """
+        n, a = venv.num_envs, self.num_actions
+        if "action_mask" in infos:
+            have = np.asarray(infos.get("_action_mask", True), dtype=bool)
+            masks = np.asarray(infos["action_mask"], dtype=bool).reshape(n, a)
+            if have.all() and masks.any(axis=1).all():  # the usual case
+                return masks.copy()
+            masks = np.where(have[:, None], masks, False) if have.ndim else masks.copy()
+            have = np.broadcast_to(have, (n,)).copy()
+        else:
+            masks = np.zeros((n, a), dtype=bool)
+            have = np.zeros(n, dtype=bool)
+        if not have.all():
+            try:
+                called = venv.unwrapped.call("action_masks")
+                masks[~have] = np.stack([np.asarray(m, dtype=bool) for m in called])[~have]
+                have[:] = True
+            except AttributeError:
+                pass
+        spec = self.token_specs[min(step, len(self.token_specs) - 1)]
+        fallback = np.arange(a) < spec.num_choices
+        empty = ~masks.any(axis=1)
+        masks[~have | empty] = fallback
+        return masks

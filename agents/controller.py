@@ -1,0 +1,306 @@
+"""The paper's controller: an LSTM that emits an architecture one token at a time.
+
+Zoph & Le (2017), sections 3.1 and 3.3. A 2-layer LSTM (35 units by default) reads at
+each step the embedding of the previous token (a learned start embedding at step 0),
+and a per-token-type softmax head turns its output into the distribution of the current
+token. Skip tokens ("layer j feeds layer i") use the paper's anchor-point attention
+instead of a softmax head:
+
+    P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))
+
+Our exact choice of hidden states (the env emits one skip bit per step, so the paper's
+single "anchor point" step of layer i is not a separate step here):
+
+* ``h_j`` (the *anchor* of layer j) is the LSTM output of the step right after layer j's
+  last non-skip token (``num_filters`` in the CNN space), i.e. the first output that has
+  read all of layer j's choices. For a layer with skip tokens that is its first skip step,
+  which matches the paper's anchor point (whose input is the ``num_filters`` embedding);
+  for layer 1 (no skips) it is layer 2's first step.
+* ``h_i`` is the LSTM output of the current skip step. For the first skip bit of layer i
+  it equals layer i's anchor; later bits of the same layer also see the earlier bits
+  (fed back as the step inputs), so the whole sequence stays autoregressive.
+
+The k-th skip token of a layer (0-based) refers to the k-th earlier layer, in order of
+appearance: the CNN space's convention (bit j of layer i = "layer j feeds layer i").
+
+Two code paths share the same parameters: :meth:`Controller.step` runs one step for a
+batch of episodes in lockstep (sampling, with the LSTM state carried in a
+:class:`ControllerState`), and :meth:`Controller.forward` re-runs whole action sequences
+with teacher forcing through one fused ``nn.LSTM`` call (training: cheaper than a Python
+loop and it recomputes log-probabilities exactly from the stored actions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_env.spaces.base import TokenSpec
+
+SKIP_TOKEN = "skip"
+
+
+@dataclass
+class ControllerState:
+    """The recurrent state of a batch of episodes sampled in lockstep."""
+
+    h: tuple[torch.Tensor, ...]  # per LSTM layer: B x H
+    c: tuple[torch.Tensor, ...]  # per LSTM layer: B x H
+    anchors: dict[int, torch.Tensor] = field(default_factory=dict)  # anchor step -> W_prev @ its output (B x att)
+    step: int = 0  # the next step to run
+
+
+def _pad_to(logits: torch.Tensor, num_actions: int) -> torch.Tensor:
+    """Pad the last dim with -inf up to ``num_actions``: actions beyond a head's choices get probability 0."""
+    extra = num_actions - logits.shape[-1]
+    return F.pad(logits, (0, extra), value=float("-inf")) if extra else logits
+
+
+def apply_action_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Set the logits of invalid actions (``mask`` False) to -inf; ``mask`` broadcasts against ``logits``."""
+    if mask is None:
+        return logits
+    return logits.masked_fill(~mask.to(torch.bool), float("-inf"))
+
+
+def log_probs_and_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax and entropy of (possibly -inf-masked) logits, without NaNs in values or gradients."""
+    logp = torch.log_softmax(logits, dim=-1)
+    finite = torch.isfinite(logits)
+    # masked_fill (not where) so that invalid entries give exact zeros, not 0 * -inf, in both passes
+    entropy = -(logp.exp() * logp.masked_fill(~finite, 0.0)).sum(-1)
+    return logp, entropy
+
+
+def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One action per row, drawn from softmax(logits) by the Gumbel-max trick; -inf logits are never drawn.
+
+    Gumbel-max rather than ``multinomial(softmax(...))``: exact, and a few elementwise ops
+    where softmax/multinomial on tiny tensors can take milliseconds in a contended
+    multi-threaded process.
+    """
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+
+
+class Controller(nn.Module):
+    """The NAS controller RNN over a fixed token sequence (see the module docstring).
+
+    Args:
+        token_specs: the env's ``token_specs`` (one :class:`TokenSpec` per step).
+        num_actions: size of the env's ``Discrete`` action space (logits are padded to it);
+            default: the largest number of choices.
+        hidden_size: LSTM units (the paper: 35).
+        num_layers: stacked LSTM layers (the paper: 2).
+        embedding_size: token embedding size; default ``hidden_size``.
+        attention_size: size of the anchor attention's hidden layer; default ``hidden_size``.
+        init_range: every weight starts uniform in ``[-init_range, init_range]`` (the paper: 0.08).
+        generator: the torch generator used for that initialisation (default: seed 0). The
+            global RNG is never read: modules are built under ``fork_rng``, then re-initialised.
+    """
+
+    def __init__(
+        self,
+        token_specs: Sequence[TokenSpec],
+        num_actions: int | None = None,
+        hidden_size: int = 35,
+        num_layers: int = 2,
+        embedding_size: int | None = None,
+        attention_size: int | None = None,
+        init_range: float = 0.08,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        specs = tuple(token_specs)
+        if not specs:
+            raise ValueError("token_specs is empty")
+        max_choices = max(s.num_choices for s in specs)
+        self.num_actions = int(num_actions) if num_actions is not None else max_choices
+        if self.num_actions < max_choices:
+            raise ValueError(f"num_actions={self.num_actions} < the largest token's {max_choices} choices")
+        if hidden_size < 1 or num_layers < 1 or init_range < 0:
+            raise ValueError("hidden_size and num_layers must be >= 1 and init_range >= 0")
+        self.token_specs = specs
+        self.hidden_size = hidden_size
+        self.num_lstm_layers = num_layers
+        self.init_range = float(init_range)
+        embedding_size = embedding_size or hidden_size
+        attention_size = attention_size or hidden_size
+
+        # Token types in order of first appearance; a type's head has as many outputs as its largest token.
+        names: list[str] = []
+        for s in specs:
+            if s.name not in names:
+                names.append(s.name)
+        self.type_names: tuple[str, ...] = tuple(names)
+        self.type_choices = {n: max(s.num_choices for s in specs if s.name == n) for n in names}
+        self.step_types: tuple[str, ...] = tuple(s.name for s in specs)
+        if SKIP_TOKEN in self.type_choices and any(s.num_choices != 2 for s in specs if s.name == SKIP_TOKEN):
+            raise ValueError(f"{SKIP_TOKEN!r} tokens must have exactly 2 choices (no / yes)")
+
+        # One embedding table: row 0 = start token, then one block of rows per token type,
+        # so action k of "filter_height" and action k of "num_filters" are different inputs.
+        offsets, row = {}, 1
+        for n in names:
+            offsets[n] = row
+            row += self.type_choices[n]
+        self._input_offsets = [0] + [offsets[s.name] for s in specs[:-1]]  # step t reads token t-1's block
+        self.register_buffer("_input_offset_t", torch.tensor(self._input_offsets, dtype=torch.long), persistent=False)
+
+        self._anchor_source = self._plan_skips(specs)  # skip step -> anchor step of its source layer
+        self._anchor_steps = frozenset(self._anchor_source.values())
+        self._steps_by_type = {n: [t for t, s in enumerate(self.step_types) if s == n] for n in names}
+
+        with torch.random.fork_rng(devices=[]):  # default inits draw from the global RNG: keep it untouched
+            self.embedding = nn.Embedding(row, embedding_size)
+            self.lstm = nn.LSTM(embedding_size, hidden_size, num_layers=num_layers, batch_first=True)
+            self.heads = nn.ModuleDict({n: nn.Linear(hidden_size, self.type_choices[n])
+                                        for n in names if n != SKIP_TOKEN})
+            if self._anchor_source:
+                self.w_prev = nn.Linear(hidden_size, attention_size, bias=False)
+                self.w_curr = nn.Linear(hidden_size, attention_size, bias=False)
+                self.v = nn.Linear(attention_size, 1, bias=False)
+        self.reset_parameters(generator)
+        # The fused LSTM's parameters per layer, for the one-cell-at-a-time path. Loading a
+        # state dict or moving devices updates these Parameter objects in place.
+        self._cell_weights = [tuple(getattr(self.lstm, f"{w}_l{k}") for w in ("weight_ih", "weight_hh", "bias_ih",
+                                                                               "bias_hh"))
+                              for k in range(num_layers)]
+
+        # Teacher-forced forward: pieces are computed per type and put back in step order.
+        order = [t for n in names if n != SKIP_TOKEN for t in self._steps_by_type[n]]
+        skip_steps = sorted(self._anchor_source)
+        order += skip_steps
+        inverse = [0] * len(order)
+        for pos, t in enumerate(order):
+            inverse[t] = pos
+        self.register_buffer("_inverse_order", torch.tensor(inverse, dtype=torch.long), persistent=False)
+        self.register_buffer("_skip_steps", torch.tensor(skip_steps, dtype=torch.long), persistent=False)
+        self.register_buffer("_skip_sources", torch.tensor([self._anchor_source[t] for t in skip_steps],
+                                                           dtype=torch.long), persistent=False)
+        for n in self.heads:
+            self.register_buffer(f"_steps_{n}", torch.tensor(self._steps_by_type[n], dtype=torch.long),
+                                 persistent=False)
+
+    @staticmethod
+    def _plan_skips(specs: tuple[TokenSpec, ...]) -> dict[int, int]:
+        """Map every skip step to the anchor step of the layer it may connect from."""
+        layer_order: list[int] = []
+        last_token: dict[int, int] = {}
+        for t, s in enumerate(specs):
+            if s.name != SKIP_TOKEN:
+                if s.layer not in last_token:
+                    layer_order.append(s.layer)
+                last_token[s.layer] = t
+        plan: dict[int, int] = {}
+        seen: dict[int, int] = {}
+        for t, s in enumerate(specs):
+            if s.name != SKIP_TOKEN:
+                continue
+            k = seen.get(s.layer, 0)
+            seen[s.layer] = k + 1
+            earlier = layer_order[: layer_order.index(s.layer)] if s.layer in layer_order else []
+            if k >= len(earlier):
+                raise ValueError(f"skip token at step {t} (layer {s.layer}) has no earlier layer number {k + 1}")
+            anchor = last_token[earlier[k]] + 1
+            if anchor > t:
+                raise ValueError(f"skip token at step {t} precedes the anchor (step {anchor}) of layer {earlier[k]}")
+            plan[t] = anchor
+        return plan
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Every weight uniform in ``[-init_range, init_range]`` (the paper), drawn from ``generator``."""
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in self.parameters():  # registration order: deterministic for a given space
+                p.uniform_(-self.init_range, self.init_range, generator=generator)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.token_specs)
+
+    # --- sampling: one step for a batch of episodes in lockstep -------------------------------
+    def initial_state(self, batch_size: int) -> ControllerState:
+        dev = self.embedding.weight.device
+        zeros = tuple(torch.zeros(batch_size, self.hidden_size, device=dev) for _ in range(self.num_lstm_layers))
+        return ControllerState(zeros, zeros)
+
+    def step(self, state: ControllerState, prev_actions: torch.Tensor | None) -> tuple[torch.Tensor, ControllerState]:
+        """Logits (B x num_actions; -inf beyond the token's choices) of step ``state.step``.
+
+        ``prev_actions`` (B, long) are the actions of the previous step (ignored at step 0).
+        Returns a new state; the input state is not modified. Runs the LSTM one cell at a
+        time on the same weights as :meth:`forward` (``torch.lstm_cell``: no per-call
+        setup of the fused kernel, which costs more than the cell itself at this size).
+        """
+        t = state.step
+        if t >= self.num_steps:
+            raise IndexError(f"step {t} is past the last token (the episode has {self.num_steps} steps)")
+        if t == 0:
+            idx = torch.zeros(state.h[0].shape[0], dtype=torch.long, device=state.h[0].device)
+        else:
+            if prev_actions is None:
+                raise ValueError("prev_actions is required after step 0")
+            idx = prev_actions.to(device=state.h[0].device, dtype=torch.long) + self._input_offsets[t]
+        x = F.embedding(idx, self.embedding.weight)
+        hs, cs = [], []
+        for k in range(self.num_lstm_layers):
+            x, c = torch.lstm_cell(x, (state.h[k], state.c[k]), *self._cell_weights[k])  # nn.LSTM's own weights
+            hs.append(x)
+            cs.append(c)
+        anchors = state.anchors
+        if t in self._anchor_steps:
+            anchors = {**anchors, t: self.w_prev(x)}
+        name = self.step_types[t]
+        if name == SKIP_TOKEN:
+            score = self.v(torch.tanh(anchors[self._anchor_source[t]] + self.w_curr(x)))
+            logits = torch.cat([torch.zeros_like(score), score], dim=-1)
+        else:
+            logits = self.heads[name](x)
+        return _pad_to(logits, self.num_actions), ControllerState(tuple(hs), tuple(cs), anchors, t + 1)
+
+    def _skip_logits(self, h_prev: torch.Tensor, h_curr: torch.Tensor) -> torch.Tensor:
+        """Two logits (no, yes) whose softmax is (1 - P, P), P = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))."""
+        score = self.v(torch.tanh(self.w_prev(h_prev) + self.w_curr(h_curr)))  # ... x 1
+        return torch.cat([torch.zeros_like(score), score], dim=-1)
+
+    @torch.inference_mode()
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``batch_size`` action sequences (B x T) without an env: the heads' sizes are the masks."""
+        state = self.initial_state(batch_size)
+        prev: torch.Tensor | None = None
+        actions = []
+        for _ in range(self.num_steps):
+            logits, state = self.step(state, prev)
+            prev = sample_from_logits(logits, generator)
+            actions.append(prev)
+        return torch.stack(actions, dim=1)
+
+    # --- training: whole sequences with teacher forcing ---------------------------------------
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        """Logits (B x T x num_actions) of every step given the taken actions (B x T, long).
+
+        Step t's logits depend only on actions before t, as in :meth:`step`.
+        """
+        if actions.dim() != 2 or actions.shape[1] != self.num_steps:
+            raise ValueError(f"actions must be B x {self.num_steps}, got {tuple(actions.shape)}")
+        actions = actions.to(self._input_offset_t.device, torch.long)
+        idx = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1) + self._input_offset_t
+        out, _ = self.lstm(self.embedding(idx))  # B x T x H
+        pieces = [_pad_to(head(out[:, getattr(self, f"_steps_{n}")]), self.num_actions)
+                  for n, head in self.heads.items()]
+        if self._anchor_source:
+            pieces.append(_pad_to(self._skip_logits(out[:, self._skip_sources], out[:, self._skip_steps]),
+                                  self.num_actions))
+        return torch.cat(pieces, dim=1)[:, self._inverse_order]
+
+    def log_probs(self, actions: torch.Tensor, masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step log-probabilities of ``actions`` and entropies (both B x T), under optional masks (B x T x A)."""
+        logits = apply_action_mask(self(actions), masks)
+        logp, entropy = log_probs_and_entropy(logits)
+        return logp.gather(-1, actions.to(logp.device, torch.long).unsqueeze(-1)).squeeze(-1), entropy

@@ -1,0 +1,327 @@
+"""The search runner: drives an agent over NAS environments, records every child, and resumes after a crash.
+
+A run folder ``<logdir>/<env>__<agent>__<seed>__<time>/`` holds everything needed to resume:
+``config.json`` (these arguments), ``results.jsonl`` (one line per child, flushed as each
+finishes), ``store.sqlite`` (the result store that serves children already trained),
+``best.json``, ``checkpoints/agent.pt`` (written after every policy update) and the
+TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
+import json
+import os
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import nas_env  # noqa: F401  (registers the environment ids)
+from agents import AGENTS, make_agent
+from agents.base import ChildRecord, SearchAgent, UpdateStats
+from nas_env.evaluators import STATUSES
+
+
+@dataclass
+class SearchArgs:
+    """Arguments of one search (CleanRL style: one docstring per field)."""
+
+    env: str = "NASRL-Digits-v0"
+    """Gymnasium id of the NAS environment"""
+    agent: str = "reinforce"
+    """search strategy: one of agents.AGENTS"""
+    episodes: int = 200
+    """children (architectures) to evaluate in total"""
+    children_per_update: int = 5
+    """m: children per policy update"""
+    num_envs: int = 1
+    """sub-environments stepped in lockstep (a Gymnasium sync vector env)"""
+    seed: int = 0
+    """seed of the agent and of every child's training"""
+    logdir: str = "runs"
+    """parent folder of run folders"""
+    run_name: str = ""
+    """run folder name (default: <env>__<agent>__<seed>__<unix time>)"""
+    resume: str = ""
+    """run folder to continue; its config.json replaces the other arguments except episodes"""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """keyword arguments passed to gym.make (JSON on the command line)"""
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    """keyword arguments passed to the agent (JSON on the command line)"""
+    store: str = ""
+    """SQLite result store shared across runs (default: <run folder>/store.sqlite)"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (CleanRL's convention), for ``--help``."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, after in itertools.pairwise(body):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            docs[node.target.id] = after.value.value.strip()
+    return docs
+
+
+def parse_args(argv: list[str] | None = None) -> SearchArgs:
+    """Command-line flags for every :class:`SearchArgs` field, with clear errors for bad values."""
+    defaults = SearchArgs()
+    parser = argparse.ArgumentParser(prog="nasrl-search", description="Neural architecture search with RL (Zoph & Le).")
+    docs = field_docs(SearchArgs)
+    for f in dataclasses.fields(SearchArgs):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        doc = docs.get(f.name, "")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=doc)
+        elif isinstance(default, dict):
+            parser.add_argument(flag, type=_json_object(flag), default={}, help=doc)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=f"{doc} (default: {default!r})")
+    ns = parser.parse_args(argv)
+    args = SearchArgs(**vars(ns))
+    if args.agent not in tuple(AGENTS):
+        parser.error(f"--agent {args.agent!r} is not one of {', '.join(tuple(AGENTS))}")
+    for name in ("episodes", "children_per_update", "num_envs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.env not in gym.registry:
+        nas_ids = sorted(k for k in gym.registry if k.startswith("NASRL-"))
+        parser.error(f"--env {args.env!r} is not a registered environment; NAS environments: {', '.join(nas_ids)}")
+    if args.resume and not (Path(args.resume) / "config.json").is_file():
+        parser.error(f"--resume {args.resume!r} is not a run folder (no config.json in it)")
+    return args
+
+
+def _json_object(flag: str):
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"{flag} must be a JSON object, got {text!r}: {e}") from e
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"{flag} must be a JSON object like '{{\"epochs\": 3}}', got {text!r}")
+        return value
+
+    return parse
+
+
+class RunRecorder:
+    """Writes a run's children to results.jsonl, best.json and TensorBoard as they arrive."""
+
+    def __init__(self, run_dir: Path, args: SearchArgs, resumed_children: int) -> None:
+        self.run_dir = run_dir
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.results_path = run_dir / "results.jsonl"
+        self.records = _read_results(self.results_path)  # children already written before a resume
+        self.written = len(self.records)
+        self.resumed_children = resumed_children
+        self.best: dict[str, Any] | None = max(self.records, key=lambda r: r["val_acc"], default=None)
+        self.cache_hits = sum(bool(r.get("cache_hit")) for r in self.records)
+        self._file = self.results_path.open("a", encoding="utf-8")
+        self.args = args
+
+    def on_child(self, child: ChildRecord) -> None:
+        if child.index < self.written:  # replayed after a resume (served from the store): already recorded
+            return
+        info = child.info
+        record = {
+            "index": child.index,
+            "reward": float(child.reward),
+            "status": info.get("status"),
+            "val_acc": float(info.get("val_acc") or 0.0),
+            "val_acc_history": list(info.get("val_acc_history") or []),
+            "params": info.get("params"),
+            "flops": info.get("flops"),
+            "train_seconds": float(info.get("train_seconds") or 0.0),
+            "cache_hit": bool(info.get("cache_hit", False)),
+            "seed": info.get("seed"),
+            "arch": info.get("arch"),
+            "time": time.time(),
+        }
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.records.append(record)
+        self.written += 1
+        self.cache_hits += record["cache_hit"]
+        step = child.index
+        w = self.writer
+        w.add_scalar("child/reward", record["reward"], step)
+        w.add_scalar("child/val_acc", record["val_acc"], step)
+        if record["params"] is not None:
+            w.add_scalar("child/params", record["params"], step)
+            w.add_scalar("child/flops", record["flops"], step)
+        w.add_scalar("child/train_seconds", record["train_seconds"], step)
+        w.add_scalar("child/status", STATUSES.index(record["status"]) if record["status"] in STATUSES else -1, step)
+        w.add_scalar("search/cache_hit_share", self.cache_hits / self.written, step)
+        if record["arch"] is not None and (self.best is None or record["val_acc"] > self.best["val_acc"]):
+            self.best = record
+            _atomic_write(self.run_dir / "best.json", json.dumps(record, indent=2))
+            w.add_text("search/best_architecture", _arch_markdown(record), step)
+        if self.best is not None:
+            w.add_scalar("search/best_val_acc", self.best["val_acc"], step)
+
+    def on_update(self, stats: UpdateStats) -> None:
+        for name, value in stats.scalars().items():
+            if name != "children_done":
+                self.writer.add_scalar(f"update/{name}", value, stats.children_done)
+
+    def close(self, hparams: dict[str, Any]) -> None:
+        best = self.best["val_acc"] if self.best else 0.0
+        self.writer.add_hparams(hparams, {"hparam/best_val_acc": best, "hparam/children": self.written},
+                                run_name="hparams")
+        self.writer.flush()
+        self.writer.close()
+        self._file.close()
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    """Lines of results.jsonl; a torn last line (killed mid-write) is dropped and truncated away."""
+    if not path.exists():
+        return []
+    records, good_bytes = [], 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            good_bytes += len(line)
+    with path.open("r+b") as f:
+        f.truncate(good_bytes)
+    return records
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _arch_markdown(record: dict[str, Any]) -> str:
+    arch = json.loads(record["arch"])
+    lines = [f"val_acc {record['val_acc']:.4f}, params {record['params']}, child {record['index']}", "",
+             "| layer | filter | stride | filters | inputs |", "|---|---|---|---|---|"]
+    for i, l in enumerate(arch.get("layers", []), start=1):
+        inputs = ",".join(str(j) for j in l["inputs"]) or "image"
+        pool = " + pool" if i in arch.get("pool_after", []) else ""
+        lines.append(f"| {i} | {l['filter_height']}x{l['filter_width']} | {l['stride_height']}x{l['stride_width']}"
+                     f" | {l['num_filters']}{pool} | {inputs} |")
+    return "\n".join(lines)
+
+
+def hparams_markdown(args: SearchArgs) -> str:
+    rows = ["| argument | value |", "|---|---|"]
+    rows += [f"| {k} | {json.dumps(v) if isinstance(v, dict) else v} |" for k, v in dataclasses.asdict(args).items()]
+    return "\n".join(rows)
+
+
+def _flat_hparams(args: SearchArgs) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in dataclasses.asdict(args).items():
+        out[k] = json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+    return out
+
+
+def print_best_table(record: dict[str, Any] | None) -> None:
+    if record is None:
+        print("no architecture was evaluated successfully")
+        return
+    print(f"\nbest architecture: child {record['index']}, val_acc {record['val_acc']:.4f}, "
+          f"params {record['params']:,}, multiply-adds {record['flops']:,}")
+    arch = json.loads(record["arch"])
+    print(f"{'layer':>5}  {'filter':>6}  {'stride':>6}  {'filters':>7}  inputs")
+    for i, l in enumerate(arch.get("layers", []), start=1):
+        inputs = ",".join(str(j) for j in l["inputs"]) or "image"
+        pool = " +pool" if i in arch.get("pool_after", []) else ""
+        print(f"{i:>5}  {l['filter_height']}x{l['filter_width']:<4}  {l['stride_height']}x{l['stride_width']:<4}  "
+              f"{l['num_filters']:>7}  {inputs}{pool}")
+
+
+def make_envs(args: SearchArgs, store_path: Path) -> gym.vector.VectorEnv:
+    kwargs = {**args.env_kwargs, "store": str(store_path)}
+    return gym.make_vec(args.env, num_envs=args.num_envs, vectorization_mode="sync", **kwargs)
+
+
+def run_search(args: SearchArgs) -> Path:
+    """Run (or resume) a search; returns the run folder."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = json.loads((run_dir / "config.json").read_text())
+        episodes = args.episodes if args.episodes != SearchArgs.episodes else saved["episodes"]
+        progress = args.progress
+        args = SearchArgs(**{**saved, "resume": str(run_dir), "episodes": episodes, "progress": progress})
+    else:
+        name = args.run_name or f"{args.env}__{args.agent}__{args.seed}__{int(time.time())}"
+        run_dir = Path(args.logdir) / name
+        if (run_dir / "config.json").exists():
+            raise FileExistsError(f"run folder {run_dir} already holds a run; use --resume {run_dir} to continue it")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(run_dir / "config.json", json.dumps(dataclasses.asdict(args), indent=2))
+    store_path = Path(args.store) if args.store else run_dir / "store.sqlite"
+    ckpt = run_dir / "checkpoints" / "agent.pt"
+    ckpt.parent.mkdir(exist_ok=True)
+
+    agent: SearchAgent = make_agent(args.agent, seed=args.seed, children_per_update=args.children_per_update,
+                                    **args.agent_kwargs)
+    if ckpt.exists():
+        agent.load_state_dict(torch.load(ckpt, weights_only=True))
+    recorder = RunRecorder(run_dir, args, agent.children_done)
+    if not recorder.written:
+        recorder.writer.add_text("hparams", hparams_markdown(args), 0)
+    envs = make_envs(args, store_path)
+    bar = tqdm(total=args.episodes, initial=min(recorder.written, args.episodes), unit="child",
+               disable=not args.progress, dynamic_ncols=True, desc=f"{args.agent} on {args.env}")
+
+    def on_child(child: ChildRecord) -> None:
+        new = child.index >= recorder.written
+        recorder.on_child(child)
+        if new:
+            bar.update(1)
+            best = recorder.best["val_acc"] if recorder.best else 0.0
+            bar.set_postfix(best=f"{best:.4f}", last=f"{float(child.info.get('val_acc') or 0):.4f}",
+                            status=child.info.get("status"), refresh=False)
+
+    def on_update(stats: UpdateStats) -> None:
+        recorder.on_update(stats)
+        agent.save(ckpt)  # after every update: a crash loses at most the children since, and those are in the store
+
+    try:
+        agent.run(envs, args.episodes, on_child, on_update)
+        agent.save(ckpt)
+    finally:
+        bar.close()
+        envs.close()
+        recorder.close(_flat_hparams(args))
+    print(f"run folder: {run_dir}  ({recorder.written} children, {recorder.cache_hits} served from the store)")
+    print_best_table(recorder.best)
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point ``nasrl-search``."""
+    try:
+        run_search(parse_args(argv))
+    except KeyboardInterrupt:
+        print("\ninterrupted: continue with --resume RUN_DIR (finished children are kept)", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()
