@@ -15,17 +15,39 @@ from agents.base import ChildRecord, Episode, EpisodicSearchAgent, SearchAgent, 
 from agents.controller import Controller, ControllerState
 from agents.random_search import RandomSearchAgent
 from agents.reinforce import ReinforceAgent, ReinforceLoss, reinforce_loss
+from agents.sb3 import SB3_ALGOS, SB3Agent
 
 AGENTS: dict[str, type[SearchAgent]] = {"reinforce": ReinforceAgent, "random": RandomSearchAgent}
 
 
+AGENT_NAMES: tuple[str, ...] = (*AGENTS, *SB3_ALGOS)
+
+
 def make_agent(name: str, **kwargs: Any) -> SearchAgent:
-    """An agent by name (``"reinforce"`` or ``"random"``), built with ``kwargs``."""
-    if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; allowed: {sorted(AGENTS)}")
-    return AGENTS[name](**kwargs)
+    """An agent by name: ours (``"reinforce"``, ``"random"``) or an SB3 algorithm (``"ppo"``, ...), with ``kwargs``."""
+    if name in AGENTS:
+        return AGENTS[name](**kwargs)
+    if name in SB3_ALGOS:
+        return SB3Agent(name, **kwargs)
+    raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(AGENT_NAMES)}")
 
 
-__all__ = ["AGENTS", "ChildRecord", "Controller", "ControllerState", "Episode", "EpisodicSearchAgent",
-           "RandomSearchAgent", "ReinforceAgent", "ReinforceLoss", "SearchAgent", "UpdateStats", "child_seed",
-           "make_agent", "reinforce_loss"]
+__all__ = [
+    "AGENTS",
+    "AGENT_NAMES",
+    "SB3_ALGOS",
+    "ChildRecord",
+    "Controller",
+    "ControllerState",
+    "Episode",
+    "EpisodicSearchAgent",
+    "RandomSearchAgent",
+    "ReinforceAgent",
+    "ReinforceLoss",
+    "SB3Agent",
+    "SearchAgent",
+    "UpdateStats",
+    "child_seed",
+    "make_agent",
+    "reinforce_loss",
+]

@@ -29,6 +29,7 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -200,7 +201,7 @@ class EpisodicSearchAgent(SearchAgent):
     Subclasses implement ``_setup``, ``_begin_batch``, ``_act``, ``_update`` and the state hooks.
     """
 
-    def __init__(self, seed: int = 0, children_per_update: int = 8) -> None:
+    def __init__(self, seed: int = 0, children_per_update: int = 5) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         if isinstance(children_per_update, bool) or not isinstance(children_per_update, int) or children_per_update < 1:
@@ -236,7 +237,8 @@ class EpisodicSearchAgent(SearchAgent):
 
     @abstractmethod
     def _update(self, episodes: list[Episode]) -> UpdateStats:
-        """Learn from one update's children (index order); ``update``/``children_done`` are filled in here."""
+        """Learn from one update's children (index order); the loop then sets ``update``, ``children_done``
+        and ``num_children`` of the returned stats."""
 
     @abstractmethod
     def _rng_state(self) -> Any:
@@ -244,6 +246,14 @@ class EpisodicSearchAgent(SearchAgent):
 
     @abstractmethod
     def _set_rng_state(self, state: Any) -> None: ...
+
+    def _compute_scope(self) -> AbstractContextManager[Any]:
+        """Context around a whole rollout, for the agent's own computations (default: none)."""
+        return nullcontext()
+
+    def _evaluation_scope(self) -> AbstractContextManager[Any]:
+        """Context, inside the compute scope, around env steps that may evaluate a child (the last token)."""
+        return nullcontext()
 
     def _policy_state(self) -> dict[str, Any]:
         """Weights, optimizer, baseline... (copies); merged into :meth:`state_dict`."""
@@ -322,7 +332,8 @@ class EpisodicSearchAgent(SearchAgent):
             size = min(self.children_per_update, num_children - self.children_done)
             episodes: list[Episode] = []
             while len(episodes) < size:
-                batch = self._rollout(venv, self.children_done, min(n, size - len(episodes)), mode)
+                with self._compute_scope():
+                    batch = self._rollout(venv, self.children_done, min(n, size - len(episodes)), mode)
                 for ep in batch:
                     episodes.append(ep)
                     self.children_done = ep.index + 1
@@ -347,7 +358,7 @@ class EpisodicSearchAgent(SearchAgent):
         self._begin_batch(size)
         acts: list[np.ndarray] = []
         mask_log: list[np.ndarray] = []
-        episodes: list[Episode | None] = [None] * size
+        finished: dict[int, tuple[int, float, dict[str, Any]]] = {}  # row -> (last step, reward, final info)
         step = 0
         while live.any():
             if step >= len(self.token_specs):
@@ -358,12 +369,12 @@ class EpisodicSearchAgent(SearchAgent):
                 raise RuntimeError(f"agent chose an invalid action at step {step}: {action.tolist()}")
             acts.append(action[:size].copy())
             mask_log.append(masks[:size].copy())
-            _, rewards, terminated, truncated, infos = venv.step(action)
+            with self._evaluation_scope() if step == len(self.token_specs) - 1 else nullcontext():
+                _, rewards, terminated, truncated, infos = venv.step(action)
             ended = np.asarray(terminated | truncated, dtype=bool)
             final = infos.get("final_info", {}) if mode == AutoresetMode.SAME_STEP else infos
             for i in np.flatnonzero(ended[:size] & live[:size]):
-                episodes[i] = Episode(first + int(i), np.array([a[i] for a in acts], dtype=np.int64),
-                                      np.stack([m[i] for m in mask_log]), float(rewards[i]), unbatch_info(final, i))
+                finished[int(i)] = (step, float(rewards[i]), unbatch_info(final, int(i)))
             live &= ~ended
             if not live.any():
                 break
@@ -373,7 +384,9 @@ class EpisodicSearchAgent(SearchAgent):
                 _, reset_infos = venv.reset(options={"reset_mask": ended.copy()})
                 masks[ended] = self._read_masks(venv, reset_infos, 0)[ended]
             step += 1
-        return [ep for ep in episodes if ep is not None]
+        all_actions, all_masks = np.stack(acts), np.stack(mask_log)  # steps x size (x A)
+        return [Episode(first + i, all_actions[: last + 1, i].copy(), all_masks[: last + 1, i].copy(), reward, info)
+                for i, (last, reward, info) in sorted(finished.items())]
 
     def _read_masks(self, venv: gym.vector.VectorEnv, infos: dict[str, Any], step: int) -> np.ndarray:
         """Valid actions (n x A, bool): ``infos["action_mask"]``, else ``action_masks()``, else the token's choices.

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from agents import AGENTS
+from agents import AGENT_NAMES
 from agents.runner import SearchArgs, run_search
 
 
@@ -56,8 +56,8 @@ def top_k_mean(values: list[float], k: int) -> float:
 def compare(args: CompareArgs) -> dict[str, Any]:
     """Run every (agent, seed), then write ``results.csv``, ``best_so_far.png``, ``top_k.png``, ``summary.json``."""
     for name in args.agents:
-        if name not in tuple(AGENTS):
-            raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(tuple(AGENTS))}")
+        if name not in AGENT_NAMES:
+            raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(AGENT_NAMES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "store.sqlite"
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     d = CompareArgs()
     p = argparse.ArgumentParser(prog="nasrl-compare", description=__doc__)
     p.add_argument("--env", default=d.env)
-    p.add_argument("--agents", nargs="+", default=d.agents, choices=tuple(AGENTS))
+    p.add_argument("--agents", nargs="+", default=d.agents, choices=AGENT_NAMES)
     p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
     p.add_argument("--episodes", type=int, default=d.episodes)
     p.add_argument("--children-per-update", type=int, default=d.children_per_update)

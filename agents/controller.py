@@ -76,15 +76,21 @@ def log_probs_and_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return logp, entropy
 
 
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard Gumbel noise: ``argmax(logits + noise)`` is a draw from ``softmax(logits)`` (the Gumbel-max trick)."""
+    u = torch.rand(shape, generator=generator, device=device, dtype=dtype).clamp_(min=torch.finfo(dtype).tiny)
+    return -torch.log(-torch.log(u))
+
+
 def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One action per row, drawn from softmax(logits) by the Gumbel-max trick; -inf logits are never drawn.
 
-    Gumbel-max rather than ``multinomial(softmax(...))``: exact, and a few elementwise ops
-    where softmax/multinomial on tiny tensors can take milliseconds in a contended
-    multi-threaded process.
+    Gumbel-max rather than ``multinomial(softmax(...))``: exact, a few elementwise ops, and
+    noise that can be drawn for a whole episode at once. (Softmax and multinomial on tiny
+    tensors also took milliseconds a call in a contended 2-thread process.)
     """
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+    return torch.argmax(logits + gumbel_noise(logits.shape, generator, logits.device, logits.dtype), dim=-1)
 
 
 class Controller(nn.Module):
@@ -226,17 +232,25 @@ class Controller(nn.Module):
 
     # --- sampling: one step for a batch of episodes in lockstep -------------------------------
     def initial_state(self, batch_size: int) -> ControllerState:
-        dev = self.embedding.weight.device
-        zeros = tuple(torch.zeros(batch_size, self.hidden_size, device=dev) for _ in range(self.num_lstm_layers))
+        w = self.embedding.weight
+        zeros = tuple(w.new_zeros(batch_size, self.hidden_size) for _ in range(self.num_lstm_layers))
         return ControllerState(zeros, zeros)
 
     def step(self, state: ControllerState, prev_actions: torch.Tensor | None) -> tuple[torch.Tensor, ControllerState]:
         """Logits (B x num_actions; -inf beyond the token's choices) of step ``state.step``.
 
         ``prev_actions`` (B, long) are the actions of the previous step (ignored at step 0).
-        Returns a new state; the input state is not modified. Runs the LSTM one cell at a
-        time on the same weights as :meth:`forward` (``torch.lstm_cell``: no per-call
-        setup of the fused kernel, which costs more than the cell itself at this size).
+        Returns a new state; the input state is not modified.
+        """
+        logits, new_state = self.step_logits(state, prev_actions)
+        return _pad_to(logits, self.num_actions), new_state
+
+    def step_logits(self, state: ControllerState,
+                    prev_actions: torch.Tensor | None) -> tuple[torch.Tensor, ControllerState]:
+        """Like :meth:`step`, but only the token's own choices: B x (choices of the token's type).
+
+        Runs the LSTM one cell at a time on the same weights as :meth:`forward`
+        (``torch.lstm_cell``: the fused kernel's per-call setup costs more than a cell here).
         """
         t = state.step
         if t >= self.num_steps:
@@ -255,19 +269,17 @@ class Controller(nn.Module):
             cs.append(c)
         anchors = state.anchors
         if t in self._anchor_steps:
-            anchors = {**anchors, t: self.w_prev(x)}
+            anchors = {**anchors, t: self.w_prev(x)}  # projected once, reused by every later skip bit
         name = self.step_types[t]
         if name == SKIP_TOKEN:
-            score = self.v(torch.tanh(anchors[self._anchor_source[t]] + self.w_curr(x)))
-            logits = torch.cat([torch.zeros_like(score), score], dim=-1)
+            logits = F.pad(self.v(torch.tanh(anchors[self._anchor_source[t]] + self.w_curr(x))), (1, 0))
         else:
             logits = self.heads[name](x)
-        return _pad_to(logits, self.num_actions), ControllerState(tuple(hs), tuple(cs), anchors, t + 1)
+        return logits, ControllerState(tuple(hs), tuple(cs), anchors, t + 1)
 
     def _skip_logits(self, h_prev: torch.Tensor, h_curr: torch.Tensor) -> torch.Tensor:
         """Two logits (no, yes) whose softmax is (1 - P, P), P = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))."""
-        score = self.v(torch.tanh(self.w_prev(h_prev) + self.w_curr(h_curr)))  # ... x 1
-        return torch.cat([torch.zeros_like(score), score], dim=-1)
+        return F.pad(self.v(torch.tanh(self.w_prev(h_prev) + self.w_curr(h_curr))), (1, 0))  # (0, score)
 
     @torch.inference_mode()
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:

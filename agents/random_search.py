@@ -20,7 +20,7 @@ class RandomSearchAgent(EpisodicSearchAgent):
 
     name: ClassVar[str] = "random"
 
-    def __init__(self, seed: int = 0, children_per_update: int = 8) -> None:
+    def __init__(self, seed: int = 0, children_per_update: int = 5) -> None:
         super().__init__(seed, children_per_update)
         self.rng = np.random.default_rng(self._stream_seed(1))
 

@@ -29,7 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import nas_env  # noqa: F401  (registers the environment ids)
-from agents import AGENTS, make_agent
+from agents import AGENT_NAMES, make_agent
 from agents.base import ChildRecord, SearchAgent, UpdateStats
 from nas_env.evaluators import STATUSES
 
@@ -41,7 +41,7 @@ class SearchArgs:
     env: str = "NASRL-Digits-v0"
     """Gymnasium id of the NAS environment"""
     agent: str = "reinforce"
-    """search strategy: one of agents.AGENTS"""
+    """search strategy: one of agents.AGENT_NAMES"""
     episodes: int = 200
     """children (architectures) to evaluate in total"""
     children_per_update: int = 5
@@ -95,8 +95,8 @@ def parse_args(argv: list[str] | None = None) -> SearchArgs:
             parser.add_argument(flag, type=type(default), default=default, help=f"{doc} (default: {default!r})")
     ns = parser.parse_args(argv)
     args = SearchArgs(**vars(ns))
-    if args.agent not in tuple(AGENTS):
-        parser.error(f"--agent {args.agent!r} is not one of {', '.join(tuple(AGENTS))}")
+    if args.agent not in AGENT_NAMES:
+        parser.error(f"--agent {args.agent!r} is not one of {', '.join(AGENT_NAMES)}")
     for name in ("episodes", "children_per_update", "num_envs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -124,11 +124,15 @@ def _json_object(flag: str):
 class RunRecorder:
     """Writes a run's children to results.jsonl, best.json and TensorBoard as they arrive."""
 
-    def __init__(self, run_dir: Path, args: SearchArgs, resumed_children: int) -> None:
+    def __init__(self, run_dir: Path, args: SearchArgs, resumed_children: int, exact_replay: bool = True) -> None:
         self.run_dir = run_dir
         self.writer = SummaryWriter(log_dir=str(run_dir))
         self.results_path = run_dir / "results.jsonl"
-        self.records = _read_results(self.results_path)  # children already written before a resume
+        # Children already written before a resume. An agent that replays exactly re-evaluates those after its
+        # checkpoint identically (served from the store), so they are skipped; otherwise they are dropped from
+        # results.jsonl (they stay in the store) and the agent's new children take their indices.
+        keep = None if exact_replay else resumed_children
+        self.records = _read_results(self.results_path, keep)
         self.written = len(self.records)
         self.resumed_children = resumed_children
         self.best: dict[str, Any] | None = max(self.records, key=lambda r: r["val_acc"], default=None)
@@ -191,13 +195,15 @@ class RunRecorder:
         self._file.close()
 
 
-def _read_results(path: Path) -> list[dict[str, Any]]:
-    """Lines of results.jsonl; a torn last line (killed mid-write) is dropped and truncated away."""
+def _read_results(path: Path, keep: int | None = None) -> list[dict[str, Any]]:
+    """Lines of results.jsonl (at most ``keep``); a torn last line (killed mid-write) is truncated away."""
     if not path.exists():
         return []
     records, good_bytes = [], 0
     with path.open("rb") as f:
         for line in f:
+            if keep is not None and len(records) >= keep:
+                break
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
@@ -282,7 +288,7 @@ def run_search(args: SearchArgs) -> Path:
                                     **args.agent_kwargs)
     if ckpt.exists():
         agent.load_state_dict(torch.load(ckpt, weights_only=True))
-    recorder = RunRecorder(run_dir, args, agent.children_done)
+    recorder = RunRecorder(run_dir, args, agent.children_done, getattr(agent, "exact_replay", True))
     if not recorder.written:
         recorder.writer.add_text("hparams", hparams_markdown(args), 0)
     envs = make_envs(args, store_path)
@@ -300,6 +306,10 @@ def run_search(args: SearchArgs) -> Path:
 
     def on_update(stats: UpdateStats) -> None:
         recorder.on_update(stats)
+        episodes = getattr(agent, "episodes", 0)
+        if episodes:  # agents that ignore masks: how often they end an episode on an invalid action
+            recorder.writer.add_scalar("search/invalid_episode_share", agent.invalid_episodes / episodes,
+                                       stats.children_done)
         agent.save(ckpt)  # after every update: a crash loses at most the children since, and those are in the store
 
     try:

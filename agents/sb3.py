@@ -1,0 +1,210 @@
+"""stable-baselines3 / sb3-contrib algorithms as search agents, driven by the runner like our own.
+
+The env is used unmodified: PPO, A2C, DQN and RecurrentPPO see the plain ``Discrete`` action
+space and rely on the env's ``invalid_action`` policy ("penalize" by default: the episode
+ends with reward -1 and no child is trained); MaskablePPO reads ``action_masks()``.
+A callback turns every finished episode into a :class:`ChildRecord`; episodes that ended
+on an invalid action are counted (``invalid_episodes``) but are not children, so
+``num_children`` counts trained architectures for every agent alike.
+
+Defaults sized for NAS episodes (override any of them with keyword arguments): PPO and
+RecurrentPPO collect ``children_per_update`` episodes per update (``n_steps`` = m x episode
+length / envs) in minibatches of one episode length; A2C updates after every episode;
+DQN keeps SB3's defaults, with its exploration schedule over the whole child budget.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from agents.base import ChildRecord, SearchAgent, UpdateStats
+
+SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
+MAX_EPISODES_PER_CHILD = 200  # stop an agent that almost never emits a valid architecture
+
+
+def algorithm_class(name: str) -> type:
+    """The SB3 class for ``name`` (imported lazily: sb3 is an optional extra)."""
+    try:
+        if name in ("ppo", "a2c", "dqn"):
+            import stable_baselines3 as sb3
+
+            return {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[name]
+        if name in ("maskable_ppo", "recurrent_ppo"):
+            import sb3_contrib
+
+            return {"maskable_ppo": sb3_contrib.MaskablePPO, "recurrent_ppo": sb3_contrib.RecurrentPPO}[name]
+    except ImportError as e:
+        raise ImportError(f"agent {name!r} needs stable-baselines3 and sb3-contrib: pip install -e '.[sb3]'") from e
+    raise ValueError(f"unknown SB3 algorithm {name!r}; allowed: {', '.join(SB3_ALGOS)}")
+
+
+def int_flatten_extractor() -> type:
+    """SB3's FlattenExtractor with a Python-int ``features_dim`` (a ``MultiDiscrete`` space sums to a numpy int)."""
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    class IntFlattenExtractor(FlattenExtractor):
+        def __init__(self, observation_space: gym.Space) -> None:
+            super().__init__(observation_space)
+            self._features_dim = int(self._features_dim)
+
+    return IntFlattenExtractor
+
+
+class SB3Agent(SearchAgent):
+    """A stable-baselines3 algorithm behind the :class:`SearchAgent` interface.
+
+    Resume is approximate: the model, its optimizer and the counters are restored, but not
+    SB3's internal random state, so children after the last checkpoint differ from an
+    uninterrupted run (``exact_replay = False``; the runner then rewrites them).
+    """
+
+    exact_replay: ClassVar[bool] = False
+
+    def __init__(self, algo: str, seed: int = 0, children_per_update: int = 8, device: str = "cpu",
+                 **algo_kwargs: Any) -> None:
+        if algo not in SB3_ALGOS:
+            raise ValueError(f"unknown SB3 algorithm {algo!r}; allowed: {', '.join(SB3_ALGOS)}")
+        if isinstance(children_per_update, bool) or not isinstance(children_per_update, int) or children_per_update < 1:
+            raise ValueError(f"children_per_update must be a positive int, got {children_per_update!r}")
+        self.algo = algo
+        self.name = algo
+        self.seed = int(seed)
+        self.children_per_update = children_per_update
+        self.device = device
+        self.algo_kwargs = dict(algo_kwargs)
+        self.children_done = 0
+        self.episodes = 0
+        self.invalid_episodes = 0
+        self.updates_done = 0
+        self.model: Any = None
+        self._saved_model: bytes | None = None
+
+    # --- SearchAgent -----------------------------------------------------------------------
+    def run(self, envs: gym.vector.VectorEnv | gym.Env, num_children: int, on_child: Callable[[ChildRecord], None],
+            on_update: Callable[[UpdateStats], None] | None = None) -> None:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        venv = self._vec_env(envs)
+        episode_len = len(venv.envs[0].get_wrapper_attr("token_specs"))
+        if self.model is None:
+            cls = algorithm_class(self.algo)
+            if self._saved_model is not None:
+                self.model = cls.load(io.BytesIO(self._saved_model), env=venv, device=self.device)
+            else:
+                defaults = self._defaults(episode_len, venv.num_envs)
+                kwargs = {**defaults, **self.algo_kwargs}
+                if "policy_kwargs" in defaults:  # already merged with the user's policy_kwargs
+                    kwargs["policy_kwargs"] = defaults["policy_kwargs"]
+                self.model = cls(self._policy(), venv, seed=self.seed, device=self.device, verbose=0, **kwargs)
+        else:
+            self.model.set_env(venv)
+        agent = self
+
+        class ChildCallback(BaseCallback):
+            rewards: list[float]
+
+            def _on_training_start(self) -> None:
+                self.rewards = []
+
+            def _on_step(self) -> bool:
+                for i, done in enumerate(self.locals["dones"]):
+                    if done:
+                        agent._episode_end(float(self.locals["rewards"][i]), dict(self.locals["infos"][i]), on_child,
+                                           self.rewards)
+                if agent.episodes > MAX_EPISODES_PER_CHILD * max(1, num_children):
+                    raise RuntimeError(f"{agent.algo}: {agent.episodes} episodes gave only {agent.children_done} "
+                                       "valid children; use invalid_action='wrap' or a masked agent")
+                return agent.children_done < num_children
+
+            def _on_rollout_end(self) -> None:
+                if on_update is not None and len(self.rewards) >= agent.children_per_update:
+                    on_update(agent._stats(self.rewards))
+                    self.rewards = []
+
+        callback = ChildCallback()
+        while self.children_done < num_children:
+            steps = max(episode_len, (num_children - self.children_done) * episode_len)
+            self.model.learn(total_timesteps=steps, callback=callback, reset_num_timesteps=False, progress_bar=False)
+        if on_update is not None and callback.rewards:
+            on_update(self._stats(callback.rewards))
+
+    def state_dict(self) -> dict[str, Any]:
+        model_bytes = self._saved_model
+        if self.model is not None:
+            buf = io.BytesIO()
+            self.model.save(buf)
+            model_bytes = buf.getvalue()
+        return {"config": {"algo": self.algo, "seed": self.seed, "children_per_update": self.children_per_update,
+                           "device": self.device, **self.algo_kwargs},
+                "model": model_bytes, "children_done": self.children_done, "episodes": self.episodes,
+                "invalid_episodes": self.invalid_episodes, "updates_done": self.updates_done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._saved_model = state.get("model")
+        self.model = None
+        self.children_done = int(state["children_done"])
+        self.episodes = int(state.get("episodes", self.children_done))
+        self.invalid_episodes = int(state.get("invalid_episodes", 0))
+        self.updates_done = int(state.get("updates_done", 0))
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _policy(self) -> str:
+        return "MlpLstmPolicy" if self.algo == "recurrent_ppo" else "MlpPolicy"
+
+    def _defaults(self, episode_len: int, num_envs: int) -> dict[str, Any]:
+        if self.algo in ("ppo", "maskable_ppo", "recurrent_ppo"):
+            n_steps = max(2, math.ceil(self.children_per_update * episode_len / num_envs))
+            defaults: dict[str, Any] = {"n_steps": n_steps, "batch_size": min(episode_len, n_steps * num_envs)}
+            if self.algo == "recurrent_ppo":  # its nn.LSTM rejects the numpy int that SB3 computes as input size
+                defaults["policy_kwargs"] = {"features_extractor_class": int_flatten_extractor(),
+                                             **self.algo_kwargs.get("policy_kwargs", {})}
+            return defaults
+        if self.algo == "a2c":
+            return {"n_steps": episode_len}
+        return {}
+
+    @staticmethod
+    def _vec_env(envs: gym.vector.VectorEnv | gym.Env) -> Any:
+        from stable_baselines3.common.monitor import Monitor
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        if isinstance(envs, gym.vector.SyncVectorEnv):
+            subs = list(envs.envs)
+        elif isinstance(envs, gym.Env):
+            subs = [envs]
+        else:
+            raise TypeError(f"SB3 agents need a single env or a SyncVectorEnv (SB3 makes its own VecEnv), "
+                            f"got {type(envs).__name__}")
+        return DummyVecEnv([lambda e=e: Monitor(e) for e in subs])
+
+    def _episode_end(self, reward: float, info: dict[str, Any], on_child: Callable[[ChildRecord], None],
+                     rewards: list[float]) -> None:
+        self.episodes += 1
+        if info.get("status") == "invalid_action":
+            self.invalid_episodes += 1
+            return
+        for key in ("terminal_observation", "action_mask", "episode", "TimeLimit.truncated"):
+            info.pop(key, None)
+        on_child(ChildRecord(self.children_done, reward, info))
+        self.children_done += 1
+        rewards.append(reward)
+
+    def _stats(self, rewards: list[float]) -> UpdateStats:
+        logged = dict(self.model.logger.name_to_value) if self.model is not None else {}
+        entropy_loss = logged.get("train/entropy_loss")
+        stats = UpdateStats(
+            update=self.updates_done, children_done=self.children_done, num_children=len(rewards),
+            reward_mean=float(np.mean(rewards)), reward_max=float(np.max(rewards)),
+            policy_loss=float(logged.get("train/policy_gradient_loss", logged.get("train/policy_loss",
+                                                                                   logged.get("train/loss", 0.0)))),
+            entropy=None if entropy_loss is None else -float(entropy_loss),
+        )
+        self.updates_done += 1
+        return stats

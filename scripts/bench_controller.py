@@ -1,0 +1,149 @@
+"""Benchmark the REINFORCE controller: sampling m children plus one policy update, with and without the env.
+
+The space is NASRL-CIFAR10-v0's (the paper's v1: 15 layers with skip connections, 150
+tokens a child). ``evaluator="synthetic"`` scores children instantly and loads no data, so
+what is timed is the agent (and, in the "through the env" rows, the env's own steps).
+
+Run: ``python scripts/bench_controller.py`` (about a minute on 2 CPU cores). Prints a
+table and, as its last line, one JSON object with the medians in milliseconds.
+
+Rows:
+
+* agent only, lockstep: the agent's own sampling code for m children as one batch (what
+  it does with an m-env vector env) plus the update, env masks precomputed;
+* agent only, sequential: the same m children one at a time (a 1-env search), plus the update;
+* through the env: ``agent.run`` for m more children on an m-env ``SyncVectorEnv`` and on
+  a single env (sampling, env steps, info handling and the update);
+* env only: the env steps of m children with fixed valid actions, for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import nas_env  # noqa: F401  (registers the ids)
+from agents import Episode, ReinforceAgent
+
+ENV_ID = "NASRL-CIFAR10-v0"
+
+
+@dataclass
+class Args:
+    children: int = 8
+    """m: children per update"""
+    repeats: int = 15
+    """timed repetitions of each measurement (after one warm-up)"""
+    seed: int = 0
+    """agent seed"""
+
+
+def make_env() -> gym.Env:
+    return gym.make(ENV_ID, evaluator="synthetic")
+
+
+def agent_only_ms(agent: ReinforceAgent, masks: np.ndarray, m: int, lockstep: bool) -> tuple[float, float]:
+    """Milliseconds of (sampling m children, one update) through the agent's own hooks, no env."""
+    steps = masks.shape[0]
+    start = time.perf_counter()
+    groups = [m] if lockstep else [1] * m
+    actions: list[np.ndarray] = []
+    for size in groups:
+        with agent._compute_scope():  # as in agent.run: the agent's torch thread setting
+            agent._begin_batch(size)
+            live = np.ones(size, dtype=bool)
+            batch_masks = [np.repeat(masks[t][None], size, axis=0) for t in range(steps)]
+            taken = [agent._act(t, batch_masks[t], live) for t in range(steps)]
+        actions.extend(np.stack(taken, axis=1))
+    sampled = time.perf_counter()
+    episodes = [Episode(k, a, masks, 0.5 + 0.01 * k, {}) for k, a in enumerate(actions)]
+    agent._update(episodes)
+    done = time.perf_counter()
+    return (sampled - start) * 1e3, (done - sampled) * 1e3
+
+
+def through_env_ms(agent: ReinforceAgent, envs: gym.Env | gym.vector.VectorEnv, m: int) -> float:
+    start = time.perf_counter()
+    agent.run(envs, agent.children_done + m, lambda child: None)
+    return (time.perf_counter() - start) * 1e3
+
+
+def env_only_ms(env: gym.Env, m: int) -> float:
+    steps = len(env.unwrapped.token_specs)
+    start = time.perf_counter()
+    for k in range(m):
+        env.reset(seed=k)
+        for _ in range(steps):
+            env.step(0)
+    return (time.perf_counter() - start) * 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, default in vars(Args()).items():
+        p.add_argument(f"--{name}", type=type(default), default=default)
+    args = Args(**vars(p.parse_args()))
+    m = args.children
+
+    env = make_env()
+    specs = env.unwrapped.token_specs
+    num_actions = int(env.action_space.n)
+    masks = np.arange(num_actions)[None, :] < np.array([s.num_choices for s in specs])[:, None]
+    agent = ReinforceAgent(seed=args.seed, children_per_update=m)
+    agent._setup(specs, num_actions)
+
+    results: dict[str, list[float]] = {k: [] for k in (
+        "lockstep_sample", "lockstep_update", "sequential_sample", "sequential_update",
+        "env_vec", "env_single", "env_only")}
+    vec = gym.vector.SyncVectorEnv([make_env for _ in range(m)])
+    single_agent = ReinforceAgent(seed=args.seed, children_per_update=m)
+    vec_agent = ReinforceAgent(seed=args.seed, children_per_update=m)
+    for rep in range(args.repeats + 1):  # rep 0 warms up (allocator, oneDNN kernels)
+        ls, lu = agent_only_ms(agent, masks, m, lockstep=True)
+        ss, su = agent_only_ms(agent, masks, m, lockstep=False)
+        ev = through_env_ms(vec_agent, vec, m)
+        es = through_env_ms(single_agent, env, m)
+        eo = env_only_ms(env, m)
+        if rep:
+            for key, value in zip(results, (ls, lu, ss, su, ev, es, eo), strict=True):
+                results[key].append(value)
+    med = {k: statistics.median(v) for k, v in results.items()}
+
+    rows = [
+        (f"agent only, lockstep ({m} children as one batch): sample", med["lockstep_sample"]),
+        ("agent only, lockstep: update", med["lockstep_update"]),
+        ("agent only, lockstep: sample + update", med["lockstep_sample"] + med["lockstep_update"]),
+        (f"agent only, sequential ({m} x 1 child): sample", med["sequential_sample"]),
+        ("agent only, sequential: sample + update", med["sequential_sample"] + med["sequential_update"]),
+        (f"through the env, SyncVectorEnv x {m}: run({m} children)", med["env_vec"]),
+        (f"through the env, single env: run({m} children)", med["env_single"]),
+        (f"env only: {m} children x {len(specs)} steps, fixed actions", med["env_only"]),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{ENV_ID} (synthetic), {len(specs)} tokens, m = {m}, median of {args.repeats}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:8.1f} ms")
+    print(json.dumps({
+        "tokens": len(specs),
+        "children_per_update": m,
+        "agent_lockstep_sample_ms": round(med["lockstep_sample"], 2),
+        "agent_lockstep_update_ms": round(med["lockstep_update"], 2),
+        "agent_lockstep_total_ms": round(med["lockstep_sample"] + med["lockstep_update"], 2),
+        "agent_sequential_total_ms": round(med["sequential_sample"] + med["sequential_update"], 2),
+        "through_env_vec_ms": round(med["env_vec"], 2),
+        "through_env_single_ms": round(med["env_single"], 2),
+        "env_only_ms": round(med["env_only"], 2),
+        "target_ms": 50,
+    }))
+
+
+if __name__ == "__main__":
+    main()
