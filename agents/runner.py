@@ -320,6 +320,9 @@ def run_search(args: SearchArgs) -> Path:
         envs.close()
         recorder.close(_flat_hparams(args))
     print(f"run folder: {run_dir}  ({recorder.written} children, {recorder.cache_hits} served from the store)")
+    if getattr(agent, "episodes", 0):
+        print(f"{agent.invalid_episodes} of {agent.episodes} episodes ended on an invalid action "
+              f"({agent.invalid_episodes / agent.episodes:.1%})")
     print_best_table(recorder.best)
     return run_dir
 
