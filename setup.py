@@ -25,10 +25,11 @@ setup(
         "scikit-learn>=1.2",
         "tqdm>=4.60",
         "tensorboard>=2.12",
+        "matplotlib>=3.6",
     ],
     extras_require={
         "sb3": ["stable-baselines3>=2.3", "sb3-contrib>=2.3"],
-        "dev": ["pytest>=7", "ruff>=0.4", "stable-baselines3>=2.3", "sb3-contrib>=2.3"],
+        "dev": ["pytest>=7", "ruff>=0.4", "pillow>=9", "stable-baselines3>=2.3", "sb3-contrib>=2.3"],
     },
     entry_points={"console_scripts": ["nasrl-search=agents.runner:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
