@@ -31,6 +31,6 @@ setup(
         "sb3": ["stable-baselines3>=2.3", "sb3-contrib>=2.3"],
         "dev": ["pytest>=7", "ruff>=0.4", "pillow>=9", "stable-baselines3>=2.3", "sb3-contrib>=2.3"],
     },
-    entry_points={"console_scripts": ["nasrl-search=agents.runner:main"]},
+    entry_points={"console_scripts": ["nasrl-search=agents.runner:main", "nasrl-compare=agents.compare:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )
