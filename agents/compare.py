@@ -126,12 +126,13 @@ def _plot(curves: dict[str, dict[int, list[float]]], args: CompareArgs, out: Pat
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, per_seed in curves.items():
+    styles = ["-", "--", ":", "-."]
+    for a, (name, per_seed) in enumerate(curves.items()):  # one colour per agent, one line style per k
         n = min(len(v) for v in per_seed.values())
         points = list(range(args.checkpoint_every, n + 1, args.checkpoint_every)) or [n]
-        for k in args.top_k:
+        for j, k in enumerate(args.top_k):
             ys = [np.mean([top_k_mean(v[:p], k) for v in per_seed.values()]) for p in points]
-            ax.plot(points, ys, marker="o", label=f"{name}, top {k}")
+            ax.plot(points, ys, marker="o", color=f"C{a}", linestyle=styles[j % len(styles)], label=f"{name}, top {k}")
     ax.set(xlabel="children evaluated", ylabel="mean validation accuracy of the top k (mean over seeds)",
            title=f"{args.env}: the paper's Figure 6 view")
     ax.legend(fontsize=8)
