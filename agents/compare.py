@@ -49,7 +49,13 @@ def best_so_far(values: list[float]) -> list[float]:
     return list(np.maximum.accumulate(values)) if values else []
 
 
-def top_k_mean(values: list[float], k: int) -> float:
+def top_k_mean(values: list[float], k: int, keys: list[str] | None = None) -> float:
+    """Mean of the ``k`` best values; with ``keys`` (architectures), each distinct architecture counts once."""
+    if keys is not None:
+        best: dict[str, float] = {}
+        for key, v in zip(keys, values, strict=True):
+            best[key] = max(v, best.get(key, v))
+        values = list(best.values())
     return float(np.mean(sorted(values, reverse=True)[:k])) if values else 0.0
 
 
@@ -62,6 +68,7 @@ def compare(args: CompareArgs) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     store = out / "store.sqlite"
     curves: dict[str, dict[int, list[float]]] = {}
+    archs: dict[str, dict[int, list[str]]] = {}  # so that top-k counts distinct architectures
     for name in args.agents:
         for seed in args.seeds:
             run_name = f"{name}__{seed}"
@@ -73,7 +80,9 @@ def compare(args: CompareArgs) -> dict[str, Any]:
                 search = SearchArgs(resume=str(run_dir), episodes=args.episodes, progress=args.progress)
             run_search(search)
             lines = (run_dir / "results.jsonl").read_text().splitlines()
-            curves.setdefault(name, {})[seed] = [json.loads(line)["val_acc"] for line in lines][: args.episodes]
+            records = [json.loads(line) for line in lines][: args.episodes]
+            curves.setdefault(name, {})[seed] = [r["val_acc"] for r in records]
+            archs.setdefault(name, {})[seed] = [r["arch"] or f"invalid-{r['index']}" for r in records]
 
     with (out / "results.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -87,26 +96,30 @@ def compare(args: CompareArgs) -> dict[str, Any]:
     for name, per_seed in curves.items():
         summary["agents"][name] = {
             "best": {s: max(v) for s, v in per_seed.items()},
-            "top5_mean": {s: top_k_mean(v, 5) for s, v in per_seed.items()},
+            "top5_mean": {s: top_k_mean(v, 5, archs[name][s]) for s, v in per_seed.items()},
+            "distinct_architectures": {s: len(set(archs[name][s])) for s, v in per_seed.items()},
             "mean_last_50": {s: float(np.mean(v[-50:])) for s, v in per_seed.items()},
             "mean_all": {s: float(np.mean(v)) for s, v in per_seed.items()},
         }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _plot(curves, args, out)
+    _plot(curves, archs, args, out)
     print_summary(summary)
     return summary
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     print(f"\n{summary['env']}: {summary['episodes']} children per run, seeds {summary['seeds']}")
-    print(f"{'agent':<14} {'best (median)':>13} {'top-5 mean (median)':>20} {'mean, last 50':>14} {'mean, all':>10}")
+    print("medians over seeds; top-5 mean over distinct architectures")
+    print(f"{'agent':<14} {'best':>7} {'top-5 mean':>10} {'mean, last 50':>14} {'mean, all':>10} {'distinct':>9}")
+    keys = ("best", "top5_mean", "mean_last_50", "mean_all", "distinct_architectures")
     for name, s in summary["agents"].items():
-        med = {k: statistics.median(s[k].values()) for k in ("best", "top5_mean", "mean_last_50", "mean_all")}
-        print(f"{name:<14} {med['best']:>13.4f} {med['top5_mean']:>20.4f} {med['mean_last_50']:>14.4f} "
-              f"{med['mean_all']:>10.4f}")
+        med = {k: statistics.median(s[k].values()) for k in keys}
+        print(f"{name:<14} {med['best']:>7.4f} {med['top5_mean']:>10.4f} {med['mean_last_50']:>14.4f} "
+              f"{med['mean_all']:>10.4f} {med['distinct_architectures']:>9.0f}")
 
 
-def _plot(curves: dict[str, dict[int, list[float]]], args: CompareArgs, out: Path) -> None:
+def _plot(curves: dict[str, dict[int, list[float]]], archs: dict[str, dict[int, list[str]]], args: CompareArgs,
+          out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -131,7 +144,7 @@ def _plot(curves: dict[str, dict[int, list[float]]], args: CompareArgs, out: Pat
         n = min(len(v) for v in per_seed.values())
         points = list(range(args.checkpoint_every, n + 1, args.checkpoint_every)) or [n]
         for j, k in enumerate(args.top_k):
-            ys = [np.mean([top_k_mean(v[:p], k) for v in per_seed.values()]) for p in points]
+            ys = [np.mean([top_k_mean(v[:p], k, archs[name][s][:p]) for s, v in per_seed.items()]) for p in points]
             ax.plot(points, ys, marker="o", color=f"C{a}", linestyle=styles[j % len(styles)], label=f"{name}, top {k}")
     ax.set(xlabel="children evaluated", ylabel="mean validation accuracy of the top k (mean over seeds)",
            title=f"{args.env}: the paper's Figure 6 view")

@@ -46,12 +46,14 @@ def test_short_comparison_writes_csv_plots_and_summary(tmp_path: Path, capsys: p
     assert json.loads((out / "summary.json").read_text())["episodes"] == 8
     printed = capsys.readouterr().out
     assert "reinforce" in printed and "top-5 mean" in printed
+    assert all(1 <= n <= 8 for n in summary["agents"]["random"]["distinct_architectures"].values())
 
 
 def test_top_k_and_best_so_far() -> None:
     assert best_so_far([0.2, 0.1, 0.5, 0.4]) == [0.2, 0.2, 0.5, 0.5]
     assert top_k_mean([0.2, 0.1, 0.5, 0.4], 2) == pytest.approx(0.45)
     assert top_k_mean([0.3], 5) == pytest.approx(0.3)
+    assert top_k_mean([0.9, 0.9, 0.5, 0.1], 2, ["a", "a", "b", "c"]) == pytest.approx(0.7)  # distinct archs
 
 
 def test_bad_agent_is_named(capsys: pytest.CaptureFixture[str]) -> None:
