@@ -108,10 +108,9 @@ class SB3Agent(SearchAgent):
         agent = self
 
         class ChildCallback(BaseCallback):
-            rewards: list[float]
-
-            def _on_training_start(self) -> None:
-                self.rewards = []
+            def __init__(self) -> None:
+                super().__init__()
+                self.rewards: list[float] = []  # rewards of the children since the last on_update
 
             def _on_step(self) -> bool:
                 for i, done in enumerate(self.locals["dones"]):

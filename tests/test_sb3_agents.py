@@ -59,7 +59,9 @@ def test_checkpoint_round_trip_keeps_counters_and_weights(tmp_path: Path) -> Non
     assert [c.index for c in got] == [4, 5]
     loaded = SB3Agent(**state["config"])
     loaded.load_state_dict(state)
-    loaded.run(envs, 4, lambda c: None)  # no new children: just rebuilds the model from the checkpoint
+    no_updates: list[UpdateStats] = []
+    loaded.run(envs, 4, lambda c: None, no_updates.append)  # no new children: just rebuilds the model
+    assert no_updates == []
     assert torch.equal(policy_vector(loaded), policy_vector(agent))
 
 
