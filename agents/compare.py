@@ -132,7 +132,8 @@ def _plot(curves: dict[str, dict[int, list[float]]], archs: dict[str, dict[int, 
         x = np.arange(1, n + 1)
         ax.plot(x, np.median(runs, axis=0), label=f"{name} (median of {len(runs)} seeds)")
         ax.fill_between(x, runs.min(axis=0), runs.max(axis=0), alpha=0.2)
-    ax.set(xlabel="children evaluated", ylabel="best validation accuracy so far", title=args.env)
+    title = f"{args.env} {json.dumps(args.env_kwargs)}" if args.env_kwargs else args.env
+    ax.set(xlabel="children evaluated", ylabel="best validation accuracy so far", title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "best_so_far.png", dpi=120)
@@ -147,7 +148,7 @@ def _plot(curves: dict[str, dict[int, list[float]]], archs: dict[str, dict[int, 
             ys = [np.mean([top_k_mean(v[:p], k, archs[name][s][:p]) for s, v in per_seed.items()]) for p in points]
             ax.plot(points, ys, marker="o", color=f"C{a}", linestyle=styles[j % len(styles)], label=f"{name}, top {k}")
     ax.set(xlabel="children evaluated", ylabel="mean validation accuracy of the top k (mean over seeds)",
-           title=f"{args.env}: the paper's Figure 6 view")
+           title=f"{title}: the paper's Figure 6 view")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "top_k.png", dpi=120)
