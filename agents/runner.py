@@ -220,16 +220,21 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _arch_markdown(record: dict[str, Any]) -> str:
+def arch_rows(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(layer, filter, stride, filters, inputs) per layer of a results record's CNN architecture."""
     arch = json.loads(record["arch"])
+    rows = []
+    for i, l in enumerate(arch.get("layers", []), start=1):
+        pool = " +pool" if i in arch.get("pool_after", []) else ""
+        rows.append((str(i), f"{l['filter_height']}x{l['filter_width']}", f"{l['stride_height']}x{l['stride_width']}",
+                     f"{l['num_filters']}{pool}", ",".join(str(j) for j in l["inputs"]) or "image"))
+    return rows
+
+
+def _arch_markdown(record: dict[str, Any]) -> str:
     lines = [f"val_acc {record['val_acc']:.4f}, params {record['params']}, child {record['index']}", "",
              "| layer | filter | stride | filters | inputs |", "|---|---|---|---|---|"]
-    for i, l in enumerate(arch.get("layers", []), start=1):
-        inputs = ",".join(str(j) for j in l["inputs"]) or "image"
-        pool = " + pool" if i in arch.get("pool_after", []) else ""
-        lines.append(f"| {i} | {l['filter_height']}x{l['filter_width']} | {l['stride_height']}x{l['stride_width']}"
-                     f" | {l['num_filters']}{pool} | {inputs} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in arch_rows(record)])
 
 
 def hparams_markdown(args: SearchArgs) -> str:
@@ -251,13 +256,16 @@ def print_best_table(record: dict[str, Any] | None) -> None:
         return
     print(f"\nbest architecture: child {record['index']}, val_acc {record['val_acc']:.4f}, "
           f"params {record['params']:,}, multiply-adds {record['flops']:,}")
-    arch = json.loads(record["arch"])
-    print(f"{'layer':>5}  {'filter':>6}  {'stride':>6}  {'filters':>7}  inputs")
-    for i, l in enumerate(arch.get("layers", []), start=1):
-        inputs = ",".join(str(j) for j in l["inputs"]) or "image"
-        pool = " +pool" if i in arch.get("pool_after", []) else ""
-        print(f"{i:>5}  {l['filter_height']}x{l['filter_width']:<4}  {l['stride_height']}x{l['stride_width']:<4}  "
-              f"{l['num_filters']:>7}  {inputs}{pool}")
+    print(f"{'layer':>5}  {'filter':<6}  {'stride':<6}  {'filters':>7}  inputs")
+    for layer, filt, stride, filters, inputs in arch_rows(record):
+        print(f"{layer:>5}  {filt:<6}  {stride:<6}  {filters:>7}  {inputs}")
+
+
+def save_checkpoint(agent: SearchAgent, path: Path) -> None:
+    """Write the agent's checkpoint atomically: a kill mid-write leaves the previous one intact."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    agent.save(tmp)
+    os.replace(tmp, path)
 
 
 def make_envs(args: SearchArgs, store_path: Path) -> gym.vector.VectorEnv:
@@ -278,20 +286,24 @@ def run_search(args: SearchArgs) -> Path:
         run_dir = Path(args.logdir) / name
         if (run_dir / "config.json").exists():
             raise FileExistsError(f"run folder {run_dir} already holds a run; use --resume {run_dir} to continue it")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(run_dir / "config.json", json.dumps(dataclasses.asdict(args), indent=2))
     store_path = Path(args.store) if args.store else run_dir / "store.sqlite"
     ckpt = run_dir / "checkpoints" / "agent.pt"
-    ckpt.parent.mkdir(exist_ok=True)
 
-    agent: SearchAgent = make_agent(args.agent, seed=args.seed, children_per_update=args.children_per_update,
-                                    **args.agent_kwargs)
+    # Build the agent and the envs first: bad --agent-kwargs or --env-kwargs fail before a run folder exists.
+    try:
+        agent: SearchAgent = make_agent(args.agent, seed=args.seed, children_per_update=args.children_per_update,
+                                        **args.agent_kwargs)
+    except TypeError as e:
+        raise ValueError(f"--agent-kwargs {json.dumps(args.agent_kwargs)} do not fit agent {args.agent!r}: {e}") from e
+    envs = make_envs(args, store_path)
+    if not args.resume:
+        _atomic_write(run_dir / "config.json", json.dumps(dataclasses.asdict(args), indent=2))
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     if ckpt.exists():
         agent.load_state_dict(torch.load(ckpt, weights_only=True))
     recorder = RunRecorder(run_dir, args, agent.children_done, getattr(agent, "exact_replay", True))
     if not recorder.written:
         recorder.writer.add_text("hparams", hparams_markdown(args), 0)
-    envs = make_envs(args, store_path)
     bar = tqdm(total=args.episodes, initial=min(recorder.written, args.episodes), unit="child",
                disable=not args.progress, dynamic_ncols=True, desc=f"{args.agent} on {args.env}")
 
@@ -310,11 +322,11 @@ def run_search(args: SearchArgs) -> Path:
         if episodes:  # agents that ignore masks: how often they end an episode on an invalid action
             recorder.writer.add_scalar("search/invalid_episode_share", agent.invalid_episodes / episodes,
                                        stats.children_done)
-        agent.save(ckpt)  # after every update: a crash loses at most the children since, and those are in the store
+        save_checkpoint(agent, ckpt)  # after every update: a crash loses at most the children since (in the store)
 
     try:
         agent.run(envs, args.episodes, on_child, on_update)
-        agent.save(ckpt)
+        save_checkpoint(agent, ckpt)
     finally:
         bar.close()
         envs.close()

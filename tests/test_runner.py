@@ -110,3 +110,17 @@ def test_existing_run_folder_is_not_overwritten(tmp_path: Path) -> None:
     run_search(synthetic_args(tmp_path, "once", 4))
     with pytest.raises(FileExistsError, match="--resume"):
         run_search(synthetic_args(tmp_path, "once", 4))
+
+
+def test_bad_agent_or_env_kwargs_fail_before_a_run_folder_exists(tmp_path: Path) -> None:
+    bad_agent = synthetic_args(tmp_path, "bad_agent", 4)
+    bad_agent.agent_kwargs = {"learning_rate_typo": 1}
+    with pytest.raises(ValueError, match="learning_rate_typo"):
+        run_search(bad_agent)
+    bad_env = synthetic_args(tmp_path, "bad_env", 4)
+    bad_env.env_kwargs = {"evaluator": "synthetic", "num_layers": 0}
+    with pytest.raises(ValueError, match="num_layers"):
+        run_search(bad_env)
+    assert not (tmp_path / "bad_agent" / "config.json").exists()
+    assert not (tmp_path / "bad_env" / "config.json").exists()
+    run_search(bad_env.__class__(**{**bad_env.__dict__, "env_kwargs": {"evaluator": "synthetic"}}))  # name reusable
