@@ -139,7 +139,7 @@ def _plot(curves: dict[str, dict[int, list[float]]], archs: dict[str, dict[int, 
     fig.savefig(out / "best_so_far.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     styles = ["-", "--", ":", "-."]
     for a, (name, per_seed) in enumerate(curves.items()):  # one colour per agent, one line style per k
         n = min(len(v) for v in per_seed.values())
@@ -149,7 +149,7 @@ def _plot(curves: dict[str, dict[int, list[float]]], archs: dict[str, dict[int, 
             ax.plot(points, ys, marker="o", color=f"C{a}", linestyle=styles[j % len(styles)], label=f"{name}, top {k}")
     ax.set(xlabel="children evaluated", ylabel="mean validation accuracy of the top k (mean over seeds)",
            title=f"{title}: the paper's Figure 6 view")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: it would hide curves
     fig.tight_layout()
     fig.savefig(out / "top_k.png", dpi=120)
     plt.close(fig)
