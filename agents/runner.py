@@ -296,9 +296,9 @@ def run_search(args: SearchArgs) -> Path:
     except TypeError as e:
         raise ValueError(f"--agent-kwargs {json.dumps(args.agent_kwargs)} do not fit agent {args.agent!r}: {e}") from e
     envs = make_envs(args, store_path)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         _atomic_write(run_dir / "config.json", json.dumps(dataclasses.asdict(args), indent=2))
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
     if ckpt.exists():
         agent.load_state_dict(torch.load(ckpt, weights_only=True))
     recorder = RunRecorder(run_dir, args, agent.children_done, getattr(agent, "exact_replay", True))
