@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from agents import AGENT_NAMES
 from agents.runner import SearchArgs, run_search
@@ -67,6 +68,8 @@ def compare(args: CompareArgs) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "store.sqlite"
+    overall = tqdm(total=len(args.agents) * len(args.seeds), unit="run", desc="comparison", position=0,
+                   disable=not args.progress, dynamic_ncols=True)  # each run shows its own child bar below
     curves: dict[str, dict[int, list[float]]] = {}
     archs: dict[str, dict[int, list[str]]] = {}  # so that top-k counts distinct architectures
     for name in args.agents:
@@ -83,6 +86,9 @@ def compare(args: CompareArgs) -> dict[str, Any]:
             records = [json.loads(line) for line in lines][: args.episodes]
             curves.setdefault(name, {})[seed] = [r["val_acc"] for r in records]
             archs.setdefault(name, {})[seed] = [r["arch"] or f"invalid-{r['index']}" for r in records]
+            overall.update(1)
+            overall.set_postfix(agent=name, seed=seed, best=f"{max(curves[name][seed], default=0):.4f}")
+    overall.close()
 
     with (out / "results.csv").open("w", newline="") as f:
         w = csv.writer(f)
