@@ -124,7 +124,7 @@ def _json_object(flag: str):
 class RunRecorder:
     """Writes a run's children to results.jsonl, best.json and TensorBoard as they arrive."""
 
-    def __init__(self, run_dir: Path, args: SearchArgs, resumed_children: int, exact_replay: bool = True) -> None:
+    def __init__(self, run_dir: Path, resumed_children: int, exact_replay: bool = True) -> None:
         self.run_dir = run_dir
         self.writer = SummaryWriter(log_dir=str(run_dir))
         self.results_path = run_dir / "results.jsonl"
@@ -134,11 +134,9 @@ class RunRecorder:
         keep = None if exact_replay else resumed_children
         self.records = _read_results(self.results_path, keep)
         self.written = len(self.records)
-        self.resumed_children = resumed_children
         self.best: dict[str, Any] | None = max(self.records, key=lambda r: r["val_acc"], default=None)
         self.cache_hits = sum(bool(r.get("cache_hit")) for r in self.records)
         self._file = self.results_path.open("a", encoding="utf-8")
-        self.args = args
 
     def on_child(self, child: ChildRecord) -> None:
         if child.index < self.written:  # replayed after a resume (served from the store): already recorded
@@ -301,7 +299,7 @@ def run_search(args: SearchArgs) -> Path:
         _atomic_write(run_dir / "config.json", json.dumps(dataclasses.asdict(args), indent=2))
     if ckpt.exists():
         agent.load_state_dict(torch.load(ckpt, weights_only=True))
-    recorder = RunRecorder(run_dir, args, agent.children_done, getattr(agent, "exact_replay", True))
+    recorder = RunRecorder(run_dir, agent.children_done, getattr(agent, "exact_replay", True))
     if not recorder.written:
         recorder.writer.add_text("hparams", hparams_markdown(args), 0)
     bar = tqdm(total=args.episodes, initial=min(recorder.written, args.episodes), unit="child",
