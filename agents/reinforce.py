@@ -216,6 +216,16 @@ class ReinforceAgent(EpisodicSearchAgent):
             return self._reinforce_update(episodes)
 
     def _reinforce_update(self, episodes: list[Episode]) -> UpdateStats:
+        stats = self.policy_gradient(episodes)
+        self.optimizer.step()
+        return stats
+
+    def policy_gradient(self, episodes: list[Episode]) -> UpdateStats:
+        """The REINFORCE gradient of ``episodes``, left (clipped) in the controller's ``.grad``; no optimizer step.
+
+        Also moves the baseline on by these children's rewards. Split from the step so that a
+        distributed replica can push the gradient to parameter servers instead of applying it.
+        """
         m, length = len(episodes), self.controller.num_steps
         actions = np.zeros((m, length), dtype=np.int64)
         masks = np.ones((m, length, self.num_actions), dtype=bool)
@@ -229,11 +239,10 @@ class ReinforceAgent(EpisodicSearchAgent):
         out = reinforce_loss(self.controller, torch.from_numpy(actions).to(dev),
                              torch.tensor(rewards, dtype=torch.float32, device=dev), baseline,
                              torch.from_numpy(masks).to(dev), torch.from_numpy(taken).to(dev), self.entropy_coef)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.controller.zero_grad(set_to_none=True)
         out.loss.backward()
         max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm))
-        self.optimizer.step()
 
         # The baseline takes in this update's rewards only after the advantages used the old value.
         b = baseline

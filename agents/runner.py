@@ -31,7 +31,11 @@ from tqdm import tqdm
 import nas_env  # noqa: F401  (registers the environment ids)
 from agents import AGENT_NAMES, make_agent
 from agents.base import ChildRecord, SearchAgent, UpdateStats
+from agents.curriculum import DepthCurriculum, env_max_layers, set_env_layers
 from nas_env.evaluators import STATUSES
+from nas_env.vector import VECTORIZATION_MODES, make_parallel_envs
+
+BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -47,7 +51,31 @@ class SearchArgs:
     children_per_update: int = 5
     """m: children per policy update"""
     num_envs: int = 1
-    """sub-environments stepped in lockstep (a Gymnasium sync vector env)"""
+    """sub-environments stepped in lockstep: children trained at once on this machine"""
+    vectorization: str = "auto"
+    """sync (one process), async (one process per sub-env, each with its device and share of the CPU
+    threads) or auto (async when --num-envs > 1)"""
+    backend: str = "local"
+    """local (this process and its sub-env processes) or ray (the paper's parameter-server layout on Ray)"""
+    address: str = ""
+    """ray: cluster to join ("auto": the one `ray start` set up here); empty: start a local Ray"""
+    num_cpus: int = 0
+    """ray: CPUs of a local Ray started without --address (0: all of this machine's)"""
+    replicas: int = 2
+    """ray: K, controller replicas, each sampling and learning from its own children"""
+    children_per_replica: int = 4
+    """ray: m, children each replica samples per gradient (trained at once, as Ray tasks)"""
+    param_servers: int = 1
+    """ray: S, parameter-server shards holding the controller's parameters"""
+    gpus_per_child: float = 0.0
+    """ray: GPUs each child's training task requests (fractions share a GPU between small children)"""
+    cpus_per_child: float = 1.0
+    """ray: CPUs each child's training task requests (also its torch thread count)"""
+    sync: bool = False
+    """ray: synchronous updates (each round's gradients of all replicas averaged into one step) instead of the
+    paper's asynchronous ones"""
+    child_retries: int = 2
+    """ray: times a child whose worker died is retried before it is recorded with status failed"""
     seed: int = 0
     """seed of the agent and of every child's training"""
     logdir: str = "runs"
@@ -64,6 +92,15 @@ class SearchArgs:
     """SQLite result store shared across runs (default: <run folder>/store.sqlite)"""
     progress: bool = True
     """show a progress bar"""
+    curriculum: bool = False
+    """grow the child depth during the search (the paper's curriculum; the env's num_layers is the maximum)"""
+    curriculum_start_layers: int = 6
+    """under --curriculum: the depth of the first children (the paper: 6)"""
+    curriculum_layers_step: int = 2
+    """under --curriculum: layers added at each step (the paper: 2)"""
+    curriculum_every: int = 1600
+    """under --curriculum: children between steps (the paper: 1,600); a step applies from the next lockstep batch
+    of num_envs children (exactly at each multiple with one env)"""
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -97,9 +134,14 @@ def parse_args(argv: list[str] | None = None) -> SearchArgs:
     args = SearchArgs(**vars(ns))
     if args.agent not in AGENT_NAMES:
         parser.error(f"--agent {args.agent!r} is not one of {', '.join(AGENT_NAMES)}")
-    for name in ("episodes", "children_per_update", "num_envs"):
+    for name in ("episodes", "children_per_update", "num_envs", "curriculum_start_layers", "curriculum_layers_step",
+                 "curriculum_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    try:
+        check_parallel_args(args)
+    except ValueError as e:
+        parser.error(str(e))
     if args.env not in gym.registry:
         nas_ids = sorted(k for k in gym.registry if k.startswith("NASRL-"))
         parser.error(f"--env {args.env!r} is not a registered environment; NAS environments: {', '.join(nas_ids)}")
@@ -134,7 +176,8 @@ class RunRecorder:
         keep = None if exact_replay else resumed_children
         self.records = _read_results(self.results_path, keep)
         self.written = len(self.records)
-        self.best: dict[str, Any] | None = max(self.records, key=lambda r: r["val_acc"], default=None)
+        # Best = highest reward: the same order as val_acc for accuracies, and as lowest val_ppl for c / ppl^2.
+        self.best: dict[str, Any] | None = max(self.records, key=lambda r: r["reward"], default=None)
         self.cache_hits = sum(bool(r.get("cache_hit")) for r in self.records)
         self._file = self.results_path.open("a", encoding="utf-8")
 
@@ -153,9 +196,11 @@ class RunRecorder:
             "train_seconds": float(info.get("train_seconds") or 0.0),
             "cache_hit": bool(info.get("cache_hit", False)),
             "seed": info.get("seed"),
+            "num_layers": info.get("num_layers"),
             "arch": info.get("arch"),
             "time": time.time(),
         }
+        record.update({k: info[k] for k in ("val_ppl", "val_ppl_history") if k in info})  # language-model children
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -172,7 +217,7 @@ class RunRecorder:
         w.add_scalar("child/train_seconds", record["train_seconds"], step)
         w.add_scalar("child/status", STATUSES.index(record["status"]) if record["status"] in STATUSES else -1, step)
         w.add_scalar("search/cache_hit_share", self.cache_hits / self.written, step)
-        if record["arch"] is not None and (self.best is None or record["val_acc"] > self.best["val_acc"]):
+        if record["arch"] is not None and (self.best is None or record["reward"] > self.best["reward"]):
             self.best = record
             _atomic_write(self.run_dir / "best.json", json.dumps(record, indent=2))
             w.add_text("search/best_architecture", _arch_markdown(record), step)
@@ -248,26 +293,62 @@ def _flat_hparams(args: SearchArgs) -> dict[str, Any]:
     return out
 
 
+def _score_text(record: dict[str, Any]) -> str:
+    """A record's (or final info's) headline metric: the perplexity of a language model, else the accuracy."""
+    if record.get("val_ppl") is not None:
+        return f"ppl {record['val_ppl']:.1f}"
+    return f"{float(record.get('val_acc') or 0.0):.4f}"
+
+
 def print_best_table(record: dict[str, Any] | None) -> None:
     if record is None:
         print("no architecture was evaluated successfully")
         return
-    print(f"\nbest architecture: child {record['index']}, val_acc {record['val_acc']:.4f}, "
+    score = f"val_ppl {record['val_ppl']:.2f}" if record.get("val_ppl") is not None else \
+        f"val_acc {record['val_acc']:.4f}"
+    print(f"\nbest architecture: child {record['index']}, {score}, "
           f"params {record['params']:,}, multiply-adds {record['flops']:,}")
+    if json.loads(record["arch"]).get("type", "cnn") != "cnn":  # another space's architecture: its JSON
+        print(record["arch"])
+        return
     print(f"{'layer':>5}  {'filter':<6}  {'stride':<6}  {'filters':>7}  inputs")
     for layer, filt, stride, filters, inputs in arch_rows(record):
         print(f"{layer:>5}  {filt:<6}  {stride:<6}  {filters:>7}  {inputs}")
 
 
-def save_checkpoint(agent: SearchAgent, path: Path) -> None:
-    """Write the agent's checkpoint atomically: a kill mid-write leaves the previous one intact."""
+def save_checkpoint(agent: SearchAgent, path: Path, curriculum: DepthCurriculum | None = None) -> None:
+    """Write the agent's checkpoint atomically: a kill mid-write leaves the previous one intact.
+
+    With a depth ``curriculum``, its state at the checkpoint's children count is kept in the
+    same file, so the depth and the agent cannot disagree after a resume.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    agent.save(tmp)
+    if curriculum is None:
+        agent.save(tmp)
+    else:
+        state = agent.state_dict()
+        torch.save({**state, "curriculum": curriculum.state(int(state["children_done"]))}, tmp)
     os.replace(tmp, path)
 
 
+def check_parallel_args(args: SearchArgs) -> None:
+    """Bad --vectorization / --backend / Ray settings as a ValueError naming the value and what is allowed."""
+    if args.vectorization not in VECTORIZATION_MODES:
+        raise ValueError(f"--vectorization {args.vectorization!r} is not one of {', '.join(VECTORIZATION_MODES)}")
+    if args.backend not in BACKENDS:
+        raise ValueError(f"--backend {args.backend!r} is not one of {', '.join(BACKENDS)}")
+    if args.backend == "ray":
+        from agents.distributed import check_ray_args  # Ray itself is imported only when it is used
+
+        check_ray_args(args)
+
+
 def make_envs(args: SearchArgs, store_path: Path) -> gym.vector.VectorEnv:
+    """The run's vector env: async (a process per sub-env, devices and CPU threads split) for several sub-envs."""
     kwargs = {**args.env_kwargs, "store": str(store_path)}
+    mode = args.vectorization if args.vectorization != "auto" else ("async" if args.num_envs > 1 else "sync")
+    if mode == "async":
+        return make_parallel_envs(args.env, args.num_envs, kwargs)
     return gym.make_vec(args.env, num_envs=args.num_envs, vectorization_mode="sync", **kwargs)
 
 
@@ -285,6 +366,10 @@ def run_search(args: SearchArgs) -> Path:
         if (run_dir / "config.json").exists():
             raise FileExistsError(f"run folder {run_dir} already holds a run; use --resume {run_dir} to continue it")
     store_path = Path(args.store) if args.store else run_dir / "store.sqlite"
+    if args.backend == "ray":
+        from agents.distributed import run_ray_search
+
+        return run_ray_search(args, run_dir, store_path)
     ckpt = run_dir / "checkpoints" / "agent.pt"
 
     # Build the agent and the envs first: bad --agent-kwargs or --env-kwargs fail before a run folder exists.
@@ -294,24 +379,54 @@ def run_search(args: SearchArgs) -> Path:
     except TypeError as e:
         raise ValueError(f"--agent-kwargs {json.dumps(args.agent_kwargs)} do not fit agent {args.agent!r}: {e}") from e
     envs = make_envs(args, store_path)
+    curriculum = None
+    if args.curriculum:  # checked here too: a space too shallow for the schedule fails before a run folder exists
+        try:
+            curriculum = DepthCurriculum(env_max_layers(envs), args.curriculum_start_layers,
+                                         args.curriculum_layers_step, args.curriculum_every)
+        except ValueError:
+            envs.close()
+            raise
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         _atomic_write(run_dir / "config.json", json.dumps(dataclasses.asdict(args), indent=2))
-    if ckpt.exists():
-        agent.load_state_dict(torch.load(ckpt, weights_only=True))
+    saved_state = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
+    if saved_state is not None:
+        agent.load_state_dict(saved_state)
     recorder = RunRecorder(run_dir, agent.children_done, getattr(agent, "exact_replay", True))
     if not recorder.written:
         recorder.writer.add_text("hparams", hparams_markdown(args), 0)
+
+    depth = None
+    if curriculum is not None:  # continue at the checkpoint's depth (the first depth on a fresh run)
+        depth = curriculum.resume_num_layers((saved_state or {}).get("curriculum"), agent.children_done)
+        set_env_layers(envs, depth)
+        recorder.writer.add_scalar("search/num_layers", depth, agent.children_done)
+
+    def grow(children_done: int) -> None:
+        """Set the depth for the children after ``children_done``; each sub-env takes it at its next reset.
+
+        Called per child, not per update, so the schedule does not depend on where updates (or a
+        resume) fall; our agents reset all sub-envs at each lockstep batch, so it applies from the next one.
+        """
+        nonlocal depth
+        new = curriculum.num_layers_at(children_done)
+        if new != depth:
+            depth = new
+            set_env_layers(envs, depth)
+            recorder.writer.add_scalar("search/num_layers", depth, children_done)
+
     bar = tqdm(total=args.episodes, initial=min(recorder.written, args.episodes), unit="child",
                disable=not args.progress, dynamic_ncols=True, desc=f"{args.agent} on {args.env}")
 
     def on_child(child: ChildRecord) -> None:
         new = child.index >= recorder.written
         recorder.on_child(child)
+        if curriculum is not None:
+            grow(child.index + 1)
         if new:
             bar.update(1)
-            best = recorder.best["val_acc"] if recorder.best else 0.0
-            bar.set_postfix(best=f"{best:.4f}", last=f"{float(child.info.get('val_acc') or 0):.4f}",
+            bar.set_postfix(best=_score_text(recorder.best) if recorder.best else "-", last=_score_text(child.info),
                             status=child.info.get("status"), refresh=False)
 
     def on_update(stats: UpdateStats) -> None:
@@ -320,11 +435,12 @@ def run_search(args: SearchArgs) -> Path:
         if episodes:  # agents that ignore masks: how often they end an episode on an invalid action
             recorder.writer.add_scalar("search/invalid_episode_share", agent.invalid_episodes / episodes,
                                        stats.children_done)
-        save_checkpoint(agent, ckpt)  # after every update: a crash loses at most the children since (in the store)
+        # after every update: a crash loses at most the children since (in the store)
+        save_checkpoint(agent, ckpt, curriculum)
 
     try:
         agent.run(envs, args.episodes, on_child, on_update)
-        save_checkpoint(agent, ckpt)
+        save_checkpoint(agent, ckpt, curriculum)
     finally:
         bar.close()
         envs.close()

@@ -6,6 +6,7 @@ Importing this package registers the environments (string entry points, nothing 
 * ``NASRL-CIFAR10-Strides-v0``: the v2 space (strides searched, 20 layers).
 * ``NASRL-CIFAR10-Pooling-v0``: the v3 space (39 layers, max-pooling after layers 13 and 24).
 * ``NASRL-Digits-v0``: a 4-layer space of the same kind on scikit-learn's 8x8 digits (no download).
+* ``NASRL-PTB-v0``: the paper's recurrent-cell space (a base-8 tree) on Penn Treebank, reward c / ppl^2.
 """
 
 from __future__ import annotations
@@ -24,3 +25,5 @@ _ENVS = {
 for _env_id, _kwargs in _ENVS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point="nas_env.envs.cnn_env:CNNNASEnv", kwargs=_kwargs)
+if "NASRL-PTB-v0" not in registry:
+    register(id="NASRL-PTB-v0", entry_point="nas_env.envs.ptb_env:PTBNASEnv")

@@ -87,6 +87,7 @@ class TrainingEvaluator:
         self.device = resolve_device(device)
         self._data_source = data
         self._device_data: DeviceData | None = None
+        self.best_val_acc: float | None = None  # best "ok" child trained here: early stopping's yardstick
 
     @property
     def data(self) -> DeviceData:
@@ -117,7 +118,7 @@ class TrainingEvaluator:
             with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
                 torch.manual_seed(int(seed))
                 model = build_model(arch, data.data.input_shape, data.data.num_classes)
-            outcome = train_child(model, data, self.config, seed)
+            outcome = train_child(model, data, self.config, seed, best_so_far=self.best_val_acc)
         except Exception as e:  # only OOM is turned into a result; everything else propagates
             if not is_oom(e):
                 raise
@@ -127,7 +128,10 @@ class TrainingEvaluator:
                 torch.cuda.empty_cache()
             return EvalResult(0.0, "oom", {**metrics, "val_acc": 0.0, "val_acc_history": [], "train_seconds": 0.0,
                                            "error": str(e).splitlines()[0][:200]})
-        val_acc = outcome.best_recent(self.config.reward_window) if outcome.status == "ok" else 0.0
+        # A stopped child keeps the accuracy it reached (a lower bound); a diverged one scores 0.
+        val_acc = outcome.best_recent(self.config.reward_window) if outcome.status != "diverged" else 0.0
+        if outcome.status == "ok":
+            self.best_val_acc = max(self.best_val_acc or 0.0, val_acc)
         metrics.update(val_acc=val_acc, val_acc_history=outcome.val_acc_history,
                        train_seconds=outcome.train_seconds)
         return EvalResult(val_acc, outcome.status, metrics)
@@ -137,7 +141,8 @@ class SyntheticEvaluator:
     """An instant evaluator with a known optimum: the share of tokens that match a target architecture.
 
     For tests and agent sanity checks only; it never trains anything. The target defaults
-    to a fixed pseudo-random action list drawn from ``target_seed``.
+    to a fixed pseudo-random action list drawn from ``target_seed``. A shallower architecture
+    (a depth curriculum's) is scored on its own tokens against the target's first ones.
     """
 
     def __init__(self, space: CNNSearchSpace, target: Sequence[int] | None = None, target_seed: int = 0,
@@ -156,7 +161,9 @@ class SyntheticEvaluator:
         return "synthetic/" + hashlib.sha256(self.target.tobytes()).hexdigest()[:12]
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
-        score = float(np.mean(np.asarray(self.space.encode(arch)) == self.target))
+        space = self.space if arch.num_layers == self.space.num_layers else self.space.with_layers(arch.num_layers)
+        actions = np.asarray(space.encode(arch))
+        score = float(np.mean(actions == self.target[: len(actions)]))
         metrics = {**_cost_metrics(arch, self.input_shape, self.num_classes), "val_acc": score,
                    "val_acc_history": [score], "train_seconds": 0.0}
         return EvalResult(score, "ok", metrics)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from nas_env.data import ImageData, load_cifar10, load_digits_data
-from nas_env.envs.nas_env import NASEnv
+from nas_env.envs.nas_env import MNASNET_COST_EXPONENT, NASEnv
 from nas_env.evaluators import EvalResult, SyntheticEvaluator, TrainingEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.store import CachedEvaluator, ResultStore
@@ -36,12 +36,22 @@ class CNNNASEnv(NASEnv):
     ``filter_widths``, ``stride_heights``, ``stride_widths``, ``num_filters``),
     ``search_strides``, ``skip_connections``, ``pool_after``; training: ``epochs``,
     ``batch_size``, ``train_subset``, ``val_subset``, ``device``, ``train_config``
-    (a :class:`TrainConfig` for everything else); data: ``data_root``, ``download``;
+    (a :class:`TrainConfig`, or a dict of its fields from JSON, for everything else: precision,
+    learning-rate scaling, early stopping of hopeless children); data: ``data_root``, ``download``;
     ``evaluator`` ("train", "synthetic", or any callable ``(arch, seed) -> EvalResult``);
     and :class:`NASEnv`'s ``reward_transform``, ``invalid_action``,
     ``invalid_action_penalty`` and ``render_mode``; ``store`` (a path or :class:`ResultStore`):
     serve architectures already evaluated under the same fingerprint from that SQLite store
     and commit every new child to it (``info["cache_hit"]`` tells which).
+
+    Depth curriculum: ``active_layers`` (default None: all ``num_layers``) is the depth episodes
+    start at; ``env.set_num_layers(k)`` or ``reset(options={"num_layers": k})`` changes it, while
+    ``num_layers`` stays the maximum that sizes the spaces (see :class:`NASEnv`, *Depth*).
+
+    Cost-aware reward (MnasNet-style, beyond the paper): ``cost_metric`` ("params" or "flops",
+    default None: off), ``cost_target`` (the cost at which the factor is 1) and ``cost_exponent``
+    (<= 0, default -0.07): ``reward = reward_transform(val_acc * (cost / cost_target) ** cost_exponent)``;
+    ``info["cost"]`` and ``info["cost_factor"]`` report it (see :class:`NASEnv`, *Rewards*).
     """
 
     def __init__(
@@ -57,7 +67,7 @@ class CNNNASEnv(NASEnv):
         download: bool = True,
         device: str | torch.device | None = "auto",
         evaluator: str | Callable[[CNNArchitecture, int], EvalResult | float] = "train",
-        train_config: TrainConfig | None = None,
+        train_config: TrainConfig | dict[str, Any] | None = None,
         reward_transform: str = "identity",
         invalid_action: str = "penalize",
         invalid_action_penalty: float = -1.0,
@@ -71,6 +81,10 @@ class CNNNASEnv(NASEnv):
         skip_connections: bool | None = None,
         pool_after: Sequence[int] | None = None,
         store: str | Path | ResultStore | None = None,
+        active_layers: int | None = None,
+        cost_metric: str | None = None,
+        cost_target: float | None = None,
+        cost_exponent: float = MNASNET_COST_EXPONENT,
     ) -> None:
         if dataset not in DATASET_DEFAULTS:
             raise ValueError(f"dataset must be one of {sorted(DATASET_DEFAULTS)}, got {dataset!r}")
@@ -84,6 +98,9 @@ class CNNNASEnv(NASEnv):
             stride_widths=stride_widths, num_filters=num_filters, search_strides=search_strides,
             skip_connections=skip_connections, pool_after=pool_after,
         )
+        if isinstance(train_config, dict):  # from JSON (--env-kwargs): unset fields take the dataset's defaults
+            train_config = TrainConfig(**{"epochs": defaults["epochs"], "batch_size": defaults["batch_size"],
+                                          **train_config})
         config = train_config or TrainConfig(epochs=defaults["epochs"], batch_size=defaults["batch_size"])
         overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
         config = replace(config, **overrides)
@@ -105,7 +122,9 @@ class CNNNASEnv(NASEnv):
         if store is not None:
             chosen = CachedEvaluator(chosen, store)
         super().__init__(space, chosen, reward_transform=reward_transform, invalid_action=invalid_action,
-                         invalid_action_penalty=invalid_action_penalty, render_mode=render_mode)
+                         invalid_action_penalty=invalid_action_penalty, render_mode=render_mode,
+                         active_layers=active_layers, cost_metric=cost_metric, cost_target=cost_target,
+                         cost_exponent=cost_exponent)
 
     @staticmethod
     def _load_data(dataset: str, data_root: str | Path | None, download: bool, train_subset: int | None,

@@ -14,6 +14,8 @@ from nas_env.evaluators import EvalResult, Evaluator, as_result
 from nas_env.spaces.base import Architecture, SearchSpace
 
 INVALID_ACTION_POLICIES = ("penalize", "wrap", "raise")
+COST_METRICS = ("params", "flops")
+MNASNET_COST_EXPONENT = -0.07  # MnasNet's soft-constraint exponent (Tan et al. 2019)
 REWARD_TRANSFORMS: dict[str, Callable[[float], float]] = {
     "identity": lambda r: r,
     "cube": lambda r: r**3,  # the paper's: sharpens differences between good children
@@ -53,7 +55,9 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
     | 0                | token t not emitted yet                  |
     | k + 1            | token t was emitted with action k        |
 
-    The current step index is the number of non-zero entries.
+    The current step index is the number of non-zero entries. Under a depth curriculum
+    (see *Depth*) the spaces stay those of the full depth and the entries past the current
+    depth's tokens stay 0.
 
     ## Action Masks
 
@@ -77,16 +81,44 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
     (for the trainer: the maximum validation accuracy over the last 5 epochs). A child whose
     training diverges (status `"diverged"`) or runs out of memory (`"oom"`) gets 0.
 
+    **Cost-aware reward** (beyond the paper; MnasNet's soft constraint, Tan et al. 2019):
+    with `cost_metric="params"` (trainable parameters) or `"flops"` (multiply-adds of one
+    image), the accuracy is multiplied by `(cost / cost_target) ** cost_exponent` before
+    the transform:
+
+        reward = reward_transform(val_acc * (cost / cost_target) ** cost_exponent)
+
+    Sign convention: `cost_exponent` must be <= 0. A negative exponent lowers the reward of
+    children costlier than `cost_target` and raises that of cheaper ones (MnasNet's
+    -0.07: twice the target costs about 5% of the reward, half of it gains about 5%); 0
+    turns the factor off. Under `"cube"` the factor is cubed with the accuracy, so the
+    effective exponent is 3x. The cost comes from the evaluator's metrics (`params` /
+    `flops`, which both built-in evaluators report). `info` carries `cost` and
+    `cost_factor`; `raw_reward` stays the unshaped score.
+
+    ## Depth
+
+    For a space with a depth (one that has `num_layers` and `with_layers(k)`, like the CNN
+    space), `set_num_layers(k)` (also through `envs.call("set_num_layers", k)` on a vector
+    env) or `reset(options={"num_layers": k})` makes episodes emit only the first `k`
+    layers' tokens, from the next reset on: the paper's depth curriculum (6 layers, +2
+    every 1,600 children). The action and observation spaces stay those of the full
+    depth; the child is decoded by `space.with_layers(k)`. `active_layers` sets the
+    starting depth (None: the full depth); `env.num_layers` reads the setting.
+
     ## Episode End
 
-    Terminates after the last token (or at an invalid action under `"penalize"`). Never
-    truncates. `step` after the end raises `RuntimeError` until `reset`.
+    Terminates after the last token of the current depth (or at an invalid action under
+    `"penalize"`). Never truncates. `step` after the end raises `RuntimeError` until `reset`.
 
     ## Info
 
     Every step: `action_mask`, `step`. The last step adds `arch` (canonical JSON, or None),
     `val_acc`, `val_acc_history`, `params`, `flops`, `train_seconds`, `status`, `seed`
-    and `raw_reward`.
+    and `raw_reward`; `num_layers` for spaces with a depth; `cost` and `cost_factor` with
+    a cost-aware reward. Every other metric the evaluator reports passes through. The
+    headline metric is the class's `score_key` (`val_acc`; the PTB env's is `val_ppl`, with
+    `val_ppl_history`).
 
     ## Seeding
 
@@ -96,10 +128,12 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version (the depth and the cost-aware reward are options whose defaults keep it).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    # The evaluator's headline metric: the final info always has it and its "<score_key>_history".
+    score_key: ClassVar[str] = "val_acc"
 
     def __init__(
         self,
@@ -109,6 +143,10 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         invalid_action: str = "penalize",
         invalid_action_penalty: float = -1.0,
         render_mode: str | None = None,
+        active_layers: int | None = None,
+        cost_metric: str | None = None,
+        cost_target: float | None = None,
+        cost_exponent: float = MNASNET_COST_EXPONENT,
     ) -> None:
         if reward_transform not in REWARD_TRANSFORMS:
             raise ValueError(f"reward_transform must be one of {list(REWARD_TRANSFORMS)}, got {reward_transform!r}")
@@ -127,6 +165,7 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         self.invalid_action = invalid_action
         self.invalid_action_penalty = float(invalid_action_penalty)
         self.render_mode = render_mode
+        self.cost_metric, self.cost_target, self.cost_exponent = _check_cost(cost_metric, cost_target, cost_exponent)
 
         self.token_specs = tuple(space.tokens())
         if not self.token_specs:
@@ -145,9 +184,58 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         self._child_seed = 0
         self._last_info: dict[str, Any] = {}
 
+        # Depth: only spaces that can rebuild themselves at another depth support it.
+        depth = getattr(space, "num_layers", None)
+        self.max_num_layers: int | None = depth if callable(getattr(space, "with_layers", None)) and isinstance(
+            depth, int) else None
+        self._depths: dict[int, tuple[SearchSpace, int]] = {}  # depth -> (space at that depth, its token count)
+        self._num_layers = self.max_num_layers  # the setting, applied at each reset
+        self._episode_space = space  # the space (and token count) of the running episode
+        self._episode_len = len(self.token_specs)
+        self._episode_layers = self.max_num_layers
+        if active_layers is not None:
+            self.set_num_layers(active_layers)
+            self._episode_layers = self._num_layers
+            self._episode_space, self._episode_len = self._depths[self._num_layers]
+
+    # --- depth -------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int | None:
+        """The depth episodes are sampled at from the next reset (None: the space has no depth)."""
+        return self._num_layers
+
+    def set_num_layers(self, num_layers: int) -> None:
+        """Emit only the first ``num_layers`` layers' tokens from the next ``reset`` on (depth curriculum).
+
+        The spaces keep the full depth, so an agent built for it needs no change. Raises
+        ``ValueError`` for a depth outside ``1..max_num_layers`` or a space without a depth.
+        """
+        if self.max_num_layers is None:
+            raise ValueError(f"this env's search space ({type(self.space).__name__}) has no depth to set: it needs "
+                             "an int num_layers and a with_layers(k) method")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int | np.integer) or not (
+                1 <= num_layers <= self.max_num_layers):
+            raise ValueError(f"num_layers must be an int in 1..{self.max_num_layers} (the space's depth), "
+                             f"got {num_layers!r}")
+        k = int(num_layers)
+        if k not in self._depths:
+            sub = self.space.with_layers(k)
+            n = len(tuple(sub.tokens()))
+            if tuple(sub.tokens()) != self.token_specs[:n]:
+                raise ValueError(f"the space at depth {k} is not a prefix of the full space's tokens: "
+                                 "a depth curriculum needs the first layers' tokens to come first")
+            self._depths[k] = (sub, n)
+        self._num_layers = k
+
     # --- Gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        if options and options.get("num_layers") is not None:
+            self.set_num_layers(options["num_layers"])
+        if self._num_layers is not None:
+            self._episode_layers = self._num_layers
+            self._episode_space, self._episode_len = self._depths.get(self._num_layers, (self.space,
+                                                                                          len(self.token_specs)))
         self._child_seed = int(self.np_random.integers(0, 2**31 - 1))
         self._obs[:] = 0
         self._actions = []
@@ -172,7 +260,7 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
                 return self._end_invalid(a, t)
         self._actions.append(a)
         self._obs[t] = a + 1
-        if t + 1 < len(self.token_specs):
+        if t + 1 < self._episode_len:
             if self.render_mode == "human":
                 self.render()
             return self._obs.copy(), 0.0, False, False, {"action_mask": self._masks_int8[t + 1].copy(), "step": t + 1}
@@ -213,12 +301,17 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         return (f"action {a} is invalid at step {t} ({spec.name}, layer {spec.layer}): allowed "
                 f"0..{spec.num_choices - 1} for choices {spec.choices}")
 
+    def _default_score(self, result: EvalResult) -> Any:
+        """``info[score_key]`` when the evaluator's metrics lack it: the raw reward (an accuracy), 0 if not ok."""
+        return result.reward if result.status == "ok" else 0.0
+
     def _result_info(self, arch: Architecture | None, result: EvalResult, reward: float) -> dict[str, Any]:
         m = result.metrics
+        key = self.score_key
         info = {
             "arch": arch.to_json() if arch is not None else None,
-            "val_acc": m.get("val_acc", result.reward if result.status == "ok" else 0.0),
-            "val_acc_history": list(m.get("val_acc_history", [])),
+            key: m.get(key, self._default_score(result)),
+            f"{key}_history": list(m.get(f"{key}_history", [])),
             "params": m.get("params"),
             "flops": m.get("flops"),
             "train_seconds": m.get("train_seconds", 0.0),
@@ -226,12 +319,14 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
             "seed": self._child_seed,
             "raw_reward": result.reward,
         }
+        if self._episode_layers is not None:
+            info["num_layers"] = self._episode_layers
         info.update({k: v for k, v in m.items() if k not in info})
         return info
 
     def _end_invalid(self, a: int, t: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self._done = True
-        result = EvalResult(0.0, "invalid_action", {"val_acc": 0.0, "error": self._invalid_message(a, t)})
+        result = EvalResult(0.0, "invalid_action", {"error": self._invalid_message(a, t)})
         info = {"action_mask": self._masks_int8[t].copy(), "step": t,
                 **self._result_info(None, result, self.invalid_action_penalty)}
         self._last_info = info
@@ -239,17 +334,34 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
 
     def _finish(self) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self._done = True
-        arch = self.space.decode(self._actions)
+        arch = self._episode_space.decode(self._actions)
         result = as_result(self.evaluator(arch, self._child_seed))
-        reward = float(self._transform(result.reward)) if result.status == "ok" else 0.0
+        score, cost_info = self._apply_cost(result)
+        reward = float(self._transform(score)) if result.status == "ok" else 0.0
         if not math.isfinite(reward):
             result, reward = EvalResult(0.0, "diverged", result.metrics), 0.0
-        t = len(self.token_specs)
-        info = {"action_mask": self._masks_int8[0].copy(), "step": t, **self._result_info(arch, result, reward)}
+        t = self._episode_len
+        info = {"action_mask": self._masks_int8[0].copy(), "step": t, **self._result_info(arch, result, reward),
+                **cost_info}
         self._last_info = info
         if self.render_mode == "human":
             self.render()
         return self._obs.copy(), reward, True, False, info
+
+    def _apply_cost(self, result: EvalResult) -> tuple[float, dict[str, Any]]:
+        """The score after the cost factor, and the ``cost`` / ``cost_factor`` info entries (none without a metric)."""
+        if self.cost_metric is None:
+            return result.reward, {}
+        cost = result.metrics.get(self.cost_metric)
+        if cost is None:
+            if result.status != "ok":  # a failed child may lack metrics; it is rewarded 0 anyway
+                return result.reward, {"cost": None, "cost_factor": None}
+            raise RuntimeError(f"cost_metric={self.cost_metric!r} needs the evaluator to report "
+                               f"metrics[{self.cost_metric!r}]; it reported {sorted(result.metrics)}")
+        if not isinstance(cost, int | float | np.integer | np.floating) or not cost > 0:
+            raise RuntimeError(f"the evaluator reported {self.cost_metric}={cost!r}; a cost must be a number > 0")
+        factor = (float(cost) / self.cost_target) ** self.cost_exponent
+        return result.reward * factor, {"cost": cost, "cost_factor": factor}
 
     def _render_text(self) -> str:
         rows: dict[int, list[str]] = {}
@@ -259,7 +371,7 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
                 skips.setdefault(spec.layer, []).append(int(spec.choices[a]))
             else:
                 rows.setdefault(spec.layer, []).append(f"{spec.name}={spec.choices[a]}")
-        lines = [f"step {len(self._actions)}/{len(self.token_specs)}"]
+        lines = [f"step {len(self._actions)}/{self._episode_len}"]
         for layer in sorted(set(rows) | set(skips)):
             cells = list(rows.get(layer, []))
             if layer in skips:
@@ -268,5 +380,26 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
             lines.append(f"layer {layer:>2} | " + " | ".join(cells))
         if self._done and self._last_info:
             i = self._last_info
-            lines.append(f"status={i['status']} val_acc={i['val_acc']:.4f} params={i['params']}")
+            score = i[self.score_key]
+            shown = f"{score:.4f}" if isinstance(score, int | float) else score
+            lines.append(f"status={i['status']} {self.score_key}={shown} params={i['params']}")
         return "\n".join(lines)
+
+
+def _check_cost(metric: str | None, target: float | None, exponent: float) -> tuple[str | None, float, float]:
+    """Validate the cost-aware reward's options; returns ``(metric, target, exponent)``."""
+    if metric is None:
+        if target is not None:
+            raise ValueError(f"cost_target={target!r} is set but cost_metric is None: choose one of {COST_METRICS}")
+        return None, 1.0, 0.0
+    if metric not in COST_METRICS:
+        raise ValueError(f"cost_metric must be None or one of {COST_METRICS}, got {metric!r}")
+    if target is None or isinstance(target, bool) or not isinstance(target, int | float) or not math.isfinite(
+            target) or target <= 0:
+        raise ValueError(f"cost_target must be a finite number > 0 (the {metric} the reward is neutral at), "
+                         f"got {target!r}")
+    if isinstance(exponent, bool) or not isinstance(exponent, int | float) or not math.isfinite(exponent) or (
+            exponent > 0):
+        raise ValueError(f"cost_exponent must be a finite number <= 0 (negative penalises cost above cost_target; "
+                         f"MnasNet uses {MNASNET_COST_EXPONENT}), got {exponent!r}")
+    return metric, float(target), float(exponent)

@@ -9,6 +9,7 @@ classifier.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_env.spaces.cnn import CNNArchitecture
+
+BN_EPS = 1e-5  # PyTorch's BatchNorm2d default
 
 
 def pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -39,14 +42,21 @@ def _positive_int(value: object) -> bool:
 
 
 class ChildCNN(nn.Module):
-    """A child network: the architecture's layers wired by their input lists, then GAP + linear."""
+    """A child network: the architecture's layers wired by their input lists, then GAP + linear.
 
-    def __init__(self, arch: CNNArchitecture, input_shape: Sequence[int], num_classes: int) -> None:
+    ``bn_eps`` is every batch norm's epsilon (PyTorch's 1e-5 by default; the final training's
+    grid search tunes it, as in the paper).
+    """
+
+    def __init__(self, arch: CNNArchitecture, input_shape: Sequence[int], num_classes: int,
+                 bn_eps: float = BN_EPS) -> None:
         super().__init__()
         if len(input_shape) != 3 or not all(_positive_int(v) for v in input_shape):
             raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
         if not _positive_int(num_classes) or num_classes < 2:
             raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
+        if isinstance(bn_eps, bool) or not isinstance(bn_eps, int | float) or not math.isfinite(bn_eps) or bn_eps <= 0:
+            raise ValueError(f"bn_eps must be a finite number > 0, got {bn_eps!r}")
         self.arch = arch
         self.input_shape = tuple(int(v) for v in input_shape)
         shapes = arch.shapes(self.input_shape)
@@ -68,7 +78,7 @@ class ChildCNN(nn.Module):
                     bias=False,  # batch norm's shift makes a conv bias redundant
                 )
             )
-            self.norms.append(nn.BatchNorm2d(layer.num_filters))
+            self.norms.append(nn.BatchNorm2d(layer.num_filters, eps=float(bn_eps)))
         final = (max(self._out_sizes[i][0] for i in self._unused), max(self._out_sizes[i][1] for i in self._unused))
         self._final_size = final
         self.classifier = nn.Linear(arch.classifier_features(), num_classes)
@@ -87,8 +97,12 @@ class ChildCNN(nn.Module):
         return self.classifier(feats.mean(dim=(2, 3)))
 
 
-def build_model(arch: CNNArchitecture, input_shape: Sequence[int], num_classes: int) -> ChildCNN:
-    """The child CNN for ``arch`` on images of ``input_shape = (C, H, W)`` with ``num_classes`` outputs."""
+def build_model(arch: CNNArchitecture, input_shape: Sequence[int], num_classes: int,
+                bn_eps: float = BN_EPS) -> ChildCNN:
+    """The child CNN for ``arch`` on images of ``input_shape = (C, H, W)`` with ``num_classes`` outputs.
+
+    ``bn_eps``: the batch norms' epsilon (default PyTorch's 1e-5).
+    """
     if not isinstance(arch, CNNArchitecture):
         raise TypeError(f"build_model expects a CNNArchitecture, got {type(arch).__name__}")
-    return ChildCNN(arch, input_shape, num_classes)
+    return ChildCNN(arch, input_shape, num_classes, bn_eps=bn_eps)

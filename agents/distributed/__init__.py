@@ -1,0 +1,65 @@
+"""The paper's distributed search (Zoph & Le, section 3.3) on Ray: parameter servers, controller replicas, child tasks.
+
+Layout (``nasrl-search --backend ray --replicas K --children-per-replica m --param-servers S``):
+
+* S :class:`~agents.distributed.param_server.ParameterServer` actors each hold one contiguous
+  slice of the controller's flattened parameters and its Adam state. Adam is elementwise, so
+  S shards step exactly as one optimizer over the whole vector would.
+* K :class:`~agents.distributed.replica.ControllerReplica` actors pull the parameters, sample m
+  children with their own seeded generator, and later turn the children's rewards into a
+  REINFORCE gradient that they push, sliced, to the shards. Asynchronous by default (each push
+  is one Adam step, applied as it comes; its staleness is logged), or synchronous (``--sync``:
+  each round's K gradients are averaged into one step).
+* Each child is trained by one Ray task (:func:`~agents.distributed.child.evaluate_child`) with
+  the resources the flags ask for (``--cpus-per-child``, ``--gpus-per-child``, fractions allowed).
+* The driver (:mod:`agents.distributed.driver`) submits the tasks, writes every child to the
+  result store, results.jsonl and TensorBoard as it finishes (the runner's ``RunRecorder``),
+  and checkpoints everything needed to resume.
+
+Only :mod:`agents.distributed.driver` imports Ray; the actor classes are plain classes that it
+wraps, so they can be read and tested on their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+
+def check_ray_args(args: Any) -> None:
+    """Settings of a ``--backend ray`` search that are wrong whatever the cluster: a ValueError naming them.
+
+    Cluster-dependent checks (GPUs or CPUs per child beyond any node's) run when the driver has joined Ray.
+    """
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError("--backend ray needs the ray package, which is not installed: "
+                         "pip install -e '.[distributed]' (or pip install ray)")
+    for name, flag in (("replicas", "K"), ("children_per_replica", "m"), ("param_servers", "S")):
+        value = getattr(args, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} ({flag}) must be an integer of at least 1, got {value!r}")
+    if args.gpus_per_child < 0:
+        raise ValueError(f"--gpus-per-child must be 0 or more (fractions allowed), got {args.gpus_per_child}")
+    if args.cpus_per_child <= 0:
+        raise ValueError(f"--cpus-per-child must be more than 0, got {args.cpus_per_child}")
+    if args.child_retries < 0:
+        raise ValueError(f"--child-retries must be 0 or more, got {args.child_retries}")
+    if args.num_cpus < 0:
+        raise ValueError(f"--num-cpus must be 0 (all of this machine's) or more, got {args.num_cpus}")
+    if args.agent != "reinforce":
+        raise ValueError(f"--backend ray runs the paper's REINFORCE controller: --agent must be 'reinforce', "
+                         f"got {args.agent!r}")
+    if getattr(args, "curriculum", False):
+        raise ValueError("--curriculum is not supported with --backend ray (use the local backend)")
+
+
+def run_ray_search(args: Any, run_dir: Path, store_path: Path) -> Path:
+    """Run (or resume) a Ray search into ``run_dir``; see :mod:`agents.distributed.driver`."""
+    check_ray_args(args)  # also for callers that built their arguments without the command line
+    from agents.distributed.driver import run_ray_search as run
+
+    return run(args, run_dir, store_path)
+
+
+__all__ = ["check_ray_args", "run_ray_search"]

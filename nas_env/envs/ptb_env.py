@@ -1,0 +1,104 @@
+"""The registered recurrent-cell environment: the paper's cell space on Penn Treebank (section 3.4 and 4.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from nas_env.data.ptb import load_ptb
+from nas_env.envs.nas_env import NASEnv
+from nas_env.evaluators import EvalResult
+from nas_env.lm_evaluator import REWARD_C, LMTrainingEvaluator, SyntheticCellEvaluator
+from nas_env.spaces.rnn_cell import ACTIVATIONS, BASE, COMBINATIONS, CellArchitecture, RNNCellSearchSpace
+from nas_env.store import CachedEvaluator, ResultStore
+from nas_env.training.device import resolve_device
+from nas_env.training.lm_trainer import LM_PRESETS, LMTrainConfig
+
+# The proxy's data: the first 20,000 training and 4,000 validation tokens (a child in a few
+# seconds on 2 CPU cores). The "paper" preset trains on the full files.
+PRESET_SUBSETS: dict[str, tuple[int | None, int | None]] = {"proxy": (20_000, 4_000), "paper": (None, None)}
+EVALUATOR_NAMES = ("train", "synthetic")
+
+
+class PTBNASEnv(NASEnv):
+    """:class:`NASEnv` over the paper's recurrent-cell space, rewarded ``c / (validation perplexity)^2``.
+
+    Keywords (all pass through ``gym.make``): the space: ``base`` (leaves of the tree, a power
+    of two; the paper's 8), ``combinations``, ``activations``; training: ``preset`` ("proxy":
+    a small model, 1 epoch on the first 20,000 tokens; "paper": the paper's setting, see
+    :data:`PAPER_LM_CONFIG`), ``epochs``, ``batch_size``, ``hidden_size``, ``train_subset``
+    and ``val_subset`` (first N tokens; None: the preset's), ``device``, ``train_config`` (an
+    :class:`LMTrainConfig` for everything else, replacing the preset's); data: ``data_root``,
+    ``download``; reward: ``reward_c`` (the paper's c = 80); ``evaluator`` ("train",
+    "synthetic" or any callable ``(arch, seed) -> EvalResult``); ``store``; and
+    :class:`NASEnv`'s ``reward_transform``, ``invalid_action``, ``invalid_action_penalty``
+    and ``render_mode``.
+
+    The final ``info`` has ``val_ppl`` (the lowest validation perplexity over the epochs; None
+    when the child diverged) and ``val_ppl_history`` where the CNN envs have accuracies, and
+    ``flops`` counts multiply-adds per token.
+    """
+
+    score_key: ClassVar[str] = "val_ppl"
+
+    def __init__(
+        self,
+        base: int = BASE,
+        combinations: Sequence[str] = COMBINATIONS,
+        activations: Sequence[str] = ACTIVATIONS,
+        preset: str = "proxy",
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        hidden_size: int | None = None,
+        train_subset: int | None = None,
+        val_subset: int | None = None,
+        data_root: str | Path | None = None,
+        download: bool = True,
+        device: str | torch.device | None = "auto",
+        evaluator: str | Callable[[CellArchitecture, int], EvalResult | float] = "train",
+        train_config: LMTrainConfig | None = None,
+        reward_c: float = REWARD_C,
+        reward_transform: str = "identity",
+        invalid_action: str = "penalize",
+        invalid_action_penalty: float = -1.0,
+        render_mode: str | None = None,
+        store: str | Path | ResultStore | None = None,
+    ) -> None:
+        if preset not in LM_PRESETS:
+            raise ValueError(f"preset must be one of {sorted(LM_PRESETS)}, got {preset!r}")
+        space = RNNCellSearchSpace(base=base, combinations=tuple(combinations), activations=tuple(activations))
+        config = train_config if train_config is not None else LM_PRESETS[preset]
+        if not isinstance(config, LMTrainConfig):
+            raise TypeError(f"train_config must be an LMTrainConfig, got {type(config).__name__}")
+        overrides: dict[str, Any] = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
+        if hidden_size is not None:  # a tied model keeps the embedding the size of the hidden state
+            overrides.update(hidden_size=hidden_size, embedding_size=hidden_size)
+        config = replace(config, **overrides)
+        self.train_config = config
+        self.device = resolve_device(device)  # validated even when the evaluator does not train
+        self.preset = preset
+        default_train, default_val = PRESET_SUBSETS[preset]
+        train_subset = default_train if train_subset is None else train_subset
+        val_subset = default_val if val_subset is None else val_subset
+
+        if callable(evaluator):
+            chosen = evaluator
+        elif evaluator == "train":
+            data = load_ptb(data_root, download=download, train_subset=train_subset, val_subset=val_subset)
+            chosen = LMTrainingEvaluator(data, config, self.device, reward_c=reward_c)
+        elif evaluator == "synthetic":
+            chosen = SyntheticCellEvaluator(space, reward_c=reward_c, config=config)
+        else:
+            raise ValueError(f"evaluator must be one of {EVALUATOR_NAMES} or a callable (arch, seed) -> EvalResult, "
+                             f"got {evaluator!r}")
+        if store is not None:
+            chosen = CachedEvaluator(chosen, store)
+        super().__init__(space, chosen, reward_transform=reward_transform, invalid_action=invalid_action,
+                         invalid_action_penalty=invalid_action_penalty, render_mode=render_mode)
+
+    def _default_score(self, result: EvalResult) -> Any:
+        return None  # no perplexity without a trained model (invalid action, or a user evaluator without one)

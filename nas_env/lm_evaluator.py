@@ -1,0 +1,148 @@
+"""Evaluators for recurrent cells: train the cell's language model on Penn Treebank, or score it instantly.
+
+``LMTrainingEvaluator`` builds a :class:`CellLanguageModel` around the cell, trains it with
+:func:`train_lm` and rewards it with the paper's ``c / (validation perplexity)^2`` (section
+4.2, c = 80). ``SyntheticCellEvaluator`` is the instant stand-in with a known optimum, for
+tests and agent checks. Both report ``val_ppl``, ``val_ppl_history``, ``params``, ``flops``
+(multiply-adds per token) and ``train_seconds``.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from nas_env.data.ptb import TextData
+from nas_env.evaluators import EvalResult, is_oom
+from nas_env.models.rnn_cell import CellLanguageModel, lm_multiply_adds, lm_param_count
+from nas_env.spaces.base import Architecture
+from nas_env.spaces.rnn_cell import CellArchitecture, RNNCellSearchSpace
+from nas_env.training.device import resolve_device
+from nas_env.training.lm_trainer import LMTrainConfig, train_lm
+
+REWARD_C = 80.0  # the paper's c in reward = c / ppl^2
+
+
+def ppl_reward(ppl: float, c: float = REWARD_C) -> float:
+    """The paper's reward for a validation perplexity: ``c / ppl^2``."""
+    return c / ppl**2
+
+
+def _check_c(c: Any) -> float:
+    if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c <= 0:
+        raise ValueError(f"reward_c must be a finite number > 0 (the paper's: 80), got {c!r}")
+    return float(c)
+
+
+def _cost_metrics(base: int, vocab_size: int, config: LMTrainConfig) -> dict[str, int]:
+    sizes = (vocab_size, config.embedding_size, config.hidden_size, config.num_layers)
+    return {"params": lm_param_count(base, *sizes, tie_weights=config.tie_weights),
+            "flops": lm_multiply_adds(base, *sizes)}
+
+
+class LMTrainingEvaluator:
+    """Train a two-layer language model around the cell; reward ``c / val_ppl^2``, 0 when it diverges.
+
+    ``data`` is a :class:`TextData` or a zero-argument factory (loaded on first use, then reused
+    by every child). ``val_ppl`` is the lowest validation perplexity over the epochs.
+    """
+
+    def __init__(self, data: TextData | Callable[[], TextData], config: LMTrainConfig | None = None,
+                 device: str | torch.device | None = "auto", reward_c: float = REWARD_C) -> None:
+        self.config = config or LMTrainConfig()
+        if not isinstance(self.config, LMTrainConfig):
+            raise TypeError(f"config must be an LMTrainConfig, got {type(self.config).__name__}")
+        self.device = resolve_device(device)
+        self.reward_c = _check_c(reward_c)
+        self._source = data
+        self._data: TextData | None = None
+
+    @property
+    def data(self) -> TextData:
+        if self._data is None:
+            self._data = self._source if isinstance(self._source, TextData) else self._source()
+        return self._data
+
+    def fingerprint(self) -> str:
+        """A hash of everything that determines a child's result except the architecture and seed."""
+        d = self.data
+        key = {
+            "trainer": "lm_trainer/1",
+            "data": [d.name, len(d.train), len(d.valid), d.vocab_size],
+            "config": asdict(self.config),
+            "reward_c": self.reward_c,
+            "device": self.device.type,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def __call__(self, arch: Architecture, seed: int) -> EvalResult:
+        if not isinstance(arch, CellArchitecture):
+            raise TypeError(f"LMTrainingEvaluator trains recurrent cells (CellArchitecture), got {type(arch).__name__}")
+        data, cfg = self.data, self.config
+        metrics: dict[str, Any] = _cost_metrics(arch.base, data.vocab_size, cfg)
+        devices = [self.device] if self.device.type == "cuda" else []
+        model = None
+        try:
+            # Seeded init and dropout without touching the caller's global generators.
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(int(seed))
+                model = CellLanguageModel(arch, data.vocab_size, cfg.embedding_size, cfg.hidden_size,
+                                          cfg.num_layers, cfg.dropout, cfg.tie_weights, cfg.init_range)
+                outcome = train_lm(model, data, cfg, self.device)
+        except Exception as e:  # only OOM is turned into a result; everything else propagates
+            if not is_oom(e):
+                raise
+            del model
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return EvalResult(0.0, "oom", {**metrics, "val_ppl": None, "val_ppl_history": [], "train_seconds": 0.0,
+                                           "error": str(e).splitlines()[0][:200]})
+        metrics.update(val_ppl_history=outcome.val_ppl_history, train_seconds=outcome.train_seconds,
+                       train_tokens=outcome.tokens)
+        if outcome.status != "ok":
+            return EvalResult(0.0, "diverged", {**metrics, "val_ppl": None})
+        val_ppl = outcome.best_ppl
+        return EvalResult(ppl_reward(val_ppl, self.reward_c), "ok", {**metrics, "val_ppl": val_ppl})
+
+
+class SyntheticCellEvaluator:
+    """An instant evaluator with a known optimum: perplexity falls geometrically with the tokens matching a target.
+
+    ``val_ppl = best_ppl * (worst_ppl / best_ppl) ** (1 - share of matching tokens)``; the
+    target defaults to a fixed pseudo-random cell drawn from ``target_seed``. For tests and
+    agent checks only; it never trains anything.
+    """
+
+    def __init__(self, space: RNNCellSearchSpace, target: Sequence[int] | None = None, target_seed: int = 0,
+                 reward_c: float = REWARD_C, best_ppl: float = 60.0, worst_ppl: float = 1000.0,
+                 vocab_size: int = 10_000, config: LMTrainConfig | None = None) -> None:
+        self.space = space
+        if target is None:
+            rng = np.random.default_rng(target_seed)
+            target = [int(rng.integers(spec.num_choices)) for spec in space.tokens()]
+        self.target_arch = space.decode(list(target))
+        self.target = np.asarray(space.encode(self.target_arch))
+        self.reward_c = _check_c(reward_c)
+        if not 0 < best_ppl <= worst_ppl:
+            raise ValueError(f"need 0 < best_ppl <= worst_ppl, got best_ppl={best_ppl!r}, worst_ppl={worst_ppl!r}")
+        self.best_ppl, self.worst_ppl = float(best_ppl), float(worst_ppl)
+        self._costs = _cost_metrics(space.base, vocab_size, config or LMTrainConfig())
+
+    def fingerprint(self) -> str:
+        key = f"{self.target.tobytes().hex()}/{self.reward_c}/{self.best_ppl}/{self.worst_ppl}"
+        return "synthetic-cell/" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def __call__(self, arch: Architecture, seed: int) -> EvalResult:
+        score = float(np.mean(np.asarray(self.space.encode(arch)) == self.target))
+        ppl = self.best_ppl * (self.worst_ppl / self.best_ppl) ** (1.0 - score)
+        metrics = {**self._costs, "val_ppl": ppl, "val_ppl_history": [ppl], "train_seconds": 0.0}
+        return EvalResult(ppl_reward(ppl, self.reward_c), "ok", metrics)

@@ -1,0 +1,102 @@
+"""m NAS environments in m processes: ``AsyncVectorEnv`` with a device and a share of the CPU per sub-env.
+
+Training children is CPU- or GPU-bound Python, so one process per sub-env is what lets m
+children train at once. Two things make that work well:
+
+* **Devices**: on a machine with several GPUs, sub-env i gets ``cuda:i`` (modulo the GPU
+  count) unless the caller fixed a device; with one GPU or none, the env's own ``device``
+  keyword stands.
+* **Threads**: each worker process sets ``torch.set_num_threads(cores // m)`` (at least 1)
+  before building its env. Left alone, every process would start one intra-op thread per
+  core and m processes would fight over the same cores (on 2 cores, two 2-thread trainings
+  ran slower together than one after the other).
+
+The start method is ``forkserver`` by default, with torch and nas_env preloaded in the
+server: *fork* copies a parent whose torch (OpenMP) thread pool may already be running,
+and a forked child then hangs in its first parallel region (seen here: ``gym.make_vec(...,
+vectorization_mode="async")`` with the default fork context never returned after the parent
+had run a 2-thread matmul). ``spawn`` works too but imports torch once per sub-env.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+VECTORIZATION_MODES = ("auto", "sync", "async")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_env(num_envs: int, cores: int | None = None) -> int:
+    """Torch intra-op threads for each of ``num_envs`` worker processes: an even share of the cores, at least 1."""
+    return max(1, (cores or available_cores()) // max(1, num_envs))
+
+
+def sub_env_devices(num_envs: int, device: str | None = None, gpu_count: int | None = None) -> list[str | None]:
+    """The device of each sub-env: ``cuda:i`` round-robin when ``device`` is unset/"auto" and there are 2+ GPUs.
+
+    None means "leave the env's own ``device`` keyword (or its default) alone".
+    """
+    gpus = torch.cuda.device_count() if gpu_count is None else gpu_count
+    if device in (None, "auto") and gpus > 1:
+        return [f"cuda:{i % gpus}" for i in range(num_envs)]
+    return [None] * num_envs
+
+
+@dataclass
+class SubEnvFactory:
+    """Builds one sub-env inside its worker process, after limiting torch's threads there (picklable)."""
+
+    env_id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    num_threads: int | None = None
+
+    def __call__(self) -> gym.Env:
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)  # this process only: it trains this sub-env's children
+        return gym.make(self.env_id, **self.kwargs)
+
+
+def make_parallel_envs(
+    env_id: str,
+    num_envs: int,
+    env_kwargs: dict[str, Any] | None = None,
+    num_threads: int | None = None,
+    devices: Sequence[str | None] | None = None,
+    context: str | None = "forkserver",
+) -> gym.vector.AsyncVectorEnv:
+    """``num_envs`` sub-envs of ``env_id``, each in its own process, with its device and thread share.
+
+    Args:
+        env_kwargs: keywords for every sub-env's ``gym.make`` (a per-env device from ``devices`` overrides
+            their ``device``).
+        num_threads: torch threads per worker (default :func:`threads_per_env`).
+        devices: one device (or None: keep ``env_kwargs``) per sub-env; default :func:`sub_env_devices`.
+        context: multiprocessing start method (see the module docstring for why not fork).
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    kwargs = dict(env_kwargs or {})
+    threads = num_threads if num_threads is not None else threads_per_env(num_envs)
+    if devices is None:
+        devices = sub_env_devices(num_envs, kwargs.get("device"))
+    if len(devices) != num_envs:
+        raise ValueError(f"got {len(devices)} devices for {num_envs} sub-envs")
+    if context == "forkserver":
+        # Import the heavy modules once in the fork server; every worker forks from it with them loaded.
+        multiprocessing.get_context("forkserver").set_forkserver_preload(["torch", "nas_env"])
+    fns = [SubEnvFactory(env_id, kwargs if dev is None else {**kwargs, "device": dev}, threads) for dev in devices]
+    return gym.vector.AsyncVectorEnv(fns, context=context)

@@ -1,0 +1,291 @@
+"""Benchmark child training: our trainer beside a plain PyTorch loop, on the same real CIFAR-10 children.
+
+Run: ``python scripts/bench.py --quick`` (about two minutes on 2 idle CPU cores) or without
+``--quick`` for more children and images. Prints a table and, as its last line, one JSON object.
+
+What is measured, all in this one run on this one device:
+
+* **trainer vs reference.** For each child (the paper's v1 space: 15 layers, every token sampled
+  uniformly, plus one child with every layer at 36 filters), both trainers train the same
+  initial weights on the same real CIFAR-10 images for one epoch: ours (:func:`train_child`:
+  data on the device, batched crop/flip there, channels_last, bf16 on CUDA) and the reference
+  (:func:`train_reference`: in-memory CIFAR10-style dataset, ``DataLoader``, torchvision
+  transforms, float32 NCHW). Each is warmed up on one batch first and measured with a
+  two-image validation split, so ``*_images_per_s`` are training images per second.
+* **children_per_hour** is an extrapolation, not a measurement of whole children: per sampled
+  v1 child, 5 epochs x 45,000 images at its measured training rate plus 5 x 5,000 validation
+  images at its measured evaluation rate; the hour divided by the mean child time.
+* **achieved_gflops / peak_gflops**: training FLOPs (6 x multiply-adds per image) per second,
+  against the same device's rate on one large convolution (forward + backward) in the
+  trainer's own memory format and precision.
+* ``token_step_us`` / ``cartpole_step_us`` (``scripts/bench_env.py``) and
+  ``controller_ms_per_update`` (``scripts/bench_controller.py``: sample 8 children as one batch + update).
+
+Data: ``--data-root`` (official python layout); by default ``$NASRL_DATA_ROOT`` or
+``~/.cache/nasrl/data``, and when neither holds CIFAR-10, this project's real-pixel copy in
+``../shared/data/cifar10-png`` is converted into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from bench_controller import agent_only_ms  # scripts/ is on sys.path when this file runs
+from bench_env import median_step_us
+
+import nas_env  # noqa: F401  (registers the ids)
+from agents import ReinforceAgent
+from nas_env.data.base import ImageData
+from nas_env.data.cifar10 import FOLDER, default_data_root, load_cifar10
+from nas_env.models.cnn import build_model
+from nas_env.spaces.cnn import CNNArchitecture, cnn_space
+from nas_env.training.device import resolve_device
+from nas_env.training.image_trainer import (
+    DeviceData,
+    TrainConfig,
+    autocast_dtype,
+    evaluate_accuracy,
+    train_child,
+    use_channels_last,
+)
+from nas_env.training.reference import train_reference
+
+SHARED_PNG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # the proxy fidelity children_per_hour is quoted at
+
+
+@dataclass
+class Args:
+    quick: bool = False
+    """a short run (1 sampled child + the 36-filter one, 64 training images each at batch 64); noisier figures"""
+    children: int = 3
+    """sampled v1 children to measure (plus one 36-filter child)"""
+    train_images: int = 512
+    """training images each trainer trains each child on (one epoch)"""
+    val_images: int = 512
+    """validation images for the evaluation rate"""
+    batch_size: int = 128
+    """training batch size of both trainers"""
+    reference_workers: int = -1
+    """DataLoader workers of the reference loop (-1: 0 on the CPU, min(8, CPUs) on CUDA)"""
+    device: str = "auto"
+    """device to benchmark on"""
+    data_root: str = ""
+    """folder holding cifar-10-batches-py (default: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
+    seed: int = 0
+    """seed of the sampled children and their weights"""
+
+
+def parse_args() -> Args:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(Args):
+        if f.type == "bool":
+            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = Args(**vars(p.parse_args()))
+    if args.quick:
+        args = replace(args, children=1, train_images=64, batch_size=64, val_images=128)
+    return args
+
+
+def cifar10_root(args: Args, scratch: Path) -> Path:
+    """A folder with CIFAR-10's python batches: the one asked for, the default one, or the shared copy converted."""
+    if args.data_root:
+        return Path(args.data_root)
+    root = default_data_root()
+    if (root / FOLDER / "data_batch_1").is_file():
+        return root
+    script = SHARED_PNG / "make_cifar10_batches.py"
+    if not script.is_file():
+        raise SystemExit(f"no CIFAR-10 in {root} and no shared copy at {SHARED_PNG}: pass --data-root")
+    subprocess.run([sys.executable, str(script), str(scratch), "--train", "10000", "--test", "1"], check=True,
+                   capture_output=True)
+    return scratch
+
+
+def sample_children(n: int, seed: int) -> list[tuple[str, CNNArchitecture]]:
+    """``n`` uniformly sampled children of the paper's v1 space, then one whose every layer has 36 filters."""
+    rng = np.random.default_rng(seed)
+    children = []
+    for name, space in [(f"v1 sample {i}", cnn_space("v1")) for i in range(n)] + [
+            ("v1, 36 filters", cnn_space("v1", num_filters=(36,)))]:
+        children.append((name, space.decode([int(rng.integers(s.num_choices)) for s in space.tokens()])))
+    return children
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ours(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device,
+              seed: int) -> float:
+    """Seconds for one epoch of our trainer over ``data`` (model built and moved before the clock starts)."""
+    torch.manual_seed(seed)
+    model = build_model(arch, data.input_shape, data.num_classes)
+    device_data = DeviceData(data, device)
+    synchronize(device)
+    start = time.perf_counter()
+    train_child(model, device_data, config, seed)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_reference(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device, seed: int,
+                   workers: int) -> float:
+    torch.manual_seed(seed)
+    model = build_model(arch, data.input_shape, data.num_classes)
+    return train_reference(model, data, config, seed, num_workers=workers, device=device).seconds
+
+
+def eval_images_per_s(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device) -> float:
+    model = build_model(arch, data.input_shape, data.num_classes).to(device)
+    device_data = DeviceData(data, device)
+    fmt = torch.channels_last if use_channels_last(config, device, data.input_shape) else torch.contiguous_format
+    model.to(memory_format=fmt)
+    dtype = autocast_dtype(config, device)
+    evaluate_accuracy(model, device_data, config, fmt, dtype)  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    evaluate_accuracy(model, device_data, config, fmt, dtype)
+    synchronize(device)
+    return len(data.val_y) / (time.perf_counter() - start)
+
+
+def peak_conv_gflops(config: TrainConfig, device: torch.device, batch: int) -> float:
+    """Training GFLOP/s of one large 5x5 convolution (128 -> 128 channels, 32x32), in the trainer's format."""
+    conv = torch.nn.Conv2d(128, 128, 5, padding=2, bias=False).to(device)
+    fmt = torch.channels_last if use_channels_last(config, device, (3, 32, 32)) else torch.contiguous_format
+    conv.to(memory_format=fmt)
+    x = torch.randn(batch, 128, 32, 32, device=device).contiguous(memory_format=fmt).requires_grad_()
+    dtype = autocast_dtype(config, device)
+    flops = 3 * 2 * batch * 128 * 128 * 25 * 32 * 32
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            y = conv(x)
+        y.float().sum().backward()
+
+    step()
+    best = 0.0
+    for _ in range(3):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        best = max(best, flops / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return f"CPU: {model}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    args = parse_args()
+    device = resolve_device(args.device)
+    workers = args.reference_workers if args.reference_workers >= 0 else (
+        min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    config = TrainConfig(epochs=1, batch_size=args.batch_size)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = cifar10_root(args, Path(scratch))
+        full = load_cifar10(root, download=False, val_size=PROXY_VAL, train_subset=args.train_images,
+                            val_subset=args.val_images)
+    timed = replace(full, val_x=full.val_x[:2], val_y=full.val_y[:2])  # training rate: validation negligible
+    warm = replace(timed, train_x=timed.train_x[:args.batch_size], train_y=timed.train_y[:args.batch_size])
+
+    rows: list[tuple[str, str]] = []
+    ours_rates, ref_rates, child_seconds, flops_done, ours_seconds = [], [], [], 0.0, 0.0
+    for k, (name, arch) in enumerate(sample_children(args.children, args.seed)):
+        seed = args.seed + k
+        time_ours(arch, warm, config, device, seed)  # warm-up: kernels for these shapes, allocator
+        time_reference(arch, warm, config, device, seed, workers)
+        t_ours = time_ours(arch, timed, config, device, seed)
+        t_ref = time_reference(arch, timed, config, device, seed, workers)
+        ours_ips, ref_ips = len(timed.train_y) / t_ours, len(timed.train_y) / t_ref
+        macs = arch.multiply_adds(full.input_shape, full.num_classes)
+        if name.startswith("v1 sample"):
+            ours_rates.append(ours_ips)
+            ref_rates.append(ref_ips)
+            eval_ips = eval_images_per_s(arch, full, config, device)
+            child_seconds.append(PROXY_EPOCHS * (PROXY_TRAIN / ours_ips + PROXY_VAL / eval_ips))
+            flops_done += 6 * macs * len(timed.train_y)
+            ours_seconds += t_ours
+        rows.append((f"{name}: {macs / 1e9:.2f} GMAC/image, ours / reference",
+                     f"{ours_ips:,.1f} / {ref_ips:,.1f} img/s ({ours_ips / ref_ips:.2f}x)"))
+        print(*rows[-1], sep="  ", flush=True)
+
+    # Totals over the sampled children: images over summed seconds (a slow child weighs what it costs).
+    reference_ips = len(ref_rates) / sum(1 / r for r in ref_rates)
+    trainer_ips = len(ours_rates) / sum(1 / r for r in ours_rates)
+    mean_child = statistics.fmean(child_seconds)
+    peak = peak_conv_gflops(config, device, batch=64 if device.type == "cpu" else 512)
+    achieved = flops_done / ours_seconds / 1e9
+
+    env = gym.make("NASRL-CIFAR10-v0", evaluator="synthetic")
+    rng = np.random.default_rng(args.seed)
+    steps = 2000 if args.quick else 20000
+    token_us = median_step_us(env, steps, rng, skip_final=True)
+    cartpole_us = median_step_us(gym.make("CartPole-v1"), steps, rng, skip_final=False)
+    specs = env.unwrapped.token_specs
+    num_actions = int(env.action_space.n)
+    masks = np.arange(num_actions)[None, :] < np.array([s.num_choices for s in specs])[:, None]
+    agent = ReinforceAgent(seed=args.seed, children_per_update=8)
+    agent._setup(specs, num_actions)
+    controller = [sum(agent_only_ms(agent, masks, 8, lockstep=True)) for _ in range(4 if args.quick else 11)][1:]
+
+    result = {
+        "device": device_name(device),
+        "trainer_images_per_s": round(trainer_ips, 2),
+        "reference_images_per_s": round(reference_ips, 2),
+        "trainer_speedup_vs_reference": round(trainer_ips / reference_ips, 3),
+        "children_per_hour": round(3600 / mean_child, 3),
+        "child_seconds_estimate": round(mean_child, 1),
+        "achieved_gflops": round(achieved, 1),
+        "peak_gflops": round(peak, 1),
+        "token_step_us": round(token_us, 2),
+        "cartpole_step_us": round(cartpole_us, 2),
+        "controller_ms_per_update": round(statistics.median(controller), 2),
+        "children_measured": len(ours_rates),
+        "train_images_per_child": len(timed.train_y),
+        "batch_size": args.batch_size,
+        "quick": args.quick,
+    }
+    rows += [
+        ("training images/s over the sampled children, ours / reference",
+         f"{trainer_ips:,.1f} / {reference_ips:,.1f} ({trainer_ips / reference_ips:.2f}x)"),
+        (f"v1 child at {PROXY_EPOCHS} epochs x {PROXY_TRAIN:,} images (extrapolated)",
+         f"{mean_child:,.0f} s -> {3600 / mean_child:,.2f} children/hour"),
+        ("achieved / peak (one large conv) GFLOP/s", f"{achieved:,.1f} / {peak:,.1f} ({achieved / peak:.0%})"),
+        ("token step / CartPole step", f"{token_us:.1f} / {cartpole_us:.1f} us"),
+        ("controller: sample 8 children + update", f"{result['controller_ms_per_update']:.1f} ms"),
+        ("device", result["device"]),
+    ]
+    print()
+    width = max(len(r[0]) for r in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Children per second with 1 and 2 parallel workers, for the vector-env and Ray backends, and Ray's per-child overhead.
+
+``python scripts/bench_parallel.py [--children 8] [--epochs 5]``
+
+The same fixed children (architectures drawn once from a seeded generator on NASRL-Digits-v0,
+each a real training of about a second, one torch thread per worker) are trained:
+
+* **vector env**: ``nas_env.vector.make_parallel_envs`` with 1 and with 2 sub-env processes,
+  stepped in lockstep as the runner's ``--num-envs`` does;
+* **ray**: :func:`agents.distributed.child.evaluate_child` tasks on a local 2-CPU Ray, one at a
+  time (each task asks for 2 CPUs) and two at a time (1 CPU each).
+
+Each backend is warmed up first (processes started, data loaded), as it is after the first
+children of a search. Ray's overhead per child (scheduling and result transfer) is the round
+trip of a task whose evaluator is instant (the synthetic one) minus the same call made in
+this process. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import ray
+
+import nas_env  # noqa: F401
+from agents.distributed.child import evaluate_child
+from nas_env.vector import make_parallel_envs
+
+ENV = "NASRL-Digits-v0"
+
+
+def draw_children(n: int, seed: int) -> list[list[int]]:
+    """``n`` action lists drawn uniformly over each token's choices."""
+    env = gym.make(ENV, evaluator="synthetic")
+    specs = env.unwrapped.token_specs
+    rng = np.random.default_rng(seed)
+    return [[int(rng.integers(s.num_choices)) for s in specs] for _ in range(n)]
+
+
+def vector_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any]) -> tuple[float, float]:
+    """(children per second, mean train_seconds) through ``workers`` sub-env processes in lockstep."""
+    envs = make_parallel_envs(ENV, workers, kwargs, num_threads=1)
+    try:
+        def batch(actions: list[list[int]], seed: int) -> list[float]:
+            envs.reset(seed=[seed + i for i in range(workers)])
+            infos: dict[str, Any] = {}
+            for t in range(len(actions[0])):
+                _, _, _, _, infos = envs.step(np.array([a[t] for a in actions]))
+            return [float(x) for x in infos["train_seconds"]]
+
+        batch(children[:1] * workers, 0)  # warm-up: data loaded in every worker
+        start, seconds = time.perf_counter(), []
+        for i in range(0, len(children), workers):
+            seconds += batch(children[i:i + workers], i)
+        return len(children) / (time.perf_counter() - start), float(np.mean(seconds))
+    finally:
+        envs.close()
+
+
+def ray_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any]) -> float:
+    """Children per second as Ray tasks, ``workers`` at a time on a 2-CPU local Ray."""
+    task = ray.remote(evaluate_child).options(num_cpus=2 // workers)
+    ray.get([task.remote(ENV, kwargs, children[0], 0, 1) for _ in range(2)])  # warm-up: both workers load the data
+    start = time.perf_counter()
+    ray.get([task.remote(ENV, kwargs, actions, i, 1) for i, actions in enumerate(children)])
+    return len(children) / (time.perf_counter() - start)
+
+
+def ray_overhead_ms(children: list[list[int]], rounds: int = 40) -> tuple[float, float]:
+    """(Ray round trip per child, the same evaluation in-process), in ms, with the instant synthetic evaluator."""
+    kwargs = {"evaluator": "synthetic"}
+    task = ray.remote(evaluate_child).options(num_cpus=1)
+    ray.get(task.remote(ENV, kwargs, children[0], 0, 1))
+    start = time.perf_counter()
+    for i in range(rounds):
+        ray.get(task.remote(ENV, kwargs, children[i % len(children)], i, 1))
+    remote = (time.perf_counter() - start) / rounds * 1000
+    evaluate_child(ENV, kwargs, children[0], 0, 1)
+    start = time.perf_counter()
+    for i in range(rounds):
+        evaluate_child(ENV, kwargs, children[i % len(children)], i, 1)
+    local = (time.perf_counter() - start) / rounds * 1000
+    return remote, local
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--children", type=int, default=8, help="children per measurement (even)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per child (5: about a second on one core)")
+    parser.add_argument("--seed", type=int, default=0)
+    a = parser.parse_args()
+    children = draw_children(a.children, a.seed)
+    kwargs = {"epochs": a.epochs, "device": "cpu"}
+
+    vec1, train_s = vector_rate(children, 1, kwargs)
+    vec2, _ = vector_rate(children, 2, kwargs)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="error")
+    try:
+        ray1 = ray_rate(children, 1, kwargs)
+        ray2 = ray_rate(children, 2, kwargs)
+        remote_ms, local_ms = ray_overhead_ms(children)
+    finally:
+        ray.shutdown()
+
+    rows = [("vector env", vec1, vec2), ("ray", ray1, ray2)]
+    print(f"{a.children} digits children, {a.epochs} epochs each, one torch thread per worker "
+          f"(mean training time of a child alone: {train_s:.2f} s)")
+    print(f"{'backend':<12} {'1 worker':>12} {'2 workers':>12} {'speedup':>8}")
+    for name, one, two in rows:
+        print(f"{name:<12} {one:>10.3f}/s {two:>10.3f}/s {two / one:>7.2f}x")
+    print(f"ray overhead per child: {remote_ms - local_ms:.1f} ms (round trip {remote_ms:.1f} ms, in-process "
+          f"{local_ms:.2f} ms; instant evaluator)")
+    print(json.dumps({
+        "children": a.children, "epochs": a.epochs, "child_train_seconds": round(train_s, 3),
+        "vector_env": {"workers_1": round(vec1, 4), "workers_2": round(vec2, 4), "speedup": round(vec2 / vec1, 3)},
+        "ray": {"workers_1": round(ray1, 4), "workers_2": round(ray2, 4), "speedup": round(ray2 / ray1, 3)},
+        "ray_overhead_ms": round(remote_ms - local_ms, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Benchmark the recurrent-cell language model's training: tokens per second beside ``torch.nn.LSTM`` of the same size.
+
+Run: ``python scripts/bench_ptb.py`` (about a minute on 2 CPU cores; ``--device cuda`` on a
+GPU). Trains, with the env's proxy recipe, the LSTM-like tree, a random tree from the paper's
+space and ``torch.nn.LSTM`` (2 layers, same embedding and hidden size) on the first
+``--tokens`` PTB training tokens, in this same run, and prints a table and, as its last line,
+one JSON object. Throughput counts training tokens over the training loop's time
+(forward, backward, clipping and the optimiser step; the validation pass is excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nas_env.data.ptb import TextData, load_ptb
+from nas_env.models.rnn_cell import CellLanguageModel, count_params
+from nas_env.spaces.rnn_cell import CellArchitecture, RNNCellSearchSpace, lstm_like_cell
+from nas_env.training.device import resolve_device
+from nas_env.training.lm_trainer import LMTrainConfig, batchify, evaluate_perplexity, train_lm
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def tokens_per_second(cell: CellArchitecture | str, data: TextData, config: LMTrainConfig, device: torch.device,
+                      repeats: int, seed: int) -> tuple[float, int]:
+    """Median training tokens/s over ``repeats`` runs (after one warm-up), and the model's parameters."""
+    rates = []
+    params = 0
+    for r in range(repeats + 1):
+        torch.manual_seed(seed)
+        model = CellLanguageModel(cell, data.vocab_size, config.embedding_size, config.hidden_size,
+                                  config.num_layers, config.dropout, config.tie_weights, config.init_range)
+        params = count_params(model)
+        outcome = train_lm(model, data, config, device)  # its clock stops after a syncing validation pass
+        # train_lm's seconds include its (tiny) validation pass: time that pass alone and take it out
+        start = time.perf_counter()
+        evaluate_perplexity(model, batchify(data.valid, config.eval_batch_size, device), config.bptt,
+                            config.loss_chunk)
+        eval_seconds = time.perf_counter() - start
+        if r > 0:  # the first run warms up allocators and kernels
+            rates.append(outcome.tokens / max(outcome.train_seconds - eval_seconds, 1e-9))
+    return statistics.median(rates), params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=20_000, help="training tokens per run (default 20,000)")
+    parser.add_argument("--hidden", type=int, default=None, help="embedding and hidden size (default: the proxy's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the proxy's)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per model after one warm-up (median)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--data-root", default=str(SHARED), help="folder with the PTB files (or their ptb/ folder)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random tree and of the models")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    config = LMTrainConfig()
+    if args.hidden is not None:
+        config = replace(config, hidden_size=args.hidden, embedding_size=args.hidden)
+    if args.batch_size is not None:
+        config = replace(config, batch_size=args.batch_size)
+    data = load_ptb(args.data_root, download=False, train_subset=args.tokens, val_subset=4 * config.eval_batch_size)
+    space = RNNCellSearchSpace()
+    rng = np.random.default_rng(args.seed)
+    random_tree = space.decode([int(rng.integers(spec.num_choices)) for spec in space.tokens()])
+
+    results = {}
+    for name, cell in (("lstm_like_tree", lstm_like_cell()), ("random_tree", random_tree), ("torch_lstm", "lstm")):
+        rate, params = tokens_per_second(cell, data, config, device, args.repeats, args.seed)
+        results[name] = (rate, params)
+    lstm_rate = results["torch_lstm"][0]
+    print(f"device {device}, threads {torch.get_num_threads()}, {args.tokens} tokens, batch {config.batch_size}, "
+          f"bptt {config.bptt}, hidden {config.hidden_size}, 2 layers, vocab {data.vocab_size}")
+    print(f"{'model':<16} {'params':>10} {'tokens/s':>10} {'vs torch LSTM':>14}")
+    for name, (rate, params) in results.items():
+        print(f"{name:<16} {params:>10,} {rate:>10,.0f} {rate / lstm_rate:>13.2f}x")
+    print(json.dumps({
+        **{f"{name}_tokens_per_s": round(rate, 1) for name, (rate, _) in results.items()},
+        "lstm_like_vs_torch_lstm": round(results["lstm_like_tree"][0] / lstm_rate, 3),
+        "random_vs_torch_lstm": round(results["random_tree"][0] / lstm_rate, 3),
+        "device": str(device), "threads": torch.get_num_threads(), "tokens": args.tokens,
+        "batch_size": config.batch_size, "bptt": config.bptt, "hidden_size": config.hidden_size,
+        "random_tree": random_tree.to_json(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
