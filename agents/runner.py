@@ -275,6 +275,19 @@ def arch_rows(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 
 def _arch_markdown(record: dict[str, Any]) -> str:
+    arch = json.loads(record["arch"])
+    if arch.get("type", "cnn") != "cnn" or "layers" not in arch:  # another space (a recurrent cell): no layer table
+        from nas_env.spaces.rnn_cell import CellArchitecture
+
+        try:  # its readable form where the space is known, else its JSON
+            text = str(CellArchitecture.from_dict(arch)) if arch.get("type") == "rnn_cell" else ""
+        except ValueError:
+            text = ""
+        text = text or json.dumps(arch, indent=2)
+        score = f"val_ppl {record['val_ppl']:.2f}" if record.get("val_ppl") is not None else \
+            f"val_acc {record['val_acc']:.4f}"
+        head = f"{score}, params {record['params']}, child {record['index']}"
+        return "\n".join([head, "", "```", text, "```"])
     lines = [f"val_acc {record['val_acc']:.4f}, params {record['params']}, child {record['index']}", "",
              "| layer | filter | stride | filters | inputs |", "|---|---|---|---|---|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in arch_rows(record)])

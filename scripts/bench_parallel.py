@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
@@ -97,6 +98,7 @@ def main() -> None:
     children = draw_children(a.children, a.seed)
     kwargs = {"epochs": a.epochs, "device": "cpu"}
 
+    load_before = os.getloadavg()[0]  # other processes on the machine: a 2-worker speedup needs 2 idle cores
     vec1, train_s = vector_rate(children, 1, kwargs)
     vec2, _ = vector_rate(children, 2, kwargs)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="error")
@@ -107,9 +109,11 @@ def main() -> None:
     finally:
         ray.shutdown()
 
+    load_after = os.getloadavg()[0]
     rows = [("vector env", vec1, vec2), ("ray", ray1, ray2)]
     print(f"{a.children} digits children, {a.epochs} epochs each, one torch thread per worker "
-          f"(mean training time of a child alone: {train_s:.2f} s)")
+          f"(mean training time of a child alone: {train_s:.2f} s); load average {load_before:.1f} before, "
+          f"{load_after:.1f} after, on {os.cpu_count()} cores")
     print(f"{'backend':<12} {'1 worker':>12} {'2 workers':>12} {'speedup':>8}")
     for name, one, two in rows:
         print(f"{name:<12} {one:>10.3f}/s {two:>10.3f}/s {two / one:>7.2f}x")
@@ -119,7 +123,7 @@ def main() -> None:
         "children": a.children, "epochs": a.epochs, "child_train_seconds": round(train_s, 3),
         "vector_env": {"workers_1": round(vec1, 4), "workers_2": round(vec2, 4), "speedup": round(vec2 / vec1, 3)},
         "ray": {"workers_1": round(ray1, 4), "workers_2": round(ray2, 4), "speedup": round(ray2 / ray1, 3)},
-        "ray_overhead_ms": round(remote_ms - local_ms, 2),
+        "ray_overhead_ms": round(remote_ms - local_ms, 2), "load_average": [load_before, load_after],
     }))
 
 

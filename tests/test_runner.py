@@ -124,3 +124,19 @@ def test_bad_agent_or_env_kwargs_fail_before_a_run_folder_exists(tmp_path: Path)
     assert not (tmp_path / "bad_agent" / "config.json").exists()
     assert not (tmp_path / "bad_env" / "config.json").exists()
     run_search(bad_env.__class__(**{**bad_env.__dict__, "env_kwargs": {"evaluator": "synthetic"}}))  # name reusable
+
+
+def test_ptb_search_writes_the_best_cell_as_tensorboard_text(tmp_path: Path) -> None:
+    run_dir = run_search(SearchArgs(env="NASRL-PTB-v0", agent="reinforce", episodes=4, children_per_update=2, seed=1,
+                                    logdir=str(tmp_path), run_name="ptb", env_kwargs={"evaluator": "synthetic"},
+                                    progress=False))
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["val_ppl"] == min(r["val_ppl"] for r in read_results(run_dir))
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    tags = [t for t in acc.Tags()["tensors"] if "best_architecture" in t]
+    assert tags
+    text = acc.Tensors(tags[0])[-1].tensor_proto.string_val[0].decode()
+    assert f"val_ppl {best['val_ppl']:.2f}" in text and f"child {best['index']}" in text
+    assert "RNN cell" in text and "cell inject" in text  # the cell's readable form, not an empty layer table
+    assert "| layer |" not in text

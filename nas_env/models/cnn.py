@@ -89,7 +89,7 @@ class ChildCNN(nn.Module):
             self.convs, self.norms, self._inputs, self._in_sizes, self._pooled, strict=True
         ):
             h = concat_padded([outs[j - 1] for j in inputs], in_size) if inputs else x
-            h = F.relu(norm(conv(h)))
+            h = F.relu(norm(conv(h)), inplace=True)  # batch norm backward needs its input, not its output
             if pooled:
                 h = F.max_pool2d(h, kernel_size=2, stride=2, ceil_mode=True)
             outs.append(h)

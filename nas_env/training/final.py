@@ -439,7 +439,7 @@ def train_final(config: FinalConfig) -> dict[str, Any]:
     stderr = 100.0 * math.sqrt(test_acc * (1.0 - test_acc) / n_test)
     note = data.test_note
     if dataset == "cifar10" and n_test < CIFAR10_OFFICIAL_TEST_IMAGES:
-        note = (f"cifar10: only {n_test} of the official {CIFAR10_OFFICIAL_TEST_IMAGES:,} test images (the shared "
+        note = (f"cifar10: only {n_test:,} of the official {CIFAR10_OFFICIAL_TEST_IMAGES:,} test images (the shared "
                 f"copy holds the first 1,000 of the official test batch), so the error rate has a standard error of "
                 f"about {stderr:.2f} points")
 

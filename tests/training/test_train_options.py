@@ -10,8 +10,9 @@ import torch
 import nas_env  # noqa: F401
 from nas_env.data import load_digits_data
 from nas_env.evaluators import TrainingEvaluator
+from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import cnn_space
-from nas_env.training.image_trainer import TrainConfig, use_channels_last
+from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dtype, train_child, use_channels_last
 
 CPU = torch.device("cpu")
 
@@ -85,3 +86,22 @@ def test_train_config_from_env_kwargs_json() -> None:
     assert config.early_stop_epoch == 1 and config.early_stop_min_acc == 0.5
     assert config.epochs == 5 and config.batch_size == 64  # the digits defaults fill the rest
     env.close()
+
+
+def test_bf16_autocast_path_runs_on_the_cpu_close_to_fp32() -> None:
+    # The CUDA default (bf16 autocast, channels_last) exercised on the CPU: same first loss up to bf16 rounding.
+    data = load_digits_data(train_subset=128, val_subset=64)
+    arch = digits_arch(1)
+    assert autocast_dtype(TrainConfig(), torch.device("cuda")) == torch.bfloat16
+    assert autocast_dtype(TrainConfig(), CPU) is None
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = build_model(arch, data.input_shape, data.num_classes)
+        config = TrainConfig(epochs=2, batch_size=64, precision=precision, channels_last=precision == "bf16")
+        outcome = train_child(model, DeviceData(data, CPU), config, seed=0)
+        assert outcome.status == "ok" and len(outcome.val_acc_history) == 2
+        assert next(model.parameters()).dtype == torch.float32  # weights (batch norm's too) stay float32
+        losses[precision] = outcome.first_loss
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
+    assert losses["bf16"] != losses["fp32"]  # bf16 really ran
