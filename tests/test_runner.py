@@ -66,7 +66,8 @@ def test_resume_evaluates_the_same_sequence_as_an_uninterrupted_run(tmp_path: Pa
 
 
 def test_resume_after_kill_minus_9_loses_nothing(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "agents.runner", "--env", "NASRL-Digits-v0", "--episodes", "12",
+    # Launched for many more children than the resume asks for, so a fast machine cannot finish before the kill.
+    cmd = [sys.executable, "-m", "agents.runner", "--env", "NASRL-Digits-v0", "--episodes", "500",
            "--children-per-update", "3", "--logdir", str(tmp_path), "--run-name", "killed", "--no-progress",
            "--env-kwargs", '{"epochs": 1, "device": "cpu"}']
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -80,7 +81,7 @@ def test_resume_after_kill_minus_9_loses_nothing(tmp_path: Path) -> None:
     before = read_results(tmp_path / "killed")
     assert 5 <= len(before) < 12
 
-    run_search(SearchArgs(resume=str(tmp_path / "killed"), progress=False))
+    run_search(SearchArgs(resume=str(tmp_path / "killed"), episodes=12, progress=False))
     after = read_results(tmp_path / "killed")
     assert [r["index"] for r in after] == list(range(12))
     assert after[: len(before)] == before  # nothing finished was rewritten
