@@ -35,12 +35,13 @@ from nas_env.vector import make_parallel_envs
 ENV = "NASRL-Digits-v0"
 
 
-def draw_children(n: int, seed: int) -> list[list[int]]:
-    """``n`` action lists drawn uniformly over each token's choices."""
+def draw_children(n: int, seed: int, one_architecture: bool = False) -> list[list[int]]:
+    """``n`` action lists drawn uniformly over each token's choices (or the first one ``n`` times)."""
     env = gym.make(ENV, evaluator="synthetic")
     specs = env.unwrapped.token_specs
     rng = np.random.default_rng(seed)
-    return [[int(rng.integers(s.num_choices)) for s in specs] for _ in range(n)]
+    children = [[int(rng.integers(s.num_choices)) for s in specs] for _ in range(n)]
+    return [children[0]] * n if one_architecture else children
 
 
 def vector_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any]) -> tuple[float, float]:
@@ -94,8 +95,11 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=8, help="children per measurement (even)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per child (5: about a second on one core)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--one-architecture", action="store_true",
+                        help="train one architecture every time: an evaluator of fixed cost, so the lockstep "
+                             "vector env does not wait on its slower child")
     a = parser.parse_args()
-    children = draw_children(a.children, a.seed)
+    children = draw_children(a.children, a.seed, a.one_architecture)
     kwargs = {"epochs": a.epochs, "device": "cpu"}
 
     load_before = os.getloadavg()[0]  # other processes on the machine: a 2-worker speedup needs 2 idle cores
@@ -111,7 +115,8 @@ def main() -> None:
 
     load_after = os.getloadavg()[0]
     rows = [("vector env", vec1, vec2), ("ray", ray1, ray2)]
-    print(f"{a.children} digits children, {a.epochs} epochs each, one torch thread per worker "
+    kind = "copies of one digits child" if a.one_architecture else "different digits children"
+    print(f"{a.children} {kind}, {a.epochs} epochs each, one torch thread per worker "
           f"(mean training time of a child alone: {train_s:.2f} s); load average {load_before:.1f} before, "
           f"{load_after:.1f} after, on {os.cpu_count()} cores")
     print(f"{'backend':<12} {'1 worker':>12} {'2 workers':>12} {'speedup':>8}")
@@ -120,7 +125,8 @@ def main() -> None:
     print(f"ray overhead per child: {remote_ms - local_ms:.1f} ms (round trip {remote_ms:.1f} ms, in-process "
           f"{local_ms:.2f} ms; instant evaluator)")
     print(json.dumps({
-        "children": a.children, "epochs": a.epochs, "child_train_seconds": round(train_s, 3),
+        "children": a.children, "one_architecture": a.one_architecture, "epochs": a.epochs,
+        "child_train_seconds": round(train_s, 3),
         "vector_env": {"workers_1": round(vec1, 4), "workers_2": round(vec2, 4), "speedup": round(vec2 / vec1, 3)},
         "ray": {"workers_1": round(ray1, 4), "workers_2": round(ray2, 4), "speedup": round(ray2 / ray1, 3)},
         "ray_overhead_ms": round(remote_ms - local_ms, 2), "load_average": [load_before, load_after],
