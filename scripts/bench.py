@@ -61,7 +61,7 @@ from nas_env.training.image_trainer import (
     train_child,
     use_channels_last,
 )
-from nas_env.training.reference import train_reference
+from nas_env.training.reference import InMemoryImages, reference_transform, train_reference
 
 SHARED_PNG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # the proxy fidelity children_per_hour is quoted at
@@ -152,6 +152,15 @@ def time_reference(arch: CNNArchitecture, data: ImageData, config: TrainConfig, 
     return train_reference(model, data, config, seed, num_workers=workers, device=device).seconds
 
 
+def loader_images_per_s(data: ImageData, batch_size: int, workers: int) -> float:
+    """The reference's data pipeline alone (PIL, crop, flip, to tensor, normalise, collate): its ceiling."""
+    loader = torch.utils.data.DataLoader(InMemoryImages(data.train_x, data.train_y, reference_transform(data, True)),
+                                         batch_size=batch_size, shuffle=True, num_workers=workers)
+    start = time.perf_counter()
+    images = sum(len(y) for _x, y in loader)
+    return images / (time.perf_counter() - start)
+
+
 def eval_images_per_s(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device) -> float:
     model = build_model(arch, data.input_shape, data.num_classes).to(device)
     device_data = DeviceData(data, device)
@@ -238,6 +247,7 @@ def main() -> None:
     reference_ips = len(ref_rates) / sum(1 / r for r in ref_rates)
     trainer_ips = len(ours_rates) / sum(1 / r for r in ours_rates)
     mean_child = statistics.fmean(child_seconds)
+    loader_ips = statistics.median(loader_images_per_s(full, args.batch_size, workers) for _ in range(3))
     peak = peak_conv_gflops(config, device, batch=64 if device.type == "cpu" else 512)
     achieved = flops_done / ours_seconds / 1e9
 
@@ -258,6 +268,7 @@ def main() -> None:
         "trainer_images_per_s": round(trainer_ips, 2),
         "reference_images_per_s": round(reference_ips, 2),
         "trainer_speedup_vs_reference": round(trainer_ips / reference_ips, 3),
+        "reference_loader_images_per_s": round(loader_ips, 1),
         "children_per_hour": round(3600 / mean_child, 3),
         "child_seconds_estimate": round(mean_child, 1),
         "achieved_gflops": round(achieved, 1),
@@ -273,6 +284,8 @@ def main() -> None:
     rows += [
         ("training images/s over the sampled children, ours / reference",
          f"{trainer_ips:,.1f} / {reference_ips:,.1f} ({trainer_ips / reference_ips:.2f}x)"),
+        ("reference's data pipeline alone (DataLoader + transforms)",
+         f"{loader_ips:,.0f} img/s: {reference_ips / loader_ips:.1%} of the reference's step time"),
         (f"v1 child at {PROXY_EPOCHS} epochs x {PROXY_TRAIN:,} images (extrapolated)",
          f"{mean_child:,.0f} s -> {3600 / mean_child:,.2f} children/hour"),
         ("achieved / peak (one large conv) GFLOP/s", f"{achieved:,.1f} / {peak:,.1f} ({achieved / peak:.0%})"),
