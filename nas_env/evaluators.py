@@ -74,6 +74,17 @@ def is_oom(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+def oom_result(error: BaseException, device: torch.device, metrics: dict[str, Any]) -> EvalResult:
+    """Free what a child that ran out of memory left behind and report it as an ``"oom"`` result (reward 0).
+
+    The caller drops its own reference to the model first, so the collection can free it.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return EvalResult(0.0, "oom", {**metrics, "train_seconds": 0.0, "error": str(error).splitlines()[0][:200]})
+
+
 class TrainingEvaluator:
     """Build the child with :func:`build_model`, train it with :func:`train_child`, report its accuracy.
 
@@ -123,11 +134,7 @@ class TrainingEvaluator:
             if not is_oom(e):
                 raise
             del model
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            return EvalResult(0.0, "oom", {**metrics, "val_acc": 0.0, "val_acc_history": [], "train_seconds": 0.0,
-                                           "error": str(e).splitlines()[0][:200]})
+            return oom_result(e, self.device, {**metrics, "val_acc": 0.0, "val_acc_history": []})
         # A stopped child keeps the accuracy it reached (a lower bound); a diverged one scores 0.
         val_acc = outcome.best_recent(self.config.reward_window) if outcome.status != "diverged" else 0.0
         if outcome.status == "ok":

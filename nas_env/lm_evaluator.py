@@ -9,7 +9,6 @@ tests and agent checks. Both report ``val_ppl``, ``val_ppl_history``, ``params``
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import math
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from nas_env.data.ptb import TextData
-from nas_env.evaluators import EvalResult, is_oom
+from nas_env.evaluators import EvalResult, is_oom, oom_result
 from nas_env.models.rnn_cell import CellLanguageModel, lm_multiply_adds, lm_param_count
 from nas_env.spaces.base import Architecture
 from nas_env.spaces.rnn_cell import CellArchitecture, RNNCellSearchSpace
@@ -101,11 +100,7 @@ class LMTrainingEvaluator:
             if not is_oom(e):
                 raise
             del model
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            return EvalResult(0.0, "oom", {**metrics, "val_ppl": None, "val_ppl_history": [], "train_seconds": 0.0,
-                                           "error": str(e).splitlines()[0][:200]})
+            return oom_result(e, self.device, {**metrics, "val_ppl": None, "val_ppl_history": []})
         metrics.update(val_ppl_history=outcome.val_ppl_history, train_seconds=outcome.train_seconds,
                        train_tokens=outcome.tokens)
         if outcome.status != "ok":

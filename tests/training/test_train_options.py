@@ -105,3 +105,18 @@ def test_bf16_autocast_path_runs_on_the_cpu_close_to_fp32() -> None:
         losses[precision] = outcome.first_loss
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
     assert losses["bf16"] != losses["fp32"]  # bf16 really ran
+
+
+def test_out_of_memory_child_is_a_result_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Exhausting real memory in CI is not an option: the trainer raises the error PyTorch raises.
+    import nas_env.evaluators as evaluators
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(evaluators, "train_child", out_of_memory)
+    evaluator = TrainingEvaluator(load_digits_data(train_subset=50, val_subset=20), TrainConfig(epochs=1), "cpu")
+    result = evaluator(digits_arch(), seed=0)
+    assert result.status == "oom" and result.reward == 0.0
+    assert result.metrics["val_acc"] == 0.0 and result.metrics["params"] > 0
+    assert result.metrics["error"].startswith("CUDA out of memory")
