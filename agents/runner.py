@@ -163,6 +163,13 @@ def _json_object(flag: str):
     return parse
 
 
+def headline_metric(record: dict[str, Any]) -> tuple[str, float | None]:
+    """The metric a child is reported by: validation perplexity for language-model children, else accuracy."""
+    if "val_ppl" in record:
+        return "val_ppl", record["val_ppl"]
+    return "val_acc", record["val_acc"]
+
+
 class RunRecorder:
     """Writes a run's children to results.jsonl, best.json and TensorBoard as they arrive."""
 
@@ -210,7 +217,9 @@ class RunRecorder:
         step = child.index
         w = self.writer
         w.add_scalar("child/reward", record["reward"], step)
-        w.add_scalar("child/val_acc", record["val_acc"], step)
+        name, value = headline_metric(record)
+        if value is not None:
+            w.add_scalar(f"child/{name}", value, step)
         if record["params"] is not None:
             w.add_scalar("child/params", record["params"], step)
             w.add_scalar("child/flops", record["flops"], step)
@@ -221,8 +230,8 @@ class RunRecorder:
             self.best = record
             _atomic_write(self.run_dir / "best.json", json.dumps(record, indent=2))
             w.add_text("search/best_architecture", _arch_markdown(record), step)
-        if self.best is not None:
-            w.add_scalar("search/best_val_acc", self.best["val_acc"], step)
+        if self.best is not None and (best := headline_metric(self.best))[1] is not None:
+            w.add_scalar(f"search/best_{best[0]}", best[1], step)
 
     def on_update(self, stats: UpdateStats) -> None:
         for name, value in stats.scalars().items():
@@ -230,8 +239,8 @@ class RunRecorder:
                 self.writer.add_scalar(f"update/{name}", value, stats.children_done)
 
     def close(self, hparams: dict[str, Any]) -> None:
-        best = self.best["val_acc"] if self.best else 0.0
-        self.writer.add_hparams(hparams, {"hparam/best_val_acc": best, "hparam/children": self.written},
+        name, best = headline_metric(self.best) if self.best else ("val_acc", None)
+        self.writer.add_hparams(hparams, {f"hparam/best_{name}": best or 0.0, "hparam/children": self.written},
                                 run_name="hparams")
         self.writer.flush()
         self.writer.close()

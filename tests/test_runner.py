@@ -141,3 +141,6 @@ def test_ptb_search_writes_the_best_cell_as_tensorboard_text(tmp_path: Path) -> 
     assert f"val_ppl {best['val_ppl']:.2f}" in text and f"child {best['index']}" in text
     assert "RNN cell" in text and "cell inject" in text  # the cell's readable form, not an empty layer table
     assert "| layer |" not in text
+    scalars = acc.Tags()["scalars"]
+    assert "child/val_ppl" in scalars and "child/val_acc" not in scalars  # perplexity children: no accuracy curve
+    assert [e.value for e in acc.Scalars("search/best_val_ppl")][-1] == pytest.approx(best["val_ppl"])
