@@ -99,4 +99,8 @@ def make_parallel_envs(
         # Import the heavy modules once in the fork server; every worker forks from it with them loaded.
         multiprocessing.get_context("forkserver").set_forkserver_preload(["torch", "nas_env"])
     fns = [SubEnvFactory(env_id, kwargs if dev is None else {**kwargs, "device": dev}, threads) for dev in devices]
-    return gym.vector.AsyncVectorEnv(fns, context=context)
+    previous = torch.get_num_threads()
+    try:
+        return gym.vector.AsyncVectorEnv(fns, context=context)
+    finally:  # AsyncVectorEnv builds one env in this process to read its spaces: keep this process's threads
+        torch.set_num_threads(previous)

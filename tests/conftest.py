@@ -21,3 +21,16 @@ def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, str(script), str(root), "--train", "6000", "--test", "100"], check=True,
                    capture_output=True)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_unchanged(request: pytest.FixtureRequest):
+    """Results on the CPU depend on torch's thread count: no test may leave it changed for the next ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    if after != before:
+        torch.set_num_threads(before)
+        raise AssertionError(f"{request.node.nodeid} left torch's thread count at {after} (was {before})")

@@ -181,17 +181,19 @@ class RaySearch:
         bounds = shard_bounds(flat.numel(), self.S)
         lr = float(a.agent_kwargs.get("lr", make_agent(a.seed, 1, a.agent_kwargs).lr))
         tag = f"nasrl:{self.run_dir.name}"
-        # num_cpus=0: parameter servers and replicas are light (a few thousand floats, a tiny LSTM);
-        # every CPU the cluster has goes to the children's tasks.
+        # num_cpus=0 and one torch thread: parameter servers and replicas are light (a few thousand
+        # floats, a tiny LSTM); every CPU the cluster has goes to the children's tasks.
         server = ray.remote(ParameterServer)
         names = [f"{tag}:ps{s}:{os.getpid()}" for s in range(self.S)]
-        self.shards = [server.options(num_cpus=0, name=names[s]).remote(s, flat[lo:hi], lr, shard_states[s])
+        self.shards = [server.options(num_cpus=0, name=names[s]).remote(s, flat[lo:hi], lr, shard_states[s],
+                                                                        num_threads=1)
                        for s, (lo, hi) in enumerate(bounds)]
         replica = ray.remote(ControllerReplica)
         self.replicas = [replica.options(
             num_cpus=0, max_restarts=REPLICA_RESTARTS, max_task_retries=REPLICA_RESTARTS,
             name=f"{tag}:replica{r}:{os.getpid()}").remote(
-            r, a.env, a.env_kwargs, a.seed, self.m, a.agent_kwargs, names, bounds) for r in range(self.K)]
+            r, a.env, a.env_kwargs, a.seed, self.m, a.agent_kwargs, names, bounds, num_threads=1)
+            for r in range(self.K)]
         if saved is None:
             self.states = ray.get([rep.state.remote() for rep in self.replicas])
         else:

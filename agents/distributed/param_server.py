@@ -30,8 +30,10 @@ class ParameterServer:
     result does not depend on arrival order (synchronous).
     """
 
-    def __init__(self, shard: int, values: torch.Tensor, lr: float, state: dict[str, Any] | None = None) -> None:
-        torch.set_num_threads(1)  # a few thousand floats: threads would only add overhead on a shared machine
+    def __init__(self, shard: int, values: torch.Tensor, lr: float, state: dict[str, Any] | None = None,
+                 num_threads: int | None = None) -> None:
+        if num_threads is not None:  # in its own actor process only: a driver-side instance leaves torch alone
+            torch.set_num_threads(num_threads)
         self.shard = shard
         self.param = torch.nn.Parameter(values.detach().clone().float())
         self.optimizer = torch.optim.Adam([self.param], lr=lr)

@@ -65,8 +65,10 @@ class ControllerReplica:
     """
 
     def __init__(self, replica: int, env_id: str, env_kwargs: dict[str, Any], seed: int, children_per_replica: int,
-                 agent_kwargs: dict[str, Any], shard_names: list[str], bounds: list[tuple[int, int]]) -> None:
-        torch.set_num_threads(1)  # a tiny LSTM: one thread is fastest and leaves the cores to the children
+                 agent_kwargs: dict[str, Any], shard_names: list[str], bounds: list[tuple[int, int]],
+                 num_threads: int | None = None) -> None:
+        if num_threads is not None:  # in its own actor process only: a driver-side instance leaves torch alone
+            torch.set_num_threads(num_threads)
         self.replica = replica
         self.shard_names = shard_names
         self._shards: list[Any] | None = None
