@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["nas_env", "nas_env.*", "agents", "agents.*"]),
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.2",  # torch.export with dynamic shapes (final training's exported model)
         "torchvision>=0.16",
         "gymnasium>=1.0",
         "numpy>=1.24",

@@ -369,7 +369,9 @@ class EpisodicSearchAgent(SearchAgent):
                 raise RuntimeError(f"agent chose an invalid action at step {step}: {action.tolist()}")
             acts.append(action[:size].copy())
             mask_log.append(masks[:size].copy())
-            with self._evaluation_scope() if step == len(self.token_specs) - 1 else nullcontext():
+            # Any step can end an episode (an invalid action, or a depth curriculum's shorter child) and
+            # train a child: every env step runs with the caller's thread setting, not the controller's.
+            with self._evaluation_scope():
                 _, rewards, terminated, truncated, infos = venv.step(action)
             ended = np.asarray(terminated | truncated, dtype=bool)
             final = infos.get("final_info", {}) if mode == AutoresetMode.SAME_STEP else infos

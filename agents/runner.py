@@ -32,6 +32,7 @@ import nas_env  # noqa: F401  (registers the environment ids)
 from agents import AGENT_NAMES, make_agent
 from agents.base import ChildRecord, SearchAgent, UpdateStats
 from agents.curriculum import DepthCurriculum, env_max_layers, set_env_layers
+from agents.sb3 import SB3_ALGOS
 from nas_env.evaluators import STATUSES
 from nas_env.vector import VECTORIZATION_MODES, make_parallel_envs
 
@@ -54,7 +55,7 @@ class SearchArgs:
     """sub-environments stepped in lockstep: children trained at once on this machine"""
     vectorization: str = "auto"
     """sync (one process), async (one process per sub-env, each with its device and share of the CPU
-    threads) or auto (async when --num-envs > 1)"""
+    threads) or auto (async when --num-envs > 1, except for SB3 agents, which step a sync vector env)"""
     backend: str = "local"
     """local (this process and its sub-env processes) or ray (the paper's parameter-server layout on Ray)"""
     address: str = ""
@@ -163,6 +164,11 @@ def _json_object(flag: str):
     return parse
 
 
+def can_be_best(record: dict[str, Any]) -> bool:
+    """Only a child that trained (fully, or until stopped early) competes for best.json."""
+    return record["arch"] is not None and record["status"] in ("ok", "stopped_early")
+
+
 def headline_metric(record: dict[str, Any]) -> tuple[str, float | None]:
     """The metric a child is reported by: validation perplexity for language-model children, else accuracy."""
     if "val_ppl" in record:
@@ -184,7 +190,8 @@ class RunRecorder:
         self.records = _read_results(self.results_path, keep)
         self.written = len(self.records)
         # Best = highest reward: the same order as val_acc for accuracies, and as lowest val_ppl for c / ppl^2.
-        self.best: dict[str, Any] | None = max(self.records, key=lambda r: r["reward"], default=None)
+        self.best: dict[str, Any] | None = max(filter(can_be_best, self.records), key=lambda r: r["reward"],
+                                               default=None)
         self.cache_hits = sum(bool(r.get("cache_hit")) for r in self.records)
         self._file = self.results_path.open("a", encoding="utf-8")
 
@@ -226,7 +233,7 @@ class RunRecorder:
         w.add_scalar("child/train_seconds", record["train_seconds"], step)
         w.add_scalar("child/status", STATUSES.index(record["status"]) if record["status"] in STATUSES else -1, step)
         w.add_scalar("search/cache_hit_share", self.cache_hits / self.written, step)
-        if record["arch"] is not None and (self.best is None or record["reward"] > self.best["reward"]):
+        if can_be_best(record) and (self.best is None or record["reward"] > self.best["reward"]):
             self.best = record
             _atomic_write(self.run_dir / "best.json", json.dumps(record, indent=2))
             w.add_text("search/best_architecture", _arch_markdown(record), step)
@@ -328,8 +335,8 @@ def print_best_table(record: dict[str, Any] | None) -> None:
         return
     score = f"val_ppl {record['val_ppl']:.2f}" if record.get("val_ppl") is not None else \
         f"val_acc {record['val_acc']:.4f}"
-    print(f"\nbest architecture: child {record['index']}, {score}, "
-          f"params {record['params']:,}, multiply-adds {record['flops']:,}")
+    params, flops = (f"{record[k]:,}" if record.get(k) is not None else "-" for k in ("params", "flops"))
+    print(f"\nbest architecture: child {record['index']}, {score}, params {params}, multiply-adds {flops}")
     if json.loads(record["arch"]).get("type", "cnn") != "cnn":  # another space's architecture: its JSON
         print(record["arch"])
         return
@@ -359,6 +366,9 @@ def check_parallel_args(args: SearchArgs) -> None:
         raise ValueError(f"--vectorization {args.vectorization!r} is not one of {', '.join(VECTORIZATION_MODES)}")
     if args.backend not in BACKENDS:
         raise ValueError(f"--backend {args.backend!r} is not one of {', '.join(BACKENDS)}")
+    if args.vectorization == "async" and args.agent in SB3_ALGOS:
+        raise ValueError(f"--vectorization async does not work with --agent {args.agent!r}: SB3 agents step a "
+                         f"sync vector env; use --vectorization sync or auto")
     if args.backend == "ray":
         from agents.distributed import check_ray_args  # Ray itself is imported only when it is used
 
@@ -368,7 +378,8 @@ def check_parallel_args(args: SearchArgs) -> None:
 def make_envs(args: SearchArgs, store_path: Path) -> gym.vector.VectorEnv:
     """The run's vector env: async (a process per sub-env, devices and CPU threads split) for several sub-envs."""
     kwargs = {**args.env_kwargs, "store": str(store_path)}
-    mode = args.vectorization if args.vectorization != "auto" else ("async" if args.num_envs > 1 else "sync")
+    mode = args.vectorization if args.vectorization != "auto" else (
+        "async" if args.num_envs > 1 and args.agent not in SB3_ALGOS else "sync")
     if mode == "async":
         return make_parallel_envs(args.env, args.num_envs, kwargs)
     return gym.make_vec(args.env, num_envs=args.num_envs, vectorization_mode="sync", **kwargs)

@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.runner import SearchArgs, main, parse_args, run_search
+from agents.runner import SearchArgs, main, make_envs, parse_args, run_search
 from nas_env.store import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +101,8 @@ def test_resume_after_kill_minus_9_loses_nothing(tmp_path: Path) -> None:
     (["--env-kwargs", "[1]"], "must be a JSON object"),
     (["--env-kwargs", "{epochs: 3}"], "must be a JSON object"),
     (["--resume", "/nonexistent/run"], "is not a run folder"),
+    (["--agent", "ppo", "--num-envs", "2", "--vectorization", "async"],
+     "--vectorization async does not work with --agent 'ppo'"),
 ])
 def test_bad_flags_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
@@ -144,3 +147,24 @@ def test_ptb_search_writes_the_best_cell_as_tensorboard_text(tmp_path: Path) -> 
     scalars = acc.Tags()["scalars"]
     assert "child/val_ppl" in scalars and "child/val_acc" not in scalars  # perplexity children: no accuracy curve
     assert [e.value for e in acc.Scalars("search/best_val_ppl")][-1] == pytest.approx(best["val_ppl"])
+
+
+def test_auto_vectorization_is_async_for_our_agents_and_sync_for_sb3(tmp_path: Path) -> None:
+    kwargs = {"evaluator": "synthetic"}
+    sb3 = make_envs(SearchArgs(agent="ppo", num_envs=2, env_kwargs=kwargs), tmp_path / "a.sqlite")
+    ours = make_envs(SearchArgs(agent="reinforce", num_envs=2, env_kwargs=kwargs), tmp_path / "b.sqlite")
+    try:
+        assert isinstance(sb3, gym.vector.SyncVectorEnv) and isinstance(ours, gym.vector.AsyncVectorEnv)
+    finally:
+        sb3.close()
+        ours.close()
+
+
+def test_only_trained_children_compete_for_best(capsys: pytest.CaptureFixture[str]) -> None:
+    from agents.runner import can_be_best, print_best_table
+
+    failed = {"arch": '{"type": "cnn", "layers": []}', "status": "failed", "reward": 0.0}
+    assert not can_be_best(failed) and not can_be_best({**failed, "status": "ok", "arch": None})
+    assert can_be_best({**failed, "status": "ok"}) and can_be_best({**failed, "status": "stopped_early"})
+    print_best_table({"index": 3, "val_acc": 0.5, "params": None, "flops": None, "arch": '{"type": "rnn_cell"}'})
+    assert "params -, multiply-adds -" in capsys.readouterr().out

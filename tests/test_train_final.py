@@ -118,6 +118,11 @@ def test_digits_from_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     with pytest.raises(FileExistsError, match="already holds a final report"):
         train_final(FinalConfig(source=str(run_dir), epochs=2, grid_epochs=1, grid=TINY_GRID, progress=False))
+    # A run that read the test set and then died (no report) blocks a rerun from reading it again.
+    (run_dir / "final" / "report.json").unlink()
+    assert (run_dir / "final" / "TEST_SET_READ").is_file()
+    with pytest.raises(FileExistsError, match="already evaluated on the test set"):
+        train_final(FinalConfig(source=str(run_dir), epochs=2, grid_epochs=1, grid=TINY_GRID, progress=False))
 
 
 def test_cifar10_subset_reads_the_test_set_once(cifar10_root: Path, tmp_path: Path,

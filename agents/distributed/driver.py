@@ -268,8 +268,9 @@ class RaySearch:
         except ray.exceptions.RayTaskError as e:  # the evaluator raised: a bug, as in a single-process run
             raise _remote_error(e) from None
         except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost) past the retries
+            key = self.env.unwrapped.score_key  # val_acc, or val_ppl for language-model children
             result, fingerprint = EvalResult(0.0, "failed", {
-                "val_acc": 0.0, "val_acc_history": [], "train_seconds": 0.0,
+                key: 0.0 if key == "val_acc" else None, f"{key}_history": [], "train_seconds": 0.0,
                 "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}), ""
         if fingerprint and result.status in CACHEABLE_STATUSES:
             self.store.put(fingerprint, self.space.decode(c["actions"]), result, c["seed"])

@@ -337,7 +337,8 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         arch = self._episode_space.decode(self._actions)
         result = as_result(self.evaluator(arch, self._child_seed))
         score, cost_info = self._apply_cost(result)
-        reward = float(self._transform(score)) if result.status == "ok" else 0.0
+        # A child stopped early keeps the accuracy it reached (a lower bound); failures score 0.
+        reward = float(self._transform(score)) if result.status in ("ok", "stopped_early") else 0.0
         if not math.isfinite(reward):
             result, reward = EvalResult(0.0, "diverged", result.metrics), 0.0
         t = self._episode_len

@@ -1,7 +1,7 @@
 """Final training of a found architecture: grid search on validation, full training, one test evaluation.
 
-The paper's protocol after a search (Zoph & Le 2017, section 4.1): take the architecture with
-the best validation accuracy, run a small grid search over the learning rate, the weight
+The paper's protocol after a search (Zoph & Le 2017, section 4.1): take the best architecture
+(a run's ``best.json``: the child with the highest reward), run a small grid search over the learning rate, the weight
 decay, the batch-norm epsilon and the epoch at which the learning rate decays, train the best
 setting in full, and report its test error with its depth and parameter count (Table 1).
 
@@ -54,10 +54,11 @@ DATASETS = ("digits", "cifar10")
 GRID_KEYS = ("lr", "weight_decay", "bn_eps", "lr_decay_epoch")
 CIFAR10_OFFICIAL_TEST_IMAGES = 10_000
 MONITOR_IMAGES = 1000  # training images re-scored each final epoch, only to watch the fit (no test data)
+TEST_READ_MARKER = "TEST_SET_READ"  # written just before the one test evaluation
 
 # Paper-like defaults, one place per dataset. The paper does not list its grid; these are the
 # usual neighbours of its child setting (lr 0.1, weight decay 1e-4, PyTorch's BN epsilon 1e-5).
-# ``lr_decay_epoch`` None: decay at half and at three quarters of the final schedule.
+# ``lr_decay_epoch`` None: two grid values, one decay at half or one at three quarters of the final schedule.
 PRESETS: dict[str, dict[str, Any]] = {
     "cifar10": {"epochs": 100, "grid_epochs": 25, "batch_size": 128,
                 "grid": {"lr": (0.1, 0.05), "weight_decay": (1e-4, 5e-4), "bn_eps": (1e-5, 1e-3),
@@ -168,7 +169,7 @@ def dataset_of_run(config: dict[str, Any]) -> str | None:
 
 # --- grid ---------------------------------------------------------------------------------------
 def default_decay_epochs(epochs: int) -> tuple[int, ...]:
-    """Decay at half and at three quarters of the schedule (distinct, at least epoch 1)."""
+    """The two grid values of the decay epoch: half and three quarters of the schedule (distinct, at least 1)."""
     return tuple(sorted({max(1, round(epochs * f)) for f in (0.5, 0.75)}))
 
 
@@ -354,6 +355,9 @@ def _out_dir(config: FinalConfig, src: Source) -> Path:
         out = src.path.parent / f"final_{src.path.stem}"
     if (out / "report.json").exists():
         raise FileExistsError(f"{out} already holds a final report; pass --out to write elsewhere")
+    if (out / TEST_READ_MARKER).exists():  # an earlier run read the test set and then failed: never read it twice
+        raise FileExistsError(f"{out / TEST_READ_MARKER} says an earlier run already evaluated on the test set; "
+                              f"its weights are in {out}; pass --out to start a new final training")
     return out
 
 
@@ -430,7 +434,13 @@ def train_final(config: FinalConfig) -> dict[str, Any]:
     classifier = NormalisedClassifier(model, data.full.mean, data.full.std).to(device,
                                                                                memory_format=torch.contiguous_format)
 
-    # 3. the test set: read and evaluated exactly once, here
+    # Everything that could still fail is saved before the test set is touched.
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model_state_dict.pt")
+    (out / "arch.json").write_text(src.arch.to_json() + "\n", encoding="utf-8")
+    export_model(classifier, data.full.input_shape, out / "model.pt2")
+
+    # 3. the test set: read and evaluated exactly once, here (the marker keeps a rerun from reading it again)
+    (out / TEST_READ_MARKER).write_text(f"test set read at {time.strftime('%Y-%m-%d %H:%M:%S')}\n", encoding="utf-8")
     test_x, test_y = data.load_test()
     preds = predict(classifier, test_x, device)
     test_acc = float((preds == test_y).float().mean())
@@ -443,10 +453,7 @@ def train_final(config: FinalConfig) -> dict[str, Any]:
                 f"copy holds the first 1,000 of the official test batch), so the error rate has a standard error of "
                 f"about {stderr:.2f} points")
 
-    # 4. files, table, report
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model_state_dict.pt")
-    (out / "arch.json").write_text(src.arch.to_json() + "\n", encoding="utf-8")
-    export_model(classifier, data.full.input_shape, out / "model.pt2")
+    # 4. table, report
     params = sum(p.numel() for p in model.parameters())
     row = {"Model": name, "Depth": src.arch.num_layers, "Parameters": params, "Error rate (%)": round(error, 4)}
     report = {

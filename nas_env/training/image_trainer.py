@@ -93,8 +93,8 @@ class TrainConfig:
                 or self.lr_reference_batch < 1):
             raise ValueError(f"lr_reference_batch must be None or a positive int, got {self.lr_reference_batch!r}")
         if isinstance(self.early_stop_epoch, bool) or not isinstance(self.early_stop_epoch, int) \
-                or not 0 <= self.early_stop_epoch <= self.epochs:
-            raise ValueError(f"early_stop_epoch must be an int in [0, epochs={self.epochs}] (0 = off), "
+                or not 0 <= self.early_stop_epoch < max(self.epochs, 1):
+            raise ValueError(f"early_stop_epoch must be an int in [0, epochs={self.epochs}) (0 = off), "
                              f"got {self.early_stop_epoch!r}")
         if not isinstance(self.early_stop_min_acc, int | float) or not 0.0 <= self.early_stop_min_acc <= 1.0:
             raise ValueError(f"early_stop_min_acc must be in [0, 1], got {self.early_stop_min_acc!r}")
@@ -242,13 +242,25 @@ def train_child(model: nn.Module, data: DeviceData, config: TrainConfig, seed: i
     training with status ``"diverged"``; a child that fails the config's early-stopping test
     (against ``best_so_far``, the best accuracy of the search so far) ends with ``"stopped_early"``.
     CUDA out-of-memory errors propagate to the caller, which owns the model and can free it.
+    On CUDA, cuDNN autotuning (``config.cudnn_benchmark``) is on for this child only; it may pick
+    different kernels from run to run, so GPU results are reproducible only up to that choice.
     """
+    if data.device.type != "cuda":
+        return _train(model, data, config, seed, on_epoch, best_so_far)
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = config.cudnn_benchmark
+    try:
+        return _train(model, data, config, seed, on_epoch, best_so_far)
+    finally:
+        torch.backends.cudnn.benchmark = previous  # the caller's setting, not ours, outside this child
+
+
+def _train(model: nn.Module, data: DeviceData, config: TrainConfig, seed: int,
+           on_epoch: Callable[[int, float, float], None] | None, best_so_far: float | None) -> TrainOutcome:
     device = data.device
     dtype = autocast_dtype(config, device)
     memory_format = (torch.channels_last if use_channels_last(config, device, data.data.input_shape)
                      else torch.contiguous_format)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = config.cudnn_benchmark
     model.to(device=device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)

@@ -69,8 +69,16 @@ def train_reference(model: nn.Module, data: ImageData, config: TrainConfig, seed
 
     Batches are made on the CPU by ``num_workers`` loader processes (0: in this process) and
     copied to ``device`` per step, as a plain CUDA script does (pinned memory when on CUDA).
+    ``seed`` fixes the order and, through a forked global generator (torchvision's transforms
+    draw from it), the augmentation; the caller's random state is left as it was.
     """
-    device = torch.device(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return _train_reference(model, data, config, seed, num_workers, torch.device(device))
+
+
+def _train_reference(model: nn.Module, data: ImageData, config: TrainConfig, seed: int, num_workers: int,
+                     device: torch.device) -> ReferenceOutcome:
     pin = device.type == "cuda"
     model.to(device)
     augment = data.augment if config.augment is None else config.augment

@@ -237,12 +237,19 @@ class FixedResult:
         return self.result
 
 
-@pytest.mark.parametrize("status", ["diverged", "oom", "stopped_early", "failed"])
+@pytest.mark.parametrize("status", ["diverged", "oom", "failed"])
 def test_failed_children_end_normally_with_zero_reward(status: str) -> None:
     env = CNNNASEnv(dataset="digits", evaluator=FixedResult(EvalResult(0.7, status, {"val_acc": 0.7})))
     reward, info, _ = play(env, np.random.default_rng(0))
     assert reward == 0.0 and info["status"] == status
     env.reset()  # the env stays usable
+
+
+def test_a_child_stopped_early_keeps_the_accuracy_it_reached() -> None:
+    env = CNNNASEnv(dataset="digits", reward_transform="cube",
+                    evaluator=FixedResult(EvalResult(0.4, "stopped_early", {"val_acc": 0.4})))
+    reward, info, _ = play(env, np.random.default_rng(0))
+    assert reward == pytest.approx(0.4**3) and info["status"] == "stopped_early" and info["val_acc"] == 0.4
 
 
 def test_plain_number_evaluator_and_non_finite_reward() -> None:

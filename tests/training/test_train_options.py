@@ -39,7 +39,7 @@ def test_channels_last_rule() -> None:
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"lr_reference_batch": 0}, "lr_reference_batch must be None or a positive int, got 0"),
-    ({"early_stop_epoch": 9, "epochs": 5}, "early_stop_epoch must be an int in [0, epochs=5]"),
+    ({"early_stop_epoch": 9, "epochs": 5}, "early_stop_epoch must be an int in [0, epochs=5)"),
     ({"early_stop_min_acc": 1.5}, "early_stop_min_acc must be in [0, 1], got 1.5"),
     ({"early_stop_gap": -0.1}, "early_stop_gap must be None or in [0, 1], got -0.1"),
 ])
