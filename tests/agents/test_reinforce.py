@@ -224,15 +224,23 @@ class ThreadProbe(gym.Wrapper):
 
 
 def test_agent_threads_do_not_leak_into_child_evaluation() -> None:
-    """Sampling and updates run at num_threads=1; the evaluating step and the caller keep their setting."""
+    """Sampling runs at num_threads=1; every env step (any of them may train a child) and the caller keep theirs."""
     outer = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         env = ThreadProbe(digits_env())
-        run_agent(ReinforceAgent(seed=0, children_per_update=4, num_threads=1), env, 4)
+        agent = ReinforceAgent(seed=0, children_per_update=4, num_threads=1)
+        act, sampling_threads = agent._act, []
+
+        def probed_act(*args: object) -> np.ndarray:
+            sampling_threads.append(torch.get_num_threads())
+            return act(*args)
+
+        agent._act = probed_act  # type: ignore[method-assign]
+        run_agent(agent, env, 4)
         assert torch.get_num_threads() == 2
-        assert {threads for step, threads in env.seen if step < 12} == {1}
-        assert {threads for step, threads in env.seen if step == 12} == {2}
+        assert set(sampling_threads) == {1} and len(sampling_threads) == 12 * 4
+        assert {threads for _step, threads in env.seen} == {2} and len(env.seen) == 12 * 4  # 12 tokens a child
     finally:
         torch.set_num_threads(outer)
 
