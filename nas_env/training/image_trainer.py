@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -266,6 +266,8 @@ def _train(model: nn.Module, data: DeviceData, config: TrainConfig, seed: int,
                                 nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
     gen = torch.Generator(device=device).manual_seed(int(seed))
     n, bs = data.num_train, min(config.batch_size, data.num_train)
+    if bs < config.batch_size and config.lr_reference_batch is not None:
+        config = replace(config, batch_size=bs)  # the linear lr scaling follows the batch actually used
     batches = [(s, min(s + bs, n)) for s in range(0, n, bs) if min(s + bs, n) - s >= 2]  # BN needs 2+ samples
     outcome = TrainOutcome(status="ok")
     start_time = time.perf_counter()

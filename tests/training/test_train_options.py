@@ -120,3 +120,18 @@ def test_out_of_memory_child_is_a_result_not_a_crash(monkeypatch: pytest.MonkeyP
     assert result.status == "oom" and result.reward == 0.0
     assert result.metrics["val_acc"] == 0.0 and result.metrics["params"] > 0
     assert result.metrics["error"].startswith("CUDA out of memory")
+
+
+def test_lr_scaling_follows_the_batch_actually_used() -> None:
+    # 40 training images, batch_size 512 and lr_reference_batch 128: the one real batch has 40 images, so the
+    # run must equal a plain run at batch 40 with lr 0.1 * 40 / 128 (not 0.1 * 512 / 128).
+    data = load_digits_data(train_subset=40, val_subset=20)
+    runs = []
+    for config in (TrainConfig(epochs=2, batch_size=512, lr_reference_batch=128),
+                   TrainConfig(epochs=2, batch_size=40, lr=0.1 * 40 / 128)):
+        torch.manual_seed(0)
+        model = build_model(digits_arch(), data.input_shape, data.num_classes)
+        train_child(model, DeviceData(data, CPU), config, seed=0)
+        runs.append([p.detach() for p in model.parameters()])
+    for a, b in zip(*runs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
