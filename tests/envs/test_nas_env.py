@@ -8,6 +8,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+from env_test_utils import play
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import nas_env  # noqa: F401  (registers the ids)
@@ -17,19 +18,6 @@ from nas_env.evaluators import EvalResult, is_oom
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 
 FAST = {"evaluator": "synthetic"}
-
-
-def play(env: gym.Env, rng: np.random.Generator, seed: int | None = 0) -> tuple[float, dict, list[int]]:
-    """One episode of uniformly random valid actions; returns the final reward, info and the actions."""
-    _obs, info = env.reset(seed=seed)
-    actions: list[int] = []
-    while True:
-        a = int(rng.choice(np.flatnonzero(info["action_mask"])))
-        actions.append(a)
-        _obs, reward, terminated, truncated, info = env.step(a)
-        if terminated or truncated:
-            return float(reward), info, actions
-        assert reward == 0.0
 
 
 @pytest.mark.parametrize("env_id", ["NASRL-CIFAR10-v0", "NASRL-CIFAR10-Strides-v0", "NASRL-CIFAR10-Pooling-v0",

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from env_test_utils import play
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import nas_env  # noqa: F401  (registers the ids)
@@ -29,17 +30,6 @@ TINY = {"data_root": str(SHARED), "device": "cpu", "train_subset": 2000, "val_su
 def needs_ptb() -> None:
     if not (SHARED / "ptb" / "ptb.train.txt").is_file():
         pytest.skip(f"shared PTB copy not found at {SHARED.resolve()}")
-
-
-def play(env: gym.Env, rng: np.random.Generator, seed: int = 0) -> tuple[float, dict, list[int]]:
-    _obs, info = env.reset(seed=seed)
-    actions: list[int] = []
-    while True:
-        a = int(rng.choice(np.flatnonzero(info["action_mask"])))
-        actions.append(a)
-        _obs, reward, terminated, truncated, info = env.step(a)
-        if terminated or truncated:
-            return float(reward), info, actions
 
 
 def test_gymnasium_and_sb3_check_env() -> None:
