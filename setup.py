@@ -26,6 +26,7 @@ setup(
         "tqdm>=4.60",
         "tensorboard>=2.12",
         "matplotlib>=3.6",
+        "networkx>=3.0",  # architecture graphs for nas_env.draw (pure Python: no graphviz binary needed)
     ],
     extras_require={
         "sb3": ["stable-baselines3>=2.3", "sb3-contrib>=2.3"],

@@ -13,11 +13,13 @@ from typing import Any
 
 from agents.base import ChildRecord, Episode, EpisodicSearchAgent, SearchAgent, UpdateStats, child_seed
 from agents.controller import Controller, ControllerState
+from agents.evolution import EvolutionAgent
 from agents.random_search import RandomSearchAgent
 from agents.reinforce import ReinforceAgent, ReinforceLoss, reinforce_loss
 from agents.sb3 import SB3_ALGOS, SB3Agent
 
-AGENTS: dict[str, type[SearchAgent]] = {"reinforce": ReinforceAgent, "random": RandomSearchAgent}
+AGENTS: dict[str, type[SearchAgent]] = {"reinforce": ReinforceAgent, "random": RandomSearchAgent,
+                                        "evolution": EvolutionAgent}
 
 
 AGENT_NAMES: tuple[str, ...] = (*AGENTS, *SB3_ALGOS)

@@ -110,7 +110,14 @@ class SB3Agent(SearchAgent):
         class ChildCallback(BaseCallback):
             def __init__(self) -> None:
                 super().__init__()
-                self.rewards: list[float] = []  # rewards of the children since the last on_update
+                self.rewards: list[float] = []  # rewards of the children since the last rollout's update
+                self.learned: list[float] | None = None  # the children the coming train() learns from
+
+            def after_train(self) -> None:
+                """Report the update once SB3's ``train()`` has run: its losses and the checkpoint include it."""
+                if on_update is not None and self.learned is not None:
+                    on_update(agent._stats(self.learned))
+                self.learned = None
 
             def _on_step(self) -> bool:
                 for i, done in enumerate(self.locals["dones"]):
@@ -122,23 +129,34 @@ class SB3Agent(SearchAgent):
                                        "valid children; use invalid_action='wrap' or a masked agent")
                 return agent.children_done < num_children
 
-            def _on_rollout_end(self) -> None:
-                if on_update is not None and len(self.rewards) >= agent.children_per_update:
-                    on_update(agent._stats(self.rewards))
-                    self.rewards = []
+            def _on_rollout_end(self) -> None:  # SB3 calls this before train(): the update is reported after it
+                if len(self.rewards) >= agent.children_per_update:
+                    self.learned, self.rewards = self.rewards, []
 
         callback = ChildCallback()
-        while self.children_done < num_children:
-            steps = max(episode_len, (num_children - self.children_done) * episode_len)
-            self.model.learn(total_timesteps=steps, callback=callback, reset_num_timesteps=False, progress_bar=False)
-        if on_update is not None and callback.rewards:
-            on_update(self._stats(callback.rewards))
+        train = self.model.train
+
+        def train_then_report(*args: Any, **kwargs: Any) -> None:
+            train(*args, **kwargs)
+            callback.after_train()
+
+        self.model.train = train_then_report  # an instance attribute, left out of saves (see state_dict)
+        try:
+            while self.children_done < num_children:
+                steps = max(episode_len, (num_children - self.children_done) * episode_len)
+                self.model.learn(total_timesteps=steps, callback=callback, reset_num_timesteps=False,
+                                 progress_bar=False)
+        finally:
+            del self.model.train
+        leftover = (callback.learned or []) + callback.rewards  # children after the last update
+        if on_update is not None and leftover:
+            on_update(self._stats(leftover))
 
     def state_dict(self) -> dict[str, Any]:
         model_bytes = self._saved_model
         if self.model is not None:
             buf = io.BytesIO()
-            self.model.save(buf)
+            self.model.save(buf, exclude=["train"])  # the run's train-then-report hook is not part of the model
             model_bytes = buf.getvalue()
         return {"config": {"algo": self.algo, "seed": self.seed, "children_per_update": self.children_per_update,
                            "device": self.device, **self.algo_kwargs},

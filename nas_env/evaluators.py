@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from nas_env.data.base import ImageData
+from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import build_model
 from nas_env.spaces.base import Architecture
 from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace
@@ -99,6 +99,7 @@ class TrainingEvaluator:
         self._data_source = data
         self._device_data: DeviceData | None = None
         self.best_val_acc: float | None = None  # best "ok" child trained here: early stopping's yardstick
+        self._fingerprint: str | None = None
 
     @property
     def data(self) -> DeviceData:
@@ -109,15 +110,18 @@ class TrainingEvaluator:
         return self._device_data
 
     def fingerprint(self) -> str:
-        """A hash of everything that determines a child's result except the architecture and seed."""
-        d = self.data.data
-        key = {
-            "trainer": "image_trainer/1",
-            "data": [d.name, len(d.train_y), len(d.val_y), list(d.input_shape), d.num_classes],
-            "config": asdict(self.config),
-            "device": self.device.type,
-        }
-        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """A hash of everything that determines a child's result except the architecture and seed.
+
+        Code and torch versions, the data's content (hashed once per evaluator), the config and the
+        device type: see :mod:`nas_env.fingerprint`.
+        """
+        if self._fingerprint is None:
+            d = self.data.data
+            settings = {"data": [d.name, list(d.input_shape), d.num_classes], "config": asdict(self.config),
+                        "device": self.device.type}
+            digest = tensor_digest([d.train_x, d.train_y, d.val_x, d.val_y])
+            self._fingerprint = make_fingerprint("image", digest, settings)
+        return self._fingerprint
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
         if not isinstance(arch, CNNArchitecture):

@@ -10,7 +10,6 @@ tests and agent checks. Both report ``val_ppl``, ``val_ppl_history``, ``params``
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -21,6 +20,7 @@ import torch
 
 from nas_env.data.ptb import TextData
 from nas_env.evaluators import EvalResult, is_oom, oom_result
+from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.rnn_cell import CellLanguageModel, lm_multiply_adds, lm_param_count
 from nas_env.spaces.base import Architecture
 from nas_env.spaces.rnn_cell import CellArchitecture, RNNCellSearchSpace
@@ -63,6 +63,7 @@ class LMTrainingEvaluator:
         self.reward_c = _check_c(reward_c)
         self._source = data
         self._data: TextData | None = None
+        self._fingerprint: str | None = None
 
     @property
     def data(self) -> TextData:
@@ -71,16 +72,17 @@ class LMTrainingEvaluator:
         return self._data
 
     def fingerprint(self) -> str:
-        """A hash of everything that determines a child's result except the architecture and seed."""
-        d = self.data
-        key = {
-            "trainer": "lm_trainer/1",
-            "data": [d.name, len(d.train), len(d.valid), d.vocab_size],
-            "config": asdict(self.config),
-            "reward_c": self.reward_c,
-            "device": self.device.type,
-        }
-        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """A hash of everything that determines a child's result except the architecture and seed.
+
+        Code and torch versions, the corpus content (hashed once), the config, c and the device
+        type: see :mod:`nas_env.fingerprint`.
+        """
+        if self._fingerprint is None:
+            d = self.data
+            settings = {"data": [d.name, d.vocab_size], "config": asdict(self.config), "reward_c": self.reward_c,
+                        "device": self.device.type}
+            self._fingerprint = make_fingerprint("lm", tensor_digest([d.train, d.valid]), settings)
+        return self._fingerprint
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
         if not isinstance(arch, CellArchitecture):

@@ -95,8 +95,8 @@ def test_resume_after_kill_minus_9_loses_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--agent", "genetic"], "--agent 'genetic' is not one of"),
-    (["--episodes", "0"], "--episodes must be at least 1"),
-    (["--children-per-update", "-1"], "--children-per-update must be at least 1"),
+    (["--episodes", "0"], "--episodes must be an integer of at least 1"),
+    (["--children-per-update", "-1"], "--children-per-update must be an integer of at least 1"),
     (["--env", "CartPole-v2"], "not a registered environment"),
     (["--env-kwargs", "[1]"], "must be a JSON object"),
     (["--env-kwargs", "{epochs: 3}"], "must be a JSON object"),
@@ -161,7 +161,7 @@ def test_auto_vectorization_is_async_for_our_agents_and_sync_for_sb3(tmp_path: P
 
 
 def test_only_trained_children_compete_for_best(capsys: pytest.CaptureFixture[str]) -> None:
-    from agents.runner import can_be_best, print_best_table
+    from agents.run_folder import can_be_best, print_best_table
 
     failed = {"arch": '{"type": "cnn", "layers": []}', "status": "failed", "reward": 0.0}
     assert not can_be_best(failed) and not can_be_best({**failed, "status": "ok", "arch": None})

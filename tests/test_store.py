@@ -30,7 +30,8 @@ def test_round_trip_and_first_result_wins(tmp_path: Path) -> None:
     assert store.put("fp", arch, result, seed=3)
     assert not store.put("fp", arch, EvalResult(0.1, "ok", {}))
     got = store.get("fp", arch)
-    assert got == EvalResult(0.75, "ok", {"val_acc": 0.75, "val_acc_history": [0.5, 0.75], "params": 12})
+    assert got == EvalResult(0.75, "ok", {"val_acc": 0.75, "val_acc_history": [0.5, 0.75], "params": 12,
+                                          "result_seed": 3})
     assert store.get("other-fingerprint", arch) is None
     again = ResultStore(tmp_path / "s.sqlite")  # a new connection sees the committed row
     assert len(again) == 1 and next(again.rows())["seed"] == 3
@@ -84,7 +85,7 @@ def test_store_pickles_for_subprocess_envs(tmp_path: Path) -> None:
     arch = random_archs(1, 2)[0]
     store.put("fp", arch, EvalResult(0.5))
     clone = pickle.loads(pickle.dumps(store))
-    assert clone.get("fp", arch) == EvalResult(0.5)
+    assert clone.get("fp", arch) == EvalResult(0.5, metrics={"result_seed": None})
 
 
 def _writer(path: str, seed: int, n: int) -> None:
@@ -109,3 +110,148 @@ def test_two_concurrent_writers_do_not_corrupt(tmp_path: Path) -> None:
         expected = {a.to_json() for a in random_archs(150, seed)}
         assert {r["arch"] for r in rows} == expected
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_hit_reports_the_seed_that_produced_the_result(tmp_path: Path) -> None:
+    cached = CachedEvaluator(CountingEvaluator(SPACE), tmp_path / "s.sqlite")
+    arch = random_archs(1, 3)[0]
+    assert cached(arch, seed=5).metrics["result_seed"] == 5
+    hit = cached(arch, seed=9)
+    assert hit.metrics["cache_hit"] and hit.metrics["result_seed"] == 5
+
+
+# A slow evaluator in a module of its own, so that other processes can import it.
+SLOW_EVALUATOR = """
+import time
+from pathlib import Path
+from nas_env.evaluators import EvalResult
+
+class SlowEvaluator:
+    '''Trains until a release file exists (or for ``seconds``), logging each start.'''
+
+    def __init__(self, log, seconds):
+        self.log, self.seconds = Path(log), seconds
+
+    def fingerprint(self):
+        return "slow"
+
+    def __call__(self, arch, seed):
+        with self.log.open("a") as f:
+            print(f"start {seed}", file=f)
+        deadline = time.time() + self.seconds
+        while time.time() < deadline and not self.log.with_name("release").exists():
+            time.sleep(0.05)
+        return EvalResult(0.5, "ok", {"val_acc": 0.5})
+"""
+WORKER = """
+import sys, json
+sys.path.insert(0, sys.argv[1])
+from slow_evaluator import SlowEvaluator
+from nas_env.spaces.cnn import CNNArchitecture
+from nas_env.store import CachedEvaluator
+arch = CNNArchitecture.from_json(sys.argv[2])
+cached = CachedEvaluator(SlowEvaluator(sys.argv[3], float(sys.argv[4])), sys.argv[5], lease_s=float(sys.argv[6]))
+open(sys.argv[3] + ".ready", "a").write(sys.argv[7] + "\\n")
+result = cached(arch, int(sys.argv[7]))
+print(json.dumps({"cache_hit": result.metrics["cache_hit"], "waited": result.metrics["waited_for_claim"],
+                  "result_seed": result.metrics["result_seed"]}))
+"""
+
+
+def _start_worker(tmp_path: Path, arch: CNNArchitecture, seconds: float, seed: int, lease_s: float = 30.0):
+    import subprocess
+    import sys
+
+    (tmp_path / "slow_evaluator.py").write_text(SLOW_EVALUATOR)
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), arch.to_json(), str(tmp_path / "log"),
+                             str(seconds), str(tmp_path / "s.sqlite"), str(lease_s), str(seed)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _wait_for_claim(store: ResultStore, timeout_s: float = 60.0) -> None:
+    import time
+
+    deadline = time.time() + timeout_s
+    while not store.claims():
+        assert time.time() < deadline, "the worker never claimed the architecture"
+        time.sleep(0.05)
+
+
+def test_two_processes_drawing_one_architecture_train_it_once(tmp_path: Path) -> None:
+    import json
+    import time
+
+    arch = random_archs(1, 4)[0]
+    store = ResultStore(tmp_path / "s.sqlite")
+    first = _start_worker(tmp_path, arch, seconds=600.0, seed=1)
+    _wait_for_claim(store)  # the first holds the claim while it trains (until the release file exists)
+    second = _start_worker(tmp_path, arch, seconds=600.0, seed=2)
+    ready = tmp_path / "log.ready"
+    while "2" not in (ready.read_text().split() if ready.exists() else []):
+        time.sleep(0.05)
+    time.sleep(1.0)  # the second is now waiting on the claim (it polls every 0.2 s)
+    (tmp_path / "release").touch()
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in (first, second)]
+    assert (tmp_path / "log").read_text().splitlines() == ["start 1"]  # trained once
+    assert outs[0] == {"cache_hit": False, "waited": False, "result_seed": 1}
+    assert outs[1] == {"cache_hit": True, "waited": True, "result_seed": 1}  # the duplicate waited and was served
+    assert store.claims() == []
+
+
+def test_the_claim_of_a_killed_worker_expires_and_the_architecture_is_trained(tmp_path: Path) -> None:
+    import sys
+
+    arch = random_archs(1, 5)[0]
+    store = ResultStore(tmp_path / "s.sqlite")
+    worker = _start_worker(tmp_path, arch, seconds=600.0, seed=1)
+    _wait_for_claim(store)
+    worker.kill()  # SIGKILL: no cleanup runs, the claim row stays
+    worker.wait()
+    assert len(store.claims()) == 1
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from slow_evaluator import SlowEvaluator  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(tmp_path))
+    cached = CachedEvaluator(SlowEvaluator(tmp_path / "log", 0.0), store)
+    result = cached(arch, seed=7)
+    assert not result.metrics["cache_hit"] and result.metrics["result_seed"] == 7
+    assert (tmp_path / "log").read_text().splitlines() == ["start 1", "start 7"]
+
+
+def test_a_lapsed_lease_from_another_host_is_taken_over(tmp_path: Path) -> None:
+    import time
+
+    arch = random_archs(1, 6)[0]
+    store = ResultStore(tmp_path / "s.sqlite")
+    store._connect().execute(  # a claim by a worker elsewhere whose lease runs out in 1 s
+        "INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?)",
+        (CachedEvaluator(CountingEvaluator(SPACE), store).fingerprint(),
+         __import__("nas_env.store", fromlist=["_hash"])._hash(arch.to_json()), "other", "elsewhere", 1,
+         time.time() + 1.0))
+    inner = CountingEvaluator(SPACE)
+    cached = CachedEvaluator(inner, store)
+    start = time.time()
+    result = cached(arch, seed=3)
+    assert inner.calls == 1 and result.metrics["waited_for_claim"]
+    assert 0.8 < time.time() - start < 10
+
+
+def test_a_worker_renews_its_lease_while_it_trains(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    arch = random_archs(1, 7)[0]
+    store = ResultStore(tmp_path / "s.sqlite")
+    seen: list[float] = []
+
+    class Watching(CountingEvaluator):
+        def __call__(self, arch: CNNArchitecture, seed: int) -> EvalResult:
+            for _ in range(3):
+                time.sleep(0.4)
+                seen.append(ResultStore(store.path).claims()[0]["expires"])
+            return super().__call__(arch, seed)
+
+    CachedEvaluator(Watching(SPACE), store, lease_s=0.6)(arch, seed=0)
+    assert seen == sorted(seen) and seen[-1] > seen[0]  # renewed (every 0.2 s) while training
+    assert threading.active_count() >= 1 and store.claims() == []

@@ -13,7 +13,7 @@ Layout (``nasrl-search --backend ray --replicas K --children-per-replica m --par
 * Each child is trained by one Ray task (:func:`~agents.distributed.child.evaluate_child`) with
   the resources the flags ask for (``--cpus-per-child``, ``--gpus-per-child``, fractions allowed).
 * The driver (:mod:`agents.distributed.driver`) submits the tasks, writes every child to the
-  result store, results.jsonl and TensorBoard as it finishes (the runner's ``RunRecorder``),
+  result store, results.jsonl and TensorBoard as it finishes (the run's ``RunFolder``),
   and checkpoints everything needed to resume.
 
 Only :mod:`agents.distributed.driver` imports Ray; the actor classes are plain classes that it
@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agents.run_folder import RunFolder
 
 
 def check_ray_args(args: Any) -> None:
@@ -54,12 +57,12 @@ def check_ray_args(args: Any) -> None:
         raise ValueError("--curriculum is not supported with --backend ray (use the local backend)")
 
 
-def run_ray_search(args: Any, run_dir: Path, store_path: Path) -> Path:
-    """Run (or resume) a Ray search into ``run_dir``; see :mod:`agents.distributed.driver`."""
+def run_ray_search(args: Any, folder: RunFolder, store_path: Path) -> Path:
+    """Run (or resume) a Ray search into ``folder``; see :mod:`agents.distributed.driver`."""
     check_ray_args(args)  # also for callers that built their arguments without the command line
     from agents.distributed.driver import run_ray_search as run
 
-    return run(args, run_dir, store_path)
+    return run(args, folder, store_path)
 
 
 __all__ = ["check_ray_args", "run_ray_search"]

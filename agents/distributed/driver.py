@@ -7,8 +7,10 @@ its task, so results owned by the driver survive a replica's death and restart.
 
 Every finished child is replayed through a local copy of the env (the same reward
 transform and info as a single-process run), written to the result store, results.jsonl
-and TensorBoard by the runner's :class:`~agents.runner.RunRecorder` (plus
-``update/staleness``), in the order children finish.
+and TensorBoard by the run's :class:`~agents.run_folder.RunFolder` (plus
+``update/staleness``), in the order children finish. Two replicas that draw the same
+architecture while it trains share one task: the second waits for the first's result
+(``duplicates_avoided`` in the summary).
 
 Checkpoints (``checkpoints/ray.pt``) hold the shards (values, Adam state, versions), each
 replica's state and its pending batch with the parameters it was sampled under and the
@@ -28,30 +30,19 @@ driver passes it all its state). A parameter server that dies ends the search: r
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 import torch
-from tqdm import tqdm
 
 from agents.base import ChildRecord, UpdateStats
 from agents.distributed.child import PresetEvaluator, describe_env, evaluate_child, local_env, remote_kwargs, replay
 from agents.distributed.param_server import ParameterServer, shard_bounds
 from agents.distributed.replica import ControllerReplica, initial_parameters, make_agent
-from agents.runner import (
-    RunRecorder,
-    _atomic_write,
-    _flat_hparams,
-    _score_text,
-    hparams_markdown,
-    print_best_table,
-    save_checkpoint,
-)
+from agents.run_folder import RunFolder
 from nas_env.evaluators import EvalResult
 from nas_env.store import CACHEABLE_STATUSES, ResultStore
 
@@ -110,11 +101,11 @@ def _remote_error(e: ray.exceptions.RayTaskError) -> BaseException:
 class RaySearch:
     """One Ray search into ``run_dir`` (see the module docstring)."""
 
-    def __init__(self, args: Any, run_dir: Path, store_path: Path) -> None:
+    def __init__(self, args: Any, folder: RunFolder, store_path: Path) -> None:
         self.args = args
-        self.run_dir = run_dir
+        self.folder = folder
+        self.run_dir = folder.path
         self.K, self.m, self.S = args.replicas, args.children_per_replica, args.param_servers
-        self.ckpt = run_dir / "checkpoints" / CHECKPOINT_NAME
         # Checked here, before Ray: bad env or agent keywords fail before anything starts.
         self.preset = PresetEvaluator()
         self.env = local_env(args.env, args.env_kwargs, self.preset)
@@ -123,7 +114,7 @@ class RaySearch:
         self.remote_kwargs = remote_kwargs(args.env_kwargs)
         self.store_path = store_path
         self.store: ResultStore | None = None
-        self.recorder: RunRecorder | None = None
+        self.recorder: RunFolder | None = None  # set once recording starts
         self.shards: list[Any] = []
         self.replicas: list[Any] = []
         self.states: list[dict[str, Any]] = []
@@ -135,7 +126,8 @@ class RaySearch:
         self.reserved = [0] * self.K  # children of a sample in flight
         self.submitted = 0  # child tasks submitted by this driver (names them: child-<n>)
         self.fingerprint = ""
-        self.bar: tqdm | None = None
+        self.training: dict[str, list[tuple[int, int]]] = {}  # arch JSON -> (replica, slot) waiting on its task
+        self.duplicates_avoided = 0
 
     # --- checkpoint ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -151,22 +143,19 @@ class RaySearch:
             "children_done": self.recorder.written,
         }
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """What :func:`agents.runner.save_checkpoint` calls (it makes the write atomic)."""
-        torch.save(self.state_dict(), path)
-
     def _checkpoint(self) -> None:
-        save_checkpoint(self, self.ckpt)  # type: ignore[arg-type]  (duck-typed: it only calls .save)
+        self.folder.save_checkpoint(CHECKPOINT_NAME, self.state_dict())
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
-        if not self.ckpt.exists():
+        state = self.folder.load_checkpoint(CHECKPOINT_NAME)
+        if state is None:
             return None
-        state = torch.load(self.ckpt, weights_only=True)
+        path = self.folder.checkpoint_path(CHECKPOINT_NAME)
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"unsupported Ray checkpoint format {state.get('format')!r} in {self.ckpt}")
+            raise ValueError(f"unsupported Ray checkpoint format {state.get('format')!r} in {path}")
         layout = {"replicas": self.K, "children_per_replica": self.m, "param_servers": self.S}
         if state["layout"] != layout:
-            raise ValueError(f"{self.ckpt} was written by a search with {state['layout']}, not {layout}")
+            raise ValueError(f"{path} was written by a search with {state['layout']}, not {layout}")
         return state
 
     # --- start -----------------------------------------------------------------------------
@@ -255,6 +244,11 @@ class RaySearch:
             if cached is not None:
                 self._finish(r, slot, cached, cache_hit=True)
                 continue
+            if c["arch"] in self.training:  # the same architecture is training for another slot: share its task
+                self.training[c["arch"]].append((r, slot))
+                self.duplicates_avoided += 1
+                continue
+            self.training[c["arch"]] = []
             task = self._task.options(name=f"child-{self.submitted}", **options)
             self.submitted += 1
             ref = task.remote(a.env, self.remote_kwargs, c["actions"], c["seed"], max(1, int(a.cpus_per_child)))
@@ -274,8 +268,14 @@ class RaySearch:
                 "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}), ""
         if fingerprint and result.status in CACHEABLE_STATUSES:
             self.store.put(fingerprint, self.space.decode(c["actions"]), result, c["seed"])
-        self._finish(r, slot, result, cache_hit=False)
-        self._maybe_learn(r)
+        self._finish(r, slot, EvalResult(result.reward, result.status, {**result.metrics, "result_seed": c["seed"]}),
+                     cache_hit=False)
+        waiting = self.training.pop(c["arch"], [])
+        for rr, ss in waiting:  # slots that drew the same architecture meanwhile get this result
+            self._finish(rr, ss, EvalResult(result.reward, result.status, {**result.metrics,
+                                                                           "result_seed": c["seed"]}), cache_hit=True)
+        for rr in {r, *(rr for rr, _ in waiting)}:
+            self._maybe_learn(rr)
 
     def _finish(self, r: int, slot: int, result: EvalResult, cache_hit: bool) -> None:
         p = self.pending[r]
@@ -285,11 +285,8 @@ class RaySearch:
         if info.get("arch") != c["arch"] or int(info.get("seed", -1)) != c["seed"]:
             raise RuntimeError("replaying a child gave another architecture or seed than its sampling did")
         index = self.recorder.written
-        self.recorder.on_child(ChildRecord(index, reward, info))
+        self.recorder.record_child(ChildRecord(index, reward, info))
         p.done[slot] = (reward, result.status, index)
-        self.bar.update(1)
-        self.bar.set_postfix(best=_score_text(self.recorder.best) if self.recorder.best else "-",
-                             last=_score_text(info), status=result.status, refresh=False)
 
     def _maybe_learn(self, r: int) -> None:
         """Push a finished batch's gradient: at once (async), or every batch of the round together (sync)."""
@@ -317,8 +314,8 @@ class RaySearch:
             stats.update, stats.children_done = self.updates_done, self.recorder.written
             stats.num_children = sum(st != "failed" for _, st, _ in p.done.values())
             self.updates_done += 1
-            self.recorder.on_update(stats)
-            self.recorder.writer.add_scalar("update/staleness", out["staleness"], stats.children_done)
+            self.recorder.record_update(stats)
+            self.recorder.add_scalar("update/staleness", out["staleness"], stats.children_done)
         if not self.args.sync:
             self._checkpoint()
 
@@ -332,16 +329,13 @@ class RaySearch:
         except ray.exceptions.RayTaskError as e:
             raise _remote_error(e) from None
         saved = self._load_checkpoint()
-        self.ckpt.parent.mkdir(parents=True, exist_ok=True)
+        config = dataclasses.asdict(a)
         if not a.resume:
-            _atomic_write(self.run_dir / "config.json", json.dumps(dataclasses.asdict(a), indent=2))
+            self.folder.write_config(config)
         self.store = ResultStore(self.store_path)
-        self.recorder = RunRecorder(self.run_dir, int(saved["children_done"]) if saved else 0, exact_replay=True)
-        if not self.recorder.written:
-            self.recorder.writer.add_text("hparams", hparams_markdown(a), 0)
-        self.bar = tqdm(total=a.episodes, initial=min(self.recorder.written, a.episodes), unit="child",
-                        disable=not a.progress, dynamic_ncols=True,
-                        desc=f"ray K={self.K} m={self.m} S={self.S} on {a.env}")
+        self.folder.start(config, a.episodes, f"ray K={self.K} m={self.m} S={self.S} on {a.env}", a.progress,
+                          int(saved["children_done"]) if saved else 0, exact_replay=True)
+        self.recorder = self.folder
         self._start_actors(saved)
         if saved is not None:
             self._match_recorded(saved)
@@ -364,18 +358,15 @@ class RaySearch:
     def close(self) -> None:
         for actor in self.replicas + self.shards:
             ray.kill(actor, no_restart=True)
-        if self.bar is not None:
-            self.bar.close()
-        if self.recorder is not None:
-            self.recorder.close(_flat_hparams(self.args))
+        self.folder.close()
         if self.store is not None:
             self.store.close()
         self.env.close()
 
 
-def run_ray_search(args: Any, run_dir: Path, store_path: Path) -> Path:
+def run_ray_search(args: Any, folder: RunFolder, store_path: Path) -> Path:
     """Run (or resume) a Ray search; returns the run folder. Starts a local Ray unless one is connected."""
-    search = RaySearch(args, run_dir, store_path)  # env and agent keywords checked before Ray starts
+    search = RaySearch(args, folder, store_path)  # env and agent keywords checked before Ray starts
     started = connect(args)
     try:
         check_cluster(args)
@@ -384,10 +375,8 @@ def run_ray_search(args: Any, run_dir: Path, store_path: Path) -> Path:
         search.close()
         if started:
             ray.shutdown()
-    rec = search.recorder
-    if rec is not None:
-        failed = sum(r["status"] == "failed" for r in rec.records)
-        print(f"run folder: {run_dir}  ({rec.written} children, {rec.cache_hits} served from the store, "
-              f"{failed} failed, {search.updates_done} updates)", file=sys.stdout)
-        print_best_table(rec.best)
-    return run_dir
+    if search.recorder is not None:
+        failed = sum(r["status"] == "failed" for r in folder.records)
+        print(folder.summary(f", {failed} failed, {search.duplicates_avoided} duplicates trained once, "
+                             f"{search.updates_done} updates"))
+    return folder.path

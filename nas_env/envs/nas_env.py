@@ -126,12 +126,19 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
     the child's initialisation, data order and augmentation. On the CPU the same seed and
     actions give the same reward.
 
+    ## Rendering
+
+    `render_mode="ansi"` returns the layers so far as a text table; `"human"` prints it on
+    every step; `"rgb_array"` returns a picture (`H x W x 3` uint8, drawn by
+    `nas_env.draw.draw_episode`): after the last step the finished architecture with its
+    status and score, during an episode the layers (or cell nodes) decided so far.
+
     ## Version History
 
     * v0: initial version (the depth and the cost-aware reward are options whose defaults keep it).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
     # The evaluator's headline metric: the final info always has it and its "<score_key>_history".
     score_key: ClassVar[str] = "val_acc"
 
@@ -227,6 +234,26 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
             self._depths[k] = (sub, n)
         self._num_layers = k
 
+    # --- evaluator state -------------------------------------------------------------------
+    @property
+    def evaluator_state(self) -> dict[str, Any] | None:
+        """The evaluator's checkpointable state (a weight-sharing supernet's weights and optimiser), or None.
+
+        The runner saves it with the agent's checkpoint and sets it back on resume
+        (``envs.get_attr`` / ``envs.set_attr`` reach it on every sub-env).
+        """
+        state_dict = getattr(self.evaluator, "state_dict", None)
+        return state_dict() if callable(state_dict) else None
+
+    @evaluator_state.setter
+    def evaluator_state(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        load = getattr(self.evaluator, "load_state_dict", None)
+        if not callable(load):
+            raise ValueError(f"this env's evaluator ({type(self.evaluator).__name__}) keeps no state to restore")
+        load(state)
+
     # --- Gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -271,12 +298,26 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         t = len(self._actions) if not self._done else 0
         return self._masks[t].copy()
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return self._render_picture()
         text = self._render_text()
         if self.render_mode == "human":
             print(text)
             return None
         return text
+
+    def _render_picture(self) -> np.ndarray:
+        """The finished architecture (with its status and score) or the episode so far, as an RGB array."""
+        from nas_env.draw import draw_episode  # matplotlib is imported only when a picture is asked for
+
+        info = self._last_info if self._done else {}
+        caption = None
+        if info:
+            score = info.get(self.score_key)
+            shown = f"{score:.4f}" if isinstance(score, int | float) else score
+            caption = f"status {info['status']}, {self.score_key} {shown}"
+        return draw_episode(self._episode_space, self._actions, info.get("arch"), caption=caption)
 
     # --- helpers ---------------------------------------------------------------------------
     def _check_action(self, action: Any) -> int:

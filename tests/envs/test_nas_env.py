@@ -142,9 +142,9 @@ def test_invalid_action_wrap_and_raise() -> None:
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"invalid_action": "ignore"}, "invalid_action"),
     ({"reward_transform": "square"}, "reward_transform"),
-    ({"render_mode": "rgb_array"}, "render_mode"),
+    ({"render_mode": "svg"}, "render_mode"),
     ({"evaluator": "fast"}, "evaluator"),
-    ({"dataset": "mnist"}, "dataset"),
+    ({"dataset": "imagenet"}, "dataset"),
     ({"variant": "v4"}, "variant"),
     ({"num_layers": 0}, "num_layers"),
     ({"epochs": 0}, "epochs"),

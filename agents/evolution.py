@@ -1,0 +1,179 @@
+"""Regularized (aging) evolution (Real et al. 2019): the strong non-RL baseline of NAS benchmarks.
+
+A population of the ``population_size`` (P) most recent children. Each new child copies a
+parent, the best by reward of ``sample_size`` (S) members drawn uniformly without
+replacement (a tournament), and changes exactly one of its tokens to another valid choice.
+Once evaluated, the child joins the population and the oldest member leaves (aging: every
+architecture, however good, is eventually forgotten, which regularizes against children
+that scored well by luck). Until the population is full, children are uniform at random
+over the valid actions, like random search.
+
+Batching: a batch of ``children_per_update`` (m) children is proposed at once from the
+population as it stands (tournaments and mutation positions drawn at ``_begin_batch``), and
+the population takes in all m results at the update. m = 1 is the paper's sequential
+algorithm; m must be a multiple of the vector env's ``num_envs`` (the base loop fills an
+update with whole lockstep batches), so pass m = num_envs, or more, to train children at once.
+The runner passes its ``--children-per-update`` (5 by default).
+
+Tokens are emitted as the rollout goes, under the env's masks: the mutated token takes a
+uniform choice among the valid actions of that step other than the parent's. The mutation
+position is uniform among the parent's tokens that had at least two valid actions when the
+parent was sampled (so a token with a single choice is never picked); should the mask now
+leave it no alternative, the mutation moves to the next token that has one (and a parent's token
+that the mask now forbids is replaced at random; before the mutation, that change is the
+mutation). Under a depth
+curriculum, a child deeper than its parent gets uniform random tokens past the parent's end;
+a child's actions are the steps actually taken. Children whose status is not ``ok`` (diverged,
+out of memory, failed) join the population with the (low) reward the env gave them.
+
+All randomness comes from one seeded numpy generator; the checkpoint holds its state and the
+population (actions, rewards, birth indices), so a resumed search continues exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agents.base import Episode, EpisodicSearchAgent, UpdateStats
+
+# Defaults: Real et al. 2019 (and the issue's benchmark): population 100, tournament of 25.
+POPULATION_SIZE = 100
+SAMPLE_SIZE = 25
+CHILDREN_PER_UPDATE = 1  # the paper's sequential algorithm; raise it to a multiple of num_envs for vector envs
+
+
+@dataclass(frozen=True)
+class Member:
+    """One population member: a finished child."""
+
+    born: int  # its child index (the oldest member has the smallest)
+    actions: tuple[int, ...]
+    reward: float
+    mutable: tuple[bool, ...]  # per token: the mask it was sampled under had at least two valid actions
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """How one child of the current batch is made: at random (``parent`` None) or by mutating a parent."""
+
+    parent: Member | None = None
+    position: int | None = None  # the token to mutate
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None, allowed: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low or (
+            high is not None and value > high):
+        raise ValueError(f"{name} must be {allowed or f'an int >= {low}'}, got {value!r}")
+    return int(value)
+
+
+class EvolutionAgent(EpisodicSearchAgent):
+    """Regularized (aging) evolution with tournament selection and one-token mutations.
+
+    Args:
+        seed: search seed (child env seeds and the agent's generator).
+        children_per_update: m, children proposed from one population state (a multiple of ``num_envs``).
+        population_size: P, the members kept (the most recent children); the first children are random until
+            the population holds P.
+        sample_size: S, tournament size, 1 <= S <= P (S = 1: a random parent; S = P: always the best member).
+    """
+
+    name: ClassVar[str] = "evolution"
+
+    def __init__(self, seed: int = 0, children_per_update: int = CHILDREN_PER_UPDATE,
+                 population_size: int = POPULATION_SIZE, sample_size: int = SAMPLE_SIZE) -> None:
+        super().__init__(seed, children_per_update)
+        self.population_size = _check_int("population_size", population_size, 1)
+        self.sample_size = _check_int("sample_size", sample_size, 1, self.population_size,
+                                      f"an int in 1..population_size={self.population_size}")
+        self.rng = np.random.default_rng(self._stream_seed(1))
+        self.population: deque[Member] = deque()
+        self.proposals: list[Proposal] = []  # the current batch's, in child order (public for logging and tests)
+        self._pending: np.ndarray = np.zeros(0, dtype=bool)  # per row: the mutation is still to be made
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "population_size": self.population_size, "sample_size": self.sample_size}
+
+    # --- hooks ---------------------------------------------------------------------------
+    def _begin_batch(self, batch_size: int) -> None:
+        self.proposals = [self._propose() for _ in range(batch_size)]
+        self._pending = np.array([p.parent is not None for p in self.proposals], dtype=bool)
+
+    def _propose(self) -> Proposal:
+        """A random child while the population is not full; else a tournament winner and a position to mutate."""
+        if len(self.population) < self.population_size:
+            return Proposal()
+        sample = self.rng.choice(len(self.population), size=self.sample_size, replace=False)
+        parent = self.population[int(sample[np.argmax([self.population[int(i)].reward for i in sample])])]
+        candidates = np.flatnonzero(parent.mutable)
+        if len(candidates) == 0:  # nothing in it can change: a random child instead of a copy
+            return Proposal()
+        return Proposal(parent, int(candidates[self.rng.integers(len(candidates))]))
+
+    def _act(self, step: int, masks: np.ndarray, live: np.ndarray) -> np.ndarray:
+        actions = np.zeros(len(live), dtype=np.int64)
+        for i in np.flatnonzero(live):
+            valid = np.flatnonzero(masks[i])
+            parent = self.proposals[i].parent
+            if parent is None or step >= len(parent.actions):  # random child, or deeper than its parent
+                actions[i] = valid[self.rng.integers(len(valid))]
+                continue
+            inherited = parent.actions[step]
+            if self._pending[i] and step >= self.proposals[i].position:
+                others = valid[valid != inherited]
+                if len(others):  # else: this mask leaves no alternative, so the next token with one mutates
+                    actions[i] = others[self.rng.integers(len(others))]
+                    self._pending[i] = False
+                    continue
+            if masks[i, inherited]:
+                actions[i] = inherited
+            else:  # a mask unlike the parent's forbids its token: a forced change, which serves as the mutation
+                actions[i] = valid[self.rng.integers(len(valid))]
+                self._pending[i] = False
+        return actions
+
+    def _update(self, episodes: list[Episode]) -> UpdateStats:
+        for ep in episodes:
+            self.population.append(Member(ep.index, tuple(int(a) for a in ep.actions), float(ep.reward),
+                                          tuple(bool(c >= 2) for c in ep.masks.sum(axis=1))))
+        while len(self.population) > self.population_size:
+            self.population.popleft()  # aging: the oldest goes, whatever its reward
+        r = np.array([ep.reward for ep in episodes], dtype=np.float64)
+        return UpdateStats(update=self.updates_done, children_done=self.children_done, num_children=len(episodes),
+                           reward_mean=float(r.mean()), reward_max=float(r.max()))
+
+    # --- state ---------------------------------------------------------------------------
+    def _rng_state(self) -> dict[str, Any]:
+        return copy.deepcopy(self.rng.bit_generator.state)
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = copy.deepcopy(state)
+
+    def _policy_state(self) -> dict[str, Any]:
+        # Plain lists, so the checkpoint loads with torch.load(weights_only=True).
+        return {"population": {
+            "born": [m.born for m in self.population],
+            "actions": [list(m.actions) for m in self.population],
+            "rewards": [m.reward for m in self.population],
+            "mutable": [list(m.mutable) for m in self.population],
+        }}
+
+    def _load_policy_state(self, state: dict[str, Any]) -> None:
+        pop = state.get("population")
+        if pop is None:
+            raise ValueError("the checkpoint has no `population`: it was not written by an evolution agent")
+        fields = ("born", "actions", "rewards", "mutable")
+        if len({len(pop[f]) for f in fields}) != 1:
+            raise ValueError(f"the checkpoint's population fields differ in length: "
+                             f"{ {f: len(pop[f]) for f in fields} }")
+        if len(pop["born"]) > self.population_size:
+            raise ValueError(f"the checkpoint's population has {len(pop['born'])} members, more than "
+                             f"population_size={self.population_size}")
+        self.population = deque(
+            Member(int(b), tuple(int(a) for a in acts), float(r), tuple(bool(c) for c in mut))
+            for b, acts, r, mut in zip(pop["born"], pop["actions"], pop["rewards"], pop["mutable"], strict=True))
