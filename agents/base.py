@@ -265,6 +265,32 @@ class EpisodicSearchAgent(SearchAgent):
         """The constructor keyword arguments (stored in checkpoints; :meth:`load` rebuilds from them)."""
         return {"seed": self.seed, "children_per_update": self.children_per_update}
 
+    # --- the policy without an env (benchmarks, tabulated studies) --------------------------
+    def prepare(self, token_specs: tuple[TokenSpec, ...], num_actions: int) -> None:
+        """Build the policy for a space without an env (``run`` does this from the env's token specs)."""
+        if self.token_specs is None:
+            self._setup(tuple(token_specs), int(num_actions))
+        elif tuple(token_specs) != self.token_specs or num_actions != self.num_actions:
+            raise ValueError("these token_specs or num_actions differ from the ones the agent was built for")
+
+    def sample_actions(self, masks: np.ndarray, batch_size: int) -> np.ndarray:
+        """Sample ``batch_size`` episodes under fixed per-step ``masks`` (T x A bool); returns B x T actions.
+
+        The agent's own sampling, exactly as :meth:`run` drives it, but with no env stepped in between.
+        """
+        if self.token_specs is None:
+            raise RuntimeError("call prepare(token_specs, num_actions) (or run) before sample_actions")
+        live = np.ones(batch_size, dtype=bool)
+        with self._compute_scope():
+            self._begin_batch(batch_size)
+            taken = [self._act(t, np.repeat(masks[t][None], batch_size, axis=0), live) for t in range(len(masks))]
+        return np.stack(taken, axis=1)
+
+    def learn(self, episodes: list[Episode]) -> UpdateStats:
+        """One policy update from finished episodes (index order), as :meth:`run` makes after each batch."""
+        with self._compute_scope():
+            return self._update(episodes)
+
     # --- checkpointing -------------------------------------------------------------------
     def _commit(self) -> None:
         self._committed = {"children_done": self.children_done, "updates_done": self.updates_done,

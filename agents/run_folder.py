@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +178,9 @@ class RunFolder:
     recorders (results.jsonl, TensorBoard, progress bar) and :meth:`close` ends them.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], pictures: bool = True) -> None:
         self.path = Path(path)
+        self.pictures = pictures  # draw best.png (and its TensorBoard image) at each new best
         self.records: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.written = 0
@@ -188,7 +188,6 @@ class RunFolder:
         self.writer: SummaryWriter | None = None
         self.bar: tqdm | None = None
         self._file: Any = None
-        self.on_new_best: Callable[[dict[str, Any]], None] | None = None  # e.g. to draw best.png
 
     # --- paths and config ----------------------------------------------------------------------
     @property
@@ -282,14 +281,22 @@ class RunFolder:
             self.best = record
             atomic_write(self.path / BEST, json.dumps(record, indent=2))
             w.add_text("search/best_architecture", arch_markdown(record), step)
-            if self.on_new_best is not None:
-                self.on_new_best(record)
+            if self.pictures:
+                self._draw_best(record, step)
         if self.best is not None and (best := headline_metric(self.best))[1] is not None:
             w.add_scalar(f"search/best_{best[0]}", best[1], step)
         self.bar.update(1)
         self.bar.set_postfix(best=score_text(self.best) if self.best else "-", last=score_text(child.info),
                              status=child.info.get("status"), refresh=False)
         return True
+
+    def _draw_best(self, record: dict[str, Any], step: int) -> None:
+        """best.png and a TensorBoard image of the new best architecture."""
+        from nas_env.draw import draw_architecture  # matplotlib is imported only when a picture is drawn
+
+        caption = f"child {record['index']}, {score_text(record)}, params {record['params']}"
+        image = draw_architecture(record["arch"], self.path / BEST_PICTURE, caption=caption)
+        self.writer.add_image("search/best_architecture", image, step, dataformats="HWC")
 
     def record_update(self, stats: UpdateStats) -> None:
         for name, value in stats.scalars().items():

@@ -56,15 +56,10 @@ def agent_only_ms(agent: ReinforceAgent, masks: np.ndarray, m: int, lockstep: bo
     groups = [m] if lockstep else [1] * m
     actions: list[np.ndarray] = []
     for size in groups:
-        with agent._compute_scope():  # as in agent.run: the agent's torch thread setting
-            agent._begin_batch(size)
-            live = np.ones(size, dtype=bool)
-            batch_masks = [np.repeat(masks[t][None], size, axis=0) for t in range(steps)]
-            taken = [agent._act(t, batch_masks[t], live) for t in range(steps)]
-        actions.extend(np.stack(taken, axis=1))
+        actions.extend(agent.sample_actions(masks, size))
     sampled = time.perf_counter()
     episodes = [Episode(k, a, masks, 0.5 + 0.01 * k, {}) for k, a in enumerate(actions)]
-    agent._update(episodes)
+    agent.learn(episodes)
     done = time.perf_counter()
     return (sampled - start) * 1e3, (done - sampled) * 1e3
 
@@ -97,7 +92,7 @@ def main() -> None:
     num_actions = int(env.action_space.n)
     masks = np.arange(num_actions)[None, :] < np.array([s.num_choices for s in specs])[:, None]
     agent = ReinforceAgent(seed=args.seed, children_per_update=m)
-    agent._setup(specs, num_actions)
+    agent.prepare(specs, num_actions)
 
     results: dict[str, list[float]] = {k: [] for k in (
         "lockstep_sample", "lockstep_update", "sequential_sample", "sequential_update",

@@ -7,16 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from shared_data import SHARED_DATA, require_shared
 
 
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_root holding 6,000 real CIFAR-10 training images (enough for the 5,000-image validation split)."""
-    script = SHARED_DATA / "make_cifar10_batches.py"
-    if not script.is_file():
-        pytest.skip(f"shared CIFAR-10 copy not found at {SHARED_DATA.resolve()}")
+    script = require_shared(SHARED_DATA / "make_cifar10_batches.py")
     root = tmp_path_factory.mktemp("cifar10")
     subprocess.run([sys.executable, str(script), str(root), "--train", "6000", "--test", "100"], check=True,
                    capture_output=True)

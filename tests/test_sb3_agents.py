@@ -84,3 +84,16 @@ def test_runner_drives_sb3_agents_into_the_same_run_folder(tmp_path: Path) -> No
     resumed = run_search(SearchArgs(resume=str(run_dir), episodes=7, progress=False))
     lines = [json.loads(x) for x in (resumed / "results.jsonl").read_text().splitlines()]
     assert [r["index"] for r in lines] == list(range(7))
+
+
+def test_an_update_is_reported_after_sb3_trained_on_it() -> None:
+    """on_update fires after SB3's train(): the policy it checkpoints is the updated one, not the one before."""
+    agent = make_agent("ppo", seed=0, children_per_update=2)
+    envs = small_env()
+    seen: list[torch.Tensor] = []
+    agent.run(envs, 6, lambda child: None, lambda stats: seen.append(policy_vector(agent)))
+    first_update_weights = seen[0]
+    fresh = make_agent("ppo", seed=0, children_per_update=2)
+    fresh.run(small_env(), 1, lambda child: None)  # builds the same initial policy; no train() yet
+    assert not torch.equal(first_update_weights, policy_vector(fresh))  # reported after the update changed it
+    assert len(seen) >= 2 and not torch.equal(seen[0], seen[1])

@@ -219,18 +219,19 @@ def test_the_claim_of_a_killed_worker_expires_and_the_architecture_is_trained(tm
     assert (tmp_path / "log").read_text().splitlines() == ["start 1", "start 7"]
 
 
-def test_a_lapsed_lease_from_another_host_is_taken_over(tmp_path: Path) -> None:
+def test_a_lapsed_lease_from_another_host_is_taken_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
+
+    import nas_env.store
 
     arch = random_archs(1, 6)[0]
     store = ResultStore(tmp_path / "s.sqlite")
-    store._connect().execute(  # a claim by a worker elsewhere whose lease runs out in 1 s
-        "INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?)",
-        (CachedEvaluator(CountingEvaluator(SPACE), store).fingerprint(),
-         __import__("nas_env.store", fromlist=["_hash"])._hash(arch.to_json()), "other", "elsewhere", 1,
-         time.time() + 1.0))
     inner = CountingEvaluator(SPACE)
     cached = CachedEvaluator(inner, store)
+    with monkeypatch.context() as m:  # a worker on another machine claims it; its lease runs out in 1 s
+        m.setattr(nas_env.store, "HOST", "elsewhere")
+        assert store.claim(cached.fingerprint(), arch, "other", lease_s=1.0)
+    assert not store.claim(cached.fingerprint(), arch, "third")  # held: its process cannot be checked from here
     start = time.time()
     result = cached(arch, seed=3)
     assert inner.calls == 1 and result.metrics["waited_for_claim"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from shared_data import require_shared
 
 from nas_env.data.cifar10 import ChecksumError
 from nas_env.data.ptb import FILES, MD5S, TextData, load_ptb, load_ptb_test, unigram_perplexity
@@ -21,8 +22,7 @@ PTB = SHARED / "ptb"
 
 @pytest.fixture(scope="module")
 def ptb() -> TextData:
-    if not (PTB / "ptb.train.txt").is_file():
-        pytest.skip(f"shared PTB copy not found at {PTB.resolve()}")
+    require_shared(PTB / "ptb.train.txt")
     return load_ptb(SHARED, download=False)
 
 
@@ -59,8 +59,7 @@ def test_first_n_tokens_keep_the_full_vocabulary(ptb: TextData) -> None:
     ],
 )
 def test_bad_subsets(kwargs: dict[str, object], match: str) -> None:
-    if not PTB.is_dir():
-        pytest.skip("shared PTB copy not found")
+    require_shared(PTB)
     with pytest.raises(ValueError, match=match):
         load_ptb(SHARED, download=False, **kwargs)  # type: ignore[arg-type]
 

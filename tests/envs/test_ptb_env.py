@@ -12,6 +12,7 @@ import pytest
 import torch
 from env_test_utils import play
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from shared_data import require_shared
 
 import nas_env  # noqa: F401  (registers the ids)
 from nas_env.data.ptb import load_ptb, unigram_perplexity
@@ -28,8 +29,7 @@ TINY = {"data_root": str(SHARED), "device": "cpu", "train_subset": 2000, "val_su
 
 
 def needs_ptb() -> None:
-    if not (SHARED / "ptb" / "ptb.train.txt").is_file():
-        pytest.skip(f"shared PTB copy not found at {SHARED.resolve()}")
+    require_shared(SHARED / "ptb" / "ptb.train.txt")
 
 
 def test_gymnasium_and_sb3_check_env() -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from shared_data import require_shared
 
 import nas_env  # noqa: F401  (registers the ids)
 from nas_env.data.ptb import load_ptb
@@ -94,8 +95,7 @@ def test_inject_and_cell_index_semantics() -> None:
 
 
 def test_lstm_like_tree_trains() -> None:
-    if not (SHARED / "ptb" / "ptb.train.txt").is_file():
-        pytest.skip(f"shared PTB copy not found at {SHARED.resolve()}")
+    require_shared(SHARED / "ptb" / "ptb.train.txt")
     data = load_ptb(SHARED, download=False, train_subset=2000, val_subset=100)
     torch.manual_seed(0)
     model = CellLanguageModel(lstm_like_cell(), data.vocab_size, 16, 16, dropout=0.0, tie_weights=True)
