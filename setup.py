@@ -31,7 +31,8 @@ setup(
     extras_require={
         "sb3": ["stable-baselines3>=2.3", "sb3-contrib>=2.3"],
         "distributed": ["ray>=2.10"],
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4", "pillow>=9", "stable-baselines3>=2.3", "sb3-contrib>=2.3", "ray>=2.10"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4", "pillow>=9", "stable-baselines3>=2.3",
+                "sb3-contrib>=2.3", "ray>=2.10"],
     },
     entry_points={"console_scripts": ["nasrl-search=agents.runner:main", "nasrl-compare=agents.compare:main",
                                         "nasrl-train-final=nas_env.training.final:main"]},

@@ -106,7 +106,8 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
     """
     if explicit is None:
         defaults = SearchArgs()
-        explicit = {f.name for f in dataclasses.fields(SearchArgs) if getattr(args, f.name) != getattr(defaults, f.name)}
+        explicit = {f.name for f in dataclasses.fields(SearchArgs)
+                    if getattr(args, f.name) != getattr(defaults, f.name)}
     if args.resume:
         folder = RunFolder(args.resume)
         saved = folder.read_config()

@@ -51,7 +51,6 @@ def make_env() -> gym.Env:
 
 def agent_only_ms(agent: ReinforceAgent, masks: np.ndarray, m: int, lockstep: bool) -> tuple[float, float]:
     """Milliseconds of (sampling m children, one update) through the agent's own hooks, no env."""
-    steps = masks.shape[0]
     start = time.perf_counter()
     groups = [m] if lockstep else [1] * m
     actions: list[np.ndarray] = []
