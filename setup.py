@@ -35,6 +35,8 @@ setup(
                 "sb3-contrib>=2.3", "ray>=2.10"],
     },
     entry_points={"console_scripts": ["nasrl-search=agents.runner:main", "nasrl-compare=agents.compare:main",
-                                        "nasrl-train-final=nas_env.training.final:main"]},
+                                        "nasrl-train-final=nas_env.training.final:main",
+                                        "nasrl-tabulate=agents.tabulate:main"]},
+    package_data={"nas_env.bench": ["tables/*.json.gz"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

@@ -3,10 +3,17 @@
 Importing this package registers the environments (string entry points, nothing heavy imported):
 
 * ``NASRL-CIFAR10-v0``: the paper's v1 CNN space (15 layers, skip connections) on CIFAR-10.
+* ``NASRL-CIFAR10-Paper-v0``: the same with the paper's protocol (``preset="paper"``: 50 epochs,
+  reward = max validation accuracy of the last 5 epochs, cubed).
 * ``NASRL-CIFAR10-Strides-v0``: the v2 space (strides searched, 20 layers).
 * ``NASRL-CIFAR10-Pooling-v0``: the v3 space (39 layers, max-pooling after layers 13 and 24).
+* ``NASRL-CIFAR100-v0``, ``NASRL-FashionMNIST-v0``: the v1 space on CIFAR-100 and Fashion-MNIST
+  (torchvision's files). Other sources are keywords of any CNN id: ``dataset="imagefolder"`` with
+  ``data_root=DIR``, ``dataset="mnist"`` / ``"svhn"``, or ``data=(train_x, train_y, val_x, val_y)``.
 * ``NASRL-Digits-v0``: a 4-layer space of the same kind on scikit-learn's 8x8 digits (no download).
 * ``NASRL-PTB-v0``: the paper's recurrent-cell space (a base-8 tree) on Penn Treebank, reward c / ppl^2.
+* ``NASRL-Bench-Digits-v0``: a 3-layer digits space looked up in a table of 4,096 architectures trained
+  with 3 seeds each (NASRL-Bench): an episode in microseconds, noisy like real training.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ __version__ = "0.1.0"
 
 _ENVS = {
     "NASRL-CIFAR10-v0": {"dataset": "cifar10", "variant": "v1"},
+    "NASRL-CIFAR10-Paper-v0": {"dataset": "cifar10", "variant": "v1", "preset": "paper"},
+    "NASRL-CIFAR100-v0": {"dataset": "cifar100", "variant": "v1"},
+    "NASRL-FashionMNIST-v0": {"dataset": "fashion_mnist", "variant": "v1"},
     "NASRL-CIFAR10-Strides-v0": {"dataset": "cifar10", "variant": "v2"},
     "NASRL-CIFAR10-Pooling-v0": {"dataset": "cifar10", "variant": "v3"},
     "NASRL-Digits-v0": {"dataset": "digits", "variant": "v1"},
@@ -27,3 +37,6 @@ for _env_id, _kwargs in _ENVS.items():
         register(id=_env_id, entry_point="nas_env.envs.cnn_env:CNNNASEnv", kwargs=_kwargs)
 if "NASRL-PTB-v0" not in registry:
     register(id="NASRL-PTB-v0", entry_point="nas_env.envs.ptb_env:PTBNASEnv")
+# NASRL-Bench: the same token space as the training env, with a table of real results as the evaluator.
+if "NASRL-Bench-Digits-v0" not in registry:
+    register(id="NASRL-Bench-Digits-v0", entry_point="nas_env.envs.bench_env:BenchNASEnv", kwargs={"table": "digits"})

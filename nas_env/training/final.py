@@ -11,9 +11,10 @@ Here, for one architecture:
    accuracy after the last epoch (the final model is also taken after its last epoch);
 2. the best point retrains from scratch on all training images (train + validation) for the
    full schedule;
-3. the test set is read and evaluated once, at the very end (CIFAR-10's test batch; the
-   digits have no official test set, so a fixed held-out part of their training split, which
-   no search child was ever scored on, serves as one);
+3. the test set is read and evaluated once, at the very end (the official test split of CIFAR-10
+   and of torchvision's sets; an image folder's ``test/``; for the digits, and an image folder
+   without ``test/``, a fixed held-out part of the search's training split, which no search child
+   was ever scored on; for images in memory, the ``test_data`` passed to :class:`FinalConfig`);
 4. the result is printed as a row of Table 1 (Model, Depth, Parameters, Error rate (%)) and
    written to ``report.json``, with the weights (``model_state_dict.pt``), a self-contained
    exported model (``model.pt2``, :mod:`torch.export`: ``torch.export.load(path).module()``
@@ -24,6 +25,11 @@ The learning rate follows a step schedule: ``lr`` until ``lr_decay_epoch``, then
 ``lr * lr_decay_factor``. When the grid runs use a shorter schedule than the final run
 (``grid_epochs < epochs``), each point's decay epoch is scaled to the same fraction of the
 shorter schedule.
+
+Every data source of the search is rebuilt from the run's ``config.json`` (its ``env_kwargs``:
+``dataset``, ``data_root``, ``image_size``, ``val_size`` / ``val_fraction``, ``split_seed``), so
+the grid sees the search's own split. Images passed in memory (``data=...``) are not in a config
+file: give them to :class:`FinalConfig` (``data`` and ``test_data``) from Python.
 """
 
 from __future__ import annotations
@@ -43,14 +49,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas_env.data import load_cifar10, load_digits_data
 from nas_env.data.base import ImageData, channel_stats
+from nas_env.data.memory import as_images, as_labels
+from nas_env.data.sources import (
+    IMAGE_DATASETS,
+    MEMORY,
+    check_test_set,
+    load_image_source,
+    load_image_test,
+    official_test_note,
+)
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import PRECISIONS, DeviceData, TrainConfig, train_child
 
-DATASETS = ("digits", "cifar10")
+DATASETS = IMAGE_DATASETS  # from a config file; MEMORY too from Python (FinalConfig.data)
 GRID_KEYS = ("lr", "weight_decay", "bn_eps", "lr_decay_epoch")
 CIFAR10_OFFICIAL_TEST_IMAGES = 10_000
 MONITOR_IMAGES = 1000  # training images re-scored each final epoch, only to watch the fit (no test data)
@@ -67,8 +81,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                "grid": {"lr": (0.1, 0.05), "weight_decay": (1e-4, 5e-4), "bn_eps": (1e-5, 1e-3),
                         "lr_decay_epoch": None}},
 }
-DIGITS_VAL_SIZE = 297  # the search's digits split (load_digits_data's default)
+for _name in (*DATASETS, MEMORY):  # every other source: CIFAR-10's schedule and grid
+    PRESETS.setdefault(_name, PRESETS["cifar10"])
 DIGITS_TEST_SIZE = 297  # held out of the search's training split for the final test
+HELD_OUT_FRACTION = 0.1  # an image folder without test/: this share of the search's training split is the test set
+SPLIT_KEYS = ("image_size", "val_size", "val_fraction", "split_seed")  # env kwargs that decide the search's split
 
 
 @dataclass(frozen=True)
@@ -86,8 +103,8 @@ class FinalConfig:
     """Everything :func:`train_final` needs; None fields take the dataset's :data:`PRESETS` value."""
 
     source: str  # a run folder, a best.json (or any results record) or an architecture JSON
-    dataset: str | None = None  # "digits" or "cifar10"; None: from the run folder's config.json
-    data_root: str | None = None  # CIFAR-10's data root; None: the run's, else $NASRL_DATA_ROOT / ~/.cache
+    dataset: str | None = None  # one of DATASETS; None: from the run folder's config.json ("memory" with data)
+    data_root: str | None = None  # the datasets' root or the image folder; None: the run's, else $NASRL_DATA_ROOT
     download: bool = True
     epochs: int | None = None
     grid_epochs: int | None = None
@@ -99,7 +116,14 @@ class FinalConfig:
     precision: str = "auto"
     train_subset: int | None = None  # keep the first N training images (quick runs)
     val_subset: int | None = None  # keep the first N validation images (quick runs)
-    test_size: int = DIGITS_TEST_SIZE  # digits only: images held out as the test set
+    test_size: int | None = None  # digits / image folder without test/: images held out as the test set
+    # the search's split; None: the run's env_kwargs, else the source's default
+    image_size: int | Sequence[int] | None = None
+    val_size: int | None = None
+    val_fraction: float | None = None
+    split_seed: int | None = None
+    data: Any = None  # images in memory, as the env's data=... (train_x, train_y, val_x, val_y), (x, y) or ImageData
+    test_data: Any = None  # with data: the test images and labels (x, y)
     name: str | None = None  # the Model column; None: the run folder's (or file's) name
     out: str | None = None  # output folder; None: <run folder>/final (or final_<file stem> next to a JSON)
     progress: bool = True
@@ -152,6 +176,8 @@ def load_source(source: str | Path) -> Source:
 def dataset_of_run(config: dict[str, Any]) -> str | None:
     """The dataset a search ran on: its env kwargs' ``dataset``, else the registered env's."""
     env_kwargs = config.get("env_kwargs") or {}
+    if env_kwargs.get("data") is not None:
+        return MEMORY
     if env_kwargs.get("dataset"):
         return str(env_kwargs["dataset"])
     env_id = config.get("env")
@@ -237,38 +263,71 @@ def _image_data(like: ImageData, train: tuple[torch.Tensor, torch.Tensor],
                 val: tuple[torch.Tensor, torch.Tensor]) -> ImageData:
     """An :class:`ImageData` like ``like`` with other splits (mean and std recomputed on ``train``)."""
     mean, std = channel_stats(train[0])
-    return ImageData(like.name, train[0], train[1], val[0], val[1], like.num_classes, mean, std, like.augment)
+    return ImageData(like.name, train[0], train[1], val[0], val[1], like.num_classes, mean, std, like.augment,
+                     like.classes)
 
 
-def prepare_data(config: FinalConfig, dataset: str, data_root: str | None) -> FinalData:
-    """Load the splits. Nothing here reads a test image (CIFAR-10's test batch is only checked to exist)."""
-    if dataset == "digits":
-        d = load_digits_data(val_size=DIGITS_VAL_SIZE)
+def _test_size(config: FinalConfig, dataset: str, n: int) -> int:
+    """Images held out of the search's ``n`` training images as the test set (digits, an image folder without test/)."""
+    size = config.test_size
+    if size is None:
+        size = DIGITS_TEST_SIZE if dataset == "digits" else max(1, round(HELD_OUT_FRACTION * n))
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= n - 2:
+        raise ValueError(f"test_size must be an int in 1..{n - 2} (held out of the search's {n} training "
+                         f"images), got {size!r}")
+    return size
+
+
+def _memory_test(config: FinalConfig, like: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+    if config.test_data is None:
+        raise ValueError("images in memory (data=...) need their test set too: pass test_data=(test_x, test_y)")
+    if not isinstance(config.test_data, list | tuple) or len(config.test_data) != 2:
+        raise ValueError(f"test_data must be a pair (test_x, test_y), got {type(config.test_data).__name__}")
+    x, y = as_images(config.test_data[0], "test_x"), as_labels(config.test_data[1], "test_y")
+    if len(x) != len(y) or x.shape[1:] != like.train_x.shape[1:]:
+        raise ValueError(f"test_data: {len(x)} images of shape {tuple(x.shape[1:])} and {len(y)} labels; expected "
+                         f"as many labels as images, shaped like the training images {like.input_shape}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= like.num_classes):
+        raise ValueError(f"test_y: labels out of range: found {int(y.min())}..{int(y.max())}, allowed "
+                         f"0..{like.num_classes - 1}")
+    return x, y
+
+
+def prepare_data(config: FinalConfig, dataset: str, data_root: str | None,
+                 split: dict[str, Any] | None = None) -> FinalData:
+    """Load the splits. Nothing here reads a test image (an official test set is only checked to exist).
+
+    ``split`` holds the search's ``image_size``, ``val_size``, ``val_fraction`` and ``split_seed``.
+    """
+    split = {k: v for k, v in (split or {}).items() if v is not None}
+    subsets = {"train_subset": config.train_subset, "val_subset": config.val_subset}
+    note = official_test_note(dataset, data_root) if dataset != MEMORY else "memory: the test_data passed in"
+    if note is None:  # no official test set: hold out the tail of the search's training split
+        d = load_image_source(dataset, data_root=data_root, download=config.download, **split)
         n = len(d.train_y)
-        if isinstance(config.test_size, bool) or not isinstance(config.test_size, int) or not (
-                1 <= config.test_size <= n - 2):
-            raise ValueError(f"test_size must be an int in 1..{n - 2} (held out of the digits' {n} training "
-                             f"images), got {config.test_size!r}")
-        cut = n - config.test_size
-        test = (d.train_x[cut:], d.train_y[cut:])  # the tail of the search's training split
+        size = _test_size(config, dataset, n)
+        cut = n - size
+        test = (d.train_x[cut:], d.train_y[cut:])
         train = _keep(d.train_x[:cut], d.train_y[:cut], config.train_subset, "train_subset")
         val = _keep(d.val_x, d.val_y, config.val_subset, "val_subset")
-        note = (f"digits: no official test set; {config.test_size} images held out of the search's training split "
+        note = (f"{dataset}: no official test set; {size} images held out of the search's training split "
                 "(they trained search children, whose weights are discarded, but never scored one)")
 
         def load_test() -> tuple[torch.Tensor, torch.Tensor]:
             return test
     else:
-        from nas_env.data.cifar10 import MD5, TEST_BATCH, URL, _ensure_folder, load_cifar10_test
-
-        _ensure_folder(data_root, config.download, URL, MD5, (TEST_BATCH,))  # fail now, not after training
-        d = load_cifar10(data_root, download=config.download, train_subset=config.train_subset,
-                         val_subset=config.val_subset)
+        if dataset != MEMORY:
+            check_test_set(dataset, data_root, config.download)  # fail now, not after training
+        d = load_image_source(dataset, data=config.data, data_root=data_root, download=config.download,
+                              **split, **subsets)
+        if dataset == MEMORY:
+            memory_test = _memory_test(config, d)  # checked now, before any training
         train, val = (d.train_x, d.train_y), (d.val_x, d.val_y)
-        note = "cifar10: the official test batch"
 
         def load_test() -> tuple[torch.Tensor, torch.Tensor]:
-            return load_cifar10_test(data_root, download=config.download)
+            if dataset == MEMORY:
+                return memory_test
+            return load_image_test(dataset, d, data_root, config.download)
 
     full_train = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
     monitor = (val[0][:MONITOR_IMAGES], val[1][:MONITOR_IMAGES])
@@ -323,12 +382,22 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
 def _resolve(config: FinalConfig) -> tuple[Source, str, str | None, int, int, int]:
     src = load_source(config.source)
     env_kwargs = src.run_config.get("env_kwargs") or {}
-    dataset = config.dataset or dataset_of_run(src.run_config)
+    if config.data is not None:
+        dataset = MEMORY
+    else:
+        dataset = config.dataset or dataset_of_run(src.run_config)
+        if dataset == MEMORY:
+            raise ValueError(f"{config.source!r} searched on images in memory (data=...), which config.json cannot "
+                             "hold: use the Python API, train_final(FinalConfig(source=..., data=(train_x, train_y, "
+                             "val_x, val_y), test_data=(test_x, test_y)))")
     if dataset is None:
-        raise ValueError(f"cannot tell the dataset of {config.source!r}: pass --dataset ({' or '.join(DATASETS)})")
-    if dataset not in DATASETS:
+        raise ValueError(f"cannot tell the dataset of {config.source!r}: pass --dataset ({', '.join(DATASETS)})")
+    if dataset not in (*DATASETS, MEMORY):
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     data_root = config.data_root if config.data_root is not None else env_kwargs.get("data_root")
+    if dataset == "imagefolder" and data_root is None:
+        raise ValueError("dataset 'imagefolder' needs its folder: pass --data-root DIR (the run's config.json has "
+                         "no data_root)")
     preset = PRESETS[dataset]
     epochs = config.epochs if config.epochs is not None else preset["epochs"]
     grid_epochs = config.grid_epochs if config.grid_epochs is not None else min(preset["grid_epochs"], epochs)
@@ -344,6 +413,12 @@ def _resolve(config: FinalConfig) -> tuple[Source, str, str | None, int, int, in
     if not isinstance(config.lr_decay_factor, int | float) or not 0 < config.lr_decay_factor <= 1:
         raise ValueError(f"lr_decay_factor must be in (0, 1], got {config.lr_decay_factor!r}")
     return src, dataset, data_root, epochs, grid_epochs, batch_size
+
+
+def search_split(config: FinalConfig, run_config: dict[str, Any]) -> dict[str, Any]:
+    """The search's split settings: :class:`FinalConfig`'s where given, else the run's env kwargs."""
+    env_kwargs = run_config.get("env_kwargs") or {}
+    return {k: getattr(config, k) if getattr(config, k) is not None else env_kwargs.get(k) for k in SPLIT_KEYS}
 
 
 def _out_dir(config: FinalConfig, src: Source) -> Path:
@@ -384,7 +459,7 @@ def train_final(config: FinalConfig) -> dict[str, Any]:
     device = resolve_device(config.device)
     out = _out_dir(config, src)
     name = config.name or (src.run_dir.name if src.run_dir is not None else src.path.stem)
-    data = prepare_data(config, dataset, data_root)
+    data = prepare_data(config, dataset, data_root, search_split(config, src.run_config))
     out.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(log_dir=str(out))
     bar = tqdm(total=len(grid) * grid_epochs + epochs, unit="epoch", disable=not config.progress, dynamic_ncols=True,
@@ -517,6 +592,14 @@ def _grid_json(text: str) -> dict[str, Any]:
     return value
 
 
+def _image_size(values: list[int] | None) -> int | tuple[int, int] | None:
+    if values is None or len(values) == 1:
+        return values[0] if values else None
+    if len(values) != 2:
+        raise SystemExit(f"nasrl-train-final: --image-size takes H or H W, got {values}")
+    return values[0], values[1]
+
+
 def parse_args(argv: list[str] | None = None) -> FinalConfig:
     """Command-line flags of ``nasrl-train-final``."""
     p = argparse.ArgumentParser(prog="nasrl-train-final", description=(
@@ -524,9 +607,14 @@ def parse_args(argv: list[str] | None = None) -> FinalConfig:
         "training on all training images, one test evaluation, a Table 1 row."))
     p.add_argument("source", help="a run folder, a best.json, or an architecture JSON")
     p.add_argument("--dataset", choices=DATASETS, help="default: the run folder's")
-    p.add_argument("--data-root", help="CIFAR-10 data root (default: the run's, else $NASRL_DATA_ROOT)")
+    p.add_argument("--data-root", help="the datasets' root, or the image folder (default: the run's, else "
+                   "$NASRL_DATA_ROOT)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
-                   help="fetch CIFAR-10 when absent")
+                   help="fetch CIFAR-10 / torchvision's sets when absent")
+    p.add_argument("--image-size", type=int, nargs="+", help="image folder: H [W] (default: the run's)")
+    p.add_argument("--val-size", type=int, help="the search's validation images (default: the run's)")
+    p.add_argument("--val-fraction", type=float, help="the search's validation share (default: the run's)")
+    p.add_argument("--split-seed", type=int, help="the search's split seed (default: the run's)")
     p.add_argument("--epochs", type=int, help="final training epochs (default: cifar10 100, digits 30)")
     p.add_argument("--grid-epochs", type=int, help="epochs of each grid run (default: cifar10 25, digits 10)")
     p.add_argument("--batch-size", type=int, help="default: cifar10 128, digits 64")
@@ -543,7 +631,8 @@ def parse_args(argv: list[str] | None = None) -> FinalConfig:
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="training precision")
     p.add_argument("--train-subset", type=int, help="keep the first N training images (quick runs)")
     p.add_argument("--val-subset", type=int, help="keep the first N validation images (quick runs)")
-    p.add_argument("--test-size", type=int, default=DIGITS_TEST_SIZE, help="digits only: held-out test images")
+    p.add_argument("--test-size", type=int, help=f"without an official test set: held-out test images (default: "
+                   f"digits {DIGITS_TEST_SIZE}, an image folder {HELD_OUT_FRACTION:.0%} of its training split)")
     p.add_argument("--name", help="the Model column (default: the run folder's name)")
     p.add_argument("--out", help="output folder (default: <run folder>/final)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
@@ -557,7 +646,8 @@ def parse_args(argv: list[str] | None = None) -> FinalConfig:
                        epochs=ns.epochs, grid_epochs=ns.grid_epochs, batch_size=ns.batch_size, grid=grid,
                        lr_decay_factor=ns.lr_decay_factor, seed=ns.seed, device=ns.device, precision=ns.precision,
                        train_subset=ns.train_subset, val_subset=ns.val_subset, test_size=ns.test_size, name=ns.name,
-                       out=ns.out, progress=ns.progress)
+                       out=ns.out, progress=ns.progress, image_size=_image_size(ns.image_size),
+                       val_size=ns.val_size, val_fraction=ns.val_fraction, split_seed=ns.split_seed)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -85,5 +85,5 @@ def test_bad_options_raise(kwargs: dict[str, object], match: str) -> None:
 
 def test_load_dataset_dispatch() -> None:
     assert load_dataset("digits", val_subset=10).val_x.shape == (10, 1, 8, 8)
-    with pytest.raises(ValueError, match="allowed: cifar10, digits"):
-        load_dataset("mnist")
+    with pytest.raises(ValueError, match="allowed: cifar10, cifar100, digits"):
+        load_dataset("imagenet")
