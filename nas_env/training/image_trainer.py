@@ -26,13 +26,30 @@ Speed decisions, each measured (``scripts/bench.py`` prints the figures side by 
   ``early_stop_gap``) is off by default: a stopped child reports status ``"stopped_early"`` and its
   best accuracy so far, which is lower than it would have reached, so the controller sees a
   slightly harsher reward for slow starters. Turn it on only for cheap proxy searches.
+
+GPU options, each computing the same function as without it and each off by default, so CPU
+results are unchanged; ``scripts/gpu_check.py`` measures them on a GPU, which decides their
+CUDA defaults (``tests/training/test_gpu_options.py`` proves the equivalences on the CPU):
+
+* ``channel_multiple``: zero-pad every conv's output channels to a multiple (8 for bf16 tensor
+  cores); see :mod:`nas_env.models.cnn`. Applied to the model in place for the child's training
+  and undone afterwards, so the caller's model keeps its shapes.
+* ``concat_buffer``: each layer's inputs concatenated into one preallocated buffer.
+* ``fused_optimizer``: SGD as torch's per-parameter loop (``"off"``), multi-tensor (``"foreach"``)
+  or one fused kernel (``"fused"``); ``"auto"`` is torch's own choice (foreach on CUDA).
+* ``format_trial``: before training, time a few steps of every allowed (memory format,
+  precision) pair on a copy of the child and train with the fastest; the choice depends on
+  timing, so it is recorded in the outcome, and training is deterministic given the choice.
+* ``validate="reward_window"``: validate only the epochs whose accuracy the reward (the best of
+  the last ``reward_window``) and early stopping read; the reward is unchanged, the history shorter.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -40,11 +57,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_env.data.base import ImageData
+from nas_env.models.cnn import ChildCNN
 
 PAD = 4  # pad-4 random crop, the standard CIFAR-10 augmentation
 CHANNELS_LAST_MIN_PIXELS = 16 * 16  # CPU: channels_last only pays from this image size up (see above)
 SCHEDULES = ("cosine", "constant", "step")
 PRECISIONS = ("auto", "fp32", "bf16")
+FUSED_OPTIMIZERS = ("auto", "off", "foreach", "fused")  # torch's choice, per-parameter loop, multi-tensor, one kernel
+_SGD_IMPL = {"auto": {}, "off": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+VALIDATIONS = ("every_epoch", "reward_window")
+TRIAL_WARMUP_STEPS = 1  # format trial: untimed steps per candidate (cuDNN autotuning, allocator)
+TRIAL_TIMED_STEPS = 2  # format trial: timed steps per candidate; the fastest total wins
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,12 @@ class TrainConfig:
     early_stop_epoch: int = 0  # 0: off; else after this epoch, stop children that fail either test below
     early_stop_min_acc: float = 0.0  # stop when validation accuracy is below this
     early_stop_gap: float | None = None  # stop when more than this below the best accuracy seen so far
+    # GPU options (module docstring): each computes the same function; all off by default
+    channel_multiple: int = 1  # 1: off; N: zero-pad every conv's output channels to a multiple of N
+    concat_buffer: bool = False  # concatenate layer inputs into one preallocated buffer
+    fused_optimizer: str = "auto"  # SGD implementation, one of FUSED_OPTIMIZERS
+    format_trial: bool = False  # time the allowed memory formats and precisions per child, train with the fastest
+    validate: str = "every_epoch"  # or "reward_window": only the epochs the reward and early stopping read
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "reward_window", "eval_batch_size"):
@@ -101,6 +130,18 @@ class TrainConfig:
         if self.early_stop_gap is not None and (
                 not isinstance(self.early_stop_gap, int | float) or not 0.0 <= self.early_stop_gap <= 1.0):
             raise ValueError(f"early_stop_gap must be None or in [0, 1], got {self.early_stop_gap!r}")
+        if self.channel_multiple is None:
+            object.__setattr__(self, "channel_multiple", 1)
+        if isinstance(self.channel_multiple, bool) or not isinstance(self.channel_multiple, int) \
+                or self.channel_multiple < 1:
+            raise ValueError(f"channel_multiple must be None or a positive int (1: off), got {self.channel_multiple!r}")
+        for name in ("concat_buffer", "format_trial"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.fused_optimizer not in FUSED_OPTIMIZERS:
+            raise ValueError(f"fused_optimizer must be one of {FUSED_OPTIMIZERS}, got {self.fused_optimizer!r}")
+        if self.validate not in VALIDATIONS:
+            raise ValueError(f"validate must be one of {VALIDATIONS}, got {self.validate!r}")
 
     @property
     def base_lr(self) -> float:
@@ -108,6 +149,20 @@ class TrainConfig:
         if self.lr_reference_batch is None:
             return self.lr
         return self.lr * self.batch_size / self.lr_reference_batch
+
+    def validation_epochs(self) -> tuple[int, ...]:
+        """The 1-based epochs after which the child is validated.
+
+        ``"every_epoch"``: all. ``"reward_window"``: the last ``reward_window`` epochs, plus the
+        ``reward_window`` epochs up to ``early_stop_epoch`` when early stopping is on, so a stopped
+        child's reward (the best of its last ``reward_window`` validations) is the same too.
+        """
+        if self.validate == "every_epoch":
+            return tuple(range(1, self.epochs + 1))
+        epochs = set(range(max(1, self.epochs - self.reward_window + 1), self.epochs + 1))
+        if self.early_stop_epoch:
+            epochs |= set(range(max(1, self.early_stop_epoch - self.reward_window + 1), self.early_stop_epoch + 1))
+        return tuple(sorted(epochs))
 
     def should_stop(self, epoch: int, val_acc: float, best_so_far: float | None) -> bool:
         """Early stopping: after epoch ``early_stop_epoch`` (1-based), is this child hopeless?"""
@@ -139,8 +194,13 @@ class TrainOutcome:
 
     status: str  # "ok", "diverged" or "stopped_early"
     val_acc_history: list[float] = field(default_factory=list)
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # the format trial's seconds included
     first_loss: float = math.nan  # the training loss of the first step (checked against a reference loop)
+    val_epochs: list[int] = field(default_factory=list)  # the 1-based epoch of each val_acc_history entry
+    memory_format: str = ""  # what the child trained in: "channels_last" or "contiguous"
+    precision: str = ""  # "bf16" or "fp32"
+    trial_seconds: float = 0.0  # the format trial's cost (0: no trial)
+    trial_step_seconds: dict[str, float] = field(default_factory=dict)  # per candidate: its timed steps' seconds
 
     def best_recent(self, window: int) -> float:
         """The paper's reward: the maximum validation accuracy over the last ``window`` epochs."""
@@ -217,6 +277,88 @@ def use_channels_last(config: TrainConfig, device: torch.device, image_shape: tu
     return device.type == "cuda" or image_shape[-1] * image_shape[-2] >= CHANNELS_LAST_MIN_PIXELS
 
 
+def format_candidates(config: TrainConfig, device: torch.device,
+                      image_shape: tuple[int, ...]) -> list[tuple[torch.memory_format, torch.dtype | None]]:
+    """The (memory format, autocast dtype) pairs a child may train in, the rule's own choice first.
+
+    Without ``format_trial`` only that choice; with it, every pair the config leaves open: both
+    formats unless ``channels_last`` is set, both precisions unless ``precision`` is not ``"auto"``.
+    """
+    fmt = torch.channels_last if use_channels_last(config, device, image_shape) else torch.contiguous_format
+    first = (fmt, autocast_dtype(config, device))
+    if not config.format_trial:
+        return [first]
+    formats = [fmt] if config.channels_last is not None else [torch.channels_last, torch.contiguous_format]
+    dtypes = [first[1]] if config.precision != "auto" else [torch.bfloat16, None]
+    return [first] + [(f, d) for f in formats for d in dtypes if (f, d) != first]
+
+
+def describe_format(memory_format: torch.memory_format, dtype: torch.dtype | None) -> str:
+    """``"channels_last/bf16"`` and the like: how outcomes and reports name a candidate."""
+    fmt = "channels_last" if memory_format == torch.channels_last else "contiguous"
+    return f"{fmt}/{'bf16' if dtype == torch.bfloat16 else 'fp32'}"
+
+
+def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch.optim.SGD:
+    """The paper's SGD (Nesterov momentum, weight decay) in the implementation ``config.fused_optimizer`` names."""
+    try:
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay,
+                               **_SGD_IMPL[config.fused_optimizer])
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"fused_optimizer={config.fused_optimizer!r} is not supported by torch {torch.__version__} "
+                         f"for these parameters: {e}") from e
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+          dtype: torch.dtype | None) -> torch.Tensor:
+    """One training step (forward in autocast when ``dtype``, loss in float32, backward, update); the loss."""
+    with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        loss = F.cross_entropy(model(x).float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_format_trial(model: nn.Module, data: DeviceData, config: TrainConfig,
+                     candidates: list[tuple[torch.memory_format, torch.dtype | None]],
+                     ) -> tuple[tuple[torch.memory_format, torch.dtype | None], dict[str, float]]:
+    """Time ``TRIAL_TIMED_STEPS`` steps (after ``TRIAL_WARMUP_STEPS``) of each candidate; the fastest and the times.
+
+    Each candidate trains its own deep copy of ``model`` on one fixed batch drawn with its own
+    generator, so neither the model, its batch-norm statistics nor the training's random stream
+    are touched: training after the trial is what it would be with the chosen pair forced.
+    """
+    device = data.device
+    bs = min(config.batch_size, data.num_train)
+    x_raw, y = data.train_batch(torch.arange(bs, device=device), torch.Generator(device=device).manual_seed(0))
+    seconds: dict[str, float] = {}
+    for fmt, dtype in candidates:
+        trial = copy.deepcopy(model).to(device=device, memory_format=fmt)
+        trial.train()
+        optimizer = make_optimizer(trial.parameters(), config)
+        for group in optimizer.param_groups:
+            group["lr"] = config.base_lr
+        x = x_raw.contiguous(memory_format=fmt)
+        for _ in range(TRIAL_WARMUP_STEPS):
+            _step(trial, optimizer, x, y, dtype)
+        _synchronize(device)
+        start = time.perf_counter()
+        for _ in range(TRIAL_TIMED_STEPS):
+            _step(trial, optimizer, x, y, dtype)
+        _synchronize(device)
+        seconds[describe_format(fmt, dtype)] = time.perf_counter() - start
+        del trial, optimizer
+    best = min(candidates, key=lambda c: seconds[describe_format(*c)])  # ties: the rule's own choice (first)
+    return best, seconds
+
+
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, data: DeviceData, config: TrainConfig, memory_format: torch.memory_format,
                       dtype: torch.dtype | None) -> float:
@@ -236,7 +378,8 @@ def train_child(model: nn.Module, data: DeviceData, config: TrainConfig, seed: i
                 best_so_far: float | None = None) -> TrainOutcome:
     """Train ``model`` on ``data`` and record the validation accuracy after every epoch.
 
-    ``on_epoch(epoch, val_acc, mean_train_loss)``, if given, follows every epoch (progress bars, logging).
+    ``on_epoch(epoch, val_acc, mean_train_loss)``, if given, follows every epoch (progress bars, logging);
+    ``val_acc`` is NaN after an epoch that ``config.validation_epochs()`` leaves out.
 
     ``seed`` fixes the data order and the augmentation. A non-finite training loss ends
     training with status ``"diverged"``; a child that fails the config's early-stopping test
@@ -257,19 +400,47 @@ def train_child(model: nn.Module, data: DeviceData, config: TrainConfig, seed: i
 
 def _train(model: nn.Module, data: DeviceData, config: TrainConfig, seed: int,
            on_epoch: Callable[[int, float, float], None] | None, best_so_far: float | None) -> TrainOutcome:
+    if (config.channel_multiple != 1 or config.concat_buffer) and not isinstance(model, ChildCNN):
+        raise ValueError(f"channel_multiple={config.channel_multiple} and concat_buffer={config.concat_buffer} need a "
+                         f"ChildCNN (build_model's), got {type(model).__name__}")
+    if not isinstance(model, ChildCNN) or (config.channel_multiple == 1 and not config.concat_buffer):
+        return _train_model(model, data, config, seed, on_epoch, best_so_far)
+    saved = (model.channel_multiple, model.concat_buffer)
+    if config.channel_multiple != 1:
+        model.set_channel_multiple(config.channel_multiple)
+    model.concat_buffer = model.concat_buffer or config.concat_buffer
+    outcome = _train_model(model, data, config, seed, on_epoch, best_so_far)
+    # Give the caller back the model it passed: same shapes and options (not after an error: the caller frees it)
+    model.set_channel_multiple(saved[0])
+    model.concat_buffer = saved[1]
+    model.to(memory_format=torch.channels_last if outcome.memory_format == "channels_last"
+             else torch.contiguous_format)
+    return outcome
+
+
+def _train_model(model: nn.Module, data: DeviceData, config: TrainConfig, seed: int,
+                 on_epoch: Callable[[int, float, float], None] | None, best_so_far: float | None) -> TrainOutcome:
     device = data.device
-    dtype = autocast_dtype(config, device)
-    memory_format = (torch.channels_last if use_channels_last(config, device, data.data.input_shape)
-                     else torch.contiguous_format)
+    candidates = format_candidates(config, device, data.data.input_shape)
+    trial_start = time.perf_counter()
+    trial_seconds: dict[str, float] = {}
+    if len(candidates) > 1:
+        model.to(device=device)
+        (memory_format, dtype), trial_seconds = run_format_trial(model, data, config, candidates)
+    else:
+        memory_format, dtype = candidates[0]
+    trial_cost = time.perf_counter() - trial_start if trial_seconds else 0.0
     model.to(device=device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model.parameters(), config)
     gen = torch.Generator(device=device).manual_seed(int(seed))
     n, bs = data.num_train, min(config.batch_size, data.num_train)
     if bs < config.batch_size and config.lr_reference_batch is not None:
         config = replace(config, batch_size=bs)  # the linear lr scaling follows the batch actually used
     batches = [(s, min(s + bs, n)) for s in range(0, n, bs) if min(s + bs, n) - s >= 2]  # BN needs 2+ samples
-    outcome = TrainOutcome(status="ok")
+    fmt_name, _, precision = describe_format(memory_format, dtype).partition("/")
+    outcome = TrainOutcome(status="ok", memory_format=fmt_name, precision=precision, trial_seconds=trial_cost,
+                           trial_step_seconds=trial_seconds)
+    validated = set(config.validation_epochs())
     start_time = time.perf_counter()
     step = 0
     for _epoch in range(config.epochs):
@@ -280,12 +451,7 @@ def _train(model: nn.Module, data: DeviceData, config: TrainConfig, seed: int,
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step, len(batches))
             x, y = data.train_batch(perm[s:e], gen)
-            x = x.contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss = F.cross_entropy(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = _step(model, optimizer, x.contiguous(memory_format=memory_format), y, dtype)
             if step == 0:
                 outcome.first_loss = loss.item()  # the one extra host sync of the child
             loss_sum += loss.detach()
@@ -293,11 +459,15 @@ def _train(model: nn.Module, data: DeviceData, config: TrainConfig, seed: int,
         if not math.isfinite(loss_sum.item()):  # one host sync per epoch, not per step
             outcome.status = "diverged"
             break
-        outcome.val_acc_history.append(evaluate_accuracy(model, data, config, memory_format, dtype))
+        val_acc = math.nan  # not validated after this epoch (validate="reward_window")
+        if _epoch + 1 in validated:
+            val_acc = evaluate_accuracy(model, data, config, memory_format, dtype)
+            outcome.val_acc_history.append(val_acc)
+            outcome.val_epochs.append(_epoch + 1)
         if on_epoch is not None:
-            on_epoch(_epoch, outcome.val_acc_history[-1], loss_sum.item() / max(1, len(batches)))
-        if config.should_stop(_epoch + 1, outcome.val_acc_history[-1], best_so_far):
+            on_epoch(_epoch, val_acc, loss_sum.item() / max(1, len(batches)))
+        if _epoch + 1 in validated and config.should_stop(_epoch + 1, val_acc, best_so_far):
             outcome.status = "stopped_early"
             break
-    outcome.train_seconds = time.perf_counter() - start_time
+    outcome.train_seconds = time.perf_counter() - start_time + trial_cost
     return outcome
