@@ -61,7 +61,7 @@ from nas_env.training.image_trainer import (
     train_child,
     use_channels_last,
 )
-from nas_env.training.reference import InMemoryImages, reference_transform, train_reference
+from reference_trainer import InMemoryImages, reference_transform, train_reference
 
 SHARED_PNG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # the proxy fidelity children_per_hour is quoted at
@@ -260,7 +260,7 @@ def main() -> None:
     num_actions = int(env.action_space.n)
     masks = np.arange(num_actions)[None, :] < np.array([s.num_choices for s in specs])[:, None]
     agent = ReinforceAgent(seed=args.seed, children_per_update=8)
-    agent._setup(specs, num_actions)
+    agent.prepare(specs, num_actions)
     controller = [sum(agent_only_ms(agent, masks, 8, lockstep=True)) for _ in range(4 if args.quick else 11)][1:]
 
     result = {

@@ -16,7 +16,7 @@ and ``search.log``. Sections, each with its own time cap so the whole stays insi
    by self CUDA time (self CPU time on the CPU), and the device time by kind of kernel.
 2. **variants**: training images/s of every child (3 sampled + the 36-filter one) for bf16 / fp32
    (TF32) x channels_last / NCHW x each option alone and all together x batch 128 / 512, the
-   plain DataLoader loop (:mod:`nas_env.training.reference`) beside them, the format trial's
+   plain DataLoader loop (scripts/reference_trainer.py) beside them, the format trial's
    pick, and achieved / ceiling TFLOP/s (the ceiling: one large conv in the same format and
    precision). Most important rows first; rows past the section's time cap are listed as skipped.
 3. **children at once**: 1, 2, 4 and 8 processes each training a child on the one GPU, started
@@ -65,7 +65,7 @@ from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dtype, train_child
-from nas_env.training.reference import train_reference
+from reference_trainer import train_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 PROXY_EPOCHS, PROXY_TRAIN = 5, 45_000  # the fidelity children/hour is quoted at

@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from script_modules import load_script
 
 from nas_env.data import load_cifar10, load_digits_data
 from nas_env.data.base import ImageData
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import cnn_space
 from nas_env.training.image_trainer import PAD, DeviceData, TrainConfig, train_child, use_channels_last
-from nas_env.training.reference import InMemoryImages, reference_transform, train_reference
+
+_reference = load_script("reference_trainer")  # the plain loop lives beside the benchmarks, not in the package
+InMemoryImages, reference_transform, train_reference = (_reference.InMemoryImages, _reference.reference_transform,
+                                                        _reference.train_reference)
 
 CPU = torch.device("cpu")
 
@@ -61,6 +65,35 @@ def test_first_step_loss_matches_reference_on_digits() -> None:
     config = TrainConfig(epochs=1, batch_size=100)
     fast, ref = first_losses(arch, data, config, 3)
     assert fast == pytest.approx(ref, rel=1e-4, abs=1e-5)
+
+
+def trained_pair(arch, data: ImageData, config: TrainConfig, seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    models = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        models.append(build_model(arch, data.input_shape, data.num_classes))
+    train_child(models[0], DeviceData(data, CPU, config.augment), config, seed)
+    train_reference(models[1], data, config, seed)
+    return models[0], models[1]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_parameters_match_the_reference_after_several_steps(cifar_small: ImageData, schedule: str) -> None:
+    # Full-batch steps (each epoch one step over the whole subset, so the shuffles cannot differ), with the
+    # learning-rate schedule running, momentum, Nesterov and weight decay: every parameter and batch-norm
+    # statistic of the fast path (channels_last) equals the plain loop's (NCHW) after 6 optimizer steps.
+    arch = sampled_arch("v1", 4, 1)
+    config = TrainConfig(epochs=6, batch_size=64, augment=False, lr_schedule=schedule, lr_decay_epochs=(3, 5))
+    fast, ref = trained_pair(arch, cifar_small, config, 0)
+    fast_state, ref_state = fast.state_dict(), ref.state_dict()
+    torch.manual_seed(0)
+    initial = build_model(arch, cifar_small.input_shape, cifar_small.num_classes).state_dict()
+    moved = 0
+    for name, value in ref_state.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(fast_state[name], value, rtol=1e-3, atol=1e-4, msg=name)
+            moved += not torch.allclose(value, initial[name])
+    assert moved > len(ref_state) // 2  # the comparison has teeth: training moved most tensors
 
 
 def test_first_step_losses_differ_for_different_models(cifar_small: ImageData) -> None:

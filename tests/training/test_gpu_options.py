@@ -4,7 +4,6 @@ the per-child format trial and the reward-window validation, each checked agains
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from script_modules import load_script
 
 from nas_env.data import load_digits_data
 from nas_env.data.base import ImageData
@@ -225,11 +225,8 @@ def test_defaults_are_off_and_bad_values_name_themselves() -> None:
 
 
 def load_gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gpu_check", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    load_script("reference_trainer")  # gpu_check imports its sibling, as it does when run as a script
+    return load_script("gpu_check")
 
 
 def check_quick_report(out: Path, sections: set[str]) -> dict:

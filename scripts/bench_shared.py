@@ -1,0 +1,228 @@
+"""Benchmark weight sharing against training from scratch: children evaluated per hour, side by side in one run.
+
+Run: ``python scripts/bench_shared.py`` (about 5 minutes on 2 idle CPU cores; ``--quick`` about half).
+Prints a table and, as its last line, one JSON object.
+
+On NASRL-CIFAR10-v0's space and data (the paper's v1 space, real CIFAR-10 pixels), for the same
+uniformly sampled children:
+
+* **from scratch** at the 5-epoch proxy: each child's training rate is measured over one epoch of
+  ``--train-images`` images (after a one-batch warm-up) and its evaluation rate over
+  ``--eval-images`` validation images; a child then costs ``5 x (45,000 / train rate + 5,000 / eval rate)`` seconds, as
+  ``scripts/bench.py`` extrapolates it (training a whole child would take an hour on a CPU);
+* **shared** (:class:`SharedWeightsEvaluator`): each child is evaluated for real, end to end
+  (``shared_steps`` minibatches of shared training, then the reward on the fixed validation
+  subset) and timed. The supernet's one-off costs (building it, ``--warmup-steps`` random-child
+  steps) are timed separately and left out of the per-child figure; the table also gives the
+  warm-up's cost per step, so a search's amortised rate can be worked out.
+
+Data: ``--data-root`` (official python layout); by default ``$NASRL_DATA_ROOT`` or
+``~/.cache/nasrl/data``, and when neither holds CIFAR-10, this project's real-pixel copy in
+``../shared/data/cifar10-png`` is converted into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nas_env.data.base import ImageData
+from nas_env.data.cifar10 import FOLDER, default_data_root, load_cifar10
+from nas_env.models.cnn import build_model
+from nas_env.shared_weights import SharedConfig, SharedWeightsEvaluator
+from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace, cnn_space
+from nas_env.training.device import resolve_device
+from nas_env.training.image_trainer import (
+    DeviceData,
+    TrainConfig,
+    autocast_dtype,
+    evaluate_accuracy,
+    train_child,
+    use_channels_last,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # NASRL-CIFAR10-v0's proxy fidelity (bench.py's too)
+CONVERT_TRAIN = 10_000  # images converted from the shared PNG copy: enough for the 5,000-image validation split
+
+
+@dataclass
+class Args:
+    quick: bool = False
+    """a shorter run: 1 child, 128 training images for the from-scratch rate"""
+    children: int = 2
+    """sampled v1 children, measured both ways"""
+    train_images: int = 256
+    """training images of the from-scratch training rate measurement (one epoch)"""
+    eval_images: int = 256
+    """validation images of the from-scratch evaluation rate measurement"""
+    shared_steps: int = SharedConfig.shared_steps
+    """shared training minibatches per child"""
+    warmup_steps: int = 2
+    """random-child steps before the first shared child (timed apart, with the supernet's set-up)"""
+    val_images: int = SharedConfig.val_images
+    """the shared reward's fixed validation subset"""
+    bn_eval: str = SharedConfig.bn_eval
+    """batch norm at evaluation: batch or recalibrate"""
+    batch_size: int = 128
+    """training batch size of both (NASRL-CIFAR10-v0's)"""
+    device: str = "auto"
+    """device to benchmark on"""
+    data_root: str = ""
+    """folder holding cifar-10-batches-py (default: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
+    seed: int = 0
+    """seed of the sampled children and of both evaluators"""
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(Args):
+        if f.type == "bool":
+            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = Args(**vars(p.parse_args(argv)))
+    if args.quick:
+        args = replace(args, children=1, train_images=128)
+    return args
+
+
+def cifar10_root(data_root: str, scratch: Path) -> Path:
+    """A folder with CIFAR-10's python batches: the one asked for, the default one, or the shared copy converted."""
+    if data_root:
+        return Path(data_root)
+    root = default_data_root()
+    if (root / FOLDER / "data_batch_1").is_file():
+        return root
+    script = SHARED_DATA / "make_cifar10_batches.py"
+    if not script.is_file():
+        raise SystemExit(f"no CIFAR-10 in {root} and no shared copy at {SHARED_DATA}: pass --data-root")
+    subprocess.run([sys.executable, str(script), str(scratch), "--train", str(CONVERT_TRAIN), "--test", "1"],
+                   check=True, capture_output=True)
+    return scratch
+
+
+def sample_children(space: CNNSearchSpace, n: int, seed: int) -> list[CNNArchitecture]:
+    rng = np.random.default_rng(seed)
+    return [space.decode([int(rng.integers(s.num_choices)) for s in space.tokens()]) for _ in range(n)]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def scratch_child_seconds(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device,
+                          seed: int, eval_images: int) -> float:
+    """The from-scratch cost of one child at the proxy fidelity, from its measured training and evaluation rates."""
+    timed = replace(data, val_x=data.val_x[:2], val_y=data.val_y[:2])  # training rate: validation negligible
+    warm = replace(timed, train_x=timed.train_x[: config.batch_size], train_y=timed.train_y[: config.batch_size])
+    seconds = []
+    for subset in (warm, timed):  # the first run warms kernels and the allocator up
+        torch.manual_seed(seed)
+        model = build_model(arch, data.input_shape, data.num_classes)
+        device_data = DeviceData(subset, device)
+        synchronize(device)
+        start = time.perf_counter()
+        train_child(model, device_data, config, seed)
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    train_ips = len(timed.train_y) / seconds[-1]
+    fmt = torch.channels_last if use_channels_last(config, device, data.input_shape) else torch.contiguous_format
+    model.to(memory_format=fmt)
+    device_data = DeviceData(replace(data, val_x=data.val_x[:eval_images], val_y=data.val_y[:eval_images]), device)
+    dtype = autocast_dtype(config, device)
+    evaluate_accuracy(model, device_data, config, fmt, dtype)
+    synchronize(device)
+    start = time.perf_counter()
+    evaluate_accuracy(model, device_data, config, fmt, dtype)
+    synchronize(device)
+    eval_ips = len(device_data.val_y) / (time.perf_counter() - start)
+    return PROXY_EPOCHS * (PROXY_TRAIN / train_ips + PROXY_VAL / eval_ips)
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    space = cnn_space("v1")  # NASRL-CIFAR10-v0's space
+    children = sample_children(space, args.children, args.seed)
+    scratch_config = TrainConfig(epochs=1, batch_size=args.batch_size)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = cifar10_root(args.data_root, Path(scratch))
+        data = load_cifar10(root, download=False, val_size=PROXY_VAL)
+    small = replace(data, train_x=data.train_x[: args.train_images], train_y=data.train_y[: args.train_images])
+
+    rows: list[tuple[str, str]] = []
+    scratch_seconds = []
+    for k, arch in enumerate(children):
+        scratch_seconds.append(scratch_child_seconds(arch, small, scratch_config, device, args.seed + k,
+                                                     args.eval_images))
+        rows.append((f"child {k}: from scratch, {PROXY_EPOCHS} epochs (extrapolated)", f"{scratch_seconds[-1]:,.0f} s"))
+        print(*rows[-1], sep="  ", flush=True)
+
+    shared_config = SharedConfig(shared_steps=args.shared_steps, warmup_steps=args.warmup_steps,
+                                 val_images=args.val_images, bn_eval=args.bn_eval, seed=args.seed)
+    evaluator = SharedWeightsEvaluator(data, space, shared_config, TrainConfig(batch_size=args.batch_size), device)
+    start = time.perf_counter()
+    evaluator.warmup()  # builds the supernet, moves the data, and trains on random children
+    synchronize(device)
+    setup_seconds = time.perf_counter() - start
+    shared_seconds, rewards = [], []
+    for k, arch in enumerate(children):
+        start = time.perf_counter()
+        result = evaluator(arch, args.seed + k)
+        synchronize(device)
+        shared_seconds.append(time.perf_counter() - start)
+        rewards.append(result.reward)
+        rows.append((f"child {k}: shared ({args.shared_steps} steps + {min(args.val_images, len(data.val_y))} "
+                     "val images)", f"{shared_seconds[-1]:,.2f} s, reward {result.reward:.3f}"))
+        print(*rows[-1], sep="  ", flush=True)
+
+    scratch_mean, shared_mean = statistics.fmean(scratch_seconds), statistics.fmean(shared_seconds)
+    warmup_step = setup_seconds / max(1, args.warmup_steps)
+    result = {
+        "device": str(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} torch threads",
+        "scratch_child_seconds": round(scratch_mean, 1),
+        "scratch_children_per_hour": round(3600 / scratch_mean, 3),
+        "shared_child_seconds": round(shared_mean, 3),
+        "shared_children_per_hour": round(3600 / shared_mean, 1),
+        "speedup": round(scratch_mean / shared_mean, 1),
+        "shared_setup_seconds": round(setup_seconds, 2),
+        "warmup_step_seconds": round(warmup_step, 3),
+        "children": args.children,
+        "shared_steps": args.shared_steps,
+        "val_images": min(args.val_images, len(data.val_y)),
+        "bn_eval": args.bn_eval,
+        "batch_size": args.batch_size,
+        "scratch_train_images_measured": len(small.train_y),
+    }
+    rows += [
+        (f"from scratch, {PROXY_EPOCHS}-epoch proxy ({PROXY_TRAIN:,} + {PROXY_VAL:,} images)",
+         f"{scratch_mean:,.0f} s a child -> {3600 / scratch_mean:,.2f} children/hour"),
+        (f"shared weights ({args.shared_steps} steps of {args.batch_size})",
+         f"{shared_mean:,.2f} s a child -> {3600 / shared_mean:,.0f} children/hour"),
+        ("shared / scratch children per hour", f"{scratch_mean / shared_mean:,.0f}x"),
+        (f"supernet set-up + {args.warmup_steps} warm-up steps (once per search)",
+         f"{setup_seconds:,.1f} s ({warmup_step:.2f} s a step)"),
+        ("device", result["device"]),
+    ]
+    print()
+    width = max(len(r[0]) for r in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""How well do weight-sharing rewards rank architectures? Kendall tau and Spearman against stand-alone accuracies.
+
+Run: ``python scripts/shared_ranking.py RESULTS --env NASRL-Digits-v0 --warmup-steps 2000``
+
+``RESULTS``: architectures with known stand-alone accuracies, as JSON lines or one JSON list of
+objects, each with ``arch`` (the architecture's JSON, as text or an object) and an accuracy
+(``--acc-key``, default ``val_acc``): a run's ``results.jsonl`` (only ``status == "ok"`` children
+count; an architecture met several times gets its mean accuracy), or a NASRL-Bench table exported
+to that form.
+
+Protocol: one :class:`SharedWeightsEvaluator` is built for the env's space, data and training
+settings (the same keywords as the env: ``--env-kwargs '{"train_subset": 10000}'``), trained on
+``--warmup-steps`` uniformly random children, then every listed architecture is scored. With
+``--shared-steps 0`` (the default) the weights are frozen while scoring, so every architecture is
+judged by the same supernet; with ``--shared-steps N`` each architecture is first trained on for N
+minibatches, in file order, as during a search. Each architecture is scored under every
+``--bn-eval`` mode from the same weights: ``batch`` (the validation batch's statistics, ENAS) and
+``recalibrate`` (per-child statistics from training images, a known remedy).
+
+Prints one line per mode and, as the last line, one JSON object (also written to ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from bench_shared import cifar10_root  # scripts/ is on sys.path when this file runs
+from scipy import stats
+
+import nas_env  # noqa: F401  (registers the ids)
+from nas_env.shared_weights import BN_EVAL, SharedWeightsEvaluator
+from nas_env.spaces.cnn import CNNArchitecture
+
+OK_STATUSES = ("ok",)
+
+
+def read_results(path: Path, acc_key: str) -> list[tuple[CNNArchitecture, float]]:
+    """Unique architectures of ``path`` with their mean stand-alone accuracy, in order of first appearance."""
+    text = path.read_text()
+    try:
+        loaded = json.loads(text)
+        records = loaded if isinstance(loaded, list) else [loaded]
+    except json.JSONDecodeError:
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    accs: dict[str, list[float]] = defaultdict(list)
+    archs: dict[str, CNNArchitecture] = {}
+    for k, r in enumerate(records):
+        if not isinstance(r, dict) or "arch" not in r or acc_key not in r:
+            raise ValueError(f"{path}: record {k} needs 'arch' and {acc_key!r}, got {str(r)[:120]}")
+        if r.get("status", "ok") not in OK_STATUSES or r["arch"] is None:
+            continue
+        arch = CNNArchitecture.from_json(r["arch"]) if isinstance(r["arch"], str) else CNNArchitecture.from_dict(
+            r["arch"])
+        key = arch.to_json()
+        archs.setdefault(key, arch)
+        accs[key].append(float(r[acc_key]))
+    return [(archs[k], sum(v) / len(v)) for k, v in accs.items()]
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else round(float(x), 4)
+
+
+def rank_correlation(shared: list[float], standalone: list[float]) -> dict[str, float | None]:
+    """Kendall tau (tau-b) and Spearman rho with their p-values; None where undefined (a constant list)."""
+    with warnings.catch_warnings():  # a constant list has no ranking: reported as None, no warning needed
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        tau = stats.kendalltau(shared, standalone)
+        rho = stats.spearmanr(shared, standalone)
+    return {"kendall_tau": _finite(tau.statistic), "kendall_p": _finite(tau.pvalue),
+            "spearman": _finite(rho.statistic), "spearman_p": _finite(rho.pvalue)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", type=Path, help="JSON lines / JSON list of {arch, <acc-key>} records")
+    p.add_argument("--env", default="NASRL-CIFAR10-v0", help="a CNN env id: its space, data and batch size")
+    p.add_argument("--env-kwargs", default="{}", help="JSON keywords of the env (data subsets, space options)")
+    p.add_argument("--acc-key", default="val_acc", help="the stand-alone accuracy's field")
+    p.add_argument("--warmup-steps", type=int, default=500, help="random-child steps before scoring")
+    p.add_argument("--shared-steps", type=int, default=0, help="steps on each architecture before its score")
+    p.add_argument("--bn-eval", default=",".join(BN_EVAL), help=f"comma-separated modes of {BN_EVAL}")
+    p.add_argument("--shared-options", default="{}", help="JSON of further SharedConfig fields (val_images, ...)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", default="", help="CIFAR-10 folder (default: the shared copy, converted)")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
+    args = p.parse_args(argv)
+    modes = [m.strip() for m in args.bn_eval.split(",") if m.strip()]
+    if not modes or any(m not in BN_EVAL for m in modes):
+        p.error(f"--bn-eval must list modes of {BN_EVAL}, got {args.bn_eval!r}")
+    pairs = read_results(args.results, args.acc_key)
+    if len(pairs) < 3:
+        p.error(f"{args.results}: {len(pairs)} usable architectures; a rank correlation needs at least 3")
+
+    env_kwargs = json.loads(args.env_kwargs)
+    with tempfile.TemporaryDirectory() as scratch:
+        dataset = env_kwargs.get("dataset", gym.spec(args.env).kwargs.get("dataset"))
+        if dataset == "cifar10" and "data_root" not in env_kwargs and "data" not in env_kwargs:
+            env_kwargs = {**env_kwargs, "data_root": str(cifar10_root(args.data_root, Path(scratch))),
+                          "download": False}
+        env = gym.make(args.env, evaluator="train", device=args.device, **env_kwargs).unwrapped
+        data = env.evaluator.data.data  # the env's own data (subsets, split) as loaded for training
+    options = {"warmup_steps": args.warmup_steps, "shared_steps": args.shared_steps, "seed": args.seed,
+               **json.loads(args.shared_options)}
+    evaluator = SharedWeightsEvaluator(data, env.space, options, env.train_config, args.device)
+
+    start = time.perf_counter()
+    evaluator.warmup()
+    warmup_seconds = time.perf_counter() - start
+    scores: dict[str, list[float]] = {m: [] for m in modes}
+    for arch, _acc in pairs:
+        plan = evaluator.supernet.plan(arch)
+        if args.shared_steps:
+            evaluator(arch, args.seed)  # trains on it (and scores it with the config's mode)
+        for m in modes:
+            scores[m].append(evaluator.score(plan, bn_eval=m))
+    standalone = [acc for _arch, acc in pairs]
+    report: dict[str, Any] = {
+        "n": len(pairs), "env": args.env, "env_kwargs": {k: v for k, v in env_kwargs.items() if k != "data_root"},
+        "shared_config": json.loads(json.dumps(evaluator.settings()["shared"])),
+        "warmup_seconds": round(warmup_seconds, 1), "score_seconds": round(time.perf_counter() - start
+                                                                            - warmup_seconds, 1),
+        "standalone_acc": standalone,
+        "bn_eval": {m: {**rank_correlation(scores[m], standalone), "shared_acc": scores[m]} for m in modes},
+    }
+    for m in modes:
+        r = report["bn_eval"][m]
+        print(f"bn_eval={m}: Kendall tau {r['kendall_tau']}, Spearman {r['spearman']} over {len(pairs)} "
+              f"architectures (shared accuracies {min(scores[m]):.3f}..{max(scores[m]):.3f})")
+    line = json.dumps(report)
+    if args.out is not None:
+        args.out.write_text(line + "\n")
+    print(line)
+    return report
+
+
+if __name__ == "__main__":
+    main()
