@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from bench_controller import agent_only_ms  # scripts/ is on sys.path when this file runs
 from bench_env import median_step_us
+from reference_trainer import InMemoryImages, reference_transform, train_reference
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents import ReinforceAgent
@@ -61,7 +62,6 @@ from nas_env.training.image_trainer import (
     train_child,
     use_channels_last,
 )
-from reference_trainer import InMemoryImages, reference_transform, train_reference
 
 SHARED_PNG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # the proxy fidelity children_per_hour is quoted at

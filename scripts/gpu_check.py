@@ -60,12 +60,13 @@ try:
 except ModuleNotFoundError as _missing:
     raise SystemExit(f"gpu_check needs {_missing.name!r}: carry its wheel (see docs/gpu_check.md) or install it") \
         from None
+from reference_trainer import train_reference
+
 from nas_env.data.base import ImageData, channel_stats, split_indices
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dtype, train_child
-from reference_trainer import train_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 PROXY_EPOCHS, PROXY_TRAIN = 5, 45_000  # the fidelity children/hour is quoted at
