@@ -11,7 +11,6 @@ when the env's records carry ``val_ppl`` (the language-model envs), else the val
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -25,11 +24,16 @@ import numpy as np
 from tqdm import tqdm
 
 from agents import AGENT_NAMES
-from agents.runner import SearchArgs, run_search
+from agents.cli import parse_dataclass
+from agents.run_folder import can_be_best, score_text
+from agents.search import SearchArgs, run_search
+from nas_env.draw import draw_architecture
 
 
 @dataclass
 class CompareArgs:
+    """Arguments of ``nasrl-compare`` (one docstring per field)."""
+
     env: str = "NASRL-Digits-v0"
     """Gymnasium id of the NAS environment"""
     agents: list[str] = field(default_factory=lambda: ["reinforce", "random"])
@@ -124,7 +128,8 @@ def _json_number(value: float) -> float | None:
 
 
 def compare(args: CompareArgs) -> dict[str, Any]:
-    """Run every (agent, seed), then write ``results.csv``, ``best_so_far.png``, ``top_k.png``, ``summary.json``."""
+    """Run every (agent, seed), then write ``results.csv``, ``best_so_far.png``, ``top_k.png``, ``summary.json``
+    and ``best_<agent>.png`` (a picture of each agent's best architecture)."""
     for name in args.agents:
         if name not in AGENT_NAMES:
             raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(AGENT_NAMES)}")
@@ -187,6 +192,13 @@ def compare(args: CompareArgs) -> dict[str, Any]:
             "mean_last_50": {s: _json_number(_nan_mean(sc[s][-50:])) for s in per_seed},
             "mean_all": {s: _json_number(_nan_mean(sc[s])) for s in per_seed},
         }
+    for name in records:  # a picture of each agent's best architecture (highest reward over its seeds)
+        best = max((r for run in records[name].values() for r in run if can_be_best(r)),
+                   key=lambda r: r["reward"], default=None)
+        if best is not None:
+            path = out / f"best_{name}.png"
+            draw_architecture(best["arch"], path, caption=f"{name}: child {best['index']}, {score_text(best)}")
+            summary["agents"][name]["best_picture"] = path.name
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(curves, scores, archs, args, out, metric)
     print_summary(summary)
@@ -254,22 +266,14 @@ def _plot(curves: dict[str, dict[int, list[float]]], scores: dict[str, dict[int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    d = CompareArgs()
-    p = argparse.ArgumentParser(prog="nasrl-compare", description=__doc__)
-    p.add_argument("--env", default=d.env)
-    p.add_argument("--agents", nargs="+", default=d.agents, choices=AGENT_NAMES)
-    p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
-    p.add_argument("--episodes", type=int, default=d.episodes)
-    p.add_argument("--children-per-update", type=int, default=d.children_per_update)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--top-k", nargs="+", type=int, default=d.top_k)
-    p.add_argument("--out", default=d.out)
-    p.add_argument("--env-kwargs", type=json.loads, default={})
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    ns = p.parse_args(argv)
-    if ns.episodes < 1 or ns.checkpoint_every < 1 or min(ns.top_k) < 1:
-        p.error("--episodes, --checkpoint-every and --top-k must be at least 1")
-    compare(CompareArgs(**vars(ns)))
+    """Console entry point ``nasrl-compare``."""
+    args, _, parser = parse_dataclass(CompareArgs, argv, prog="nasrl-compare", description=__doc__)
+    if args.episodes < 1 or args.checkpoint_every < 1 or min(args.top_k) < 1:
+        parser.error("--episodes, --checkpoint-every and --top-k must be at least 1")
+    try:
+        compare(args)
+    except ValueError as e:
+        parser.error(str(e))
 
 
 if __name__ == "__main__":

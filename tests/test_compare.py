@@ -44,6 +44,9 @@ def test_short_comparison_writes_csv_plots_and_summary(tmp_path: Path, capsys: p
         assert image.size[0] > 400 and image.size[1] > 300
         assert has_colour(out / png, C0) and has_colour(out / png, C1)  # one curve per agent (or per k)
     assert json.loads((out / "summary.json").read_text())["episodes"] == 8
+    for agent in ("reinforce", "random"):  # a picture of each agent's best architecture
+        assert summary["agents"][agent]["best_picture"] == f"best_{agent}.png"
+        assert Image.open(out / f"best_{agent}.png").size[1] > 200
     printed = capsys.readouterr().out
     assert "reinforce" in printed and "top-5 mean" in printed
     assert all(1 <= n <= 8 for n in summary["agents"]["random"]["distinct_architectures"].values())
