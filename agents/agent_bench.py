@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.cli import parse_dataclass
+from nas_env.cli import parse_dataclass
 
 # label -> (agent name, its keyword arguments): what every benchmark of this project compares
 AGENT_SPECS: dict[str, tuple[str, dict[str, Any]]] = {

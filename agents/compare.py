@@ -24,9 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from agents import AGENT_NAMES
-from agents.cli import parse_dataclass
 from agents.run_folder import can_be_best, score_text
 from agents.search import SearchArgs, run_search
+from nas_env.cli import parse_dataclass
 from nas_env.draw import draw_architecture
 
 

@@ -28,10 +28,19 @@ batch of episodes in lockstep (sampling, with the LSTM state carried in a
 :class:`ControllerState`), and :meth:`Controller.forward` re-runs whole action sequences
 with teacher forcing through one fused ``nn.LSTM`` call (training: cheaper than a Python
 loop and it recomputes log-probabilities exactly from the stored actions).
+
+Logit shaping (ENAS, Pham et al. 2018; off by default, so the paper's controller is unchanged):
+every head's logits become ``logits / temperature`` and then, with a ``tanh_constant`` C,
+``C' * tanh(logits / temperature)``, where C' = C for skip tokens and C / ``op_tanh_reduce``
+for every other token (ENAS's micro controller; its macro code reads only C, i.e. a reduce
+of 1). A skip token's logit pair (0, s) becomes (0, C tanh(s / T)), since tanh(0) = 0. Both
+code paths apply it in :meth:`Controller._shape`, so sampling and the teacher-forced
+log-probabilities (hence the gradient) see the same distribution.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -93,6 +102,18 @@ def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None =
     return torch.argmax(logits + gumbel_noise(logits.shape, generator, logits.device, logits.dtype), dim=-1)
 
 
+def check_logit_shaping(temperature: float, tanh_constant: float | None, op_tanh_reduce: float) -> None:
+    """Raise a ValueError naming a bad temperature, tanh constant or op tanh reduction."""
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number > 0 (1.0: none), got {temperature!r}")
+    if tanh_constant is not None and (isinstance(tanh_constant, bool) or not isinstance(tanh_constant, int | float)
+                                      or not 0 < tanh_constant < math.inf):
+        raise ValueError(f"tanh_constant must be None (no squashing) or a finite number > 0, got {tanh_constant!r}")
+    if isinstance(op_tanh_reduce, bool) or not isinstance(op_tanh_reduce, int | float) \
+            or not 0 < op_tanh_reduce < math.inf:
+        raise ValueError(f"op_tanh_reduce must be a finite number > 0 (1.0: none), got {op_tanh_reduce!r}")
+
+
 class Controller(nn.Module):
     """The NAS controller RNN over a fixed token sequence (see the module docstring).
 
@@ -107,6 +128,9 @@ class Controller(nn.Module):
         init_range: every weight starts uniform in ``[-init_range, init_range]`` (the paper: 0.08).
         generator: the torch generator used for that initialisation (default: seed 0). The
             global RNG is never read: modules are built under ``fork_rng``, then re-initialised.
+        temperature: every logit is divided by it (1.0: none; ENAS micro used 5).
+        tanh_constant: C in ``C * tanh(logits / temperature)`` (None: no squashing; ENAS macro used 1.5).
+        op_tanh_reduce: non-skip tokens use ``C / op_tanh_reduce`` (ENAS micro: 2.5); skip tokens use C.
     """
 
     def __init__(
@@ -119,8 +143,15 @@ class Controller(nn.Module):
         attention_size: int | None = None,
         init_range: float = 0.08,
         generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        tanh_constant: float | None = None,
+        op_tanh_reduce: float = 1.0,
     ) -> None:
         super().__init__()
+        check_logit_shaping(temperature, tanh_constant, op_tanh_reduce)
+        self.temperature = float(temperature)
+        self.tanh_constant = None if tanh_constant is None else float(tanh_constant)
+        self.op_tanh_reduce = float(op_tanh_reduce)
         specs = tuple(token_specs)
         if not specs:
             raise ValueError("token_specs is empty")
@@ -230,6 +261,11 @@ class Controller(nn.Module):
     def num_steps(self) -> int:
         return len(self.token_specs)
 
+    @property
+    def skip_steps(self) -> torch.Tensor:
+        """The steps (long, sorted) whose token is a skip bit, on the controller's device."""
+        return self._skip_steps
+
     # --- sampling: one step for a batch of episodes in lockstep -------------------------------
     def initial_state(self, batch_size: int) -> ControllerState:
         w = self.embedding.weight
@@ -275,7 +311,16 @@ class Controller(nn.Module):
             logits = F.pad(self.v(torch.tanh(anchors[self._anchor_source[t]] + self.w_curr(x))), (1, 0))
         else:
             logits = self.heads[name](x)
-        return logits, ControllerState(tuple(hs), tuple(cs), anchors, t + 1)
+        return self._shape(logits, name == SKIP_TOKEN), ControllerState(tuple(hs), tuple(cs), anchors, t + 1)
+
+    def _shape(self, logits: torch.Tensor, skip: bool) -> torch.Tensor:
+        """Temperature and tanh squashing of one head's logits (its own choices only, before any -inf padding)."""
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if self.tanh_constant is not None:
+            c = self.tanh_constant if skip else self.tanh_constant / self.op_tanh_reduce
+            logits = c * torch.tanh(logits)
+        return logits
 
     def _skip_logits(self, h_prev: torch.Tensor, h_curr: torch.Tensor) -> torch.Tensor:
         """Two logits (no, yes) whose softmax is (1 - P, P), P = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))."""
@@ -304,11 +349,11 @@ class Controller(nn.Module):
         actions = actions.to(self._input_offset_t.device, torch.long)
         idx = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1) + self._input_offset_t
         out, _ = self.lstm(self.embedding(idx))  # B x T x H
-        pieces = [_pad_to(head(out[:, getattr(self, f"_steps_{n}")]), self.num_actions)
+        pieces = [_pad_to(self._shape(head(out[:, getattr(self, f"_steps_{n}")]), False), self.num_actions)
                   for n, head in self.heads.items()]
         if self._anchor_source:
-            pieces.append(_pad_to(self._skip_logits(out[:, self._skip_sources], out[:, self._skip_steps]),
-                                  self.num_actions))
+            skip_logits = self._skip_logits(out[:, self._skip_sources], out[:, self._skip_steps])
+            pieces.append(_pad_to(self._shape(skip_logits, True), self.num_actions))
         return torch.cat(pieces, dim=1)[:, self._inverse_order]
 
     def log_probs(self, actions: torch.Tensor, masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from agents.cli import parse_dataclass
 from agents.search import SearchArgs, make_envs, resolve_args, run_search
+from nas_env.cli import parse_dataclass
 
 __all__ = ["SearchArgs", "main", "make_envs", "parse_args", "run_search"]
 

@@ -30,9 +30,9 @@ import torch
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents.base import ChildRecord
-from agents.cli import parse_dataclass
 from agents.run_folder import RunFolder
 from nas_env.bench.table import BenchTable, actions_of, describe
+from nas_env.cli import parse_dataclass
 from nas_env.evaluators import EvalResult, TrainingEvaluator
 from nas_env.store import ResultStore
 

@@ -34,7 +34,6 @@ file: give them to :class:`FinalConfig` (``data`` and ``test_data``) from Python
 
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
 import json
@@ -49,6 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData, channel_stats
 from nas_env.data.memory import as_images, as_labels
 from nas_env.data.sources import (
@@ -581,73 +581,99 @@ def train_final(config: FinalConfig) -> dict[str, Any]:
 
 
 # --- command line --------------------------------------------------------------------------------
+@dataclass
+class FinalArgs:
+    """Flags of ``nasrl-train-final`` (one docstring per field); :func:`parse_args` turns them into a FinalConfig."""
+
+    source: str = field(metadata={"positional": True})
+    """a run folder, a best.json, or an architecture JSON"""
+    dataset: str | None = None
+    """one of the datasets (default: the run folder's)"""
+    data_root: str | None = None
+    """the datasets' root, or the image folder (default: the run's, else $NASRL_DATA_ROOT)"""
+    download: bool = True
+    """fetch CIFAR-10 / torchvision's sets when absent"""
+    image_size: list[int] | None = None
+    """image folder: H [W] (default: the run's)"""
+    val_size: int | None = None
+    """the search's validation images (default: the run's)"""
+    val_fraction: float | None = None
+    """the search's validation share (default: the run's)"""
+    split_seed: int | None = None
+    """the search's split seed (default: the run's)"""
+    epochs: int | None = None
+    """final training epochs (default: cifar10 100, digits 30)"""
+    grid_epochs: int | None = None
+    """epochs of each grid run (default: cifar10 25, digits 10)"""
+    batch_size: int | None = None
+    """default: cifar10 128, digits 64"""
+    grid: str = ""
+    """the grid as a JSON object or a JSON file, with keys lr, weight_decay, bn_eps, lr_decay_epoch (lists)"""
+    lr: list[float] | None = None
+    """grid learning rates (default 0.1 0.05)"""
+    weight_decay: list[float] | None = None
+    """grid weight decays (default 1e-4 5e-4)"""
+    bn_eps: list[float] | None = None
+    """grid batch-norm epsilons (default 1e-5 1e-3)"""
+    lr_decay_epoch: list[int] | None = None
+    """grid epochs (of the final schedule) at which the lr decays (default: 1/2 and 3/4 of it)"""
+    lr_decay_factor: float = 0.1
+    """lr multiplier at the decay epoch"""
+    seed: int = 0
+    """initialisation, data order and augmentation"""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N"""
+    precision: str = "auto"
+    """training precision: auto, fp32 or bf16"""
+    train_subset: int | None = None
+    """keep the first N training images (quick runs)"""
+    val_subset: int | None = None
+    """keep the first N validation images (quick runs)"""
+    test_size: int | None = None
+    """without an official test set: held-out test images (default: digits 297, an image folder 10% of its
+    training split)"""
+    name: str | None = None
+    """the Model column (default: the run folder's name)"""
+    out: str | None = None
+    """output folder (default: <run folder>/final)"""
+    progress: bool = True
+    """show a progress bar"""
+
+
 def _grid_json(text: str) -> dict[str, Any]:
     path = Path(text)
     try:
         value = json.loads(path.read_text(encoding="utf-8") if path.is_file() else text)
     except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"--grid must be a JSON object or a JSON file, got {text!r}: {e}") from e
+        raise ValueError(f"--grid must be a JSON object or a JSON file, got {text!r}: {e}") from e
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"--grid must be a JSON object like '{{\"lr\": [0.1, 0.05]}}', got {text!r}")
+        raise ValueError(f"--grid must be a JSON object like '{{\"lr\": [0.1, 0.05]}}', got {text!r}")
     return value
 
 
-def _image_size(values: list[int] | None) -> int | tuple[int, int] | None:
-    if values is None or len(values) == 1:
-        return values[0] if values else None
-    if len(values) != 2:
-        raise SystemExit(f"nasrl-train-final: --image-size takes H or H W, got {values}")
-    return values[0], values[1]
-
-
 def parse_args(argv: list[str] | None = None) -> FinalConfig:
-    """Command-line flags of ``nasrl-train-final``."""
-    p = argparse.ArgumentParser(prog="nasrl-train-final", description=(
+    """Command-line flags of ``nasrl-train-final``; a bad value exits with a message naming it."""
+    args, _, parser = parse_dataclass(FinalArgs, argv, prog="nasrl-train-final", description=(
         "Final training of a found architecture (Zoph & Le, section 4.1): grid search on the validation split, "
         "training on all training images, one test evaluation, a Table 1 row."))
-    p.add_argument("source", help="a run folder, a best.json, or an architecture JSON")
-    p.add_argument("--dataset", choices=DATASETS, help="default: the run folder's")
-    p.add_argument("--data-root", help="the datasets' root, or the image folder (default: the run's, else "
-                   "$NASRL_DATA_ROOT)")
-    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
-                   help="fetch CIFAR-10 / torchvision's sets when absent")
-    p.add_argument("--image-size", type=int, nargs="+", help="image folder: H [W] (default: the run's)")
-    p.add_argument("--val-size", type=int, help="the search's validation images (default: the run's)")
-    p.add_argument("--val-fraction", type=float, help="the search's validation share (default: the run's)")
-    p.add_argument("--split-seed", type=int, help="the search's split seed (default: the run's)")
-    p.add_argument("--epochs", type=int, help="final training epochs (default: cifar10 100, digits 30)")
-    p.add_argument("--grid-epochs", type=int, help="epochs of each grid run (default: cifar10 25, digits 10)")
-    p.add_argument("--batch-size", type=int, help="default: cifar10 128, digits 64")
-    p.add_argument("--grid", type=_grid_json, default={},
-                   help=f"grid as a JSON object or file with keys {', '.join(GRID_KEYS)} (lists)")
-    p.add_argument("--lr", type=float, nargs="+", help="grid learning rates (default 0.1 0.05)")
-    p.add_argument("--weight-decay", type=float, nargs="+", help="grid weight decays (default 1e-4 5e-4)")
-    p.add_argument("--bn-eps", type=float, nargs="+", help="grid batch-norm epsilons (default 1e-5 1e-3)")
-    p.add_argument("--lr-decay-epoch", type=int, nargs="+",
-                   help="grid epochs (of the final schedule) at which the lr decays (default: 1/2 and 3/4 of it)")
-    p.add_argument("--lr-decay-factor", type=float, default=0.1, help="lr multiplier at the decay epoch")
-    p.add_argument("--seed", type=int, default=0, help="initialisation, data order and augmentation")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="training precision")
-    p.add_argument("--train-subset", type=int, help="keep the first N training images (quick runs)")
-    p.add_argument("--val-subset", type=int, help="keep the first N validation images (quick runs)")
-    p.add_argument("--test-size", type=int, help=f"without an official test set: held-out test images (default: "
-                   f"digits {DIGITS_TEST_SIZE}, an image folder {HELD_OUT_FRACTION:.0%} of its training split)")
-    p.add_argument("--name", help="the Model column (default: the run folder's name)")
-    p.add_argument("--out", help="output folder (default: <run folder>/final)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
-    ns = p.parse_args(argv)
-    grid = dict(ns.grid)
-    for key, flag in (("lr", ns.lr), ("weight_decay", ns.weight_decay), ("bn_eps", ns.bn_eps),
-                      ("lr_decay_epoch", ns.lr_decay_epoch)):
-        if flag is not None:
-            grid[key] = flag
-    return FinalConfig(source=ns.source, dataset=ns.dataset, data_root=ns.data_root, download=ns.download,
-                       epochs=ns.epochs, grid_epochs=ns.grid_epochs, batch_size=ns.batch_size, grid=grid,
-                       lr_decay_factor=ns.lr_decay_factor, seed=ns.seed, device=ns.device, precision=ns.precision,
-                       train_subset=ns.train_subset, val_subset=ns.val_subset, test_size=ns.test_size, name=ns.name,
-                       out=ns.out, progress=ns.progress, image_size=_image_size(ns.image_size),
-                       val_size=ns.val_size, val_fraction=ns.val_fraction, split_seed=ns.split_seed)
+    if args.dataset is not None and args.dataset not in DATASETS:
+        parser.error(f"--dataset {args.dataset!r} is not one of {', '.join(DATASETS)}")
+    if args.precision not in PRECISIONS:
+        parser.error(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if args.image_size is not None and len(args.image_size) > 2:
+        parser.error(f"--image-size takes H or H W, got {args.image_size}")
+    try:
+        grid = _grid_json(args.grid) if args.grid else {}
+    except ValueError as e:
+        parser.error(str(e))
+    for key in ("lr", "weight_decay", "bn_eps", "lr_decay_epoch"):
+        if getattr(args, key) is not None:
+            grid[key] = getattr(args, key)
+    size = args.image_size
+    image_size = None if size is None else size[0] if len(size) == 1 else (size[0], size[1])
+    kept = {k: v for k, v in asdict(args).items() if k not in ("grid", "lr", "weight_decay", "bn_eps",
+                                                               "lr_decay_epoch", "image_size")}
+    return FinalConfig(**kept, grid=grid, image_size=image_size)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ def field_docs(cls: type) -> dict[str, str]:
     for node, after in itertools.pairwise(body):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
                 and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
-            docs[node.target.id] = " ".join(after.value.value.split())
+            docs[node.target.id] = " ".join(after.value.value.split()).replace("%", "%%")  # argparse formats help
     return docs
 
 
