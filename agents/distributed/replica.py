@@ -19,7 +19,9 @@ from agents.base import Episode, UpdateStats, child_seed
 from agents.distributed.child import PresetEvaluator, local_env
 from agents.reinforce import ReinforceAgent
 
-AGENT_KWARGS = ("lr", "baseline_decay", "baseline_init", "entropy_coef", "max_grad_norm", "controller_kwargs")
+# Options a replica applies exactly (normalize_advantage and ppo_epochs keep state or steps a replica does not have).
+AGENT_KWARGS = ("preset", "lr", "baseline_decay", "baseline_init", "entropy_coef", "max_grad_norm", "controller_kwargs",
+                "temperature", "tanh_constant", "op_tanh_reduce", "skip_penalty", "skip_target")
 
 
 def replica_seed(seed: int, replica: int) -> int:

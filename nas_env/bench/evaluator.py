@@ -37,6 +37,7 @@ class TableEvaluator:
         self._mean_test = table.mean_test()
         self.best_mean = float(self._mean.max())
         self._time_scale = self.epochs / table.epochs  # a child trained fewer epochs costs that share of the time
+        self._rows: dict[Architecture, int] = {}  # architectures are immutable and hashable: encode each once
 
     def fingerprint(self) -> str:
         key = f"{self.table.fingerprint}/{self.table.name}/{self.noise}/{self.epochs}"
@@ -44,10 +45,12 @@ class TableEvaluator:
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
         t = self.table
-        try:
-            i = t.index(self.space.encode(arch))
-        except ValueError as e:
-            raise ValueError(f"architecture {arch.to_json()} is not in table {t.name!r}: {e}") from None
+        i = self._rows.get(arch)
+        if i is None:
+            try:
+                i = self._rows[arch] = t.index(self.space.encode(arch))
+            except ValueError as e:
+                raise ValueError(f"architecture {arch.to_json()} is not in table {t.name!r}: {e}") from None
         c = self.column
         if self.noise == "seed":
             k = int(seed) % len(t.seeds)

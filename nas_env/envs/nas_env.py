@@ -15,6 +15,7 @@ from nas_env.spaces.base import Architecture, SearchSpace
 
 INVALID_ACTION_POLICIES = ("penalize", "wrap", "raise")
 COST_METRICS = ("params", "flops")
+DECODE_CACHE_SIZE = 100_000  # decoded architectures kept per env (immutable; a table env meets each many times)
 MNASNET_COST_EXPONENT = -0.07  # MnasNet's soft-constraint exponent (Tan et al. 2019)
 REWARD_TRANSFORMS: dict[str, Callable[[float], float]] = {
     "identity": lambda r: r,
@@ -190,6 +191,7 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         self._started = False
         self._child_seed = 0
         self._last_info: dict[str, Any] = {}
+        self._decoded: dict[tuple[int, ...], Architecture] = {}  # (depth's token count, *actions) -> architecture
 
         # Depth: only spaces that can rebuild themselves at another depth support it.
         depth = getattr(space, "num_layers", None)
@@ -375,7 +377,12 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
 
     def _finish(self) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self._done = True
-        arch = self._episode_space.decode(self._actions)
+        key = (self._episode_len, *self._actions)
+        arch = self._decoded.get(key)
+        if arch is None:  # decoding validates the whole architecture: do it once per distinct child
+            arch = self._episode_space.decode(self._actions)
+            if len(self._decoded) < DECODE_CACHE_SIZE:
+                self._decoded[key] = arch
         result = as_result(self.evaluator(arch, self._child_seed))
         score, cost_info = self._apply_cost(result)
         # A child stopped early keeps the accuracy it reached (a lower bound); failures score 0.

@@ -1,0 +1,83 @@
+"""Benchmark a NASRL-Bench env: whole episodes (every token plus the table lookup) beside CartPole-v1's.
+
+Run: ``python scripts/bench_table_env.py`` (a few seconds). Both envs are timed in this one run, on
+one core, with the same number of steps per episode: CartPole resets and steps as many times as the
+table env has tokens (its episodes end early only if the pole falls; it is then reset and continued).
+The last line is a JSON object with the medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import nas_env  # noqa: F401  (registers the ids)
+from nas_env.cli import parse_dataclass
+
+
+@dataclass
+class Args:
+    """Arguments (one docstring per field)."""
+
+    table: str = "digits"
+    """NASRL-Bench table: a shipped name or a .json.gz path"""
+    episodes: int = 20000
+    """episodes of each env to time"""
+    seed: int = 0
+    """seed of the actions"""
+
+
+def table_episode_us(env: gym.Env, actions: np.ndarray) -> list[float]:
+    """Microseconds of each whole episode: reset, every token's step, the final lookup."""
+    times = []
+    for k, episode in enumerate(actions):
+        start = time.perf_counter()
+        env.reset(seed=k)
+        for a in episode:
+            env.step(a)
+        times.append((time.perf_counter() - start) * 1e6)
+    return times
+
+
+def cartpole_episode_us(env: gym.Env, steps: int, episodes: int) -> list[float]:
+    """Microseconds of ``steps`` CartPole steps after a reset (reset again if the pole falls)."""
+    times = []
+    for k in range(episodes):
+        start = time.perf_counter()
+        env.reset(seed=k)
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = env.step(k % 2)
+            if terminated or truncated:
+                env.reset()
+        times.append((time.perf_counter() - start) * 1e6)
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, _, _ = parse_dataclass(Args, argv, prog="bench_table_env.py", description=__doc__)
+    torch.set_num_threads(1)
+    env = gym.make("NASRL-Bench-Digits-v0", table=args.table)
+    choices = np.array([s.num_choices for s in env.unwrapped.token_specs])
+    rng = np.random.default_rng(args.seed)
+    actions = (rng.random((args.episodes, len(choices))) * choices).astype(np.int64)  # valid at every step
+    table_episode_us(env, actions[:200])  # warm-up
+    ours = statistics.median(table_episode_us(env, actions))
+    cartpole = gym.make("CartPole-v1")
+    cartpole_episode_us(cartpole, len(choices), 200)
+    theirs = statistics.median(cartpole_episode_us(cartpole, len(choices), args.episodes))
+    print(f"{'env':<28} {'steps/episode':>13} {'median us/episode':>18} {'episodes/s':>11}")
+    print(f"{'NASRL-Bench-Digits-v0':<28} {len(choices):>13} {ours:>18.1f} {1e6 / ours:>11,.0f}")
+    print(f"{'CartPole-v1':<28} {len(choices):>13} {theirs:>18.1f} {1e6 / theirs:>11,.0f}")
+    print(json.dumps({"table_episode_us": round(ours, 2), "cartpole_episode_us": round(theirs, 2),
+                      "ratio_to_cartpole": round(ours / theirs, 3), "steps_per_episode": int(len(choices)),
+                      "table_episodes_per_s": round(1e6 / ours)}))
+
+
+if __name__ == "__main__":
+    main()
