@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'NASRL-Bench-Digits-v0':<28} {len(choices):>13} {ours:>18.1f} {1e6 / ours:>11,.0f}")
     print(f"{'CartPole-v1':<28} {len(choices):>13} {theirs:>18.1f} {1e6 / theirs:>11,.0f}")
     print(json.dumps({"table_episode_us": round(ours, 2), "cartpole_episode_us": round(theirs, 2),
-                      "ratio_to_cartpole": round(ours / theirs, 3), "steps_per_episode": int(len(choices)),
+                      "ratio_to_cartpole": round(ours / theirs, 3), "steps_per_episode": len(choices),
                       "table_episodes_per_s": round(1e6 / ours)}))
 
 
