@@ -23,6 +23,7 @@ setup(
         "gymnasium>=1.0",
         "numpy>=1.24",
         "scikit-learn>=1.2",
+        "scipy>=1.9",  # NASRL-Bench statistics: Spearman, Mann-Whitney U
         "tqdm>=4.60",
         "tensorboard>=2.12",
         "matplotlib>=3.6",
@@ -36,7 +37,8 @@ setup(
     },
     entry_points={"console_scripts": ["nasrl-search=agents.runner:main", "nasrl-compare=agents.compare:main",
                                         "nasrl-train-final=nas_env.training.final:main",
-                                        "nasrl-tabulate=agents.tabulate:main"]},
+                                        "nasrl-tabulate=agents.tabulate:main",
+                                        "nasrl-agent-bench=agents.agent_bench:main"]},
     package_data={"nas_env.bench": ["tables/*.json.gz"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )
