@@ -106,14 +106,19 @@ def tabulated_evaluator(env_id: str, env_kwargs: dict[str, Any]) -> tuple[gym.En
 
 
 def evaluate(env_id: str, env_kwargs: dict[str, Any], actions: list[int], seed: int) -> EvalResult:
-    """Train one (architecture, seed) in this process, with one torch thread (the data is loaded once)."""
+    """Train one (architecture, seed) in this process (the data is loaded once per process)."""
     key = json.dumps([env_id, env_kwargs], sort_keys=True)
     if key not in _WORKER:
-        torch.set_num_threads(1)
         env, evaluator = tabulated_evaluator(env_id, env_kwargs)
         _WORKER[key] = (env.unwrapped.space, evaluator)
     space, evaluator = _WORKER[key]
     return evaluator(space.decode(actions), seed)
+
+
+def evaluate_one_thread(env_id: str, env_kwargs: dict[str, Any], actions: list[int], seed: int) -> EvalResult:
+    """:func:`evaluate` in a worker of its own (a Ray task): one torch thread, so workers share cores fairly."""
+    torch.set_num_threads(1)
+    return evaluate(env_id, env_kwargs, actions, seed)
 
 
 # --- the tool --------------------------------------------------------------------------------------
@@ -187,7 +192,8 @@ def _run(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]):
             yield i, k, evaluate(args.env, args.env_kwargs, actions_of(i, choices), k)
         return
     window = 4 * args.num_envs  # a few tasks queued per worker; results come back as they finish
-    with ProcessPoolExecutor(args.num_envs, mp_context=get_context("forkserver")) as pool:
+    with ProcessPoolExecutor(args.num_envs, mp_context=get_context("forkserver"), initializer=torch.set_num_threads,
+                             initargs=(1,)) as pool:  # one torch thread per worker process
         pending: dict[Future, tuple[int, int]] = {}
         queue = iter(todo)
         while True:
@@ -209,7 +215,7 @@ def _run_ray(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]
     started = not ray.is_initialized()
     if started:
         ray.init(include_dashboard=False, logging_level="warning")
-    task = ray.remote(evaluate).options(num_cpus=1)
+    task = ray.remote(evaluate_one_thread).options(num_cpus=1)
     try:
         window = 4 * int(ray.cluster_resources().get("CPU", 1))
         pending: dict[Any, tuple[int, int]] = {}

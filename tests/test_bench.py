@@ -179,3 +179,16 @@ def test_tabulate_resumes_after_kill_9(tmp_path: Path) -> None:
     assert table.num_archs == 8 and not np.isnan(table.val_acc).any()
     fingerprint = table.fingerprint
     assert sum(1 for _ in ResultStore(store_path).rows(seed_fingerprint(fingerprint, 0))) == 8
+
+
+@pytest.mark.slow
+def test_tabulate_on_ray_gives_the_same_table_as_one_process(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    tables = []
+    for backend in ("local", "ray"):
+        out = tmp_path / f"{backend}.json.gz"
+        tabulate(TabulateArgs(env_kwargs=TINY_KWARGS, name="tiny", seeds=2, logdir=str(tmp_path / backend),
+                              out=str(out), backend=backend, progress=False))
+        tables.append(BenchTable.load(out))
+    np.testing.assert_array_equal(tables[0].val_acc, tables[1].val_acc)  # same seeds, same CPU results
+    assert tables[0].fingerprint == tables[1].fingerprint
