@@ -52,6 +52,8 @@ class CompareArgs:
     """output folder: CSV, PNGs, summary.json, and one run folder per (agent, seed)"""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """keyword arguments passed to gym.make"""
+    variants: dict[str, Any] = field(default_factory=dict)
+    """extra agent labels for --agents (JSON): {"label": {"agent": "reinforce", "kwargs": {"preset": "paper"}}}"""
     progress: bool = True
     """show progress bars"""
 
@@ -130,9 +132,15 @@ def _json_number(value: float) -> float | None:
 def compare(args: CompareArgs) -> dict[str, Any]:
     """Run every (agent, seed), then write ``results.csv``, ``best_so_far.png``, ``top_k.png``, ``summary.json``
     and ``best_<agent>.png`` (a picture of each agent's best architecture)."""
+    specs = {name: (name, {}) for name in AGENT_NAMES}
+    for label, spec in args.variants.items():
+        if not isinstance(spec, dict) or spec.get("agent") not in AGENT_NAMES:
+            raise ValueError(f"--variants {label!r} must be {{\"agent\": one of {', '.join(AGENT_NAMES)}, "
+                             f"\"kwargs\": {{...}}}}, got {spec!r}")
+        specs[label] = (spec["agent"], dict(spec.get("kwargs", {})))
     for name in args.agents:
-        if name not in AGENT_NAMES:
-            raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(AGENT_NAMES)}")
+        if name not in specs:
+            raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(specs)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "store.sqlite"
@@ -145,7 +153,8 @@ def compare(args: CompareArgs) -> dict[str, Any]:
         for seed in args.seeds:
             run_name = f"{name}__{seed}"
             run_dir = out / run_name
-            search = SearchArgs(env=args.env, agent=name, episodes=args.episodes, seed=seed,
+            search = SearchArgs(env=args.env, agent=specs[name][0], agent_kwargs=specs[name][1],
+                                episodes=args.episodes, seed=seed,
                                 children_per_update=args.children_per_update, logdir=str(out), run_name=run_name,
                                 env_kwargs=args.env_kwargs, store=str(store), progress=args.progress)
             if (run_dir / "config.json").exists():  # an earlier, interrupted comparison: continue it

@@ -111,3 +111,18 @@ def test_top_k_ranks_by_reward_and_averages_scores() -> None:
     assert top_k_mean(rewards, 2, ["a", "b", "b", "c"], ppls) == pytest.approx(150.0)  # distinct archs
     assert score_of_best_so_far(rewards, ppls) == [200.0, 100.0, 100.0, 100.0]
     assert np.isnan(score_of_best_so_far([0.0, 0.5], [float("nan"), 90.0])[0])
+
+
+def test_variants_compare_one_agent_under_several_settings(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    variants = {"reinforce-paper": {"agent": "reinforce", "kwargs": {"preset": "paper"}},
+                "reinforce-fast": {"agent": "reinforce", "kwargs": {"lr": 0.01}}}
+    summary = compare(CompareArgs(agents=["reinforce-paper", "reinforce-fast"], seeds=[0], episodes=5,
+                                  children_per_update=5, out=str(out), variants=variants,
+                                  env_kwargs={"evaluator": "synthetic", "num_layers": 2}, progress=False))
+    assert set(summary["agents"]) == {"reinforce-paper", "reinforce-fast"}
+    configs = {label: json.loads((out / f"{label}__0" / "config.json").read_text()) for label in variants}
+    assert configs["reinforce-paper"]["agent_kwargs"] == {"preset": "paper"}
+    assert configs["reinforce-fast"]["agent_kwargs"] == {"lr": 0.01}
+    with pytest.raises(ValueError, match="--variants 'x' must be"):
+        compare(CompareArgs(agents=["x"], variants={"x": {"agent": "genetic"}}, out=str(out)))
