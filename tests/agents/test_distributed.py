@@ -85,6 +85,7 @@ def test_k2_m2_s2_async_completes_learns_and_stores_every_child(ray_address: str
     assert len(acc.Scalars("update/policy_loss")) == 8  # one gradient per batch of m = 2
 
 
+@pytest.mark.slow  # a Ray fault drill: run with -m slow
 def test_sync_rounds_have_no_staleness(ray_address: str, tmp_path: Path) -> None:
     run_dir = run_search(ray_args(tmp_path, "sync", 8, SYNTHETIC, sync=True, param_servers=1))
     assert [r["index"] for r in read(run_dir)] == list(range(8))
@@ -109,6 +110,7 @@ def _processes(title: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow  # a Ray fault drill: run with -m slow
 def test_killed_workers_are_retried_then_failed_and_a_dead_replica_restarts(ray_address: str,
                                                                               tmp_path: Path) -> None:
     run_dir = tmp_path / "faults"
@@ -149,6 +151,7 @@ def test_killed_workers_are_retried_then_failed_and_a_dead_replica_restarts(ray_
     assert failed["reward"] == 0.0 and failed["arch"] is not None
 
 
+@pytest.mark.slow  # a Ray fault drill: run with -m slow
 def test_driver_killed_resumes_without_losing_or_retraining(ray_address: str, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "agents.runner", "--backend", "ray", "--address", ray_address, "--episodes", "10",
            "--replicas", "2", "--children-per-replica", "2", "--param-servers", "1", "--logdir", str(tmp_path),
