@@ -213,6 +213,9 @@ class CachedEvaluator:
     settings) is not trained again. ``metrics["result_seed"]`` reports the seed that produced
     the result: the stored one on a hit, this call's on a miss.
 
+    ``serve=False`` records every result and serves none: for evaluators whose result depends on their own
+    state (a weight-sharing supernet), where an earlier reward is not what evaluating now would give.
+
     Concurrency: an architecture is claimed before it is trained (see the module docstring), so
     two workers that draw it at the same moment train it once; ``duplicates_avoided`` counts
     the evaluations served by waiting on another worker's claim.
@@ -220,7 +223,8 @@ class CachedEvaluator:
 
     SEED_POLICY = "first-seed-wins"
 
-    def __init__(self, inner: Evaluator, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S) -> None:
+    def __init__(self, inner: Evaluator, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S,
+                 serve: bool = True) -> None:
         if not callable(getattr(inner, "fingerprint", None)):
             raise TypeError(f"caching needs an evaluator with a fingerprint() method, got {type(inner).__name__}")
         if not lease_s > 0:
@@ -228,6 +232,7 @@ class CachedEvaluator:
         self.inner = inner
         self.store = store if isinstance(store, ResultStore) else ResultStore(store)
         self.lease_s = float(lease_s)
+        self.serve = serve  # False: record every result, serve none (a stateful evaluator, e.g. weight sharing)
         self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.hits = 0
         self.misses = 0
@@ -245,6 +250,12 @@ class CachedEvaluator:
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
         fp = self.fingerprint()
+        if not self.serve:
+            result = as_result(self.inner(arch, seed))
+            if result.status in CACHEABLE_STATUSES:
+                self.store.put(fp, arch, result, seed)
+            return EvalResult(result.reward, result.status, {**result.metrics, "cache_hit": False,
+                                                             "result_seed": int(seed)})
         waited = False
         while True:
             cached = self.store.get(fp, arch)

@@ -190,8 +190,8 @@ class CNNNASEnv(NASEnv):
         else:
             raise ValueError(f"evaluator must be one of {EVALUATOR_NAMES} or a callable (arch, seed) -> EvalResult, "
                              f"got {evaluator!r}")
-        if store is not None:
-            chosen = CachedEvaluator(chosen, store)
+        if store is not None:  # a supernet's reward depends on its state then: recorded in the store, never served
+            chosen = CachedEvaluator(chosen, store, serve=evaluator != "shared")
         super().__init__(space, chosen, reward_transform=reward_transform, invalid_action=invalid_action,
                          invalid_action_penalty=invalid_action_penalty, render_mode=render_mode,
                          active_layers=active_layers, cost_metric=cost_metric, cost_target=cost_target,
