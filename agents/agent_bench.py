@@ -58,7 +58,9 @@ class AgentBenchArgs:
     variants: dict[str, Any] = field(default_factory=dict)
     """extra labels (JSON): {"label": {"agent": "reinforce", "kwargs": {...}}}"""
     seeds: int = 20
-    """seeds per agent (0..seeds-1)"""
+    """seeds per agent (first_seed .. first_seed + seeds - 1)"""
+    first_seed: int = 0
+    """the first seed: a study picks settings on some seeds, a confirmation run uses fresh ones"""
     children: int = 1000
     """children per run"""
     children_per_update: int = 5
@@ -178,7 +180,7 @@ def benchmark(args: AgentBenchArgs) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(args.table, label, name, kw, seed, args.children, args.children_per_update, args.noise, args.epochs)
-            for label, (name, kw) in agents.items() for seed in range(args.seeds)]
+            for label, (name, kw) in agents.items() for seed in range(args.first_seed, args.first_seed + args.seeds)]
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
     with ProcessPoolExecutor(args.workers, mp_context=get_context("forkserver")) as pool, \
