@@ -28,7 +28,6 @@ Data: ``--data-root`` (official python layout); by default ``$NASRL_DATA_ROOT`` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -37,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -49,6 +48,7 @@ from reference_trainer import InMemoryImages, reference_transform, train_referen
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents import ReinforceAgent
+from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
 from nas_env.data.cifar10 import FOLDER, default_data_root, load_cifar10
 from nas_env.models.cnn import build_model
@@ -69,6 +69,8 @@ PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # the proxy fidelity ch
 
 @dataclass
 class Args:
+    """Arguments (one docstring per field)."""
+
     quick: bool = False
     """a short run (1 sampled child + the 36-filter one, 64 training images each at batch 64); noisier figures"""
     children: int = 3
@@ -84,19 +86,14 @@ class Args:
     device: str = "auto"
     """device to benchmark on"""
     data_root: str = ""
-    """folder holding cifar-10-batches-py (default: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
+    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
     seed: int = 0
     """seed of the sampled children and their weights"""
 
 
-def parse_args() -> Args:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(Args):
-        if f.type == "bool":
-            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    args = Args(**vars(p.parse_args()))
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The flags, with ``--quick``'s sizes applied over the others."""
+    args, _, _ = parse_dataclass(Args, argv, prog="bench.py", description=__doc__)
     if args.quick:
         args = replace(args, children=1, train_images=64, batch_size=64, val_images=128)
     return args
@@ -208,8 +205,8 @@ def device_name(device: torch.device) -> str:
     return f"CPU: {model}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     device = resolve_device(args.device)
     workers = args.reference_workers if args.reference_workers >= 0 else (
         min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)

@@ -19,7 +19,6 @@ Rows:
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -31,12 +30,15 @@ import torch
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents import Episode, ReinforceAgent
+from nas_env.cli import parse_dataclass
 
 ENV_ID = "NASRL-CIFAR10-v0"
 
 
 @dataclass
 class Args:
+    """Arguments (one docstring per field)."""
+
     children: int = 8
     """m: children per update"""
     repeats: int = 15
@@ -79,11 +81,8 @@ def env_only_ms(env: gym.Env, m: int) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, default in vars(Args()).items():
-        p.add_argument(f"--{name}", type=type(default), default=default)
-    args = Args(**vars(p.parse_args()))
+def main(argv: list[str] | None = None) -> None:
+    args, _, _ = parse_dataclass(Args, argv, prog="bench_controller.py", description=__doc__)
     m = args.children
 
     env = make_env()

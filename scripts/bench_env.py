@@ -7,7 +7,6 @@ this same run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -17,10 +16,13 @@ import gymnasium as gym
 import numpy as np
 
 import nas_env  # noqa: F401  (registers the ids)
+from nas_env.cli import parse_dataclass
 
 
 @dataclass
 class Args:
+    """Arguments (one docstring per field)."""
+
     steps: int = 20000
     """non-final env steps to time (and as many CartPole steps)"""
     children: int = 9
@@ -51,11 +53,8 @@ def median_step_us(env: gym.Env, steps: int, rng: np.random.Generator, skip_fina
     return statistics.median(times) * 1e6
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, default in vars(Args()).items():
-        p.add_argument(f"--{name}", type=type(default), default=default)
-    args = Args(**vars(p.parse_args()))
+def main(argv: list[str] | None = None) -> None:
+    args, _, _ = parse_dataclass(Args, argv, prog="bench_env.py", description=__doc__)
     rng = np.random.default_rng(args.seed)
 
     # gym.make adds the same wrappers (order enforcing, env checker) to both envs: a like-for-like comparison.

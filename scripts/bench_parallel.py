@@ -18,10 +18,10 @@ this process. Prints a table, then one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -30,9 +30,25 @@ import ray
 
 import nas_env  # noqa: F401
 from agents.distributed.child import evaluate_child
+from nas_env.cli import parse_dataclass
 from nas_env.vector import make_parallel_envs
 
 ENV = "NASRL-Digits-v0"
+
+
+@dataclass
+class Args:
+    """Arguments (one docstring per field)."""
+
+    children: int = 8
+    """children per measurement (even: the 2-worker runs take them two at a time)"""
+    epochs: int = 5
+    """epochs per child (5: about a second on one core)"""
+    seed: int = 0
+    """seed of the drawn architectures"""
+    one_architecture: bool = False
+    """train one architecture every time: an evaluator of fixed cost, so the lockstep vector env does not wait on
+    its slower child"""
 
 
 def draw_children(n: int, seed: int, one_architecture: bool = False) -> list[list[int]]:
@@ -90,15 +106,12 @@ def ray_overhead_ms(children: list[list[int]], rounds: int = 40) -> tuple[float,
     return remote, local
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--children", type=int, default=8, help="children per measurement (even)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per child (5: about a second on one core)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--one-architecture", action="store_true",
-                        help="train one architecture every time: an evaluator of fixed cost, so the lockstep "
-                             "vector env does not wait on its slower child")
-    a = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    a, _, parser = parse_dataclass(Args, argv, prog="bench_parallel.py", description=__doc__)
+    if a.children < 2 or a.children % 2:
+        parser.error(f"--children must be an even number >= 2, got {a.children}")
+    if a.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {a.epochs}")
     children = draw_children(a.children, a.seed, a.one_architecture)
     kwargs = {"epochs": a.epochs, "device": "cpu"}
 

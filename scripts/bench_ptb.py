@@ -10,16 +10,16 @@ one JSON object. Throughput counts training tokens over the training loop's time
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nas_env.cli import parse_dataclass
 from nas_env.data.ptb import TextData, load_ptb
 from nas_env.models.rnn_cell import CellLanguageModel, count_params
 from nas_env.spaces.rnn_cell import CellArchitecture, RNNCellSearchSpace, lstm_like_cell
@@ -27,6 +27,26 @@ from nas_env.training.device import resolve_device
 from nas_env.training.lm_trainer import LMTrainConfig, batchify, evaluate_perplexity, train_lm
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@dataclass
+class Args:
+    """Arguments (one docstring per field)."""
+
+    tokens: int = 20_000
+    """training tokens per run"""
+    hidden: int | None = None
+    """embedding and hidden size (None: the proxy's)"""
+    batch_size: int | None = None
+    """batch size (None: the proxy's)"""
+    repeats: int = 1
+    """timed runs per model after one warm-up (median)"""
+    device: str = "auto"
+    """auto, cpu, cuda"""
+    data_root: str = str(SHARED)
+    """folder with the PTB files (or their ptb/ folder)"""
+    seed: int = 0
+    """seed of the random tree and of the models"""
 
 
 def tokens_per_second(cell: CellArchitecture | str, data: TextData, config: LMTrainConfig, device: torch.device,
@@ -50,16 +70,12 @@ def tokens_per_second(cell: CellArchitecture | str, data: TextData, config: LMTr
     return statistics.median(rates), params
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=20_000, help="training tokens per run (default 20,000)")
-    parser.add_argument("--hidden", type=int, default=None, help="embedding and hidden size (default: the proxy's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the proxy's)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per model after one warm-up (median)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--data-root", default=str(SHARED), help="folder with the PTB files (or their ptb/ folder)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random tree and of the models")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args, _, parser = parse_dataclass(Args, argv, prog="bench_ptb.py", description=__doc__)
+    for flag, value in (("--tokens", args.tokens), ("--repeats", args.repeats), ("--hidden", args.hidden),
+                        ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
     device = resolve_device(args.device)
     config = LMTrainConfig()
     if args.hidden is not None:

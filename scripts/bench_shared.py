@@ -23,19 +23,19 @@ Data: ``--data-root`` (official python layout); by default ``$NASRL_DATA_ROOT`` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
 from nas_env.data.cifar10 import FOLDER, default_data_root, load_cifar10
 from nas_env.models.cnn import build_model
@@ -58,6 +58,8 @@ CONVERT_TRAIN = 10_000  # images converted from the shared PNG copy: enough for 
 
 @dataclass
 class Args:
+    """Arguments (one docstring per field)."""
+
     quick: bool = False
     """a shorter run: 1 child, 128 training images for the from-scratch rate"""
     children: int = 2
@@ -79,19 +81,14 @@ class Args:
     device: str = "auto"
     """device to benchmark on"""
     data_root: str = ""
-    """folder holding cifar-10-batches-py (default: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
+    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
     seed: int = 0
     """seed of the sampled children and of both evaluators"""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(Args):
-        if f.type == "bool":
-            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    args = Args(**vars(p.parse_args(argv)))
+    """The flags, with ``--quick``'s sizes applied over the others."""
+    args, _, _ = parse_dataclass(Args, argv, prog="bench_shared.py", description=__doc__)
     if args.quick:
         args = replace(args, children=1, train_images=128)
     return args

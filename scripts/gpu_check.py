@@ -34,7 +34,6 @@ without it (docs/gpu_check.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing as mp
@@ -62,6 +61,7 @@ except ModuleNotFoundError as _missing:
         from None
 from reference_trainer import train_reference
 
+from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData, channel_stats, split_indices
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
@@ -110,29 +110,54 @@ QUICK = Sizes(train_images=256, val_images=64, children=1, num_layers=2, batch_s
               profile_seconds=20, variants_seconds=20, concurrency_seconds=60, bench_seconds=0, search_seconds=0)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--png-dir", required=True, type=Path, help="folder with cifar10_batch_N.png + cifar10_labels.js")
-    p.add_argument("--out", required=True, type=Path, help="folder for every output file (created)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for the CPU test (no bench, no search)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled children (bench.py's sampling)")
-    p.add_argument("--sections", default="profile,variants,concurrency,bench,search",
-                   help="comma-separated subset of profile,variants,concurrency,bench,search")
-    p.add_argument("--search-num-envs", type=int, default=0, help="children at once in the search (0: best from 3)")
-    p.add_argument("--search-train-config", default="auto",
-                   help="the search's train_config as JSON, or 'auto': validate='reward_window', plus every option "
-                        "when 'all' beat 'none' at batch 128 in the variants")
-    args = p.parse_args(argv)
-    args.sizes = QUICK if args.quick else Sizes()
+SECTIONS = ("profile", "variants", "concurrency", "bench", "search")  # in the order they run
+
+
+@dataclass
+class Args:
+    """Arguments (one docstring per field)."""
+
+    png_dir: Path | None = None
+    """folder with cifar10_batch_N.png + cifar10_labels.js (required)"""
+    out: Path | None = None
+    """folder for every output file (created; required)"""
+    quick: bool = False
+    """tiny sizes, for the CPU test (no bench, no search)"""
+    device: str = "auto"
+    """device to check: auto, cpu, cuda, cuda:N"""
+    seed: int = 0
+    """seed of the sampled children (bench.py's sampling)"""
+    sections: str = ",".join(SECTIONS)
+    """comma-separated subset of profile,variants,concurrency,bench,search"""
+    search_num_envs: int = 0
+    """children at once in the search (0: best from 3)"""
+    search_train_config: str = "auto"
+    """the search's train_config as JSON, or 'auto': validate='reward_window', plus every option when 'all' beat
+    'none' at batch 128 in the variants"""
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Args, Sizes, set[str]]:
+    """The flags, the sizes they select (``--quick``: the tiny ones) and the sections to run."""
+    args, _, p = parse_dataclass(Args, argv, prog="gpu_check.py", description=__doc__)
+    missing = [flag for flag, value in (("--png-dir", args.png_dir), ("--out", args.out)) if value is None]
+    if missing:
+        p.error(f"the following arguments are required: {', '.join(missing)}")
     wanted = {s.strip() for s in args.sections.split(",") if s.strip()}
-    allowed = {"profile", "variants", "concurrency", "bench", "search"}
+    allowed = set(SECTIONS)
     if not wanted <= allowed:
         p.error(f"--sections: {sorted(wanted - allowed)} not among {sorted(allowed)}")
+    if args.search_num_envs < 0:
+        p.error(f"--search-num-envs must be >= 0 (0: the best count), got {args.search_num_envs}")
+    if args.search_train_config != "auto":  # checked now, not after minutes of the other sections
+        try:
+            config = json.loads(args.search_train_config)
+        except json.JSONDecodeError as e:
+            p.error(f"--search-train-config must be 'auto' or a JSON object, got {args.search_train_config!r}: {e}")
+        if not isinstance(config, dict):
+            p.error(f"--search-train-config must be 'auto' or a JSON object, got {args.search_train_config!r}")
     if args.quick:
         wanted -= {"bench", "search"}  # minutes each even on a GPU: never in the CPU test
-    args.sections = wanted
-    return args
+    return args, QUICK if args.quick else Sizes(), wanted
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -670,14 +695,14 @@ def targets_section(report: Report, variants: list[dict[str, Any]], sizes: Sizes
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    sizes: Sizes = args.sizes
+    args, sizes, wanted = parse_args(argv)
+    assert args.png_dir is not None and args.out is not None  # parse_args requires both
     begun = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     report = Report(args.out)
     device = resolve_device(args.device)
     report.data.update(device=device_name(device), quick=args.quick, sizes=asdict(sizes), seed=args.seed)
-    report.print(f"gpu_check on {report.data['device']}; sections {sorted(args.sections)}")
+    report.print(f"gpu_check on {report.data['device']}; sections {sorted(wanted)}")
     images, labels = read_png_cifar10(args.png_dir, sizes.train_images + sizes.val_images)
     data = make_image_data(images, labels, sizes.val_images)
     children = sample_children(sizes.children, args.seed, sizes.num_layers)
@@ -696,23 +721,23 @@ def main(argv: list[str] | None = None) -> None:
     ]
     timings: dict[str, float] = report.data.setdefault("section_seconds", {})
     for name, run in sections:
-        if name in args.sections:
+        if name in wanted:
             start = time.perf_counter()
             run()
             timings[name] = round(time.perf_counter() - start, 1)
             report.save()
-    if args.sections & {"bench", "search"}:
+    if wanted & {"bench", "search"}:
         with tempfile.TemporaryDirectory() as scratch:
             root = write_python_batches(images, labels, Path(scratch))
             left = sizes.budget_seconds - (time.perf_counter() - begun)
-            if "bench" in args.sections:
+            if "bench" in wanted:
                 start = time.perf_counter()
-                search_reserve = sizes.search_min_seconds if "search" in args.sections else 0.0
+                search_reserve = sizes.search_min_seconds if "search" in wanted else 0.0
                 bench_section(report, root, replace(sizes, bench_seconds=min(sizes.bench_seconds,
                                                                              max(30.0, left - search_reserve))))
                 timings["bench"] = round(time.perf_counter() - start, 1)
                 report.save()
-            if "search" in args.sections:
+            if "search" in wanted:
                 ok = [r for r in concurrency if r["status"] == "ok"]
                 best = max(ok, key=lambda r: r["total_images_per_s"])["children"] if ok else 1
                 num_envs = args.search_num_envs or min(best, sizes.search_max_envs)

@@ -22,13 +22,13 @@ Prints one line per mode and, as the last line, one JSON object (also written to
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import tempfile
 import time
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,41 @@ from bench_shared import cifar10_root  # scripts/ is on sys.path when this file 
 from scipy import stats
 
 import nas_env  # noqa: F401  (registers the ids)
+from nas_env.cli import parse_dataclass
 from nas_env.shared_weights import BN_EVAL, SharedWeightsEvaluator
 from nas_env.spaces.cnn import CNNArchitecture
 
 OK_STATUSES = ("ok",)
+
+
+@dataclass
+class Args:
+    """Arguments (one docstring per field)."""
+
+    results: Path = field(metadata={"positional": True})
+    """JSON lines / JSON list of {arch, <acc-key>} records"""
+    env: str = "NASRL-CIFAR10-v0"
+    """a CNN env id: its space, data and batch size"""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """JSON keywords of the env (data subsets, space options)"""
+    acc_key: str = "val_acc"
+    """the stand-alone accuracy's field"""
+    warmup_steps: int = 500
+    """random-child steps before scoring"""
+    shared_steps: int = 0
+    """steps on each architecture before its score"""
+    bn_eval: str = ",".join(BN_EVAL)
+    """comma-separated modes of BN_EVAL (batch, recalibrate)"""
+    shared_options: dict[str, Any] = field(default_factory=dict)
+    """JSON of further SharedConfig fields (val_images, ...)"""
+    seed: int = 0
+    """seed of the supernet: its initialisation, minibatch order, augmentation and warm-up children"""
+    device: str = "auto"
+    """device of the supernet: auto, cpu, cuda"""
+    data_root: str = ""
+    """CIFAR-10 folder (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy, converted)"""
+    out: Path | None = None
+    """also write the JSON report here"""
 
 
 def read_results(path: Path, acc_key: str) -> list[tuple[CNNArchitecture, float]]:
@@ -81,20 +112,7 @@ def rank_correlation(shared: list[float], standalone: list[float]) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", type=Path, help="JSON lines / JSON list of {arch, <acc-key>} records")
-    p.add_argument("--env", default="NASRL-CIFAR10-v0", help="a CNN env id: its space, data and batch size")
-    p.add_argument("--env-kwargs", default="{}", help="JSON keywords of the env (data subsets, space options)")
-    p.add_argument("--acc-key", default="val_acc", help="the stand-alone accuracy's field")
-    p.add_argument("--warmup-steps", type=int, default=500, help="random-child steps before scoring")
-    p.add_argument("--shared-steps", type=int, default=0, help="steps on each architecture before its score")
-    p.add_argument("--bn-eval", default=",".join(BN_EVAL), help=f"comma-separated modes of {BN_EVAL}")
-    p.add_argument("--shared-options", default="{}", help="JSON of further SharedConfig fields (val_images, ...)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--data-root", default="", help="CIFAR-10 folder (default: the shared copy, converted)")
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
-    args = p.parse_args(argv)
+    args, _, p = parse_dataclass(Args, argv, prog="shared_ranking.py", description=__doc__)
     modes = [m.strip() for m in args.bn_eval.split(",") if m.strip()]
     if not modes or any(m not in BN_EVAL for m in modes):
         p.error(f"--bn-eval must list modes of {BN_EVAL}, got {args.bn_eval!r}")
@@ -102,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if len(pairs) < 3:
         p.error(f"{args.results}: {len(pairs)} usable architectures; a rank correlation needs at least 3")
 
-    env_kwargs = json.loads(args.env_kwargs)
+    env_kwargs = dict(args.env_kwargs)
     with tempfile.TemporaryDirectory() as scratch:
         dataset = env_kwargs.get("dataset", gym.spec(args.env).kwargs.get("dataset"))
         if dataset == "cifar10" and "data_root" not in env_kwargs and "data" not in env_kwargs:
@@ -111,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env = gym.make(args.env, evaluator="train", device=args.device, **env_kwargs).unwrapped
         data = env.evaluator.data.data  # the env's own data (subsets, split) as loaded for training
     options = {"warmup_steps": args.warmup_steps, "shared_steps": args.shared_steps, "seed": args.seed,
-               **json.loads(args.shared_options)}
+               **args.shared_options}
     evaluator = SharedWeightsEvaluator(data, env.space, options, env.train_config, args.device)
 
     start = time.perf_counter()
