@@ -225,7 +225,7 @@ def test_curriculum_flags_parse_and_bad_ones_are_named(tmp_path: Path, capsys: p
         True, 2, 2, 50)
     with pytest.raises(SystemExit):
         parse_args(["--curriculum", "--curriculum-every", "0"])
-    assert "--curriculum-every must be at least 1" in capsys.readouterr().err
+    assert "--curriculum-every must be an integer of at least 1" in capsys.readouterr().err
     too_deep = SearchArgs(env="NASRL-Digits-v0", episodes=4, children_per_update=4, logdir=str(tmp_path),
                           run_name="deep", env_kwargs={"evaluator": "synthetic"}, progress=False, curriculum=True)
     with pytest.raises(ValueError, match="start_layers=6 is deeper than the space's 4 layers"):
