@@ -280,6 +280,7 @@ def _plot(out: Path, regrets: dict[str, np.ndarray], timed: dict[str, np.ndarray
     for ax, xlabel in zip(axes, ("children", "simulated training seconds"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=1e-3)  # regret reaches 0 when the optimum is found
+        ax.set_ylim(bottom=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("regret of the incumbent (mean val acc)")
         ax.grid(alpha=0.3)
