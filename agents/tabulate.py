@@ -80,6 +80,10 @@ def test_split(env: gym.Env, env_kwargs: dict[str, Any]) -> tuple[torch.Tensor, 
     if dataset == "digits":
         from nas_env.data import load_digits_data
 
+        moved = sorted(k for k in ("val_size", "val_fraction", "split_seed") if env_kwargs.get(k) is not None)
+        if moved:  # the test tail below is that of the default split only
+            raise ValueError(f"tabulating digits needs the default train/validation split (the test images are its "
+                             f"unused training tail); remove {', '.join(moved)} from --env-kwargs")
         full = load_digits_data()
         subset = env_kwargs.get("train_subset") or len(full.train_y)
         if subset > len(full.train_y) - DIGITS_TEST_SIZE:

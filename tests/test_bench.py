@@ -192,3 +192,9 @@ def test_tabulate_on_ray_gives_the_same_table_as_one_process(tmp_path: Path) -> 
         tables.append(BenchTable.load(out))
     np.testing.assert_array_equal(tables[0].val_acc, tables[1].val_acc)  # same seeds, same CPU results
     assert tables[0].fingerprint == tables[1].fingerprint
+
+
+def test_tabulate_refuses_a_digits_split_its_test_images_could_overlap(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="remove val_size"):
+        tabulate(TabulateArgs(env_kwargs={**TINY_KWARGS, "val_size": 400}, name="moved", logdir=str(tmp_path),
+                              progress=False))
