@@ -32,8 +32,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -44,13 +42,14 @@ import numpy as np
 import torch
 from bench_controller import agent_only_ms  # scripts/ is on sys.path when this file runs
 from bench_env import median_step_us
+from bench_shared import cifar10_root  # the one CIFAR-10 locator of the benchmarks
 from reference_trainer import InMemoryImages, reference_transform, train_reference
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents import ReinforceAgent
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
-from nas_env.data.cifar10 import FOLDER, default_data_root, load_cifar10
+from nas_env.data.cifar10 import load_cifar10
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.training.device import resolve_device
@@ -63,7 +62,6 @@ from nas_env.training.image_trainer import (
     use_channels_last,
 )
 
-SHARED_PNG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # the proxy fidelity children_per_hour is quoted at
 
 
@@ -97,21 +95,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
     if args.quick:
         args = replace(args, children=1, train_images=64, batch_size=64, val_images=128)
     return args
-
-
-def cifar10_root(args: Args, scratch: Path) -> Path:
-    """A folder with CIFAR-10's python batches: the one asked for, the default one, or the shared copy converted."""
-    if args.data_root:
-        return Path(args.data_root)
-    root = default_data_root()
-    if (root / FOLDER / "data_batch_1").is_file():
-        return root
-    script = SHARED_PNG / "make_cifar10_batches.py"
-    if not script.is_file():
-        raise SystemExit(f"no CIFAR-10 in {root} and no shared copy at {SHARED_PNG}: pass --data-root")
-    subprocess.run([sys.executable, str(script), str(scratch), "--train", "10000", "--test", "1"], check=True,
-                   capture_output=True)
-    return scratch
 
 
 def sample_children(n: int, seed: int) -> list[tuple[str, CNNArchitecture]]:
@@ -213,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(epochs=1, batch_size=args.batch_size)
 
     with tempfile.TemporaryDirectory() as scratch:
-        root = cifar10_root(args, Path(scratch))
+        root = cifar10_root(args.data_root, Path(scratch))
         full = load_cifar10(root, download=False, val_size=PROXY_VAL, train_subset=args.train_images,
                             val_subset=args.val_images)
     timed = replace(full, val_x=full.val_x[:2], val_y=full.val_y[:2])  # training rate: validation negligible
