@@ -6,7 +6,7 @@ A run folder ``<logdir>/<env>__<agent>__<seed>__<time>/`` holds everything neede
 |---|---|
 | ``config.json`` | once, before the first child (the search's arguments) |
 | ``results.jsonl`` | one line per child, flushed and fsynced as it finishes |
-| ``best.json`` (+ ``best.png`` when a picture can be drawn) | whenever a child beats the best so far |
+| ``best.json`` (+ ``best.png`` when a picture can be drawn) | when the incumbent changes (``agents/incumbent.py``) |
 | ``checkpoints/*.pt`` | by the backend, atomically (a kill mid-write keeps the previous one) |
 | ``events.out.tfevents.*`` | TensorBoard: per child, per update, the arguments and the best architecture |
 | ``store.sqlite`` | the result store, unless the search shares one elsewhere |
@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.base import ChildRecord, UpdateStats
+from agents.incumbent import Incumbent
 from nas_env.evaluators import STATUSES
 
 CONFIG = "config.json"
@@ -178,11 +179,15 @@ class RunFolder:
     recorders (results.jsonl, TensorBoard, progress bar) and :meth:`close` ends them.
     """
 
-    def __init__(self, path: str | os.PathLike[str], pictures: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], pictures: bool = True, incumbent: str = "mean") -> None:
         self.path = Path(path)
         self.pictures = pictures  # draw best.png (and its TensorBoard image) at each new best
+        self.incumbent_rule = incumbent  # agents/incumbent.py: how a repeated architecture's rewards count
+        Incumbent(incumbent)  # validates the rule now, before any folder exists
         self.records: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        self._incumbent = Incumbent(incumbent)
+        self._top_record: dict[str, dict[str, Any]] = {}  # architecture key -> its highest-reward record
         self.written = 0
         self.cache_hits = 0
         self.writer: SummaryWriter | None = None
@@ -241,8 +246,12 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         self.records = read_results(self.results_path, None if exact_replay else resumed_children)
         self.written = len(self.records)
-        # Best = highest reward: the same order as val_acc for accuracies, and as lowest val_ppl for c / ppl^2.
-        self.best = max(filter(can_be_best, self.records), key=lambda r: r["reward"], default=None)
+        # Best = highest reward: the same order as val_acc for accuracies, and as lowest val_ppl for c / ppl^2;
+        # an architecture trained several times counts by its mean reward (agents/incumbent.py)
+        self._incumbent, self._top_record = Incumbent(self.incumbent_rule), {}
+        for record in self.records:
+            self._track(record)
+        self.best = self._best_record()
         self.cache_hits = sum(bool(r.get("cache_hit")) for r in self.records)
         self._file = self.results_path.open("a", encoding="utf-8")
         self.writer = SummaryWriter(log_dir=str(self.path))
@@ -277,18 +286,37 @@ class RunFolder:
         for key in ("shared_loss",):  # evaluator scalars worth a curve (the weight-sharing supernet's loss)
             if child.info.get(key) is not None:
                 w.add_scalar(f"evaluator/{key}", float(child.info[key]), step)
-        if can_be_best(record) and (self.best is None or record["reward"] > self.best["reward"]):
-            self.best = record
-            atomic_write(self.path / BEST, json.dumps(record, indent=2))
-            w.add_text("search/best_architecture", arch_markdown(record), step)
-            if self.pictures:
-                self._draw_best(record, step)
+        previous = self._incumbent.key
+        if self._track(record):
+            self.best = self._best_record()
+            atomic_write(self.path / BEST, json.dumps(self.best, indent=2))
+            if self._incumbent.key != previous:
+                w.add_text("search/best_architecture", arch_markdown(self.best), step)
+                if self.pictures:
+                    self._draw_best(self.best, step)
         if self.best is not None and (best := headline_metric(self.best))[1] is not None:
             w.add_scalar(f"search/best_{best[0]}", best[1], step)
         self.bar.update(1)
         self.bar.set_postfix(best=score_text(self.best) if self.best else "-", last=score_text(child.info),
                              status=child.info.get("status"), refresh=False)
         return True
+
+    def _track(self, record: dict[str, Any]) -> bool:
+        """Count a record towards the incumbent; True when the incumbent or its score changed."""
+        if not can_be_best(record):
+            return False
+        key = record["arch"] if isinstance(record["arch"], str) else json.dumps(record["arch"], sort_keys=True)
+        if key not in self._top_record or record["reward"] > self._top_record[key]["reward"]:
+            self._top_record[key] = record
+        return self._incumbent.add(key, record["reward"])
+
+    def _best_record(self) -> dict[str, Any] | None:
+        """The incumbent architecture's highest-reward record, with its mean reward and number of evaluations."""
+        key = self._incumbent.key
+        if key is None:
+            return None
+        return {**self._top_record[key], "mean_reward": self._incumbent.mean_reward(key),
+                "evaluations": self._incumbent.evaluations(key)}
 
     def _draw_best(self, record: dict[str, Any], step: int) -> None:
         """best.png and a TensorBoard image of the new best architecture."""

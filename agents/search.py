@@ -27,7 +27,7 @@ from nas_env.vector import VECTORIZATION_MODES, make_parallel_envs
 BACKENDS = ("local", "ray")
 AGENT_CHECKPOINT = "agent.pt"
 # Settings a resume may change: how far to go and how to show it. Everything else must match the run's.
-RESUMABLE_CHANGES = ("episodes", "progress", "resume")
+RESUMABLE_CHANGES = ("episodes", "progress", "resume", "time_budget")
 
 
 @dataclass
@@ -40,6 +40,9 @@ class SearchArgs:
     """search strategy: one of agents.AGENT_NAMES"""
     episodes: int = 200
     """children (architectures) to evaluate in total"""
+    time_budget: float = 0.0
+    """stop after the first child that ends this many seconds into the search (0: no limit), e.g. to compare
+    two searches at equal wall-clock; every child so far is kept, and --resume continues from the last update"""
     children_per_update: int = 5
     """m: children per policy update (the default is rounded up to a multiple of --num-envs)"""
     num_envs: int = 1
@@ -116,7 +119,7 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
         if changed:
             k = changed[0]
             raise ValueError(f"--{k.replace('_', '-')} {given[k]!r} differs from the run's {saved[k]!r}: a resumed "
-                             f"run keeps its settings (allowed to change: --episodes, --progress)")
+                             f"run keeps its settings (allowed to change: --episodes, --progress, --time-budget)")
         kept = {k: getattr(args, k) for k in RESUMABLE_CHANGES if k in explicit}
         args = SearchArgs(**{**saved, **kept, "resume": str(folder.path)})
         explicit = set()  # the saved m was already settled when the run started
@@ -130,6 +133,11 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
     if args.env not in gym.registry:
         nas_ids = sorted(k for k in gym.registry if k.startswith("NASRL-"))
         raise ValueError(f"--env {args.env!r} is not a registered environment; NAS environments: {', '.join(nas_ids)}")
+    budget = args.time_budget
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget < 0:
+        raise ValueError(f"--time-budget must be a number of seconds >= 0 (0: no limit), got {budget!r}")
+    if budget and args.backend == "ray":
+        raise ValueError("--time-budget works with --backend local only (the Ray driver has its own rounds)")
     check_parallel_args(args)
     m, n = args.children_per_update, args.num_envs
     lockstep = args.backend == "local" and isinstance(AGENTS.get(args.agent), type) and issubclass(
@@ -251,8 +259,13 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
     return folder.path
 
 
+class TimeBudgetReached(Exception):
+    """Raised from the child callback when ``--time-budget`` has run out: ends the agent's loop."""
+
+
 def _search(args: SearchArgs, agent: SearchAgent, envs: gym.vector.VectorEnv, folder: RunFolder,
             curriculum: DepthCurriculum | None, saved: dict[str, Any] | None) -> None:
+    started = time.perf_counter()
     depth = None
     if curriculum is not None:  # continue at the checkpoint's depth (the first depth on a fresh run)
         depth = curriculum.resume_num_layers((saved or {}).get("curriculum"), agent.children_done)
@@ -271,6 +284,8 @@ def _search(args: SearchArgs, agent: SearchAgent, envs: gym.vector.VectorEnv, fo
             depth = new
             set_env_layers(envs, depth)
             folder.add_scalar("search/num_layers", depth, child.index + 1)
+        if args.time_budget and time.perf_counter() - started >= args.time_budget:
+            raise TimeBudgetReached
 
     def on_update(stats: UpdateStats) -> None:
         folder.record_update(stats)
@@ -280,5 +295,9 @@ def _search(args: SearchArgs, agent: SearchAgent, envs: gym.vector.VectorEnv, fo
         # after every update: a crash loses at most the children since (in the store)
         folder.save_checkpoint(AGENT_CHECKPOINT, agent_checkpoint(agent, curriculum, envs))
 
-    agent.run(envs, args.episodes, on_child, on_update)
+    try:
+        agent.run(envs, args.episodes, on_child, on_update)
+    except TimeBudgetReached:  # the agent stopped mid-batch: its last checkpoint (at an update) stays the resume point
+        print(f"--time-budget {args.time_budget:g} s reached after {folder.written} children")
+        return
     folder.save_checkpoint(AGENT_CHECKPOINT, agent_checkpoint(agent, curriculum, envs))

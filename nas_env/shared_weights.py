@@ -13,6 +13,8 @@ and up to ``F`` filters:
   with ``n`` filters the first ``n`` output rows, and an input layer with ``m`` filters the first ``m``
   input channels of that layer's block. Every earlier layer's output thus has a fixed channel block
   of a later layer's input, so any anchor set selects a set of blocks, concatenated in input order.
+  With ``kernel_sharing="separate"`` each filter size has its own ``F x C_j x h x w`` block instead of
+  a crop (fewer choices share one weight: a known remedy for weak rankings);
   A block no child used in a step gets no gradient, so the optimiser leaves it untouched (no weight
   decay, no momentum drift), as in ENAS;
 * per layer a batch norm affine of ``F`` channels (the first ``n`` serve a child of ``n`` filters)
@@ -62,6 +64,7 @@ from nas_env.training.image_trainer import (
 
 REWARD_DATA = ("subset", "minibatch")
 BN_EVAL = ("batch", "recalibrate")
+KERNEL_SHARING = ("crop", "separate")
 STATE_FORMAT = 1
 # The modules whose source decides a shared-weights reward (part of the fingerprint).
 RESULT_SOURCES = ("nas_env.shared_weights", "nas_env.evaluators", "nas_env.training.image_trainer",
@@ -84,6 +87,9 @@ class SharedConfig:
     bn_eval: str = "batch"  # "batch": the validation batch's statistics; "recalibrate": per-child statistics
     recalibrate_images: int = 512  # bn_eval="recalibrate": the first this-many training images (capped; no augment)
     grad_clip: float | None = 5.0  # global gradient-norm clip of each shared step (ENAS's 5); None: off
+    # "crop": every filter size is the centre crop of one KH x KW kernel; "separate": each filter size has its
+    # own kernel (fewer choices share one weight, a known remedy for weak rankings; more memory, fewer updates each)
+    kernel_sharing: str = "crop"
     seed: int = 0  # supernet initialisation, minibatch order, augmentation and warm-up children
 
     def __post_init__(self) -> None:
@@ -99,6 +105,8 @@ class SharedConfig:
             raise ValueError(f"reward_data must be one of {REWARD_DATA}, got {self.reward_data!r}")
         if self.bn_eval not in BN_EVAL:
             raise ValueError(f"bn_eval must be one of {BN_EVAL}, got {self.bn_eval!r}")
+        if self.kernel_sharing not in KERNEL_SHARING:
+            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {self.kernel_sharing!r}")
         clip = self.grad_clip
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not math.isfinite(clip)
                                  or clip <= 0):
@@ -140,8 +148,10 @@ class SuperNet(nn.Module):
     """Every child of ``space`` as slices of one set of weights (see the module docstring)."""
 
     def __init__(self, space: CNNSearchSpace, input_shape: Sequence[int], num_classes: int,
-                 bn_eps: float = BN_EPS) -> None:
+                 bn_eps: float = BN_EPS, kernel_sharing: str = "crop") -> None:
         super().__init__()
+        if kernel_sharing not in KERNEL_SHARING:
+            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {kernel_sharing!r}")
         if not isinstance(space, CNNSearchSpace):
             raise TypeError(f"SuperNet needs a CNNSearchSpace, got {type(space).__name__}")
         if len(input_shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape):
@@ -153,17 +163,22 @@ class SuperNet(nn.Module):
         self.num_classes = num_classes
         self.bn_eps = float(bn_eps)
         self.kernel = (max(space.filter_heights), max(space.filter_widths))
+        self.kernel_sharing = kernel_sharing
+        # the kernel shapes held per block: one KH x KW kernel cropped for every size, or one per size
+        sizes = [self.kernel] if kernel_sharing == "crop" else [
+            (h, w) for h in space.filter_heights for w in space.filter_widths]
         self.max_filters = max(space.num_filters)
         channels = self.input_shape[0]
-        self.convs = nn.ModuleList()  # per layer: a ParameterDict of blocks "image", "1", "2", ...
+        self.convs = nn.ModuleList()  # per layer: a ParameterDict of blocks "image", "1", ... (+ "@HxW": separate)
         for i in range(1, space.num_layers + 1):
             sources = range(i) if space.skip_connections else [i - 1]  # 0 stands for the image
             blocks = nn.ParameterDict()
             for j in sources:
                 c_in = channels if j == 0 else self.max_filters
-                w = torch.empty(self.max_filters, c_in, *self.kernel)
-                nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu")
-                blocks[self._key(j)] = nn.Parameter(w)
+                for size in sizes:
+                    w = torch.empty(self.max_filters, c_in, *size)
+                    nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu")
+                    blocks[self._key(j, size)] = nn.Parameter(w)
             self.convs.append(blocks)
         self.bn_weight = nn.ParameterList(nn.Parameter(torch.ones(self.max_filters)) for _ in range(space.num_layers))
         self.bn_bias = nn.ParameterList(nn.Parameter(torch.zeros(self.max_filters)) for _ in range(space.num_layers))
@@ -173,9 +188,10 @@ class SuperNet(nn.Module):
             for _ in range(space.num_layers))
         self.classifier_bias = nn.Parameter(torch.empty(num_classes).uniform_(-bound, bound))
 
-    @staticmethod
-    def _key(source: int) -> str:
-        return "image" if source == 0 else str(source)
+    def _key(self, source: int, size: tuple[int, int]) -> str:
+        """The block of input ``source`` (0: the image) for an ``h x w`` filter."""
+        name = "image" if source == 0 else str(source)
+        return name if self.kernel_sharing == "crop" else f"{name}@{size[0]}x{size[1]}"
 
     def plan(self, arch: CNNArchitecture) -> ChildPlan:
         """Check that ``arch`` is a child of this supernet's space and lay out its layers."""
@@ -197,12 +213,14 @@ class SuperNet(nn.Module):
     def conv_weight(self, plan: ChildPlan, layer: int) -> torch.Tensor:
         """Layer ``layer``'s (0-based) child conv weight: its input blocks' slices, concatenated in input order."""
         lp = plan.layers[layer]
-        (h, w), (kh, kw) = lp.kernel, self.kernel
+        (h, w) = lp.kernel
+        (kh, kw) = self.kernel if self.kernel_sharing == "crop" else lp.kernel
         top, left = (kh - h) // 2, (kw - w) // 2
         blocks = self.convs[layer]
         if not lp.inputs:
-            return blocks["image"][: lp.filters, :, top : top + h, left : left + w]
-        parts = [blocks[self._key(j)][: lp.filters, : plan.layers[j - 1].filters, top : top + h, left : left + w]
+            return blocks[self._key(0, lp.kernel)][: lp.filters, :, top : top + h, left : left + w]
+        parts = [blocks[self._key(j, lp.kernel)][: lp.filters, : plan.layers[j - 1].filters, top : top + h,
+                                                 left : left + w]
                  for j in lp.inputs]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
@@ -329,7 +347,7 @@ class SharedWeightsEvaluator:
         d = data.data
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
             torch.manual_seed(cfg.seed)
-            net = SuperNet(self.space, d.input_shape, d.num_classes)
+            net = SuperNet(self.space, d.input_shape, d.num_classes, kernel_sharing=cfg.kernel_sharing)
         self._memory_format = (torch.channels_last if use_channels_last(tc, self.device, d.input_shape)
                                else torch.contiguous_format)
         self._dtype = autocast_dtype(tc, self.device)
@@ -413,10 +431,16 @@ class SharedWeightsEvaluator:
         self._setup()
         if self.warmed_up:
             return 0.0
-        start = time.perf_counter()
-        for _ in range(self.config.warmup_steps):
-            self._train_steps(self.supernet.plan(self.random_arch()), 1)
+        seconds = self.train_random(self.config.warmup_steps)
         self.warmed_up = True
+        return seconds
+
+    def train_random(self, steps: int) -> float:
+        """Train on ``steps`` uniformly random children, one minibatch each (the warm-up's way); seconds taken."""
+        self._setup()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self._train_steps(self.supernet.plan(self.random_arch()), 1)
         return time.perf_counter() - start
 
     # --- scoring -----------------------------------------------------------------------------------

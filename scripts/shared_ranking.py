@@ -1,6 +1,7 @@
 """How well do weight-sharing rewards rank architectures? Kendall tau and Spearman against stand-alone accuracies.
 
 Run: ``python scripts/shared_ranking.py RESULTS --env NASRL-Digits-v0 --warmup-steps 2000``
+(``--warmup-steps 250 1000``: score after 250 steps, train on to 1,000, score again: the longer-warm-up remedy)
 
 ``RESULTS``: architectures with known stand-alone accuracies, as JSON lines or one JSON list of
 objects, each with ``arch`` (the architecture's JSON, as text or an object) and an accuracy
@@ -22,6 +23,7 @@ Prints one line per mode and, as the last line, one JSON object (also written to
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
@@ -56,8 +58,8 @@ class Args:
     """JSON keywords of the env (data subsets, space options)"""
     acc_key: str = "val_acc"
     """the stand-alone accuracy's field"""
-    warmup_steps: int = 500
-    """random-child steps before scoring"""
+    warmup_steps: list[int] = field(default_factory=lambda: [500])
+    """random-child steps before scoring; several increasing totals score after each (one supernet trained on)"""
     shared_steps: int = 0
     """steps on each architecture before its score"""
     bn_eval: str = ",".join(BN_EVAL)
@@ -128,33 +130,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           "download": False}
         env = gym.make(args.env, evaluator="train", device=args.device, **env_kwargs).unwrapped
         data = env.evaluator.data.data  # the env's own data (subsets, split) as loaded for training
-    options = {"warmup_steps": args.warmup_steps, "shared_steps": args.shared_steps, "seed": args.seed,
+    stages = args.warmup_steps
+    if not stages or any(b <= a for a, b in itertools.pairwise(stages)) or stages[0] < 0:
+        p.error(f"--warmup-steps must be increasing totals >= 0, got {stages}")
+    if args.shared_steps and len(stages) > 1:
+        p.error("--shared-steps trains on the scored architectures: give one --warmup-steps with it")
+    options = {"warmup_steps": stages[0], "shared_steps": args.shared_steps, "seed": args.seed,
                **args.shared_options}
     evaluator = SharedWeightsEvaluator(data, env.space, options, env.train_config, args.device)
-
-    start = time.perf_counter()
-    evaluator.warmup()
-    warmup_seconds = time.perf_counter() - start
-    scores: dict[str, list[float]] = {m: [] for m in modes}
-    for arch, _acc in pairs:
-        plan = evaluator.supernet.plan(arch)
-        if args.shared_steps:
-            evaluator(arch, args.seed)  # trains on it (and scores it with the config's mode)
-        for m in modes:
-            scores[m].append(evaluator.score(plan, bn_eval=m))
     standalone = [acc for _arch, acc in pairs]
+    results = []
+    warmup_seconds, done = evaluator.warmup(), stages[0]
+    for steps in stages:
+        warmup_seconds += evaluator.train_random(steps - done)
+        done = steps
+        start = time.perf_counter()
+        scores: dict[str, list[float]] = {m: [] for m in modes}
+        for arch, _acc in pairs:
+            plan = evaluator.supernet.plan(arch)
+            if args.shared_steps:
+                evaluator(arch, args.seed)  # trains on it (and scores it with the config's mode)
+            for m in modes:
+                scores[m].append(evaluator.score(plan, bn_eval=m))
+        results.append({"warmup_steps": steps, "warmup_seconds": round(warmup_seconds, 1),
+                        "score_seconds": round(time.perf_counter() - start, 1),
+                        "bn_eval": {m: {**rank_correlation(scores[m], standalone), "shared_acc": scores[m]}
+                                    for m in modes}})
+        for m in modes:
+            r = results[-1]["bn_eval"][m]
+            print(f"warm-up {steps} steps, bn_eval={m}: Kendall tau {r['kendall_tau']}, Spearman {r['spearman']} "
+                  f"over {len(pairs)} architectures (shared accuracies {min(scores[m]):.3f}..{max(scores[m]):.3f})",
+                  flush=True)
+    last = results[-1]
     report: dict[str, Any] = {
         "n": len(pairs), "env": args.env, "env_kwargs": {k: v for k, v in env_kwargs.items() if k != "data_root"},
         "shared_config": json.loads(json.dumps(evaluator.settings()["shared"])),
-        "warmup_seconds": round(warmup_seconds, 1), "score_seconds": round(time.perf_counter() - start
-                                                                            - warmup_seconds, 1),
-        "standalone_acc": standalone,
-        "bn_eval": {m: {**rank_correlation(scores[m], standalone), "shared_acc": scores[m]} for m in modes},
+        "warmup_seconds": last["warmup_seconds"], "score_seconds": last["score_seconds"],
+        "standalone_acc": standalone, "bn_eval": last["bn_eval"], "stages": results,
     }
-    for m in modes:
-        r = report["bn_eval"][m]
-        print(f"bn_eval={m}: Kendall tau {r['kendall_tau']}, Spearman {r['spearman']} over {len(pairs)} "
-              f"architectures (shared accuracies {min(scores[m]):.3f}..{max(scores[m]):.3f})")
     line = json.dumps(report)
     if args.out is not None:
         args.out.write_text(line + "\n")

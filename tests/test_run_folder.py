@@ -12,14 +12,17 @@ from agents.run_folder import RunFolder, read_results
 from agents.runner import parse_args
 from agents.search import SearchArgs, run_search
 
-ARCH = json.dumps({"type": "cnn", "layers": [
-    {"filter_height": 3, "filter_width": 3, "stride_height": 1, "stride_width": 1, "num_filters": 8, "inputs": []}],
-    "pool_after": []})
+
+def arch(num_filters: int) -> str:
+    return json.dumps({"type": "cnn", "layers": [{"filter_height": 3, "filter_width": 3, "stride_height": 1,
+                                                  "stride_width": 1, "num_filters": num_filters, "inputs": []}],
+                       "pool_after": []})
 
 
-def child(index: int, reward: float, status: str = "ok") -> ChildRecord:
+def child(index: int, reward: float, status: str = "ok", num_filters: int | None = None) -> ChildRecord:
+    """Child ``index`` (its own architecture unless ``num_filters`` names a shared one)."""
     info = {"status": status, "val_acc": reward, "val_acc_history": [reward], "params": 10, "flops": 20,
-            "train_seconds": 0.1, "seed": index, "arch": ARCH}
+            "train_seconds": 0.1, "seed": index, "arch": arch(num_filters or 8 + index)}
     return ChildRecord(index, reward, info)
 
 
@@ -49,6 +52,31 @@ def test_records_best_and_picture_and_survives_a_torn_line(tmp_path: Path) -> No
     again.close()
     assert [r["index"] for r in read_results(tmp_path / "run" / "results.jsonl")] == [0, 1, 2, 3]
     assert "4 children" in again.summary() and "val_acc 0.9000" in again.summary()
+
+
+def test_an_architecture_trained_again_is_judged_by_its_mean_reward(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run", pictures=False)
+    folder.start({}, total=4, desc="test", progress=False)
+    folder.record_child(child(0, 0.70, num_filters=16))  # a lucky first seed
+    folder.record_child(child(1, 0.65, num_filters=32))
+    assert folder.best["index"] == 0
+    folder.record_child(child(2, 0.50, num_filters=16))  # trained again: mean 0.60 falls below 0.65
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["index"] == 1 and best["evaluations"] == 1 and best["mean_reward"] == 0.65
+    folder.record_child(child(3, 0.90, num_filters=16))  # mean 0.70 leads again, with 3 evaluations
+    folder.close()
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["index"] == 3 and best["evaluations"] == 3 and best["mean_reward"] == pytest.approx(0.7)
+    again = RunFolder(tmp_path / "run", pictures=False)  # reopening rebuilds the same incumbent
+    again.start({}, total=4, desc="test", progress=False)
+    again.close()
+    assert again.best == best
+    old_rule = RunFolder(tmp_path / "run", pictures=False, incumbent="max")
+    old_rule.start({}, total=4, desc="test", progress=False)
+    old_rule.close()
+    assert old_rule.best["index"] == 3 and old_rule.best["reward"] == 0.90
+    with pytest.raises(ValueError, match=r"incumbent rule must be one of .*'best'"):
+        RunFolder(tmp_path / "other", incumbent="best")
 
 
 def test_a_failed_child_never_becomes_best(tmp_path: Path) -> None:
@@ -94,3 +122,13 @@ def test_an_explicit_m_that_does_not_fit_is_an_error_before_any_folder(
     with pytest.raises(ValueError, match="must be a multiple"):
         synthetic_run(tmp_path, num_envs=2, children_per_update=3)  # API: a value other than the default
     assert list(tmp_path.iterdir()) == []  # nothing was created
+
+
+def test_a_time_budget_stops_the_search_and_keeps_its_children(tmp_path: Path) -> None:
+    run = synthetic_run(tmp_path, episodes=50, time_budget=1e-9)  # spent by the time the first child ends
+    assert [r["index"] for r in read_results(run / "results.jsonl")] == [0]
+    assert json.loads((run / "best.json").read_text())["index"] == 0
+    resumed = run_search(SearchArgs(resume=str(run), time_budget=0.0, progress=False), explicit={"time_budget"})
+    assert len(read_results(resumed / "results.jsonl")) == 50  # the budget may change on resume
+    with pytest.raises(ValueError, match=r"--time-budget must be a number of seconds >= 0.*got -1"):
+        synthetic_run(tmp_path / "bad", time_budget=-1)

@@ -41,16 +41,19 @@ def random_arch(space, seed: int) -> CNNArchitecture:
 def copied_child(net: SuperNet, arch: CNNArchitecture) -> torch.nn.Module:
     """build_model's child with its weights sliced from the supernet here, independently of SuperNet.child_model."""
     model = build_model(arch, net.input_shape, net.num_classes)
-    kh, kw = net.kernel
     with torch.no_grad():
         for i, layer in enumerate(arch.layers):
             h, w = layer.filter_height, layer.filter_width
+            separate = net.kernel_sharing == "separate"
+            kh, kw = (h, w) if separate else net.kernel
             top, left = (kh - h) // 2, (kw - w) // 2
             blocks = net.convs[i]
+            suffix = f"@{h}x{w}" if separate else ""
             if layer.inputs:
-                parts = [blocks[str(j)][: layer.num_filters, : arch.layers[j - 1].num_filters] for j in layer.inputs]
+                parts = [blocks[f"{j}{suffix}"][: layer.num_filters, : arch.layers[j - 1].num_filters]
+                         for j in layer.inputs]
             else:
-                parts = [blocks["image"][: layer.num_filters]]
+                parts = [blocks[f"image{suffix}"][: layer.num_filters]]
             model.convs[i].weight.copy_(torch.cat(parts, dim=1)[:, :, top : top + h, left : left + w])
             model.norms[i].weight.copy_(net.bn_weight[i][: layer.num_filters])
             model.norms[i].bias.copy_(net.bn_bias[i][: layer.num_filters])
@@ -85,15 +88,17 @@ V3_HAND = CNNArchitecture((
 ), pool_after=(2,))
 
 
-@pytest.mark.parametrize(("variant", "layers", "arch"), [
-    ("v1", 5, None), ("v2", 5, None), ("v2", 5, V2_HAND), ("v3", 4, V3_HAND),
+@pytest.mark.parametrize(("variant", "layers", "arch", "sharing"), [
+    ("v1", 5, None, "crop"), ("v2", 5, None, "crop"), ("v2", 5, V2_HAND, "crop"), ("v3", 4, V3_HAND, "crop"),
+    ("v1", 5, None, "separate"), ("v2", 5, V2_HAND, "separate"),
 ])
 def test_supernet_restricted_to_a_child_computes_build_models_logits(variant: str, layers: int,
-                                                                     arch: CNNArchitecture | None) -> None:
+                                                                     arch: CNNArchitecture | None,
+                                                                     sharing: str) -> None:
     extra = {"pool_after": (2,)} if variant == "v3" else {}
     space = cnn_space(variant, num_layers=layers, **SMALL, **extra)
     torch.manual_seed(0)
-    net = perturbed(SuperNet(space, (3, 13, 11), 10), 1)
+    net = perturbed(SuperNet(space, (3, 13, 11), 10, kernel_sharing=sharing), 1)
     x = torch.randn(6, 3, 13, 11)
     archs = [arch] if arch is not None else [random_arch(space, s) for s in range(4)]
     for a in archs:
@@ -127,6 +132,23 @@ def test_supernet_children_share_weights_and_only_used_blocks_get_gradients() ->
     assert g[4:].abs().sum() == 0 and g[:, 4:].abs().sum() == 0 and g[:, :, :2].abs().sum() == 0
     no_skip = SuperNet(cnn_space("v1", num_layers=3, skip_connections=False, **SMALL), (3, 8, 8), 10)
     assert [sorted(b.keys()) for b in no_skip.convs] == [["image"], ["1"], ["2"]]
+
+
+def test_separate_kernels_give_each_filter_size_its_own_weights() -> None:
+    space = cnn_space("v1", num_layers=2, **SMALL)
+    net = SuperNet(space, (3, 8, 8), 10, kernel_sharing="separate")
+    sizes = [(h, w) for h in space.filter_heights for w in space.filter_widths]
+    assert sorted(net.convs[1].keys()) == sorted(f"{src}@{h}x{w}" for src in ("image", "1") for h, w in sizes)
+    assert net.convs[0]["image@3x5"].shape[2:] == (3, 5)
+    arch = CNNArchitecture((ConvLayer(3, 5, 1, 1, 4), ConvLayer(1, 1, 1, 1, 6, (1,))))
+    net(torch.randn(4, 3, 8, 8), net.plan(arch)).sum().backward()
+    moved = {k for k, p in net.convs[0].items() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved == {"image@3x5"}  # the 7x7 kernel a crop would have shared is untouched
+    assert {k for k, p in net.convs[1].items() if p.grad is not None} == {"1@1x1"}
+    with pytest.raises(ValueError, match=r"kernel_sharing must be one of .*'stacked'"):
+        SuperNet(space, (3, 8, 8), 10, kernel_sharing="stacked")
+    with pytest.raises(ValueError, match="kernel_sharing must be one of"):
+        SharedConfig(kernel_sharing="per_size")
 
 
 def test_supernet_rejects_children_of_another_space() -> None:
@@ -266,9 +288,14 @@ def test_shared_ranking_script_on_a_tiny_input(tmp_path: Path, monkeypatch: pyte
     src.write_text("\n".join(lines) + "\n")
     out = tmp_path / "ranking.json"
     report = shared_ranking.main([str(src), "--env", "NASRL-Digits-v0", "--env-kwargs", '{"train_subset": 256}',
-                                  "--warmup-steps", "3", "--device", "cpu", "--out", str(out)])
+                                  "--warmup-steps", "2", "3", "--device", "cpu", "--out", str(out)])
     assert report == json.loads(out.read_text()) == json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["n"] == 5 and set(report["bn_eval"]) == {"batch", "recalibrate"}
+    assert [s["warmup_steps"] for s in report["stages"]] == [2, 3]  # scored after 2 steps, trained on to 3
+    assert report["stages"][-1]["bn_eval"] == report["bn_eval"]
+    assert report["stages"][0]["bn_eval"]["batch"]["shared_acc"] != report["bn_eval"]["batch"]["shared_acc"]
+    with pytest.raises(SystemExit):
+        shared_ranking.main([str(src), "--env", "NASRL-Digits-v0", "--warmup-steps", "5", "3"])
     assert report["standalone_acc"] == pytest.approx([0.6, 0.6, 0.7, 0.8, 0.9])
     for mode in ("batch", "recalibrate"):
         r = report["bn_eval"][mode]
@@ -346,3 +373,27 @@ def test_a_search_with_shared_weights_resumes_exactly_and_is_never_served_from_t
     assert len(ResultStore(tmp_path / "straight" / "store.sqlite")) > 0
     state = torch.load(tmp_path / "parts" / "checkpoints" / "agent.pt", weights_only=True)
     assert state["evaluators"][0] is not None  # the supernet rides in the run's checkpoint
+
+
+def test_shared_vs_random_script_compares_at_equal_wall_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    shared_vs_random = importlib.import_module("shared_vs_random")
+    report = shared_vs_random.main([
+        "--env", "NASRL-Digits-v0", "--episodes", "6", "--env-kwargs", '{"train_subset": 128, "val_subset": 64}',
+        "--shared-config", '{"shared_steps": 1, "warmup_steps": 2}', "--random-env-kwargs", '{"epochs": 1}',
+        "--retrain-env-kwargs", '{"epochs": 1}', "--retrain-seeds", "2", "--logdir", str(tmp_path)])
+    out = tmp_path / "shared_vs_random"
+    assert report == json.loads((out / "report.json").read_text())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
+    shared, random = report["searches"]["shared"], report["searches"]["random"]
+    assert shared["children"] == 6 and random["children"] >= 1
+    assert random["seconds"] >= shared["seconds"] * 0.9  # random search ran until the shared search's wall-clock
+    for search, folder in ((shared, out / "shared"), (random, out / "random")):
+        assert search["best_arch"] == json.loads((folder / "best.json").read_text())["arch"]
+        runs = search["retrained"]["runs"]
+        assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "ok" for r in runs)
+        assert search["retrained"]["mean_val_acc"] == pytest.approx(sum(r["val_acc"] for r in runs) / 2)
+    assert json.loads((out / "shared" / "config.json").read_text())["env_kwargs"]["evaluator"] == "shared"
+    assert json.loads((out / "random" / "config.json").read_text())["time_budget"] == pytest.approx(
+        shared["seconds"], abs=0.1)

@@ -1,7 +1,7 @@
 """Final training of a found architecture: grid search on validation, full training, one test evaluation.
 
 The paper's protocol after a search (Zoph & Le 2017, section 4.1): take the best architecture
-(a run's ``best.json``: the child with the highest reward), run a small grid search over the learning rate, the weight
+(a run's ``best.json``: its incumbent architecture), run a small grid search over the learning rate, the weight
 decay, the batch-norm epsilon and the epoch at which the learning rate decays, train the best
 setting in full, and report its test error with its depth and parameter count (Table 1).
 

@@ -1,0 +1,137 @@
+"""A REINFORCE search with weight sharing against random search with real training, at equal wall-clock.
+
+Run: ``python scripts/shared_vs_random.py --env NASRL-CIFAR10-v0 --episodes 300 --env-kwargs '{...}'``
+(the README gives the CIFAR-10 and digits commands and what they measured).
+
+1. **shared**: ``nasrl-search --agent reinforce`` with ``evaluator="shared"`` (``--shared-config``) for
+   ``--episodes`` children; its wall-clock T is timed end to end (data loading and warm-up included).
+2. **random**: ``nasrl-search --agent random`` with real training (``--random-env-kwargs`` on top of
+   ``--env-kwargs``: the from-scratch fidelity), stopped by ``--time-budget T``.
+3. **retrain**: each search's best architecture (``best.json``) is trained from scratch at one common
+   fidelity (``--retrain-env-kwargs``) with ``--retrain-seeds`` seeds; the table gives the mean validation
+   and test accuracy of each.
+
+Both searches see the same space and data (``--env-kwargs``). Prints a table and, as its last line, one
+JSON object (also written to ``<logdir>/<name>/report.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from bench_shared import cifar10_root  # scripts/ is on sys.path when this file runs
+
+import nas_env  # noqa: F401  (registers the ids)
+from agents.search import SearchArgs, run_search
+from nas_env.cli import parse_dataclass
+from nas_env.evaluators import as_result
+from nas_env.spaces.cnn import CNNArchitecture
+
+
+@dataclass
+class Args:
+    """Arguments (one docstring per field)."""
+
+    env: str = "NASRL-CIFAR10-v0"
+    """a CNN env id"""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """JSON keywords of the env for every step: the space and the data (subsets, batch size)"""
+    episodes: int = 300
+    """children of the weight-sharing search"""
+    shared_config: dict[str, Any] = field(default_factory=lambda: {"shared_steps": 2, "warmup_steps": 100})
+    """JSON SharedConfig of the weight-sharing search"""
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    """JSON keywords of the REINFORCE agent"""
+    random_env_kwargs: dict[str, Any] = field(default_factory=lambda: {"epochs": 1})
+    """JSON keywords on top of --env-kwargs for random search's from-scratch children"""
+    retrain_env_kwargs: dict[str, Any] = field(default_factory=lambda: {"epochs": 3})
+    """JSON keywords on top of --env-kwargs for retraining both best architectures"""
+    retrain_seeds: int = 2
+    """seeds of each retraining"""
+    seed: int = 0
+    """seed of both searches"""
+    data_root: str = ""
+    """CIFAR-10 folder (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy, converted)"""
+    logdir: str = "runs"
+    """parent of the output folder"""
+    name: str = "shared_vs_random"
+    """output folder: <logdir>/<name>/{shared,random,report.json}"""
+
+
+def retrain(env_id: str, env_kwargs: dict[str, Any], arch_json: str, seeds: int) -> dict[str, Any]:
+    """Train ``arch_json`` from scratch ``seeds`` times with the env's own training evaluator."""
+    env = gym.make(env_id, evaluator="train", **env_kwargs).unwrapped
+    arch = CNNArchitecture.from_json(arch_json)
+    runs = []
+    for seed in range(seeds):
+        start = time.perf_counter()
+        result = as_result(env.evaluator(arch, seed))
+        runs.append({"seed": seed, "status": result.status, "val_acc": result.metrics.get("val_acc"),
+                     "test_acc": result.metrics.get("test_acc"), "seconds": round(time.perf_counter() - start, 1)})
+    env.close()
+    ok = [r for r in runs if r["status"] == "ok"]
+    mean = {key: statistics.fmean(r[key] for r in ok) if ok and ok[0][key] is not None else None
+            for key in ("val_acc", "test_acc")}
+    return {"runs": runs, **{f"mean_{k}": v for k, v in mean.items()}}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args, _, parser = parse_dataclass(Args, argv, prog="shared_vs_random.py", description=__doc__)
+    if args.episodes < 1 or args.retrain_seeds < 1:
+        parser.error(f"--episodes and --retrain-seeds must be at least 1, got {args.episodes}, {args.retrain_seeds}")
+    out = Path(args.logdir) / args.name
+    if out.exists():
+        parser.error(f"{out} exists: pick another --name")
+    with tempfile.TemporaryDirectory() as scratch:
+        common = dict(args.env_kwargs)
+        dataset = common.get("dataset", gym.spec(args.env).kwargs.get("dataset"))
+        if dataset == "cifar10" and "data_root" not in common:
+            common |= {"data_root": str(cifar10_root(args.data_root, Path(scratch))), "download": False}
+
+        start = time.perf_counter()
+        shared_dir = run_search(SearchArgs(
+            env=args.env, agent="reinforce", episodes=args.episodes, seed=args.seed, logdir=str(out),
+            run_name="shared", progress=False, agent_kwargs=args.agent_kwargs,
+            env_kwargs={**common, "evaluator": "shared", "shared_config": args.shared_config}))
+        budget = time.perf_counter() - start
+        start = time.perf_counter()
+        random_dir = run_search(SearchArgs(
+            env=args.env, agent="random", episodes=1_000_000, time_budget=budget, seed=args.seed, logdir=str(out),
+            run_name="random", progress=False, env_kwargs={**common, **args.random_env_kwargs}))
+        random_seconds = time.perf_counter() - start
+
+        report: dict[str, Any] = {"env": args.env, "env_kwargs": {k: v for k, v in common.items() if k != "data_root"},
+                                  "shared_config": args.shared_config, "random_env_kwargs": args.random_env_kwargs,
+                                  "retrain_env_kwargs": args.retrain_env_kwargs, "searches": {}}
+        for label, folder, seconds in (("shared", shared_dir, budget), ("random", random_dir, random_seconds)):
+            best = json.loads((folder / "best.json").read_text())
+            children = sum(1 for line in (folder / "results.jsonl").read_text().splitlines() if line.strip())
+            report["searches"][label] = {
+                "children": children, "seconds": round(seconds, 1), "best_arch": best["arch"],
+                "best_search_reward": best["reward"],
+                "retrained": retrain(args.env, {**common, **args.retrain_env_kwargs}, best["arch"],
+                                     args.retrain_seeds)}
+    lines = ["| search | children | wall-clock (s) | best's search reward | retrained val acc | retrained test acc |",
+             "|---|---|---|---|---|---|"]
+    for label, s in report["searches"].items():
+        r = s["retrained"]
+        test = "-" if r["mean_test_acc"] is None else f"{r['mean_test_acc']:.4f}"
+        val = "-" if r["mean_val_acc"] is None else f"{r['mean_val_acc']:.4f}"
+        lines.append(f"| {label} | {s['children']} | {s['seconds']:.0f} | {s['best_search_reward']:.4f} | {val} | "
+                     f"{test} |")
+    print("\n".join(lines))
+    line = json.dumps(report)
+    (out / "report.json").write_text(line + "\n")
+    print(line)
+    return report
+
+
+if __name__ == "__main__":
+    main()
