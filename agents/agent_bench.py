@@ -122,7 +122,8 @@ def run_one(table: str, label: str, agent_name: str, kwargs: dict[str, Any], see
         env_kwargs["invalid_action"] = kwargs.pop("invalid_action")
     envs = gym.make_vec("NASRL-Bench-Digits-v0", num_envs=1, vectorization_mode="sync", **env_kwargs)
     if kwargs.get("batch_size") == ROLLOUT:
-        kwargs["batch_size"] = kwargs.get("children_per_update", m) * len(envs.envs[0].get_wrapper_attr("token_specs"))
+        kwargs["batch_size"] = kwargs.get(
+            "n_steps", kwargs.get("children_per_update", m) * len(envs.envs[0].get_wrapper_attr("token_specs")))
     agent = make_agent(agent_name, seed=seed, **{"children_per_update": m, **kwargs})
     rows, rewards, seconds, ok = [], [], [], []
 
@@ -260,9 +261,10 @@ def _write_table(out: Path, rows: list[dict[str, Any]], checkpoints: list[int], 
         cells = []
         for c in checkpoints:
             r = next(x for x in rows if x["agent"] == label and x["children"] == c)
-            p = " / ".join(f"{v:.2g}" for v in (r[f"p_vs_{BASELINE}"], r[f"p_vs_{STRONG_BASELINE}"]) if v is not None)
-            cells.append(f"{r['median_regret']:.4f} ({r['q25_regret']:.4f}-{r['q75_regret']:.4f})"
-                         + (f", p={p}" if p else ""))
+            ps = (r[f"p_vs_{BASELINE}"], r[f"p_vs_{STRONG_BASELINE}"])
+            shown = any(v is not None for v in ps)
+            p = ", p=" + " / ".join("-" if v is None else f"{v:.2g}" for v in ps) if shown else ""
+            cells.append(f"{r['median_regret']:.4f} ({r['q25_regret']:.4f}-{r['q75_regret']:.4f}){p}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
 

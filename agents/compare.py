@@ -4,7 +4,8 @@ Each (agent, seed) pair is an ordinary :func:`agents.runner.run_search` run; all
 one result store, so an architecture trained once under the same settings is served to every
 later run instead of being trained again (its reward is the same either way).
 
-Children are ranked by their reward (as the runner ranks "best"); what is plotted and reported is
+Children are ranked by their reward; with the shared store an architecture met again gets its stored result,
+so this ranks architectures as the runner's mean-reward incumbent does. What is plotted and reported is
 the env's headline metric of the children so ranked: the validation perplexity (lower is better)
 when the env's records carry ``val_ppl`` (the language-model envs), else the validation accuracy.
 """

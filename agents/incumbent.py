@@ -46,7 +46,7 @@ class Incumbent:
         return self._sum[key] / self._count[key] if key in self._count else math.nan
 
     def add(self, key: Hashable, reward: float) -> bool:
-        """Record one evaluation; True when the incumbent or its score changed."""
+        """Record one evaluation; True when the incumbent, its score or its number of evaluations changed."""
         reward = float(reward)
         self._sum[key] = self._sum.get(key, 0.0) + reward
         self._count[key] = self._count.get(key, 0) + 1
@@ -54,8 +54,9 @@ class Incumbent:
         before = (self.key, self.score)
         score = self._score_of(key)
         if key == self.key and score < self.score:  # the incumbent's own mean fell: another may lead now
-            self.key = max(self._count, key=self._score_of)  # the first of equal scores: the earliest seen
+            # the best score now; on a tie the incumbent stays, else the earliest seen of the leaders
+            self.key = max(self._count, key=lambda k: (self._score_of(k), k == key))
             self.score = self._score_of(self.key)
         elif score > self.score or key == self.key:
             self.key, self.score = key, score
-        return (self.key, self.score) != before
+        return (self.key, self.score) != before or key == self.key

@@ -323,7 +323,7 @@ def _check_knobs(k: dict[str, Any]) -> None:
 
 
 class ReinforceAgent(EpisodicSearchAgent):
-    """The paper's controller trained with REINFORCE and an EMA baseline (plus issue 14's options, off by default).
+    """The paper's controller trained with REINFORCE and an EMA baseline (plus issue 14's options; see DEFAULTS).
 
     Args:
         seed: search seed (child env seeds, the controller's initialisation and its sampling generator).

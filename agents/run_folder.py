@@ -252,6 +252,11 @@ class RunFolder:
         for record in self.records:
             self._track(record)
         self.best = self._best_record()
+        best_path = self.path / BEST  # a resume may have dropped children: best.json follows the records kept
+        if self.best is None:
+            best_path.unlink(missing_ok=True)
+        elif not best_path.is_file() or json.loads(best_path.read_text(encoding="utf-8")) != self.best:
+            atomic_write(best_path, json.dumps(self.best, indent=2))
         self.cache_hits = sum(bool(r.get("cache_hit")) for r in self.records)
         self._file = self.results_path.open("a", encoding="utf-8")
         self.writer = SummaryWriter(log_dir=str(self.path))

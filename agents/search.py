@@ -41,8 +41,9 @@ class SearchArgs:
     episodes: int = 200
     """children (architectures) to evaluate in total"""
     time_budget: float = 0.0
-    """stop after the first child that ends this many seconds into the search (0: no limit), e.g. to compare
-    two searches at equal wall-clock; every child so far is kept, and --resume continues from the last update"""
+    """stop after the first child (lockstep batch with --num-envs) that ends this many seconds into this
+    invocation of the search (0: no limit), e.g. to compare two searches at equal wall-clock; every child so
+    far is kept, and --resume continues from the last update"""
     children_per_update: int = 5
     """m: children per policy update (the default is rounded up to a multiple of --num-envs)"""
     num_envs: int = 1
@@ -284,7 +285,9 @@ def _search(args: SearchArgs, agent: SearchAgent, envs: gym.vector.VectorEnv, fo
             depth = new
             set_env_layers(envs, depth)
             folder.add_scalar("search/num_layers", depth, child.index + 1)
-        if args.time_budget and time.perf_counter() - started >= args.time_budget:
+        # stop at the end of a lockstep batch: its other children are trained already, and are kept
+        if (args.time_budget and time.perf_counter() - started >= args.time_budget
+                and (child.index + 1) % args.num_envs == 0):
             raise TimeBudgetReached
 
     def on_update(stats: UpdateStats) -> None:

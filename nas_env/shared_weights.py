@@ -547,6 +547,7 @@ class SharedWeightsEvaluator:
         self._setup()
         mine = json.loads(json.dumps(self.settings(), default=str))
         theirs = json.loads(json.dumps(state["settings"], default=str))
+        theirs.get("shared", {}).setdefault("kernel_sharing", "crop")  # saved before the option: crops
         if mine != theirs:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ValueError(f"shared-weights state was saved under other settings (differing: {diff})")

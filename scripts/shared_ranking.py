@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     last = results[-1]
     report: dict[str, Any] = {
         "n": len(pairs), "env": args.env, "env_kwargs": {k: v for k, v in env_kwargs.items() if k != "data_root"},
-        "shared_config": json.loads(json.dumps(evaluator.settings()["shared"])),
+        "shared_config": {**json.loads(json.dumps(evaluator.settings()["shared"])), "warmup_steps": stages[-1]},
         "warmup_seconds": last["warmup_seconds"], "score_seconds": last["score_seconds"],
         "standalone_acc": standalone, "bn_eval": last["bn_eval"], "stages": results,
     }

@@ -47,8 +47,13 @@ def test_a_tie_keeps_the_incumbent_and_an_unchanged_one_reports_no_change() -> N
     incumbent = Incumbent("max")
     assert incumbent.add("a", 0.5)
     assert not incumbent.add("b", 0.5)  # a tie: a stays
-    assert not incumbent.add("a", 0.4)  # a's max is still 0.5
-    assert incumbent.key == "a"
+    assert incumbent.add("a", 0.4)  # a's max is still 0.5, but it has one more evaluation to report
+    assert incumbent.key == "a" and incumbent.score == 0.5 and incumbent.evaluations("a") == 2
+    mean = Incumbent("mean")
+    mean.add("a", 0.6)
+    mean.add("b", 0.8)
+    mean.add("b", 0.4)  # b's mean falls to 0.6: a tie with a, and b stays
+    assert mean.key == "b"
 
 
 def test_an_unknown_rule_is_named() -> None:

@@ -130,5 +130,24 @@ def test_a_time_budget_stops_the_search_and_keeps_its_children(tmp_path: Path) -
     assert json.loads((run / "best.json").read_text())["index"] == 0
     resumed = run_search(SearchArgs(resume=str(run), time_budget=0.0, progress=False), explicit={"time_budget"})
     assert len(read_results(resumed / "results.jsonl")) == 50  # the budget may change on resume
+    batched = synthetic_run(tmp_path / "two", episodes=50, time_budget=1e-9, num_envs=2)
+    assert len(read_results(batched / "results.jsonl")) == 2  # the whole lockstep batch is kept
     with pytest.raises(ValueError, match=r"--time-budget must be a number of seconds >= 0.*got -1"):
         synthetic_run(tmp_path / "bad", time_budget=-1)
+
+
+def test_best_json_follows_the_records_a_resume_keeps(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run", pictures=False)
+    folder.start({}, total=3, desc="test", progress=False)
+    for i, r in enumerate([0.5, 0.6, 0.9]):
+        folder.record_child(child(i, r))
+    folder.close()
+    assert json.loads((tmp_path / "run" / "best.json").read_text())["index"] == 2
+    again = RunFolder(tmp_path / "run", pictures=False)  # an agent that cannot replay exactly: child 2 is dropped
+    again.start({}, total=3, desc="test", progress=False, resumed_children=2, exact_replay=False)
+    again.close()
+    assert json.loads((tmp_path / "run" / "best.json").read_text())["index"] == 1
+    none_left = RunFolder(tmp_path / "run", pictures=False)
+    none_left.start({}, total=3, desc="test", progress=False, resumed_children=0, exact_replay=False)
+    none_left.close()
+    assert not (tmp_path / "run" / "best.json").exists()
