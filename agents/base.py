@@ -213,6 +213,7 @@ class EpisodicSearchAgent(SearchAgent):
         self.token_specs: tuple[TokenSpec, ...] | None = None
         self.num_actions: int | None = None
         self._committed: dict[str, Any] | None = None  # counters and RNG state at the last update boundary
+        self._unlearned: list[Episode] = []  # children of an unfinished update (a run that stopped mid-batch)
 
     def _stream_seed(self, stream: int) -> int:
         """A seed for the agent's own generator number ``stream``, independent of the child env seeds."""
@@ -327,6 +328,7 @@ class EpisodicSearchAgent(SearchAgent):
         self._set_rng_state(copy.deepcopy(state["rng"]))
         self.children_done = int(state["children_done"])
         self.updates_done = int(state["updates_done"])
+        self._unlearned = []  # the run replays the unfinished update's children (served from the store)
         self._commit()
 
     # --- the loop ------------------------------------------------------------------------
@@ -355,17 +357,23 @@ class EpisodicSearchAgent(SearchAgent):
         mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
 
         while self.children_done < num_children:
-            size = min(self.children_per_update, num_children - self.children_done)
-            episodes: list[Episode] = []
-            while len(episodes) < size:
+            # An update learns from exactly m children. A run that stops mid-batch keeps the batch's children
+            # pending: the next run() call completes the batch, and a resume from the checkpoint (at the last
+            # update) replays them from the store; both continue exactly as an uninterrupted run would.
+            episodes, self._unlearned = self._unlearned, []
+            target = min(self.children_per_update, len(episodes) + num_children - self.children_done)
+            while len(episodes) < target:
                 with self._compute_scope():
-                    batch = self._rollout(venv, self.children_done, min(n, size - len(episodes)), mode)
+                    batch = self._rollout(venv, self.children_done, min(n, target - len(episodes)), mode)
                 for ep in batch:
                     episodes.append(ep)
                     self.children_done = ep.index + 1
                     on_child(ChildRecord(ep.index, ep.reward, ep.info))
+            if len(episodes) < self.children_per_update:
+                self._unlearned = episodes
+                break
             stats = self._update(episodes)
-            stats.update, stats.children_done, stats.num_children = self.updates_done, self.children_done, size
+            stats.update, stats.children_done, stats.num_children = self.updates_done, self.children_done, len(episodes)
             self.updates_done += 1
             self._commit()
             if on_update is not None:

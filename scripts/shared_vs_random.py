@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                args.retrain_seeds)}
             report["searches"][label] = entry
     lines = ["| search | children | wall-clock (s) | best's search reward | retrained val acc | retrained test acc |",
-             "|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|"]  # test: only where the env's evaluator holds a test split
     def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 

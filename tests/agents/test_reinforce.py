@@ -64,13 +64,17 @@ def test_update_stats_and_baseline_follow_the_definition() -> None:
 
 
 def test_remainder_update_and_run_in_steps() -> None:
-    """10 children with m = 4: updates of 4, 4 and 2; run() continues from children_done."""
+    """10 children with m = 4: updates of 4 and 4, children 8-9 pending; run() continues from children_done and
+    completes the pending batch, exactly as one run of 14 children."""
     agent = ReinforceAgent(seed=1, children_per_update=4)
     children, updates = run_agent(agent, digits_env(), 10)
     assert [c.index for c in children] == list(range(10))
-    assert [u.num_children for u in updates] == [4, 4, 2] and agent.children_done == 10
-    more, _ = run_agent(agent, digits_env(), 14)
+    assert [u.num_children for u in updates] == [4, 4] and agent.children_done == 10
+    more, more_updates = run_agent(agent, digits_env(), 14)
     assert [c.index for c in more] == list(range(10, 14))
+    assert [(u.num_children, u.children_done) for u in more_updates] == [(4, 12)]  # children 8-11
+    straight, _ = run_agent(ReinforceAgent(seed=1, children_per_update=4), digits_env(), 14)
+    assert archs(children + more) == archs(straight)
     with pytest.raises(ValueError, match="already done"):
         agent.run(digits_env(), 5, lambda c: None)
 
@@ -137,7 +141,7 @@ def test_short_last_batch_discards_the_spare_sub_env_with_a_warning() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         children, updates = run_agent(ReinforceAgent(seed=0, children_per_update=4), vec_digits(2), 7)
-    assert [c.index for c in children] == list(range(7)) and [u.num_children for u in updates] == [4, 3]
+    assert [c.index for c in children] == list(range(7)) and [u.num_children for u in updates] == [4]
     assert any("discarded child" in str(w.message) for w in caught)
     with pytest.raises(ValueError, match="multiple of num_envs"):
         ReinforceAgent(children_per_update=3).run(vec_digits(2), 6, lambda c: None)

@@ -257,8 +257,10 @@ def test_skip_penalty_pulls_the_skip_probability_to_the_target(target: float) ->
             logp = torch.log_softmax(agent.controller(torch.from_numpy(actions)), -1)
         return float(logp[:, skip_t, 1].exp().mean())
 
-    penalised = ReinforceAgent(seed=0, children_per_update=8, lr=0.02, skip_penalty=1.0, skip_target=target)
-    control = ReinforceAgent(seed=0, children_per_update=8, lr=0.02)
+    # no entropy bonus: the KL term is the only force (the default's bonus would move weights on its own)
+    penalised = ReinforceAgent(seed=0, children_per_update=8, lr=0.02, skip_penalty=1.0, skip_target=target,
+                               entropy_coef=0.0)
+    control = ReinforceAgent(seed=0, children_per_update=8, lr=0.02, entropy_coef=0.0)
     for agent in (penalised, control):
         agent.prepare(specs, num_actions)
     start, before = skip_prob(penalised, penalised.sample_actions(masks, 64)), params(control)
@@ -291,7 +293,9 @@ def test_normalized_gradient_is_the_plain_one_over_the_std() -> None:
     """Through policy_gradient (the Ray replicas' entry point): the gradient is left in .grad, scaled by 1/s."""
     specs, num_actions = digits_specs()
     masks = full_masks(specs, num_actions)
-    plain, normed = ReinforceAgent(seed=5), ReinforceAgent(seed=5, normalize_advantage=True)
+    # no entropy bonus: only the advantage term is scaled by 1/s
+    plain, normed = ReinforceAgent(seed=5, entropy_coef=0.0), ReinforceAgent(seed=5, normalize_advantage=True,
+                                                                             entropy_coef=0.0)
     for agent in (plain, normed):
         agent.prepare(specs, num_actions)
     rewards = np.array([0.2, 0.9, 0.4, 0.6, 0.1])
@@ -339,7 +343,9 @@ def test_several_epochs_take_several_steps_and_stay_local() -> None:
     specs, num_actions = digits_specs()
     masks = full_masks(specs, num_actions)
     # lr 0.05: steps large enough for the clip to bind
-    one, three = ReinforceAgent(seed=1, lr=0.05), ReinforceAgent(seed=1, lr=0.05, ppo_epochs=3, clip_ratio=0.2)
+    # no entropy bonus: the hand-made steps below are the clipped surrogate alone
+    one = ReinforceAgent(seed=1, lr=0.05, entropy_coef=0.0)
+    three = ReinforceAgent(seed=1, lr=0.05, ppo_epochs=3, clip_ratio=0.2, entropy_coef=0.0)
     for agent in (one, three):
         agent.prepare(specs, num_actions)
     rewards = [0.2, 0.9, 0.4, 0.6, 0.1]
