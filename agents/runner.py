@@ -14,22 +14,27 @@ from nas_env.cli import parse_dataclass
 __all__ = ["SearchArgs", "main", "make_envs", "parse_args", "run_search"]
 
 
-def parse_args(argv: list[str] | None = None) -> SearchArgs:
-    """The flags as settled :class:`SearchArgs` (see :func:`~agents.search.resolve_args`: a resume's saved
-    settings, m fitted to --num-envs); a bad value exits with a message naming it."""
+def _parse(argv: list[str] | None) -> tuple[SearchArgs, set[str], SearchArgs]:
+    """The flags as given, the names given explicitly, and the settled arguments (a bad value exits)."""
     args, explicit, parser = parse_dataclass(SearchArgs, argv, prog="nasrl-search",
                                              description="Neural architecture search with RL (Zoph & Le).")
     try:
-        return resolve_args(args, explicit)
+        return args, explicit, resolve_args(args, explicit)
     except ValueError as e:
         parser.error(str(e))
 
 
+def parse_args(argv: list[str] | None = None) -> SearchArgs:
+    """The flags as settled :class:`SearchArgs` (see :func:`~agents.search.resolve_args`: a resume's saved
+    settings, m fitted to --num-envs); a bad value exits with a message naming it."""
+    return _parse(argv)[2]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``nasrl-search``."""
-    args = parse_args(argv)
+    args, explicit, _ = _parse(argv)  # checked here; run_search settles them again from the same flags
     try:
-        run_search(args)
+        run_search(args, explicit)
     except KeyboardInterrupt:
         print("\ninterrupted: continue with --resume RUN_DIR (finished children are kept)", file=sys.stderr)
         raise SystemExit(130) from None

@@ -9,6 +9,7 @@ import pytest
 
 from agents.base import ChildRecord
 from agents.run_folder import RunFolder, read_results
+from agents.runner import main as runner_main
 from agents.runner import parse_args
 from agents.search import SearchArgs, run_search
 
@@ -128,8 +129,8 @@ def test_a_time_budget_stops_the_search_and_keeps_its_children(tmp_path: Path) -
     run = synthetic_run(tmp_path, episodes=50, time_budget=1e-9)  # spent by the time the first child ends
     assert [r["index"] for r in read_results(run / "results.jsonl")] == [0]
     assert json.loads((run / "best.json").read_text())["index"] == 0
-    resumed = run_search(SearchArgs(resume=str(run), time_budget=0.0, progress=False), explicit={"time_budget"})
-    assert len(read_results(resumed / "results.jsonl")) == 50  # the budget may change on resume
+    runner_main(["--resume", str(run), "--time-budget", "0", "--no-progress"])  # the command line, as a user types it
+    assert len(read_results(run / "results.jsonl")) == 50  # the budget may change on resume, even to its default
     batched = synthetic_run(tmp_path / "two", episodes=50, time_budget=1e-9, num_envs=2)
     assert len(read_results(batched / "results.jsonl")) == 2  # the whole lockstep batch is kept
     with pytest.raises(ValueError, match=r"--time-budget must be a number of seconds >= 0.*got -1"):
