@@ -16,11 +16,11 @@ Our default differs from the paper's in two numbers: lr 0.01 (Adam) and an entro
 On NASRL-Bench-Digits (real trained children, 10 + 20 + 20 seeds, ``docs/controller_study.md``) the
 paper's 0.0006 does no better than random search within 200 children, while 0.01 reaches a regret
 of 0.009 (the table's second-best architecture) within 50-100 children. Without an entropy bonus the
-policy then collapses onto that architecture (about 50 distinct children in 1,000) and rarely meets
-the best one, a token away; 0.02 keeps it sampling the neighbourhood (about 250 distinct), so the
-median run finds the optimum by 200 children. The other knobs of the study (m, baseline decay, ENAS's
-temperature and tanh, the skip KL, advantage normalisation, PPO steps) changed nothing measurable at
-lr 0.01 and stay off.
+policy then collapses onto that architecture (46-65 distinct children in 1,000) and rarely meets
+the best one, a token away; 0.02 keeps it sampling the neighbourhood (59-108 distinct; 15 of 20 runs
+met the best one), so the median run reports the optimum by 500 children. The other knobs of the
+study (m, baseline decay, ENAS's temperature and tanh, the skip KL, advantage normalisation, PPO
+steps) changed nothing measurable at lr 0.01 and stay off.
 
 Earlier sweeps on the digits space with the synthetic evaluator (3 layers, 12 tokens; mean reward
 of the last 200 children after 3,000-4,000, lr 0.0006, 3-6 seeds; "noisy": the evaluator's score
