@@ -177,6 +177,15 @@ def _wait_for_claim(store: ResultStore, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _wait_for_line(path: Path, line: str, timeout_s: float = 60.0) -> None:
+    import time
+
+    deadline = time.time() + timeout_s
+    while not (path.is_file() and line in path.read_text().splitlines()):
+        assert time.time() < deadline, f"{path} never got the line {line!r}"
+        time.sleep(0.05)
+
+
 def test_two_processes_drawing_one_architecture_train_it_once(tmp_path: Path) -> None:
     import json
     import time
@@ -205,6 +214,7 @@ def test_the_claim_of_a_killed_worker_expires_and_the_architecture_is_trained(tm
     store = ResultStore(tmp_path / "s.sqlite")
     worker = _start_worker(tmp_path, arch, seconds=600.0, seed=1)
     _wait_for_claim(store)
+    _wait_for_line(tmp_path / "log", "start 1")  # the claim is written just before training starts: kill mid-training
     worker.kill()  # SIGKILL: no cleanup runs, the claim row stays
     worker.wait()
     assert len(store.claims()) == 1
