@@ -183,10 +183,9 @@ class RunFolder:
         self.path = Path(path)
         self.pictures = pictures  # draw best.png (and its TensorBoard image) at each new best
         self.incumbent_rule = incumbent  # agents/incumbent.py: how a repeated architecture's rewards count
-        Incumbent(incumbent)  # validates the rule now, before any folder exists
+        self._incumbent = Incumbent(incumbent)  # validates the rule now, before any folder exists
         self.records: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
-        self._incumbent = Incumbent(incumbent)
         self._top_record: dict[str, dict[str, Any]] = {}  # architecture key -> its highest-reward record
         self.written = 0
         self.cache_hits = 0
