@@ -7,9 +7,11 @@ env or worker exists; :func:`run_search` runs or resumes one search and returns 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from agents.base import ChildRecord, EpisodicSearchAgent, SearchAgent, UpdateSta
 from agents.curriculum import DepthCurriculum, env_max_layers, set_env_layers
 from agents.run_folder import RunFolder
 from agents.sb3 import SB3_ALGOS
-from nas_env.vector import VECTORIZATION_MODES, make_parallel_envs
+from nas_env.vector import VECTORIZATION_MODES, make_parallel_envs, make_sync_envs
 
 BACKENDS = ("local", "ray")
 AGENT_CHECKPOINT = "agent.pt"
@@ -47,29 +49,32 @@ class SearchArgs:
     children_per_update: int = 5
     """m: children per policy update (the default is rounded up to a multiple of --num-envs)"""
     num_envs: int = 1
-    """sub-environments stepped in lockstep: children trained at once on this machine"""
+    """sub-environments stepped in lockstep: children trained at once (on this machine, or as Ray tasks with
+    --backend ray and an agent other than reinforce)"""
     vectorization: str = "auto"
     """sync (one process), async (one process per sub-env, each with its device and share of the CPU
     threads) or auto (async when --num-envs > 1, except for SB3 agents, which step a sync vector env)"""
     backend: str = "local"
-    """local (this process and its sub-env processes) or ray (the paper's parameter-server layout on Ray)"""
+    """local (this process and its sub-env processes) or ray: --agent reinforce runs the paper's parameter-server
+    layout on Ray (--replicas, --children-per-replica, --param-servers, --sync); evolution and random run their
+    usual loop here and train each lockstep batch's --num-envs children as Ray tasks"""
     address: str = ""
     """ray: cluster to join ("auto": the one `ray start` set up here); empty: start a local Ray"""
     num_cpus: int = 0
     """ray: CPUs of a local Ray started without --address (0: all of this machine's)"""
     replicas: int = 2
-    """ray: K, controller replicas, each sampling and learning from its own children"""
+    """ray, reinforce: K, controller replicas, each sampling and learning from its own children"""
     children_per_replica: int = 4
-    """ray: m, children each replica samples per gradient (trained at once, as Ray tasks)"""
+    """ray, reinforce: m, children each replica samples per gradient (trained at once, as Ray tasks)"""
     param_servers: int = 1
-    """ray: S, parameter-server shards holding the controller's parameters"""
+    """ray, reinforce: S, parameter-server shards holding the controller's parameters"""
     gpus_per_child: float = 0.0
     """ray: GPUs each child's training task requests (fractions share a GPU between small children)"""
     cpus_per_child: float = 1.0
     """ray: CPUs each child's training task requests (also its torch thread count)"""
     sync: bool = False
-    """ray: synchronous updates (each round's gradients of all replicas averaged into one step) instead of the
-    paper's asynchronous ones"""
+    """ray, reinforce: synchronous updates (each round's gradients of all replicas averaged into one step) instead
+    of the paper's asynchronous ones"""
     child_retries: int = 2
     """ray: times a child whose worker died is retried before it is recorded with status failed"""
     seed: int = 0
@@ -137,12 +142,13 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
     budget = args.time_budget
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget < 0:
         raise ValueError(f"--time-budget must be a number of seconds >= 0 (0: no limit), got {budget!r}")
-    if budget and args.backend == "ray":
-        raise ValueError("--time-budget works with --backend local only (the Ray driver has its own rounds)")
+    if budget and args.backend == "ray" and args.agent == "reinforce":
+        raise ValueError("--time-budget does not work with --backend ray --agent reinforce (the parameter-server "
+                         "driver has its own rounds); use --backend local, or another agent on Ray")
     check_parallel_args(args)
     m, n = args.children_per_update, args.num_envs
-    lockstep = args.backend == "local" and isinstance(AGENTS.get(args.agent), type) and issubclass(
-        AGENTS[args.agent], EpisodicSearchAgent)
+    lockstep = (args.backend == "local" or args.agent != "reinforce") and isinstance(
+        AGENTS.get(args.agent), type) and issubclass(AGENTS[args.agent], EpisodicSearchAgent)
     if lockstep and m % n:
         if "children_per_update" in explicit:
             raise ValueError(f"--children-per-update {m} must be a multiple of --num-envs {n} (lockstep batches fill "
@@ -175,7 +181,7 @@ def make_envs(args: SearchArgs, store_path: Path) -> gym.vector.VectorEnv:
         "async" if args.num_envs > 1 and args.agent not in SB3_ALGOS else "sync")
     if mode == "async":
         return make_parallel_envs(args.env, args.num_envs, kwargs)
-    return gym.make_vec(args.env, num_envs=args.num_envs, vectorization_mode="sync", **kwargs)
+    return make_sync_envs(args.env, args.num_envs, kwargs)
 
 
 def run_folder_of(args: SearchArgs) -> RunFolder:
@@ -227,37 +233,57 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
     args = resolve_args(args, explicit)
     folder = run_folder_of(args)
     store_path = Path(args.store) if args.store else folder.path / "store.sqlite"
-    if args.backend == "ray":
+    if args.backend == "ray" and args.agent == "reinforce":  # the paper's parameter-server layout
         from agents.distributed import run_ray_search
 
         return run_ray_search(args, folder, store_path)
 
     # Build the agent and the envs first: bad --agent-kwargs or --env-kwargs fail before a run folder exists.
     agent = build_agent(args)
-    envs = make_envs(args, store_path)
-    curriculum = None
-    try:
-        if args.curriculum:  # a space too shallow for the schedule fails before a run folder exists
-            curriculum = DepthCurriculum(env_max_layers(envs), args.curriculum_start_layers,
-                                         args.curriculum_layers_step, args.curriculum_every)
-        config = dataclasses.asdict(args)
-        if not args.resume:
-            folder.write_config(config)
-        saved = folder.load_checkpoint(AGENT_CHECKPOINT)
-        if saved is not None:
-            agent.load_state_dict(saved)
-            restore_evaluators(envs, saved.get("evaluators"))
-        folder.start(config, args.episodes, f"{args.agent} on {args.env}", args.progress, agent.children_done,
-                     getattr(agent, "exact_replay", True))
-        _search(args, agent, envs, folder, curriculum, saved)
-    finally:
-        envs.close()
-        folder.close()
-    extra = ""
-    if getattr(agent, "episodes", 0):  # agents that ignore masks: how often they end an episode on an invalid action
-        extra = f"; {agent.invalid_episodes} of {agent.episodes} episodes ended on an invalid action"
+    with open_envs(args, store_path) as envs:
+        curriculum = None
+        try:
+            if args.curriculum:  # a space too shallow for the schedule fails before a run folder exists
+                curriculum = DepthCurriculum(env_max_layers(envs), args.curriculum_start_layers,
+                                             args.curriculum_layers_step, args.curriculum_every)
+            config = dataclasses.asdict(args)
+            if not args.resume:
+                folder.write_config(config)
+            saved = folder.load_checkpoint(AGENT_CHECKPOINT)
+            if saved is not None:
+                agent.load_state_dict(saved)
+                restore_evaluators(envs, saved.get("evaluators"))
+            where = f" (children as Ray tasks, {args.num_envs} at once)" if args.backend == "ray" else ""
+            folder.start(config, args.episodes, f"{args.agent} on {args.env}{where}", args.progress,
+                         agent.children_done, getattr(agent, "exact_replay", True))
+            _search(args, agent, envs, folder, curriculum, saved)
+        finally:
+            folder.close()
+        extra = ""
+        if getattr(agent, "episodes", 0):  # agents that ignore masks: how often they end on an invalid action
+            extra = f"; {agent.invalid_episodes} of {agent.episodes} episodes ended on an invalid action"
+        evaluator = getattr(envs, "child_evaluator", None)
+        if evaluator is not None:  # Ray tasks
+            failed = sum(r["status"] == "failed" for r in folder.records)
+            extra += f", {failed} failed, {evaluator.duplicates_avoided} duplicates trained once"
     print(folder.summary(extra))
     return folder.path
+
+
+@contextlib.contextmanager
+def open_envs(args: SearchArgs, store_path: Path) -> Iterator[gym.vector.VectorEnv]:
+    """The run's vector env (:func:`make_envs`, or children as Ray tasks with ``--backend ray``), closed after."""
+    if args.backend == "ray":
+        from agents.distributed.vector import ray_envs
+
+        with ray_envs(args, store_path) as envs:
+            yield envs
+        return
+    envs = make_envs(args, store_path)
+    try:
+        yield envs
+    finally:
+        envs.close()
 
 
 class TimeBudgetReached(Exception):

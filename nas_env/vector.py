@@ -16,6 +16,12 @@ server: *fork* copies a parent whose torch (OpenMP) thread pool may already be r
 and a forked child then hangs in its first parallel region (seen here: ``gym.make_vec(...,
 vectorization_mode="async")`` with the default fork context never returned after the parent
 had run a 2-thread matmul). ``spawn`` works too but imports torch once per sub-env.
+
+Infos: Gymnasium's vector envs batch each info key into an array typed by the first sub-env
+that reports it, so a failed child's ``params=None`` (or a PTB child's ``val_ppl=None``) beside
+an ok child's number raised a TypeError and ended the search. :class:`NASSyncVectorEnv` and
+:class:`NASAsyncVectorEnv` (what :func:`make_sync_envs` and :func:`make_parallel_envs` build)
+turn such a key's array into an object array instead; a plain ``gym.make_vec`` does not.
 """
 
 from __future__ import annotations
@@ -24,12 +30,51 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 VECTORIZATION_MODES = ("auto", "sync", "async")
+
+
+def _widen(vector_infos: dict[str, Any], env_info: dict[str, Any]) -> None:
+    """Make every batched info array able to take this sub-env's value: an object array where its type does not
+    fit (None or text into numbers, a float into ints, which numpy would truncate)."""
+    for key, value in env_info.items():
+        array = vector_infos.get(key)
+        if isinstance(value, dict) and isinstance(array, dict):
+            _widen(array, value)
+        elif (isinstance(array, np.ndarray) and array.dtype != object and not isinstance(value, np.ndarray)
+              and not np.can_cast(np.asarray(value).dtype, array.dtype, casting="same_kind")):
+            vector_infos[key] = array.astype(object)
+
+
+class MixedInfoMixin:
+    """Batches infos whose values differ in type across sub-envs (see the module docstring)."""
+
+    def _add_info(self, vector_infos: dict[str, Any], env_info: dict[str, Any], env_num: int) -> dict[str, Any]:
+        _widen(vector_infos, env_info)
+        return super()._add_info(vector_infos, env_info, env_num)
+
+
+class NASSyncVectorEnv(MixedInfoMixin, gym.vector.SyncVectorEnv):
+    """A :class:`~gymnasium.vector.SyncVectorEnv` that batches infos of mixed types (a failed child beside an ok
+    one)."""
+
+
+class NASAsyncVectorEnv(MixedInfoMixin, gym.vector.AsyncVectorEnv):
+    """An :class:`~gymnasium.vector.AsyncVectorEnv` that batches infos of mixed types (a failed child beside an ok
+    one)."""
+
+
+def make_sync_envs(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None) -> NASSyncVectorEnv:
+    """``num_envs`` sub-envs of ``env_id`` stepped one after the other in this process."""
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    return NASSyncVectorEnv([partial(gym.make, env_id, **(env_kwargs or {})) for _ in range(num_envs)])
 
 
 def available_cores() -> int:
@@ -77,7 +122,7 @@ def make_parallel_envs(
     num_threads: int | None = None,
     devices: Sequence[str | None] | None = None,
     context: str | None = "forkserver",
-) -> gym.vector.AsyncVectorEnv:
+) -> NASAsyncVectorEnv:
     """``num_envs`` sub-envs of ``env_id``, each in its own process, with its device and thread share.
 
     Args:
@@ -101,6 +146,6 @@ def make_parallel_envs(
     fns = [SubEnvFactory(env_id, kwargs if dev is None else {**kwargs, "device": dev}, threads) for dev in devices]
     previous = torch.get_num_threads()
     try:
-        return gym.vector.AsyncVectorEnv(fns, context=context)
+        return NASAsyncVectorEnv(fns, context=context)
     finally:  # AsyncVectorEnv builds one env in this process to read its spaces: keep this process's threads
         torch.set_num_threads(previous)

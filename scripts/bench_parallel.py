@@ -8,7 +8,10 @@ each a real training of about a second, one torch thread per worker) are trained
 * **vector env**: ``nas_env.vector.make_parallel_envs`` with 1 and with 2 sub-env processes,
   stepped in lockstep as the runner's ``--num-envs`` does;
 * **ray**: :func:`agents.distributed.child.evaluate_child` tasks on a local 2-CPU Ray, one at a
-  time (each task asks for 2 CPUs) and two at a time (1 CPU each).
+  time (each task asks for 2 CPUs) and two at a time (1 CPU each);
+* **ray vector env**: :class:`agents.distributed.vector.RayVectorEnv` (``--backend ray`` for
+  evolution and random search) with 1 and 2 sub-envs in lockstep, the children of a step
+  trained as Ray tasks of 2 and 1 CPUs (no result store, so every child is trained).
 
 Each backend is warmed up first (processes started, data loaded), as it is after the first
 children of a search. Ray's overhead per child (scheduling and result transfer) is the round
@@ -30,6 +33,7 @@ import ray
 
 import nas_env  # noqa: F401
 from agents.distributed.child import evaluate_child
+from agents.distributed.vector import RayChildEvaluator, RayVectorEnv
 from nas_env.cli import parse_dataclass
 from nas_env.vector import make_parallel_envs
 
@@ -60,9 +64,15 @@ def draw_children(n: int, seed: int, one_architecture: bool = False) -> list[lis
     return [children[0]] * n if one_architecture else children
 
 
-def vector_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any]) -> tuple[float, float]:
-    """(children per second, mean train_seconds) through ``workers`` sub-env processes in lockstep."""
-    envs = make_parallel_envs(ENV, workers, kwargs, num_threads=1)
+def vector_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any], on_ray: bool = False
+                ) -> tuple[float, float]:
+    """(children per second, mean train_seconds) through ``workers`` sub-envs in lockstep: each in its own
+    process, or (``on_ray``) in this one with the children trained as Ray tasks."""
+    if on_ray:
+        evaluator = RayChildEvaluator(ENV, kwargs, None, score_key="val_acc", cpus_per_child=2 // workers)
+        envs = RayVectorEnv(ENV, kwargs, workers, evaluator)
+    else:
+        envs = make_parallel_envs(ENV, workers, kwargs, num_threads=1)
     try:
         def batch(actions: list[list[int]], seed: int) -> list[float]:
             envs.reset(seed=[seed + i for i in range(workers)])
@@ -122,19 +132,21 @@ def main(argv: list[str] | None = None) -> None:
     try:
         ray1 = ray_rate(children, 1, kwargs)
         ray2 = ray_rate(children, 2, kwargs)
+        rvec1, _ = vector_rate(children, 1, kwargs, on_ray=True)
+        rvec2, _ = vector_rate(children, 2, kwargs, on_ray=True)
         remote_ms, local_ms = ray_overhead_ms(children)
     finally:
         ray.shutdown()
 
     load_after = os.getloadavg()[0]
-    rows = [("vector env", vec1, vec2), ("ray", ray1, ray2)]
+    rows = [("vector env", vec1, vec2), ("ray", ray1, ray2), ("ray vector env", rvec1, rvec2)]
     kind = "copies of one digits child" if a.one_architecture else "different digits children"
     print(f"{a.children} {kind}, {a.epochs} epochs each, one torch thread per worker "
           f"(mean training time of a child alone: {train_s:.2f} s); load average {load_before:.1f} before, "
           f"{load_after:.1f} after, on {os.cpu_count()} cores")
-    print(f"{'backend':<12} {'1 worker':>12} {'2 workers':>12} {'speedup':>8}")
+    print(f"{'backend':<16} {'1 worker':>12} {'2 workers':>12} {'speedup':>8}")
     for name, one, two in rows:
-        print(f"{name:<12} {one:>10.3f}/s {two:>10.3f}/s {two / one:>7.2f}x")
+        print(f"{name:<16} {one:>10.3f}/s {two:>10.3f}/s {two / one:>7.2f}x")
     print(f"ray overhead per child: {remote_ms - local_ms:.1f} ms (round trip {remote_ms:.1f} ms, in-process "
           f"{local_ms:.2f} ms; instant evaluator)")
     print(json.dumps({
@@ -142,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         "child_train_seconds": round(train_s, 3),
         "vector_env": {"workers_1": round(vec1, 4), "workers_2": round(vec2, 4), "speedup": round(vec2 / vec1, 3)},
         "ray": {"workers_1": round(ray1, 4), "workers_2": round(ray2, 4), "speedup": round(ray2 / ray1, 3)},
+        "ray_vector_env": {"workers_1": round(rvec1, 4), "workers_2": round(rvec2, 4),
+                           "speedup": round(rvec2 / rvec1, 3)},
         "ray_overhead_ms": round(remote_ms - local_ms, 2), "load_average": [load_before, load_after],
     }))
 

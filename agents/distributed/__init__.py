@@ -16,8 +16,13 @@ Layout (``nasrl-search --backend ray --replicas K --children-per-replica m --par
   result store, results.jsonl and TensorBoard as it finishes (the run's ``RunFolder``),
   and checkpoints everything needed to resume.
 
-Only :mod:`agents.distributed.driver` imports Ray; the actor classes are plain classes that it
-wraps, so they can be read and tested on their own.
+The other episodic agents (``--agent evolution`` or ``random``) run on Ray differently: their own
+loop stays in the driver's process, over a :class:`~agents.distributed.vector.RayVectorEnv` whose
+``--num-envs`` lockstep children train as Ray tasks at once; checkpoints and resume are the local
+backend's (see :mod:`agents.distributed.vector`).
+
+Only :mod:`agents.distributed.driver` and :mod:`agents.distributed.vector` import Ray; the actor
+classes are plain classes that the driver wraps, so they can be read and tested on their own.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agents.run_folder import RunFolder
+
+
+# Agents that run their own loop over a RayVectorEnv; reinforce runs the parameter-server layout instead.
+RAY_VECTOR_AGENTS = ("evolution", "random")
+REINFORCE_LAYOUT = ("replicas", "children_per_replica", "param_servers", "sync")
 
 
 def check_ray_args(args: Any) -> None:
@@ -50,11 +60,26 @@ def check_ray_args(args: Any) -> None:
         raise ValueError(f"--child-retries must be 0 or more, got {args.child_retries}")
     if args.num_cpus < 0:
         raise ValueError(f"--num-cpus must be 0 (all of this machine's) or more, got {args.num_cpus}")
+    if args.agent in RAY_VECTOR_AGENTS:
+        defaults = type(args)()
+        for name in REINFORCE_LAYOUT:
+            if getattr(args, name) != getattr(defaults, name):
+                raise ValueError(f"--{name.replace('_', '-')} sets the paper's parameter-server layout of --agent "
+                                 f"reinforce; --agent {args.agent} on Ray trains --num-envs children at once as Ray "
+                                 f"tasks (leave --{name.replace('_', '-')} out)")
+        if args.vectorization == "async":
+            raise ValueError("--vectorization async does not apply to --backend ray: the sub-envs step in this "
+                             "process and their children train as Ray tasks (use auto or sync)")
+        return
     if args.agent != "reinforce":
-        raise ValueError(f"--backend ray runs the paper's REINFORCE controller: --agent must be 'reinforce', "
-                         f"got {args.agent!r}")
+        raise ValueError(f"--backend ray runs --agent reinforce (the paper's layout) or "
+                         f"{' or '.join(RAY_VECTOR_AGENTS)}; got {args.agent!r}: stable-baselines3 agents step their "
+                         f"own DummyVecEnv one child at a time, so use --backend local for them")
     if getattr(args, "curriculum", False):
-        raise ValueError("--curriculum is not supported with --backend ray (use the local backend)")
+        raise ValueError("--curriculum is not supported with --backend ray --agent reinforce (use the local backend)")
+    if getattr(args, "num_envs", 1) != 1:
+        raise ValueError(f"--num-envs {args.num_envs} does not apply to --backend ray --agent reinforce: its K x m "
+                         f"children (--replicas x --children-per-replica) train at once as Ray tasks")
 
 
 def run_ray_search(args: Any, folder: RunFolder, store_path: Path) -> Path:
@@ -65,4 +90,4 @@ def run_ray_search(args: Any, folder: RunFolder, store_path: Path) -> Path:
     return run(args, folder, store_path)
 
 
-__all__ = ["check_ray_args", "run_ray_search"]
+__all__ = ["RAY_VECTOR_AGENTS", "check_ray_args", "run_ray_search"]

@@ -5,8 +5,8 @@ The split keeps every child's reward and info exactly what the single-process en
 * A replica samples with a *local* copy of the env whose evaluator is a :class:`PresetEvaluator`
   (no data loaded, nothing trained): the env supplies the masks, the architecture and the
   child's evaluation seed, as it does for any agent.
-* :func:`evaluate_child` (the Ray task) builds the real env once per worker process and runs
-  only its evaluator on the decoded architecture with that seed.
+* :func:`evaluate_child` / :func:`evaluate_arch` (the Ray tasks) build the real env once per
+  worker process and run only its evaluator on the architecture with that seed.
 * The driver replays the actions in another local env whose preset evaluator returns the
   task's result, so the reward transform and the final info come from the env itself.
 
@@ -25,6 +25,7 @@ import torch
 
 import nas_env  # noqa: F401  (registers the environment ids in the worker)
 from nas_env.evaluators import EvalResult, as_result
+from nas_env.spaces.base import Architecture
 from nas_env.store import CachedEvaluator
 
 _ENVS: dict[str, gym.Env] = {}  # per worker process: the data is loaded once, not once per child
@@ -69,22 +70,44 @@ def _worker_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
 
 
 def describe_env(env_id: str, env_kwargs: dict[str, Any]) -> str:
-    """Build the env where children train (checks its keywords there) and return its evaluator's fingerprint."""
-    return fingerprint_of(_worker_env(env_id, env_kwargs).unwrapped.evaluator)
+    """Build the env where children train (checks its keywords there) and return its evaluator's fingerprint.
+
+    A stateful evaluator (a weight-sharing supernet) is refused: each Ray worker would train its own copy.
+    """
+    evaluator = _worker_env(env_id, env_kwargs).unwrapped.evaluator
+    if callable(getattr(evaluator, "state_dict", None)):
+        raise ValueError(f"--backend ray trains each child in a Ray task, and {type(evaluator).__name__} keeps one "
+                         f"shared state (weight sharing) that the tasks cannot share: use --backend local")
+    return fingerprint_of(evaluator)
 
 
-def evaluate_child(env_id: str, env_kwargs: dict[str, Any], actions: Sequence[int], seed: int,
-                   num_threads: int = 1) -> tuple[EvalResult, str]:
-    """Train one child: the env's evaluator on ``decode(actions)`` with evaluation seed ``seed``.
+def evaluate_arch(env_id: str, env_kwargs: dict[str, Any], arch: Architecture, seed: int,
+                  num_threads: int = 1) -> tuple[EvalResult, str]:
+    """Train one child: the env's evaluator on ``arch`` with evaluation seed ``seed`` (a Ray task).
 
     ``num_threads`` torch threads: the CPUs the task asked for, so that tasks sharing a node
     do not oversubscribe its cores. Returns the result and the evaluator's fingerprint.
     """
     torch.set_num_threads(max(1, num_threads))
-    base = _worker_env(env_id, env_kwargs).unwrapped
-    arch = base.space.decode([int(a) for a in actions])
-    result = as_result(base.evaluator(arch, int(seed)))
-    return result, fingerprint_of(base.evaluator)
+    evaluator = _worker_env(env_id, env_kwargs).unwrapped.evaluator
+    return as_result(evaluator(arch, int(seed))), fingerprint_of(evaluator)
+
+
+def evaluate_child(env_id: str, env_kwargs: dict[str, Any], actions: Sequence[int], seed: int,
+                   num_threads: int = 1) -> tuple[EvalResult, str]:
+    """:func:`evaluate_arch` of the full-depth architecture ``decode(actions)``."""
+    arch = _worker_env(env_id, env_kwargs).unwrapped.space.decode([int(a) for a in actions])
+    return evaluate_arch(env_id, env_kwargs, arch, seed, num_threads)
+
+
+def lost_worker_result(score_key: str, error: BaseException) -> EvalResult:
+    """The result of a child whose worker died past its retries (killed, OOM-killed, node lost): status "failed".
+
+    A crash says nothing about the architecture, so learners leave it out and the store does not keep it.
+    """
+    return EvalResult(0.0, "failed", {
+        score_key: 0.0 if score_key == "val_acc" else None, f"{score_key}_history": [], "train_seconds": 0.0,
+        "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
 
 
 def replay(env: gym.Env, evaluator: PresetEvaluator, actions: Sequence[int], env_seed: int,

@@ -39,7 +39,15 @@ import ray
 import torch
 
 from agents.base import ChildRecord, UpdateStats
-from agents.distributed.child import PresetEvaluator, describe_env, evaluate_child, local_env, remote_kwargs, replay
+from agents.distributed.child import (
+    PresetEvaluator,
+    describe_env,
+    evaluate_child,
+    local_env,
+    lost_worker_result,
+    remote_kwargs,
+    replay,
+)
 from agents.distributed.param_server import ParameterServer, shard_bounds
 from agents.distributed.replica import ControllerReplica, initial_parameters, make_agent
 from agents.run_folder import RunFolder
@@ -92,7 +100,7 @@ def check_cluster(args: Any) -> None:
                          f"{most_cpus:g}")
 
 
-def _remote_error(e: ray.exceptions.RayTaskError) -> BaseException:
+def remote_error(e: ray.exceptions.RayTaskError) -> BaseException:
     """A task's own exception (e.g. a ValueError about env keywords) rather than Ray's wrapper."""
     cause = e.as_instanceof_cause()
     return cause if isinstance(cause, BaseException) else e
@@ -260,12 +268,9 @@ class RaySearch:
         try:
             result, fingerprint = ray.get(ref)
         except ray.exceptions.RayTaskError as e:  # the evaluator raised: a bug, as in a single-process run
-            raise _remote_error(e) from None
+            raise remote_error(e) from None
         except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost) past the retries
-            key = self.env.unwrapped.score_key  # val_acc, or val_ppl for language-model children
-            result, fingerprint = EvalResult(0.0, "failed", {
-                key: 0.0 if key == "val_acc" else None, f"{key}_history": [], "train_seconds": 0.0,
-                "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}), ""
+            result, fingerprint = lost_worker_result(self.env.unwrapped.score_key, e), ""
         if fingerprint and result.status in CACHEABLE_STATUSES:
             self.store.put(fingerprint, self.space.decode(c["actions"]), result, c["seed"])
         self._finish(r, slot, EvalResult(result.reward, result.status, {**result.metrics, "result_seed": c["seed"]}),
@@ -327,7 +332,7 @@ class RaySearch:
         try:  # builds the env where children train: its keywords are checked there before anything is written
             self.fingerprint = ray.get(describe.remote(a.env, self.remote_kwargs))
         except ray.exceptions.RayTaskError as e:
-            raise _remote_error(e) from None
+            raise remote_error(e) from None
         saved = self._load_checkpoint()
         config = dataclasses.asdict(a)
         if not a.resume:

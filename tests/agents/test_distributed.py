@@ -179,7 +179,12 @@ def test_driver_killed_resumes_without_losing_or_retraining(ray_address: str, tm
     (["--replicas", "0"], "--replicas (K) must be an integer of at least 1, got 0"),
     (["--children-per-replica", "-2"], "--children-per-replica (m) must be an integer of at least 1, got -2"),
     (["--param-servers", "0"], "--param-servers (S) must be an integer of at least 1, got 0"),
-    (["--agent", "random"], "--agent must be 'reinforce'"),
+    (["--agent", "ppo"], "stable-baselines3 agents step their own DummyVecEnv"),
+    (["--agent", "evolution", "--replicas", "3"], "--replicas sets the paper's parameter-server layout"),
+    (["--agent", "random", "--sync"], "--sync sets the paper's parameter-server layout"),
+    (["--agent", "evolution", "--vectorization", "async"], "--vectorization async does not apply to --backend ray"),
+    (["--time-budget", "60"], "--time-budget does not work with --backend ray --agent reinforce"),
+    (["--num-envs", "2"], "--num-envs 2 does not apply to --backend ray --agent reinforce"),
     (["--backend", "spark"], "--backend 'spark' is not one of local, ray"),
 ])
 def test_bad_ray_flags_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -192,3 +197,104 @@ def test_more_gpus_per_child_than_the_cluster_has_fails_before_anything(ray_addr
     with pytest.raises(ValueError, match=r"--gpus-per-child 1 is more than any node .* allowed 0 to 0"):
         run_search(ray_args(tmp_path, "gpus", 4, SYNTHETIC, gpus_per_child=1.0))
     assert not (tmp_path / "gpus" / "config.json").exists()
+
+
+# --- evolution and random on Ray: their own loop over a RayVectorEnv --------------------------------
+EVOLUTION = {"population_size": 6, "sample_size": 3}
+
+
+def vector_args(tmp_path: Path, name: str, backend: str, episodes: int, **kw) -> SearchArgs:
+    """An evolution search over 2 lockstep sub-envs, m = 4, with a depth curriculum (1, 2, then 3 layers)."""
+    return SearchArgs(**{"env": "NASRL-Digits-v0", "agent": "evolution", "backend": backend, "episodes": episodes,
+                         "num_envs": 2, "children_per_update": 4, "vectorization": "sync", "seed": 3,
+                         "logdir": str(tmp_path), "run_name": name, "env_kwargs": SYNTHETIC,
+                         "agent_kwargs": EVOLUTION, "curriculum": True, "curriculum_start_layers": 1,
+                         "curriculum_layers_step": 1, "curriculum_every": 8, "progress": False, **kw})
+
+
+def child_keys(records: list[dict]) -> list[tuple]:
+    return [(r["index"], r["arch"], r["seed"], r["reward"], r["status"], r["num_layers"]) for r in records]
+
+
+def test_evolution_on_ray_records_what_a_local_run_does_and_resumes_exactly(ray_address: str,
+                                                                            tmp_path: Path) -> None:
+    local = read(run_search(vector_args(tmp_path, "local", "local", 24)))
+    assert {r["num_layers"] for r in local} == {1, 2, 3}  # the curriculum ran (its calls reach the probes too)
+    ray_dir = run_search(vector_args(tmp_path, "ray", "ray", 24))
+    assert child_keys(read(ray_dir)) == child_keys(local)
+
+    # Stopped mid-update (10 of m = 4: two children not learned from yet), then resumed to 24.
+    cut = run_search(vector_args(tmp_path, "cut", "ray", 10))
+    trained = len(ResultStore(cut / "store.sqlite"))
+    run_search(SearchArgs(resume=str(cut), episodes=24, progress=False))
+    resumed = read(cut)
+    assert child_keys(resumed) == child_keys(local)
+    assert [r["cache_hit"] for r in resumed[8:10]] == [False, False]  # first recorded when trained, kept as is
+    rows = ResultStore(cut / "store.sqlite")
+    assert len(rows) == len({r["arch"] for r in resumed}) > trained  # nothing trained twice
+
+
+def test_random_search_on_ray_trains_real_children_as_tasks(ray_address: str, tmp_path: Path) -> None:
+    args = SearchArgs(env="NASRL-Digits-v0", agent="random", backend="ray", episodes=4, num_envs=2, seed=1,
+                      logdir=str(tmp_path), run_name="random", env_kwargs=TRAIN, progress=False)
+    records = read(run_search(args))
+    assert [r["index"] for r in records] == [0, 1, 2, 3]
+    assert all(r["status"] == "ok" and 0.0 < r["val_acc"] <= 1.0 and r["train_seconds"] > 0 for r in records)
+    assert len(ResultStore(tmp_path / "random" / "store.sqlite")) == len({r["arch"] for r in records})
+
+
+def test_a_batch_that_draws_one_architecture_twice_trains_it_once(ray_address: str, tmp_path: Path) -> None:
+    import gymnasium as gym
+
+    from agents.distributed.vector import RayChildEvaluator
+
+    space = gym.make("NASRL-Digits-v0", **SYNTHETIC).unwrapped.space
+    a, b = space.decode([0] * len(space.tokens())), space.decode([1] * len(space.tokens()))
+    evaluator = RayChildEvaluator("NASRL-Digits-v0", SYNTHETIC, tmp_path / "store.sqlite", score_key="val_acc")
+    evaluator.prefetch([(a, 5), (b, 6), (a, 7)])
+    first, other, second = evaluator(a, 5), evaluator(b, 6), evaluator(a, 7)
+    assert (evaluator.trained, evaluator.duplicates_avoided) == (2, 1)
+    assert (first.metrics["cache_hit"], second.metrics["cache_hit"], second.metrics["waited_for_claim"]) == (
+        False, True, True)
+    assert second.reward == first.reward and second.metrics["result_seed"] == 5 != other.metrics["result_seed"]
+    again = evaluator(a, 9)  # not prefetched: served from the store on the spot, no task
+    assert evaluator.trained == 2 and again.metrics["cache_hit"] and again.reward == first.reward
+    evaluator.close()
+
+
+def test_weight_sharing_is_refused_on_ray(ray_address: str, tmp_path: Path) -> None:
+    args = SearchArgs(env="NASRL-Digits-v0", agent="random", backend="ray", episodes=2, logdir=str(tmp_path),
+                      run_name="shared", env_kwargs={"evaluator": "shared", "num_layers": 2}, progress=False)
+    with pytest.raises(ValueError, match=r"weight sharing.*use --backend local"):
+        run_search(args)
+    assert not (tmp_path / "shared" / "config.json").exists()
+
+
+@pytest.mark.slow  # a Ray fault drill: run with -m slow
+def test_evolution_on_ray_records_a_child_whose_worker_keeps_dying_as_failed(ray_address: str,
+                                                                              tmp_path: Path) -> None:
+    kills = {"ray::child-1": 2}  # its first try, then its one retry
+    stop = threading.Event()
+    killed: set[int] = set()
+
+    def killer() -> None:  # polls fast: a retry on a warm worker trains this small child in a fraction of a second
+        while not stop.is_set() and any(kills.values()):
+            for title, left in kills.items():
+                for pid in set(_processes(title)) - killed:
+                    if left:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.add(pid)
+                        kills[title] = left = left - 1
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        args = vector_args(tmp_path, "faults", "ray", 8, env_kwargs=TRAIN, curriculum=False, child_retries=1)
+        records = read(run_search(args))
+    finally:
+        stop.set()
+        thread.join()
+    assert kills == {"ray::child-1": 0}
+    statuses = [r["status"] for r in records]
+    assert statuses.count("failed") == 1 and statuses.count("ok") == 7, statuses

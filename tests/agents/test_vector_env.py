@@ -99,3 +99,29 @@ def test_bad_vectorization_is_named(bad: str, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         parse_args(["--vectorization", bad])
     assert f"--vectorization {bad!r} is not one of auto, sync, async" in capsys.readouterr().err
+
+
+def test_a_failed_child_beside_an_ok_one_is_recorded_not_a_crash() -> None:
+    """Gymnasium batches an info key by the first sub-env's type: a failed child's params=None beside an ok child's
+    int used to raise a TypeError and end the search."""
+    from agents.random_search import RandomSearchAgent
+    from nas_env.evaluators import EvalResult
+    from nas_env.vector import make_sync_envs
+
+    def narrow_first_layer_ok(arch, seed: int) -> EvalResult:  # a wide first filter "runs out of memory"
+        if arch.layers[0].filter_height == 1:
+            return EvalResult(0.5, "ok", {"val_acc": 0.5, "params": 10, "flops": 20, "train_seconds": 1.0})
+        return EvalResult(0.0, "oom", {"error": "CUDA out of memory"})
+
+    envs = make_sync_envs("NASRL-Digits-v0", 2, {"evaluator": narrow_first_layer_ok, "num_layers": 2})
+    records = []
+    RandomSearchAgent(seed=0, children_per_update=2).run(envs, 16, records.append)
+    statuses = [r.info["status"] for r in records]
+    assert {"ok", "oom"} <= set(statuses) and len(records) == 16
+    assert all((r.info["params"] == 10) == (r.info["status"] == "ok") for r in records)
+    assert all(r.info["params"] is None and r.reward == 0.0 for r in records if r.info["status"] == "oom")
+    # the same env batched by gymnasium's own SyncVectorEnv raises as soon as an oom child follows an ok one
+    plain = gym.make_vec("NASRL-Digits-v0", num_envs=2, vectorization_mode="sync",
+                         evaluator=narrow_first_layer_ok, num_layers=2)
+    with pytest.raises(TypeError):
+        RandomSearchAgent(seed=0, children_per_update=2).run(plain, 16, lambda r: None)
