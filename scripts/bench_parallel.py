@@ -11,7 +11,8 @@ each a real training of about a second, one torch thread per worker) are trained
   time (each task asks for 2 CPUs) and two at a time (1 CPU each);
 * **ray vector env**: :class:`agents.distributed.vector.RayVectorEnv` (``--backend ray`` for
   evolution and random search) with 1 and 2 sub-envs in lockstep, the children of a step
-  trained as Ray tasks of 2 and 1 CPUs (no result store, so every child is trained).
+  trained as 1-CPU Ray tasks (no result store, so every child is trained). Not with
+  ``--one-architecture``: the two copies of a step would share one task.
 
 Each backend is warmed up first (processes started, data loaded), as it is after the first
 children of a search. Ray's overhead per child (scheduling and result transfer) is the round
@@ -69,7 +70,7 @@ def vector_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any],
     """(children per second, mean train_seconds) through ``workers`` sub-envs in lockstep: each in its own
     process, or (``on_ray``) in this one with the children trained as Ray tasks."""
     if on_ray:
-        evaluator = RayChildEvaluator(ENV, kwargs, None, score_key="val_acc", cpus_per_child=2 // workers)
+        evaluator = RayChildEvaluator(ENV, kwargs, None, score_key="val_acc", cpus_per_child=1)
         envs = RayVectorEnv(ENV, kwargs, workers, evaluator)
     else:
         envs = make_parallel_envs(ENV, workers, kwargs, num_threads=1)
@@ -81,7 +82,7 @@ def vector_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any],
                 _, _, _, _, infos = envs.step(np.array([a[t] for a in actions]))
             return [float(x) for x in infos["train_seconds"]]
 
-        batch(children[:1] * workers, 0)  # warm-up: data loaded in every worker
+        batch(children[:workers], 0)  # warm-up: data loaded in every worker
         start, seconds = time.perf_counter(), []
         for i in range(0, len(children), workers):
             seconds += batch(children[i:i + workers], i)
@@ -132,14 +133,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         ray1 = ray_rate(children, 1, kwargs)
         ray2 = ray_rate(children, 2, kwargs)
-        rvec1, _ = vector_rate(children, 1, kwargs, on_ray=True)
-        rvec2, _ = vector_rate(children, 2, kwargs, on_ray=True)
+        if not a.one_architecture:
+            rvec1, _ = vector_rate(children, 1, kwargs, on_ray=True)
+            rvec2, _ = vector_rate(children, 2, kwargs, on_ray=True)
         remote_ms, local_ms = ray_overhead_ms(children)
     finally:
         ray.shutdown()
 
     load_after = os.getloadavg()[0]
-    rows = [("vector env", vec1, vec2), ("ray", ray1, ray2), ("ray vector env", rvec1, rvec2)]
+    rows = [("vector env", vec1, vec2), ("ray", ray1, ray2)]
+    if not a.one_architecture:
+        rows.append(("ray vector env", rvec1, rvec2))
     kind = "copies of one digits child" if a.one_architecture else "different digits children"
     print(f"{a.children} {kind}, {a.epochs} epochs each, one torch thread per worker "
           f"(mean training time of a child alone: {train_s:.2f} s); load average {load_before:.1f} before, "
@@ -154,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         "child_train_seconds": round(train_s, 3),
         "vector_env": {"workers_1": round(vec1, 4), "workers_2": round(vec2, 4), "speedup": round(vec2 / vec1, 3)},
         "ray": {"workers_1": round(ray1, 4), "workers_2": round(ray2, 4), "speedup": round(ray2 / ray1, 3)},
-        "ray_vector_env": {"workers_1": round(rvec1, 4), "workers_2": round(rvec2, 4),
-                           "speedup": round(rvec2 / rvec1, 3)},
+        **({} if a.one_architecture else {"ray_vector_env": {
+            "workers_1": round(rvec1, 4), "workers_2": round(rvec2, 4), "speedup": round(rvec2 / rvec1, 3)}}),
         "ray_overhead_ms": round(remote_ms - local_ms, 2), "load_average": [load_before, load_after],
     }))
 
