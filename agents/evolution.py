@@ -28,6 +28,10 @@ out of memory, failed) join the population with the (low) reward the env gave th
 
 All randomness comes from one seeded numpy generator; the checkpoint holds its state and the
 population (actions, rewards, birth indices), so a resumed search continues exactly.
+
+On Ray (``nasrl-search --backend ray --agent evolution --num-envs N``) this same loop runs in the
+driver over a :class:`~agents.distributed.vector.RayVectorEnv`: each lockstep batch's children
+train as Ray tasks at once, and the run records what a local run with the same flags records.
 """
 
 from __future__ import annotations
