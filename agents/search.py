@@ -266,6 +266,8 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
         if evaluator is not None:  # Ray tasks
             failed = sum(r["status"] == "failed" for r in folder.records)
             extra += f", {failed} failed, {evaluator.duplicates_avoided} duplicates trained once"
+            if evaluator.on_the_spot:  # children a lockstep step did not train together: a mirroring bug
+                extra += f", {evaluator.on_the_spot} trained alone"
     print(folder.summary(extra))
     return folder.path
 

@@ -41,14 +41,14 @@ VECTORIZATION_MODES = ("auto", "sync", "async")
 
 
 def _widen(vector_infos: dict[str, Any], env_info: dict[str, Any]) -> None:
-    """Make every batched info array able to take this sub-env's value: an object array where its type does not
-    fit (None or text into numbers, a float into ints, which numpy would truncate)."""
+    """Make every batched info array able to take this sub-env's value: an object array where it does not cast
+    safely (None or text into numbers, a float into ints, which numpy would truncate, a wider number)."""
     for key, value in env_info.items():
         array = vector_infos.get(key)
         if isinstance(value, dict) and isinstance(array, dict):
             _widen(array, value)
         elif (isinstance(array, np.ndarray) and array.dtype != object and not isinstance(value, np.ndarray)
-              and not np.can_cast(np.asarray(value).dtype, array.dtype, casting="same_kind")):
+              and not np.can_cast(np.asarray(value).dtype, array.dtype, casting="safe")):
             vector_infos[key] = array.astype(object)
 
 

@@ -61,7 +61,9 @@ def check_ray_args(args: Any) -> None:
     if args.num_cpus < 0:
         raise ValueError(f"--num-cpus must be 0 (all of this machine's) or more, got {args.num_cpus}")
     if args.agent in RAY_VECTOR_AGENTS:
-        defaults = type(args)()
+        from agents.search import SearchArgs  # here: agents.search imports this package
+
+        defaults = SearchArgs()
         for name in REINFORCE_LAYOUT:
             if getattr(args, name) != getattr(defaults, name):
                 raise ValueError(f"--{name.replace('_', '-')} sets the paper's parameter-server layout of --agent "
@@ -77,7 +79,7 @@ def check_ray_args(args: Any) -> None:
                          f"own DummyVecEnv one child at a time, so use --backend local for them")
     if getattr(args, "curriculum", False):
         raise ValueError("--curriculum is not supported with --backend ray --agent reinforce (use the local backend)")
-    if getattr(args, "num_envs", 1) != 1:
+    if getattr(args, "num_envs", 1) != 1 and not getattr(args, "resume", ""):  # older runs saved it, unused
         raise ValueError(f"--num-envs {args.num_envs} does not apply to --backend ray --agent reinforce: its K x m "
                          f"children (--replicas x --children-per-replica) train at once as Ray tasks")
 

@@ -31,11 +31,16 @@ from nas_env.store import CachedEvaluator
 _ENVS: dict[str, gym.Env] = {}  # per worker process: the data is loaded once, not once per child
 
 
+# What a sampling env's evaluator returns before anything sets a result: a status other than "ok", so that an env
+# with a cost-aware reward does not ask this placeholder for the metrics of a training that never ran.
+PLACEHOLDER = EvalResult(0.0, "failed", {"error": "placeholder: children are trained elsewhere"})
+
+
 class PresetEvaluator:
-    """An evaluator that returns ``self.result`` (set before each episode's last step)."""
+    """An evaluator that returns ``self.result``: set before an episode's last step, :data:`PLACEHOLDER` before."""
 
     def __init__(self, result: EvalResult | None = None) -> None:
-        self.result = result or EvalResult(0.0, "ok", {})
+        self.result = result or PLACEHOLDER
 
     def __call__(self, arch: Any, seed: int) -> EvalResult:
         return self.result
@@ -51,7 +56,13 @@ def local_env(env_id: str, env_kwargs: dict[str, Any], evaluator: PresetEvaluato
     kwargs = {**remote_kwargs(env_kwargs), "evaluator": evaluator}
     if "device" in kwargs:  # the driver's or replica's machine may have no GPU; nothing runs on it here
         kwargs["device"] = "cpu"
-    return gym.make(env_id, **kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except TypeError as e:  # an env without the keyword (the NASRL-Bench table)
+        if "evaluator" not in str(e):
+            raise
+        raise ValueError(f"--backend ray needs an env that takes an `evaluator` keyword (the CNN and PTB envs); "
+                         f"{env_id} does not: use --backend local") from None
 
 
 def fingerprint_of(evaluator: Any) -> str:
@@ -96,6 +107,7 @@ def evaluate_arch(env_id: str, env_kwargs: dict[str, Any], arch: Architecture, s
 def evaluate_child(env_id: str, env_kwargs: dict[str, Any], actions: Sequence[int], seed: int,
                    num_threads: int = 1) -> tuple[EvalResult, str]:
     """:func:`evaluate_arch` of the full-depth architecture ``decode(actions)``."""
+    torch.set_num_threads(max(1, num_threads))  # before the env is built: its data loading runs with it too
     arch = _worker_env(env_id, env_kwargs).unwrapped.space.decode([int(a) for a in actions])
     return evaluate_arch(env_id, env_kwargs, arch, seed, num_threads)
 

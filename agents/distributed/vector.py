@@ -24,6 +24,7 @@ retried ``--child-retries`` times, then recorded with status "failed".
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import defaultdict
 from collections.abc import Iterator
 from functools import partial
@@ -69,8 +70,8 @@ class RayChildEvaluator:
     """Trains children as Ray tasks, serving the result store first (the evaluator of :class:`RayVectorEnv`).
 
     Its ``fingerprint()`` is the one a local run's store uses for the same env settings, so a
-    Ray search and a local one can share a store (``store_path`` None: no store, every child is
-    trained, as for a benchmark). Needs a connected Ray.
+    Ray search and a local one can share a store (``store_path`` None: no store, as for a benchmark;
+    copies of one architecture in one batch still share a task). Needs a connected Ray.
     """
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], store_path: str | Path | None, *, score_key: str,
@@ -91,6 +92,7 @@ class RayChildEvaluator:
         self._ready: dict[tuple[str, int], list[EvalResult]] = defaultdict(list)
         self.trained = 0  # tasks submitted
         self.duplicates_avoided = 0  # children that shared another one's task
+        self.on_the_spot = 0  # children trained alone, when asked for without a prefetch
 
     def fingerprint(self) -> str:
         return self._fingerprint
@@ -114,36 +116,47 @@ class RayChildEvaluator:
             self.trained += 1
             by_arch[key] = ref
             tasks[ref] = [i]
-        waiting = list(tasks)
+        waiting, error = list(tasks), None
         while waiting:  # each result is stored as its task finishes: a crash loses none of them
             [ref], waiting = ray.wait(waiting, num_returns=1)
             first, *others = tasks[ref]
             arch, seed = requests[first]
             try:
-                result, _ = ray.get(ref)
+                result, fingerprint = ray.get(ref)
             except ray.exceptions.RayTaskError as e:  # the evaluator raised: a bug, as in a single-process run
-                raise remote_error(e) from None
+                error = error or remote_error(e)  # raised once the batch's other children are stored
+                continue
             except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost) past the retries
-                result = lost_worker_result(self.score_key, e)
-            if self.store is not None and result.status in CACHEABLE_STATUSES:
-                self.store.put(self._fingerprint, arch, result, seed)
+                result, fingerprint = lost_worker_result(self.score_key, e), ""
+            # Stored under the fingerprint of the node that trained it (a node with other code or data differs).
+            stored = self.store is not None and bool(fingerprint) and result.status in CACHEABLE_STATUSES
+            if stored:
+                self.store.put(fingerprint, arch, result, seed)
             results[first] = EvalResult(result.reward, result.status, {
                 **result.metrics, "cache_hit": False, "result_seed": int(seed), "waited_for_claim": False})
-            for i in others:
-                stored = (self.store.get(self._fingerprint, arch) if self.store is not None else None) or results[first]
-                results[i] = _tagged(stored, cache_hit=True, waited=True)
+            for i in others:  # a stored result is served as the store would; an unstored one is only shared
+                results[i] = _tagged(self.store.get(fingerprint, arch) if stored else results[first],
+                                     cache_hit=stored, waited=True)
                 self.duplicates_avoided += 1
+        if error is not None:
+            raise error
         for (arch, seed), result in zip(requests, results, strict=True):
             self._ready[(arch_key(arch), seed)].append(result)
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
         key = (arch_key(arch), int(seed))
-        if not self._ready.get(key):
+        if not self._ready.get(key):  # not prefetched (a lone env, or a caller stepping the sub-envs itself)
+            self.on_the_spot += 1
             self.prefetch([(arch, int(seed))])
         result = self._ready[key].pop(0)
         if not self._ready[key]:
             del self._ready[key]
         return result
+
+    @property
+    def pending(self) -> int:
+        """Prefetched results not yet handed out (0 after every step of a :class:`RayVectorEnv`)."""
+        return sum(map(len, self._ready.values()))
 
     def close(self) -> None:
         if self.store is not None:
@@ -176,15 +189,17 @@ class RayVectorEnv(NASSyncVectorEnv):
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset(seed=...) needs {self.num_envs} seeds (one per sub-env), got {len(seeds)}")
         options = dict(options) if options else None
-        mask = np.ones(self.num_envs, dtype=bool) if not options or "reset_mask" not in options else np.asarray(
+        mask = np.ones(self.num_envs, dtype=bool) if not options or "reset_mask" not in options else np.array(
             options["reset_mask"], dtype=bool)
         probe_options = {k: v for k, v in options.items() if k != "reset_mask"} if options else None
         for i in np.flatnonzero(mask):
             if seeds[i] is None and not self._seeded[i]:  # the sub-env and its probe must draw the same children
                 seeds[i] = int(self._entropy.integers(2**31 - 1))
+        out = super().reset(seed=seeds, options=options)  # checks the options first: a bad one changes nothing
+        for i in np.flatnonzero(mask):
             self.probes[i].reset(seed=seeds[i], options=probe_options)
         self._seeded |= mask
-        return super().reset(seed=seeds, options=options)
+        return out
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = list(iterate(self.action_space, actions))
@@ -196,7 +211,11 @@ class RayVectorEnv(NASSyncVectorEnv):
                 probe.step(action)
         if self._recorder.calls:
             self.child_evaluator.prefetch(list(self._recorder.calls))
-        return super().step(np.asarray(actions))
+        out = super().step(np.asarray(actions))
+        if self.child_evaluator.pending:
+            raise RuntimeError(f"{self.child_evaluator.pending} prefetched children were not asked for: a probe and "
+                               f"its sub-env diverged (a bug in RayVectorEnv's mirroring)")
+        return out
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         if name in MIRRORED_CALLS:
@@ -207,8 +226,8 @@ class RayVectorEnv(NASSyncVectorEnv):
     def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
         super().set_attr(name, values)
         values = values if isinstance(values, list | tuple) else [values] * self.num_envs
-        for probe, value in zip(self.probes, values, strict=True):
-            probe.set_wrapper_attr(name, value)
+        for probe, value in zip(self.probes, values, strict=True):  # a copy: state shared with the sub-env would
+            probe.set_wrapper_attr(name, copy.deepcopy(value))      # advance twice per step
 
     def close_extras(self, **kwargs: Any) -> None:
         super().close_extras(**kwargs)

@@ -216,12 +216,15 @@ def child_keys(records: list[dict]) -> list[tuple]:
     return [(r["index"], r["arch"], r["seed"], r["reward"], r["status"], r["num_layers"]) for r in records]
 
 
-def test_evolution_on_ray_records_what_a_local_run_does_and_resumes_exactly(ray_address: str,
-                                                                            tmp_path: Path) -> None:
+def test_evolution_on_ray_records_what_a_local_run_does_and_resumes_exactly(
+        ray_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     local = read(run_search(vector_args(tmp_path, "local", "local", 24)))
-    assert {r["num_layers"] for r in local} == {1, 2, 3}  # the curriculum ran (its calls reach the probes too)
+    assert {r["num_layers"] for r in local} == {1, 2, 3}  # the curriculum ran
+    capsys.readouterr()
     ray_dir = run_search(vector_args(tmp_path, "ray", "ray", 24))
     assert child_keys(read(ray_dir)) == child_keys(local)
+    summary = capsys.readouterr().out  # every child was trained in its lockstep batch (the depth reached the probes)
+    assert "0 failed, 0 duplicates trained once" in summary and "trained alone" not in summary
 
     # Stopped mid-update (10 of m = 4: two children not learned from yet), then resumed to 24.
     cut = run_search(vector_args(tmp_path, "cut", "ray", 10))
@@ -298,3 +301,48 @@ def test_evolution_on_ray_records_a_child_whose_worker_keeps_dying_as_failed(ray
     assert kills == {"ray::child-1": 0}
     statuses = [r["status"] for r in records]
     assert statuses.count("failed") == 1 and statuses.count("ok") == 7, statuses
+
+
+def test_ray_vector_env_trains_each_steps_children_together_as_a_local_env_would(ray_address: str,
+                                                                                 tmp_path: Path) -> None:
+    """Probes mirror seeds (also None), depth changes, masks and early ends; a cost-aware reward works on them."""
+    import gymnasium as gym
+    import numpy as np
+
+    from agents.distributed.vector import RayChildEvaluator, RayVectorEnv
+    from agents.evolution import EvolutionAgent
+    from nas_env.vector import make_sync_envs
+
+    kwargs = {**SYNTHETIC, "cost_metric": "params", "cost_target": 20000.0}
+    evaluator = RayChildEvaluator("NASRL-Digits-v0", kwargs, tmp_path / "store.sqlite", score_key="val_acc")
+    envs = RayVectorEnv("NASRL-Digits-v0", kwargs, 2, evaluator)
+    local = make_sync_envs("NASRL-Digits-v0", 2, kwargs)
+    got: dict[str, list] = {"ray": [], "local": []}
+    agents = {"ray": EvolutionAgent(seed=4, children_per_update=2, population_size=4, sample_size=2),
+              "local": EvolutionAgent(seed=4, children_per_update=2, population_size=4, sample_size=2)}
+    for depth, total in ((2, 8), (3, 16)):  # a depth change between runs, as a curriculum makes
+        for name, venv in (("ray", envs), ("local", local)):
+            venv.unwrapped.call("set_num_layers", depth)
+            agents[name].run(venv, total, lambda c, n=name: got[n].append(
+                (c.index, c.info["arch"], c.info["seed"], c.reward, c.info["status"], c.info["cost"])))
+    assert got["ray"] == got["local"] and all(c[5] > 0 for c in got["ray"])
+    assert evaluator.on_the_spot == 0 and evaluator.pending == 0  # every child came from a lockstep prefetch
+    assert evaluator.trained + evaluator.duplicates_avoided == len({c[1] for c in got["ray"]})
+
+    # A bad reset mask changes nothing; seed=None, a masked reset and an invalid action still keep the probes in step.
+    with pytest.raises(TypeError, match="reset_mask"):
+        envs.reset(options={"reset_mask": [True, False]})
+    _, infos = envs.reset()
+    envs.reset(options={"reset_mask": np.array([False, True])})
+    while np.asarray(infos["action_mask"][0], dtype=bool).all():  # to a token with fewer choices than actions
+        _, _, ended, _, infos = envs.step(np.zeros(2, dtype=np.int64))
+        assert not ended.any()
+    invalid = int(np.flatnonzero(~np.asarray(infos["action_mask"][0], dtype=bool))[0])
+    _, reward, ended, _, infos = envs.step(np.array([invalid, 0]))  # sub-env 0 ends on an invalid action
+    assert ended[0] and reward[0] == -1.0 and infos["status"][0] == "invalid_action"
+    while not ended[1]:
+        _, _, ended, _, infos = envs.step(np.zeros(2, dtype=np.int64))
+    assert infos["status"][1] == "ok" and evaluator.on_the_spot == 0 and evaluator.pending == 0
+    assert isinstance(envs.unwrapped, gym.vector.SyncVectorEnv)
+    envs.close()
+    local.close()
