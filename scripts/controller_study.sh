@@ -4,6 +4,8 @@
 #   ROUND=1 (SEEDS=10): learning rate, m, baseline decay and the ENAS/PPO options, judged by the max-reward
 #            incumbent, all without an entropy bonus (the default of the time) -> runs/study
 #   ROUND=2 (SEEDS=20): the entropy bonus at lr 0.01, judged by the mean-reward incumbent -> runs/study2
+#   ROUND=3 (SEEDS=20): options on top of the default against regularized evolution -> runs/study3, then the
+#            three best on fresh seeds 200-219 -> runs/study3_confirm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,6 +29,22 @@ VARIANTS='{
 LABELS=$(echo "$VARIANTS" | $PY -c 'import json, sys; print(" ".join(json.load(sys.stdin)))')
 $PY -m agents.agent_bench --agents random reinforce-paper $LABELS --variants "$VARIANTS" --incumbent max \
     --seeds "${SEEDS:-10}" --children "${CHILDREN:-1000}" --out "${OUT:-runs/study}"
+elif [ "${ROUND:-2}" = 3 ]; then
+VARIANTS='{
+ "ent0.02": {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.02}},
+ "ent0.05": {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.05}},
+ "ent0.02-ppo4": {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.02, "ppo_epochs": 4, "clip_ratio": 0.2}},
+ "ent0.05-ppo4": {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.05, "ppo_epochs": 4, "clip_ratio": 0.2}},
+ "ent0.02-m2": {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.02, "children_per_update": 2}},
+ "ent0.05-lr0.03": {"agent": "reinforce", "kwargs": {"lr": 0.03, "entropy_coef": 0.05}},
+ "ent0.02-norm": {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.02, "normalize_advantage": true}}
+}'
+$PY -m agents.agent_bench --agents random evolution ent0.02 ent0.05 ent0.02-ppo4 ent0.05-ppo4 ent0.02-m2 \
+    ent0.05-lr0.03 ent0.02-norm --variants "$VARIANTS" --seeds "${SEEDS:-20}" --children "${CHILDREN:-1000}" \
+    --workers 1 --out "${OUT:-runs/study3}"
+$PY -m agents.agent_bench --agents random evolution ent0.02 ent0.02-ppo4 ent0.05-lr0.03 --variants "$VARIANTS" \
+    --seeds "${SEEDS:-20}" --first-seed 200 --children "${CHILDREN:-1000}" --workers 2 \
+    --out "${OUT:-runs/study3}_confirm"
 else
 VARIANTS='{
  "ent0":    {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.0}},
