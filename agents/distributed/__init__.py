@@ -60,6 +60,9 @@ def check_ray_args(args: Any) -> None:
         raise ValueError(f"--child-retries must be 0 or more, got {args.child_retries}")
     if args.num_cpus < 0:
         raise ValueError(f"--num-cpus must be 0 (all of this machine's) or more, got {args.num_cpus}")
+    if args.vectorization == "async" and not getattr(args, "resume", ""):  # older reinforce runs saved it, unused
+        raise ValueError("--vectorization async does not apply to --backend ray: children train as Ray tasks "
+                         "(use auto or sync)")
     if args.agent in RAY_VECTOR_AGENTS:
         from agents.search import SearchArgs  # here: agents.search imports this package
 
@@ -69,9 +72,6 @@ def check_ray_args(args: Any) -> None:
                 raise ValueError(f"--{name.replace('_', '-')} sets the paper's parameter-server layout of --agent "
                                  f"reinforce; --agent {args.agent} on Ray trains --num-envs children at once as Ray "
                                  f"tasks (leave --{name.replace('_', '-')} out)")
-        if args.vectorization == "async":
-            raise ValueError("--vectorization async does not apply to --backend ray: the sub-envs step in this "
-                             "process and their children train as Ray tasks (use auto or sync)")
         return
     if args.agent != "reinforce":
         raise ValueError(f"--backend ray runs --agent reinforce (the paper's layout) or "

@@ -183,6 +183,7 @@ def test_driver_killed_resumes_without_losing_or_retraining(ray_address: str, tm
     (["--agent", "evolution", "--replicas", "3"], "--replicas sets the paper's parameter-server layout"),
     (["--agent", "random", "--sync"], "--sync sets the paper's parameter-server layout"),
     (["--agent", "evolution", "--vectorization", "async"], "--vectorization async does not apply to --backend ray"),
+    (["--vectorization", "async"], "--vectorization async does not apply to --backend ray"),
     (["--time-budget", "60"], "--time-budget does not work with --backend ray --agent reinforce"),
     (["--num-envs", "2"], "--num-envs 2 does not apply to --backend ray --agent reinforce"),
     (["--backend", "spark"], "--backend 'spark' is not one of local, ray"),
