@@ -264,8 +264,9 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
             extra = f"; {agent.invalid_episodes} of {agent.episodes} episodes ended on an invalid action"
         evaluator = getattr(envs, "child_evaluator", None)
         if evaluator is not None:  # Ray tasks
-            failed = sum(r["status"] == "failed" for r in folder.records)
-            extra += f", {failed} failed, {evaluator.duplicates_avoided} duplicates trained once"
+            from agents.distributed import task_summary
+
+            extra += task_summary(folder, evaluator.duplicates_avoided)
             if evaluator.on_the_spot:  # children a lockstep step did not train together: a mirroring bug
                 extra += f", {evaluator.on_the_spot} trained alone"
     print(folder.summary(extra))

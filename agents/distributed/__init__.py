@@ -84,6 +84,12 @@ def check_ray_args(args: Any) -> None:
                          f"children (--replicas x --children-per-replica) train at once as Ray tasks")
 
 
+def task_summary(folder: RunFolder, duplicates_avoided: int) -> str:
+    """What a Ray search adds to its closing line: children whose worker kept dying, and tasks shared."""
+    failed = sum(r["status"] == "failed" for r in folder.records)
+    return f", {failed} failed, {duplicates_avoided} duplicates trained once"
+
+
 def run_ray_search(args: Any, folder: RunFolder, store_path: Path) -> Path:
     """Run (or resume) a Ray search into ``folder``; see :mod:`agents.distributed.driver`."""
     check_ray_args(args)  # also for callers that built their arguments without the command line
@@ -92,4 +98,4 @@ def run_ray_search(args: Any, folder: RunFolder, store_path: Path) -> Path:
     return run(args, folder, store_path)
 
 
-__all__ = ["RAY_VECTOR_AGENTS", "check_ray_args", "run_ray_search"]
+__all__ = ["RAY_VECTOR_AGENTS", "check_ray_args", "run_ray_search", "task_summary"]

@@ -39,6 +39,7 @@ import ray
 import torch
 
 from agents.base import ChildRecord, UpdateStats
+from agents.distributed import task_summary
 from agents.distributed.child import (
     PresetEvaluator,
     describe_env,
@@ -381,7 +382,5 @@ def run_ray_search(args: Any, folder: RunFolder, store_path: Path) -> Path:
         if started:
             ray.shutdown()
     if search.recorder is not None:
-        failed = sum(r["status"] == "failed" for r in folder.records)
-        print(folder.summary(f", {failed} failed, {search.duplicates_avoided} duplicates trained once, "
-                             f"{search.updates_done} updates"))
+        print(folder.summary(f"{task_summary(folder, search.duplicates_avoided)}, {search.updates_done} updates"))
     return folder.path

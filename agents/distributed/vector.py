@@ -132,8 +132,7 @@ class RayChildEvaluator:
             stored = self.store is not None and bool(fingerprint) and result.status in CACHEABLE_STATUSES
             if stored:
                 self.store.put(fingerprint, arch, result, seed)
-            results[first] = EvalResult(result.reward, result.status, {
-                **result.metrics, "cache_hit": False, "result_seed": int(seed), "waited_for_claim": False})
+            results[first] = _tagged(result, cache_hit=False, waited=False, result_seed=int(seed))
             for i in others:  # a stored result is served as the store would; an unstored one is only shared
                 results[i] = _tagged(self.store.get(fingerprint, arch) if stored else results[first],
                                      cache_hit=stored, waited=True)
@@ -163,8 +162,9 @@ class RayChildEvaluator:
             self.store.close()
 
 
-def _tagged(result: EvalResult, cache_hit: bool, waited: bool) -> EvalResult:
-    return EvalResult(result.reward, result.status, {**result.metrics, "cache_hit": cache_hit,
+def _tagged(result: EvalResult, cache_hit: bool, waited: bool, **metrics: Any) -> EvalResult:
+    """``result`` with the store's tags (as :class:`~nas_env.store.CachedEvaluator` adds them) and ``metrics``."""
+    return EvalResult(result.reward, result.status, {**result.metrics, **metrics, "cache_hit": cache_hit,
                                                      "waited_for_claim": waited})
 
 
