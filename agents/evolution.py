@@ -30,7 +30,7 @@ All randomness comes from one seeded numpy generator; the checkpoint holds its s
 population (actions, rewards, birth indices), so a resumed search continues exactly.
 
 On Ray (``nasrl-search --backend ray --agent evolution --num-envs N``) this same loop runs in the
-driver over a :class:`~agents.distributed.vector.RayVectorEnv`: each lockstep batch's children
+driver over a :class:`~agents.experiment.distributed.vector.RayVectorEnv`: each lockstep batch's children
 train as Ray tasks at once, and the run records what a local run with the same flags records.
 """
 

@@ -25,10 +25,11 @@ import torch
 
 # The modules whose source decides a child's result, per evaluator kind. A new evaluator lists its own.
 RESULT_SOURCES: dict[str, tuple[str, ...]] = {
-    "image": ("nas_env.evaluators", "nas_env.training.image_trainer", "nas_env.models.cnn", "nas_env.spaces.cnn",
-              "nas_env.spaces.base", "nas_env.data.base", "nas_env.fingerprint"),
-    "lm": ("nas_env.lm_evaluator", "nas_env.training.lm_trainer", "nas_env.models.rnn_cell",
-           "nas_env.spaces.rnn_cell", "nas_env.spaces.base", "nas_env.evaluators", "nas_env.fingerprint"),
+    "image": ("nas_env.evaluators.base", "nas_env.evaluators.train", "nas_env.training.image_trainer",
+              "nas_env.models.cnn", "nas_env.spaces.cnn", "nas_env.spaces.base", "nas_env.data.base",
+              "nas_env.fingerprint"),
+    "lm": ("nas_env.evaluators.lm", "nas_env.training.lm_trainer", "nas_env.models.rnn_cell",
+           "nas_env.spaces.rnn_cell", "nas_env.spaces.base", "nas_env.evaluators.base", "nas_env.fingerprint"),
 }
 
 

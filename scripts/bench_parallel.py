@@ -7,9 +7,9 @@ each a real training of about a second, one torch thread per worker) are trained
 
 * **vector env**: ``nas_env.vector.make_parallel_envs`` with 1 and with 2 sub-env processes,
   stepped in lockstep as the runner's ``--num-envs`` does;
-* **ray**: :func:`agents.distributed.child.evaluate_child` tasks on a local 2-CPU Ray, one at a
+* **ray**: :func:`agents.experiment.distributed.child.evaluate_child` tasks on a local 2-CPU Ray, one at a
   time (each task asks for 2 CPUs) and two at a time (1 CPU each);
-* **ray vector env**: :class:`agents.distributed.vector.RayVectorEnv` (``--backend ray`` for
+* **ray vector env**: :class:`agents.experiment.distributed.vector.RayVectorEnv` (``--backend ray`` for
   evolution and random search) with 1 and 2 sub-envs in lockstep, the children of a step
   trained as 1-CPU Ray tasks (no result store, so every child is trained). Not with
   ``--one-architecture``: the two copies of a step would share one task.
@@ -33,8 +33,8 @@ import numpy as np
 import ray
 
 import nas_env  # noqa: F401
-from agents.distributed.child import evaluate_child
-from agents.distributed.vector import RayChildEvaluator, RayVectorEnv
+from agents.experiment.distributed.child import evaluate_child
+from agents.experiment.distributed.vector import RayChildEvaluator, RayVectorEnv
 from nas_env.cli import parse_dataclass
 from nas_env.vector import make_parallel_envs
 

@@ -38,8 +38,8 @@ import torch
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
 from nas_env.data.cifar10 import FOLDER, default_data_root, load_cifar10
+from nas_env.evaluators.shared import SharedConfig, SharedWeightsEvaluator
 from nas_env.models.cnn import build_model
-from nas_env.shared_weights import SharedConfig, SharedWeightsEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace, cnn_space
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import (

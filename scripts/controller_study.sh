@@ -27,7 +27,7 @@ VARIANTS='{
  "lr0.003-ppo4": {"agent": "reinforce", "kwargs": {"lr": 0.003, "ppo_epochs": 4, "clip_ratio": 0.2, "entropy_coef": 0.0}}
 }'
 LABELS=$(echo "$VARIANTS" | $PY -c 'import json, sys; print(" ".join(json.load(sys.stdin)))')
-$PY -m agents.agent_bench --agents random reinforce-paper $LABELS --variants "$VARIANTS" --incumbent max \
+$PY -m agents.experiment.agent_bench --agents random reinforce-paper $LABELS --variants "$VARIANTS" --incumbent max \
     --seeds "${SEEDS:-10}" --children "${CHILDREN:-1000}" --out "${OUT:-runs/study}"
 elif [ "${ROUND:-2}" = 3 ]; then
 VARIANTS='{
@@ -39,10 +39,10 @@ VARIANTS='{
  "ent0.05-lr0.03": {"agent": "reinforce", "kwargs": {"lr": 0.03, "entropy_coef": 0.05}},
  "ent0.02-norm": {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.02, "normalize_advantage": true}}
 }'
-$PY -m agents.agent_bench --agents random evolution ent0.02 ent0.05 ent0.02-ppo4 ent0.05-ppo4 ent0.02-m2 \
+$PY -m agents.experiment.agent_bench --agents random evolution ent0.02 ent0.05 ent0.02-ppo4 ent0.05-ppo4 ent0.02-m2 \
     ent0.05-lr0.03 ent0.02-norm --variants "$VARIANTS" --seeds "${SEEDS:-20}" --children "${CHILDREN:-1000}" \
     --workers 1 --out "${OUT:-runs/study3}"
-$PY -m agents.agent_bench --agents random evolution ent0.02 ent0.02-ppo4 ent0.05-lr0.03 --variants "$VARIANTS" \
+$PY -m agents.experiment.agent_bench --agents random evolution ent0.02 ent0.02-ppo4 ent0.05-lr0.03 --variants "$VARIANTS" \
     --seeds "${SEEDS:-20}" --first-seed 200 --children "${CHILDREN:-1000}" --workers 2 \
     --out "${OUT:-runs/study3}_confirm"
 else
@@ -52,6 +52,6 @@ VARIANTS='{
  "ent0.05": {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.05}},
  "ent0.1":  {"agent": "reinforce", "kwargs": {"lr": 0.01, "entropy_coef": 0.1}}
 }'
-$PY -m agents.agent_bench --agents random ent0 ent0.02 ent0.05 ent0.1 --variants "$VARIANTS" --incumbent mean \
+$PY -m agents.experiment.agent_bench --agents random ent0 ent0.02 ent0.05 ent0.1 --variants "$VARIANTS" --incumbent mean \
     --seeds "${SEEDS:-20}" --children "${CHILDREN:-1000}" --out "${OUT:-runs/study2}"
 fi

@@ -625,7 +625,7 @@ def search_section(report: Report, data_root: Path, sizes: Sizes, num_envs: int,
     logdir = Path(tempfile.mkdtemp(prefix="gpu_check_runs_"))
     env_kwargs = {"data_root": str(data_root), "download": False, "train_subset": sizes.train_images,
                   "val_subset": sizes.val_images, "train_config": config}
-    command = [sys.executable, "-m", "agents.runner", "--env", "NASRL-CIFAR10-v0", "--episodes", "100000",
+    command = [sys.executable, "-m", "agents.experiment.runner", "--env", "NASRL-CIFAR10-v0", "--episodes", "100000",
                "--num-envs", str(num_envs), "--logdir", str(logdir), "--run-name", "gpu_check", "--no-progress",
                "--env-kwargs", json.dumps(env_kwargs)]
     started = time.time()

@@ -1,11 +1,11 @@
 """Run a neural architecture search: ``python scripts/search.py --env NASRL-Digits-v0`` (same as ``nasrl-search``).
 
-All logic lives in :mod:`agents.runner`; see ``--help`` for the flags.
+All logic lives in :mod:`agents.experiment.runner`; see ``--help`` for the flags.
 """
 
 from __future__ import annotations
 
-from agents.runner import main
+from agents.experiment.runner import main
 
 if __name__ == "__main__":
     main()

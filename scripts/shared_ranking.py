@@ -40,7 +40,7 @@ from scipy import stats
 
 import nas_env  # noqa: F401  (registers the ids)
 from nas_env.cli import parse_dataclass
-from nas_env.shared_weights import BN_EVAL, SharedWeightsEvaluator
+from nas_env.evaluators.shared import BN_EVAL, SharedWeightsEvaluator
 from nas_env.spaces.cnn import CNNArchitecture
 
 OK_STATUSES = ("ok",)

@@ -33,7 +33,7 @@ import gymnasium as gym
 from bench_shared import cifar10_root  # scripts/ is on sys.path when this file runs
 
 import nas_env  # noqa: F401  (registers the ids)
-from agents.search import SearchArgs, run_search
+from agents.experiment.search import SearchArgs, run_search
 from nas_env.cli import parse_dataclass
 from nas_env.evaluators import as_result
 from nas_env.spaces.cnn import CNNArchitecture

@@ -1,11 +1,11 @@
 """Final training of a found architecture: ``python scripts/train_final.py RUN_DIR`` (same as ``nasrl-train-final``).
 
-All logic lives in :mod:`nas_env.training.final`; see ``--help`` for the flags.
+All logic lives in :mod:`agents.experiment.final`; see ``--help`` for the flags.
 """
 
 from __future__ import annotations
 
-from nas_env.training.final import main
+from agents.experiment.final import main
 
 if __name__ == "__main__":
     main()

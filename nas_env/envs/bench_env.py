@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from nas_env.bench.evaluator import TableEvaluator
 from nas_env.bench.table import BenchTable
 from nas_env.envs.nas_env import NASEnv
+from nas_env.evaluators.table import TableEvaluator
 from nas_env.store import CachedEvaluator, ResultStore
 
 

@@ -87,7 +87,7 @@ class CNNNASEnv(NASEnv):
     ``data_root`` (the datasets' root, or the image folder), ``download`` (torchvision sets and
     CIFAR-10: fetch the official files, md5-checked, when absent);
     ``evaluator`` ("train", "synthetic", "shared": weight sharing, ENAS-style, set by ``shared_config``, a dict
-    of :class:`~nas_env.shared_weights.SharedConfig`'s fields; or any callable ``(arch, seed) -> EvalResult``);
+    of :class:`~nas_env.evaluators.shared.SharedConfig`'s fields; or any callable ``(arch, seed) -> EvalResult``);
     and :class:`NASEnv`'s ``reward_transform`` (default: the preset's), ``invalid_action``,
     ``invalid_action_penalty`` and ``render_mode``; ``store`` (a path or :class:`ResultStore`):
     serve architectures already evaluated under the same fingerprint from that SQLite store
@@ -181,7 +181,7 @@ class CNNNASEnv(NASEnv):
         elif evaluator == "train":
             chosen = TrainingEvaluator(self._load_data(), config, self.device)
         elif evaluator == "shared":  # one supernet trained with train_config's optimiser and batch size
-            from nas_env.shared_weights import SharedWeightsEvaluator
+            from nas_env.evaluators.shared import SharedWeightsEvaluator
 
             chosen = SharedWeightsEvaluator(self._load_data(), space, shared_config, config, self.device)
         elif evaluator == "synthetic":

@@ -13,8 +13,8 @@ import pytest
 from agent_test_utils import RestrictedMask, actions_of, digits_env, run_agent
 
 from agents import ChildRecord, RandomSearchAgent, UpdateStats, make_agent
-from agents.curriculum import set_env_layers
 from agents.evolution import EvolutionAgent, Proposal
+from agents.experiment.curriculum import set_env_layers
 from nas_env.spaces.cnn import CNNArchitecture
 
 SMALL = {"population_size": 10, "sample_size": 3}  # a population that fills within a few updates
@@ -284,7 +284,7 @@ def test_beats_random_search_with_the_paper_settings() -> None:
 
 
 def test_runs_and_resumes_through_the_runner(tmp_path: Path) -> None:
-    from agents.runner import SearchArgs, run_search
+    from agents.experiment.runner import SearchArgs, run_search
 
     def args(name: str, episodes: int) -> SearchArgs:
         return SearchArgs(env="NASRL-Digits-v0", agent="evolution", episodes=episodes, children_per_update=5, seed=3,

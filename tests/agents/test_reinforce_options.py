@@ -19,9 +19,9 @@ from agent_test_utils import digits_env, run_agent
 from agents import ReinforceAgent, UpdateStats, make_agent
 from agents.base import Episode
 from agents.controller import SKIP_TOKEN, Controller
+from agents.experiment.runner import parse_args, run_search
+from agents.experiment.search import build_agent
 from agents.reinforce import ADVANTAGE_EPS, DEFAULTS, PRESETS, STUDY_KNOBS, reinforce_loss, skip_kl_to_target
-from agents.runner import parse_args, run_search
-from agents.search import build_agent
 from nas_env.spaces.base import TokenSpec
 from nas_env.spaces.cnn import CNNSearchSpace
 
@@ -370,7 +370,7 @@ def test_several_epochs_take_several_steps_and_stay_local() -> None:
     torch.testing.assert_close(params(one), params(three), rtol=1e-6, atol=1e-8)
     with pytest.raises(ValueError, match=r"ppo_epochs=3: .*policy_gradient \(the Ray backend\)"):
         three.policy_gradient(episodes)
-    from agents.distributed.replica import make_agent as replica_agent
+    from agents.experiment.distributed.replica import make_agent as replica_agent
 
     with pytest.raises(ValueError, match=r"not used by the Ray backend"):
         replica_agent(0, 2, {"ppo_epochs": 3})

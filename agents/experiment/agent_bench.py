@@ -1,0 +1,326 @@
+"""``nasrl-agent-bench``: compare search agents on a NASRL-Bench table over many seeds, with significance tests.
+
+Each (agent, seed) searches ``--children`` children on ``NASRL-Bench-<table>``: rewards are one trained
+seed's validation accuracy (noisy like real training). The *incumbent* after n children is what a search
+would report (``--incumbent``, :mod:`agents.experiment.incumbent`): by default the architecture with the highest mean
+reward over its evaluations so far, or with ``max`` the one of the single highest reward. It is judged by
+the table's truth:
+
+* regret = the table's best mean val accuracy minus the incumbent's mean val accuracy;
+* the incumbent's mean test accuracy (a split that never fed a reward);
+
+against children and against simulated wall-clock (the sum of the children's stored training seconds).
+Outputs in ``--out``: ``curves.csv`` and ``regret.png`` (median and interquartile band over seeds),
+``table.md`` / ``table.csv`` (at 50, 100, 200, 500, 1,000 children: median regret and test accuracy, and
+the one-sided Mann-Whitney U p-values of "regret below random search's" and below evolution's),
+``runs.jsonl`` (per run: the incumbent's regret after every child, and every child's table row, reward and
+status, so that another incumbent rule can be applied afterwards) and ``summary.json``.
+
+Agents are labels: the built-in ones (:data:`AGENT_SPECS`) or your own through ``--variants``
+('{"label": {"agent": "reinforce", "kwargs": {"lr": 0.003}}}').
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.experiment.incumbent import INCUMBENT_RULES, Incumbent
+from nas_env.cli import parse_dataclass
+
+ROLLOUT = "rollout"  # a PPO batch_size of one minibatch per rollout (m children x the episode's tokens)
+# label -> (agent name, its keyword arguments): what every benchmark of this project compares. The PPO agents
+# learn from each rollout in one minibatch for 4 epochs, not the agent's default of one minibatch per episode
+# for SB3's 10: 4 gradient steps per update instead of 50, which makes a run of 1,000 children 3x faster here
+# (15 s against 48 s; SB3's per-step overhead is most of the rest).
+AGENT_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
+    "reinforce-paper": ("reinforce", {"preset": "paper"}),
+    "reinforce": ("reinforce", {}),
+    "random": ("random", {}),
+    "evolution": ("evolution", {"population_size": 100, "sample_size": 25}),  # Real et al. 2019
+    "maskable_ppo": ("maskable_ppo", {"batch_size": ROLLOUT, "n_epochs": 4}),
+    "ppo": ("ppo", {"invalid_action": "wrap", "batch_size": ROLLOUT, "n_epochs": 4}),
+}
+CHECKPOINTS = (50, 100, 200, 500, 1000)
+BASELINE = "random"
+STRONG_BASELINE = "evolution"  # the non-RL baseline NAS benchmarks report: a second p-value against it
+
+
+@dataclass
+class AgentBenchArgs:
+    """Arguments of ``nasrl-agent-bench`` (one docstring per field)."""
+
+    table: str = "digits"
+    """NASRL-Bench table: a shipped name or a .json.gz path"""
+    agents: list[str] = field(default_factory=lambda: list(AGENT_SPECS))
+    """agent labels: built-in ones and those of --variants"""
+    variants: dict[str, Any] = field(default_factory=dict)
+    """extra labels (JSON): {"label": {"agent": "reinforce", "kwargs": {...}}}"""
+    seeds: int = 20
+    """seeds per agent (first_seed .. first_seed + seeds - 1)"""
+    first_seed: int = 0
+    """the first seed: a study picks settings on some seeds, a confirmation run uses fresh ones"""
+    children: int = 1000
+    """children per run"""
+    children_per_update: int = 5
+    """m for the agents that learn (their kwargs may override it)"""
+    noise: str = "seed"
+    """rewards: "seed" (one trained seed's accuracy, chosen by the episode seed) or "mean" (the seed mean)"""
+    epochs: int = 0
+    """fidelity: the epoch of the stored histories used as reward (0: the table's last)"""
+    incumbent: str = "mean"
+    """the incumbent rule (agents.experiment.incumbent):
+    mean (an architecture's mean reward) or max (best single reward)"""
+    workers: int = 2
+    """processes running (agent, seed) pairs at once, one torch thread each"""
+    out: str = "runs/agent_bench"
+    """output folder"""
+
+
+def resolve_agents(args: AgentBenchArgs) -> dict[str, tuple[str, dict[str, Any]]]:
+    """label -> (agent, kwargs) for the requested labels; a ValueError names an unknown one."""
+    specs = dict(AGENT_SPECS)
+    for label, spec in args.variants.items():
+        if not isinstance(spec, dict) or "agent" not in spec:
+            raise ValueError(f"--variants {label!r} must be {{\"agent\": NAME, \"kwargs\": {{...}}}}, got {spec!r}")
+        specs[label] = (spec["agent"], dict(spec.get("kwargs", {})))
+    unknown = [a for a in args.agents if a not in specs]
+    if unknown:
+        raise ValueError(f"--agents {unknown} are not known labels: {', '.join(specs)} (or add --variants)")
+    return {label: specs[label] for label in args.agents}
+
+
+# --- one run (in a worker process) ----------------------------------------------------------------
+_TABLES: dict[str, Any] = {}
+
+
+def run_one(table: str, label: str, agent_name: str, kwargs: dict[str, Any], seed: int, children: int, m: int,
+            noise: str, epochs: int) -> dict[str, Any]:
+    """One search on the table env; returns per child its table row, reward and simulated seconds."""
+    import gymnasium as gym
+    import torch
+
+    import nas_env  # noqa: F401
+    from agents import make_agent
+    from nas_env.bench.table import BenchTable
+
+    torch.set_num_threads(1)
+    torch.distributions.Distribution.set_default_validate_args(False)  # SB3's per-step argument checks: speed only
+    if table not in _TABLES:
+        _TABLES[table] = BenchTable.load(table)
+    kwargs = dict(kwargs)
+    env_kwargs = {"table": _TABLES[table], "noise": noise, "epochs": epochs or None}
+    if "invalid_action" in kwargs:  # an env setting a mask-blind agent needs (plain PPO: wrap invalid actions)
+        env_kwargs["invalid_action"] = kwargs.pop("invalid_action")
+    envs = gym.make_vec("NASRL-Bench-Digits-v0", num_envs=1, vectorization_mode="sync", **env_kwargs)
+    if kwargs.get("batch_size") == ROLLOUT:
+        kwargs["batch_size"] = kwargs.get(
+            "n_steps", kwargs.get("children_per_update", m) * len(envs.envs[0].get_wrapper_attr("token_specs")))
+    agent = make_agent(agent_name, seed=seed, **{"children_per_update": m, **kwargs})
+    rows, rewards, seconds, ok = [], [], [], []
+
+    def on_child(child: Any) -> None:
+        info = child.info
+        rows.append(int(info.get("table_index", -1)))
+        rewards.append(float(child.reward))
+        seconds.append(float(info.get("train_seconds") or 0.0))
+        ok.append(info.get("status") == "ok")
+
+    start = time.perf_counter()
+    agent.run(envs, children, on_child)
+    envs.close()
+    return {"label": label, "seed": seed, "rows": rows, "rewards": rewards, "seconds": seconds, "ok": ok,
+            "wall_seconds": time.perf_counter() - start}
+
+
+# --- analysis -----------------------------------------------------------------------------------
+def incumbent_curves(run: dict[str, Any], mean_val: np.ndarray, mean_test: np.ndarray,
+                     best_mean: float, rule: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """Per child n: the regret and the mean test accuracy of the incumbent of children 1..n under ``rule``."""
+    regret = np.full(len(run["rows"]), np.nan)
+    test = np.full(len(run["rows"]), np.nan)
+    incumbent = Incumbent(rule)
+    for n, (r, reward, ok) in enumerate(zip(run["rows"], run["rewards"], run["ok"], strict=True)):
+        if ok and r >= 0:
+            incumbent.add(r, reward)
+        if incumbent.key is not None:
+            regret[n], test[n] = best_mean - mean_val[incumbent.key], mean_test[incumbent.key]
+    return regret, test
+
+
+def at_times(regret: np.ndarray, seconds: list[float], grid: np.ndarray) -> np.ndarray:
+    """The incumbent's regret at each simulated time of ``grid`` (NaN before the first child finished)."""
+    finished = np.cumsum(seconds)
+    idx = np.searchsorted(finished, grid, side="right") - 1
+    return np.where(idx >= 0, regret[np.clip(idx, 0, None)], np.nan)
+
+
+def bands(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median and interquartile band over runs (axis 0), ignoring NaN."""
+    with warnings.catch_warnings():  # all-NaN columns (no child finished yet at that time) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return tuple(np.nanpercentile(values, q, axis=0) for q in (50, 25, 75))  # type: ignore[return-value]
+
+
+def mann_whitney_less(a: np.ndarray, b: np.ndarray) -> float:
+    """One-sided Mann-Whitney U p-value of "a tends to be below b"."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(a, b, alternative="less").pvalue)
+
+
+def benchmark(args: AgentBenchArgs) -> dict[str, Any]:
+    """Run every (agent, seed), write the outputs, return the summary."""
+    from nas_env.bench.table import BenchTable
+
+    agents = resolve_agents(args)
+    for name in ("seeds", "children", "children_per_update", "workers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.incumbent not in INCUMBENT_RULES:
+        raise ValueError(f"--incumbent must be one of {', '.join(INCUMBENT_RULES)}, got {args.incumbent!r}")
+    if args.noise not in ("seed", "mean"):
+        raise ValueError(f"--noise must be seed or mean, got {args.noise!r}")
+    table = BenchTable.load(args.table)
+    fidelity = args.epochs or None
+    mean_val, mean_test = table.mean_val(fidelity), table.mean_test()
+    best_mean = float(mean_val.max())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(args.table, label, name, kw, seed, args.children, args.children_per_update, args.noise, args.epochs)
+            for label, (name, kw) in agents.items() for seed in range(args.first_seed, args.first_seed + args.seeds)]
+    start = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("forkserver")) as pool, \
+            (out / "runs.jsonl").open("w") as log:
+        for run in pool.map(run_one, *zip(*jobs, strict=True), chunksize=1):
+            regret, test = incumbent_curves(run, mean_val, mean_test, best_mean, args.incumbent)
+            run["regret"], run["test"] = regret, test
+            log.write(json.dumps({"label": run["label"], "seed": run["seed"], "wall_seconds": run["wall_seconds"],
+                                  "regret": [None if np.isnan(v) else round(float(v), 5) for v in regret],
+                                  "rows": run["rows"], "rewards": [round(v, 5) for v in run["rewards"]],
+                                  "ok": run["ok"]}) + "\n")
+            log.flush()  # results are written as they are made
+            runs.append(run)
+    elapsed = time.perf_counter() - start
+
+    by_label = {label: [r for r in runs if r["label"] == label] for label in agents}
+    regrets = {label: np.stack([r["regret"] for r in rs]) for label, rs in by_label.items()}
+    tests = {label: np.stack([r["test"] for r in rs]) for label, rs in by_label.items()}
+    total_time = max(float(np.sum(r["seconds"])) for r in runs)
+    first_time = min(float(r["seconds"][0]) for r in runs if r["seconds"])
+    grid = np.geomspace(max(first_time, 1e-3), total_time, 200)
+    timed = {label: np.stack([at_times(r["regret"], r["seconds"], grid) for r in rs]) for label, rs in by_label.items()}
+    _write_curves(out, regrets, tests, timed, grid)
+    checkpoints = [c for c in CHECKPOINTS if c <= args.children] or [args.children]
+    rows = _table_rows(regrets, tests, checkpoints)
+    _write_table(out, rows, checkpoints, args)
+    _plot(out, regrets, timed, grid, table.name)
+    summary = {"args": asdict(args), "table": table.name, "table_best_mean_val": best_mean, "seconds": elapsed,
+               "rows": rows, "agents": {k: [v[0], v[1]] for k, v in agents.items()}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print((out / "table.md").read_text())
+    print(f"{len(runs)} runs of {args.children} children in {elapsed:.1f} s with {args.workers} workers; "
+          f"outputs in {out}")
+    return summary
+
+
+def _table_rows(regrets: dict[str, np.ndarray], tests: dict[str, np.ndarray],
+                checkpoints: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for label, reg in regrets.items():
+        for c in checkpoints:
+            r, t = reg[:, c - 1], tests[label][:, c - 1]
+            p = {f"p_vs_{base}": mann_whitney_less(r, regrets[base][:, c - 1])
+                 if base in regrets and label not in (base, BASELINE) else None
+                 for base in (BASELINE, STRONG_BASELINE)}
+            rows.append({"agent": label, "children": c, "median_regret": float(np.nanmedian(r)),
+                         "q25_regret": float(np.nanpercentile(r, 25)), "q75_regret": float(np.nanpercentile(r, 75)),
+                         "median_test_acc": float(np.nanmedian(t)), **p})
+    return rows
+
+
+def _write_table(out: Path, rows: list[dict[str, Any]], checkpoints: list[int], args: AgentBenchArgs) -> None:
+    with (out / "table.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    head = "| agent | " + " | ".join(f"{c} children" for c in checkpoints) + " |"
+    lines = [f"Median regret (IQR) of the incumbent ({args.incumbent} rule), {args.seeds} seeds; p: one-sided "
+             f"Mann-Whitney U, regret lower than {BASELINE}'s (and, after /, than {STRONG_BASELINE}'s)", "", head,
+             "|---|" + "---|" * len(checkpoints)]
+    for label in dict.fromkeys(r["agent"] for r in rows):
+        cells = []
+        for c in checkpoints:
+            r = next(x for x in rows if x["agent"] == label and x["children"] == c)
+            ps = (r[f"p_vs_{BASELINE}"], r[f"p_vs_{STRONG_BASELINE}"])
+            shown = any(v is not None for v in ps)
+            p = ", p=" + " / ".join("-" if v is None else f"{v:.2g}" for v in ps) if shown else ""
+            cells.append(f"{r['median_regret']:.4f} ({r['q25_regret']:.4f}-{r['q75_regret']:.4f}){p}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def _write_curves(out: Path, regrets: dict[str, np.ndarray], tests: dict[str, np.ndarray],
+                  timed: dict[str, np.ndarray], grid: np.ndarray) -> None:
+    with (out / "curves.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["agent", "axis", "x", "median_regret", "q25_regret", "q75_regret", "median_test_acc",
+                    "q25_test_acc", "q75_test_acc"])
+        for label, reg in regrets.items():
+            med, lo, hi = bands(reg)
+            tmed, tlo, thi = bands(tests[label])
+            for n in range(reg.shape[1]):
+                w.writerow([label, "children", n + 1, med[n], lo[n], hi[n], tmed[n], tlo[n], thi[n]])
+            med, lo, hi = bands(timed[label])
+            for x, a, b, c in zip(grid, med, lo, hi, strict=True):
+                w.writerow([label, "simulated_seconds", float(x), a, b, c, "", "", ""])
+
+
+def _plot(out: Path, regrets: dict[str, np.ndarray], timed: dict[str, np.ndarray], grid: np.ndarray,
+          name: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
+    for label, reg in regrets.items():
+        med, lo, hi = bands(reg)
+        x = np.arange(1, reg.shape[1] + 1)
+        (line,) = axes[0].plot(x, med, label=label)
+        axes[0].fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+        med, lo, hi = bands(timed[label])
+        axes[1].plot(grid, med, label=label, color=line.get_color())
+        axes[1].fill_between(grid, lo, hi, alpha=0.15, color=line.get_color())
+    for ax, xlabel in zip(axes, ("children", "simulated training seconds"), strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=1e-3)  # regret reaches 0 when the optimum is found
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("regret of the incumbent (mean val acc)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"NASRL-Bench-{name}: median and interquartile band over seeds")
+    fig.tight_layout()
+    fig.savefig(out / "regret.png", dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point ``nasrl-agent-bench``."""
+    args, _, parser = parse_dataclass(AgentBenchArgs, argv, prog="nasrl-agent-bench", description=__doc__)
+    try:
+        benchmark(args)
+    except ValueError as e:
+        parser.error(str(e))
+
+
+if __name__ == "__main__":
+    main()

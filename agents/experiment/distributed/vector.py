@@ -1,0 +1,258 @@
+"""Our other agents on Ray: a vector env whose children train as Ray tasks, all of a lockstep batch at once.
+
+``nasrl-search --backend ray --agent evolution --num-envs N`` (or ``random``): the agent runs its
+usual loop in this process, over N sub-envs stepped in lockstep, exactly as with ``--backend
+local``; only the children's training moves to the cluster. The run folder, the agent's
+checkpoint (``checkpoints/agent.pt``) and the resume are the local backend's, so a resumed
+search continues exactly, and a Ray run records the same children as a local run with the same
+settings (the same architectures and seeds; the rewards too where training is deterministic).
+
+How a lockstep step trains its children at once: each sub-env has a *probe*, a copy that gets
+the same resets, actions and depth settings but whose evaluator only records what it is asked
+(:class:`RecordingEvaluator`). :meth:`RayVectorEnv.step` steps the probes first: the sub-envs
+whose episode ends at this step are the ones whose probe asked for an evaluation. Their
+architectures go to :meth:`RayChildEvaluator.prefetch`, which trains them as Ray tasks at once,
+then the real sub-envs step and their evaluator (the same :class:`RayChildEvaluator`) returns
+the results. Called without a prefetch (a lone env), it trains the child on the spot.
+
+The result store stays in this process, as with the paper's layout (:mod:`agents.experiment.distributed.driver`):
+a child already in it is served without a task, two sub-envs that draw one architecture share one
+task, and every result is put in the store as its task finishes. A child whose worker dies is
+retried ``--child-retries`` times, then recorded with status "failed".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections import defaultdict
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import iterate
+
+from agents.experiment.distributed.child import (
+    PresetEvaluator,
+    describe_env,
+    evaluate_arch,
+    local_env,
+    lost_worker_result,
+    remote_kwargs,
+)
+from agents.experiment.distributed.driver import check_cluster, connect, remote_error
+from nas_env.evaluators import EvalResult
+from nas_env.spaces.base import Architecture
+from nas_env.store import CACHEABLE_STATUSES, ResultStore, arch_key
+from nas_env.vector import NASSyncVectorEnv
+
+# Env methods that change the episodes to come: a call is made on the probes too (any other call only reads).
+MIRRORED_CALLS = ("set_num_layers",)
+
+
+class RecordingEvaluator(PresetEvaluator):
+    """A probe's evaluator: notes each ``(arch, seed)`` it is asked for and returns a placeholder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Architecture, int]] = []
+
+    def __call__(self, arch: Architecture, seed: int) -> EvalResult:
+        self.calls.append((arch, int(seed)))
+        return self.result
+
+
+class RayChildEvaluator:
+    """Trains children as Ray tasks, serving the result store first (the evaluator of :class:`RayVectorEnv`).
+
+    Its ``fingerprint()`` is the one a local run's store uses for the same env settings, so a
+    Ray search and a local one can share a store (``store_path`` None: no store, as for a benchmark;
+    copies of one architecture in one batch still share a task). Needs a connected Ray.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], store_path: str | Path | None, *, score_key: str,
+                 cpus_per_child: float = 1.0, gpus_per_child: float = 0.0, child_retries: int = 2) -> None:
+        self.env_id = env_id
+        self.env_kwargs = remote_kwargs(env_kwargs)
+        self.score_key = score_key
+        self.options = {"num_cpus": cpus_per_child, "num_gpus": gpus_per_child, "max_retries": child_retries,
+                        "retry_exceptions": False}
+        self.num_threads = max(1, int(cpus_per_child))
+        describe = ray.remote(describe_env).options(**self.options)
+        try:  # builds the env where children train: its keywords are checked there before anything is trained
+            self._fingerprint = ray.get(describe.remote(self.env_id, self.env_kwargs))
+        except ray.exceptions.RayTaskError as e:
+            raise remote_error(e) from None
+        self._task = ray.remote(evaluate_arch)
+        self.store = ResultStore(store_path) if store_path is not None else None
+        self._ready: dict[tuple[str, int], list[EvalResult]] = defaultdict(list)
+        self.trained = 0  # tasks submitted
+        self.duplicates_avoided = 0  # children that shared another one's task
+        self.on_the_spot = 0  # children trained alone, when asked for without a prefetch
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def prefetch(self, requests: list[tuple[Architecture, int]]) -> None:
+        """Evaluate ``(arch, seed)`` pairs at once; ``__call__`` then returns each one's result."""
+        results: list[EvalResult | None] = [None] * len(requests)
+        tasks: dict[Any, list[int]] = {}  # task -> the requests it answers (one architecture)
+        by_arch: dict[str, Any] = {}
+        for i, (arch, seed) in enumerate(requests):
+            cached = self.store.get(self._fingerprint, arch) if self.store is not None else None
+            if cached is not None:
+                results[i] = _tagged(cached, cache_hit=True, waited=False)
+                continue
+            key = arch_key(arch)
+            if key in by_arch:  # drawn twice in one batch: the second waits for the first's task
+                tasks[by_arch[key]].append(i)
+                continue
+            task = self._task.options(name=f"child-{self.trained}", **self.options)  # its worker's title: ray::child-N
+            ref = task.remote(self.env_id, self.env_kwargs, arch, seed, self.num_threads)
+            self.trained += 1
+            by_arch[key] = ref
+            tasks[ref] = [i]
+        waiting, error = list(tasks), None
+        while waiting:  # each result is stored as its task finishes: a crash loses none of them
+            [ref], waiting = ray.wait(waiting, num_returns=1)
+            first, *others = tasks[ref]
+            arch, seed = requests[first]
+            try:
+                result, fingerprint = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:  # the evaluator raised: a bug, as in a single-process run
+                error = error or remote_error(e)  # raised once the batch's other children are stored
+                continue
+            except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost) past the retries
+                result, fingerprint = lost_worker_result(self.score_key, e), ""
+            # Stored under the fingerprint of the node that trained it (a node with other code or data differs).
+            stored = self.store is not None and bool(fingerprint) and result.status in CACHEABLE_STATUSES
+            if stored:
+                self.store.put(fingerprint, arch, result, seed)
+            results[first] = _tagged(result, cache_hit=False, waited=False, result_seed=int(seed))
+            for i in others:  # a stored result is served as the store would; an unstored one is only shared
+                results[i] = _tagged(self.store.get(fingerprint, arch) if stored else results[first],
+                                     cache_hit=stored, waited=True)
+                self.duplicates_avoided += 1
+        if error is not None:
+            raise error
+        for (arch, seed), result in zip(requests, results, strict=True):
+            self._ready[(arch_key(arch), seed)].append(result)
+
+    def __call__(self, arch: Architecture, seed: int) -> EvalResult:
+        key = (arch_key(arch), int(seed))
+        if not self._ready.get(key):  # not prefetched (a lone env, or a caller stepping the sub-envs itself)
+            self.on_the_spot += 1
+            self.prefetch([(arch, int(seed))])
+        result = self._ready[key].pop(0)
+        if not self._ready[key]:
+            del self._ready[key]
+        return result
+
+    @property
+    def pending(self) -> int:
+        """Prefetched results not yet handed out (0 after every step of a :class:`RayVectorEnv`)."""
+        return sum(map(len, self._ready.values()))
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def _tagged(result: EvalResult, cache_hit: bool, waited: bool, **metrics: Any) -> EvalResult:
+    """``result`` with the store's tags (as :class:`~nas_env.store.CachedEvaluator` adds them) and ``metrics``."""
+    return EvalResult(result.reward, result.status, {**result.metrics, **metrics, "cache_hit": cache_hit,
+                                                     "waited_for_claim": waited})
+
+
+class RayVectorEnv(NASSyncVectorEnv):
+    """``num_envs`` copies of a NAS env in this process, stepped in lockstep; the children a step ends train as
+    Ray tasks at once (see the module docstring). Autoreset: next step, as :class:`~gymnasium.vector.SyncVectorEnv`.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], num_envs: int, evaluator: RayChildEvaluator) -> None:
+        self.child_evaluator = evaluator
+        self._recorder = RecordingEvaluator()
+        super().__init__([partial(local_env, env_id, env_kwargs, evaluator) for _ in range(num_envs)],
+                         autoreset_mode=AutoresetMode.NEXT_STEP)
+        self.probes = [local_env(env_id, env_kwargs, self._recorder) for _ in range(num_envs)]
+        self._seeded = np.zeros(num_envs, dtype=bool)
+        self._entropy = np.random.default_rng()  # seeds for a first reset(seed=None): one per sub-env and its probe
+
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        seeds = [None] * self.num_envs if seed is None else (
+            [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed))
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"reset(seed=...) needs {self.num_envs} seeds (one per sub-env), got {len(seeds)}")
+        options = dict(options) if options else None
+        mask = np.ones(self.num_envs, dtype=bool) if not options or "reset_mask" not in options else np.array(
+            options["reset_mask"], dtype=bool)
+        probe_options = {k: v for k, v in options.items() if k != "reset_mask"} if options else None
+        for i in np.flatnonzero(mask):
+            if seeds[i] is None and not self._seeded[i]:  # the sub-env and its probe must draw the same children
+                seeds[i] = int(self._entropy.integers(2**31 - 1))
+        out = super().reset(seed=seeds, options=options)  # checks the options first: a bad one changes nothing
+        for i in np.flatnonzero(mask):
+            self.probes[i].reset(seed=seeds[i], options=probe_options)
+        self._seeded |= mask
+        return out
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = list(iterate(self.action_space, actions))
+        self._recorder.calls.clear()
+        for i, (probe, action) in enumerate(zip(self.probes, actions, strict=True)):
+            if self._autoreset_envs[i]:
+                probe.reset()
+            else:
+                probe.step(action)
+        if self._recorder.calls:
+            self.child_evaluator.prefetch(list(self._recorder.calls))
+        out = super().step(np.asarray(actions))
+        if self.child_evaluator.pending:
+            raise RuntimeError(f"{self.child_evaluator.pending} prefetched children were not asked for: a probe and "
+                               f"its sub-env diverged (a bug in RayVectorEnv's mirroring)")
+        return out
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        if name in MIRRORED_CALLS:
+            for probe in self.probes:
+                probe.get_wrapper_attr(name)(*args, **kwargs)
+        return super().call(name, *args, **kwargs)
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        super().set_attr(name, values)
+        values = values if isinstance(values, list | tuple) else [values] * self.num_envs
+        for probe, value in zip(self.probes, values, strict=True):  # a copy: state shared with the sub-env would
+            probe.set_wrapper_attr(name, copy.deepcopy(value))      # advance twice per step
+
+    def close_extras(self, **kwargs: Any) -> None:
+        super().close_extras(**kwargs)
+        for probe in self.probes:
+            probe.close()
+        self.child_evaluator.close()
+
+
+@contextlib.contextmanager
+def ray_envs(args: Any, store_path: Path) -> Iterator[RayVectorEnv]:
+    """A search's :class:`RayVectorEnv` on the cluster ``args`` name (a local Ray if none; shut down after)."""
+    started = connect(args)
+    try:
+        check_cluster(args)
+        probe = local_env(args.env, args.env_kwargs, PresetEvaluator())  # bad env keywords fail here, before Ray work
+        score_key = probe.unwrapped.score_key
+        probe.close()
+        evaluator = RayChildEvaluator(args.env, args.env_kwargs, store_path, score_key=score_key,
+                                      cpus_per_child=args.cpus_per_child, gpus_per_child=args.gpus_per_child,
+                                      child_retries=args.child_retries)
+        envs = RayVectorEnv(args.env, args.env_kwargs, args.num_envs, evaluator)
+        try:
+            yield envs
+        finally:
+            envs.close()
+    finally:
+        if started:
+            ray.shutdown()

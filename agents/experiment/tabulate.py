@@ -1,0 +1,308 @@
+"""``nasrl-tabulate``: train every architecture of a small space with k seeds into a NASRL-Bench table.
+
+The env's own evaluator trains each (architecture, seed); each result is committed to the result
+store the moment it finishes (under the evaluator's fingerprint plus the seed), so a run killed
+with -9 resumes where it stopped. Children train in parallel with ``--num-envs`` worker processes
+(one torch thread each) or as Ray tasks (``--backend ray``). When every result is in, the table
+is exported (see :mod:`nas_env.bench.table`). ``--describe TABLE`` prints a table's facts.
+
+Make the shipped digits table (resumable; rerun the same command to continue)::
+
+    nasrl-tabulate --name digits --num-envs 2 --out nas_env/bench/tables/digits.json.gz \\
+        --env-kwargs '{"num_layers": 3, "filter_heights": [1, 3], "filter_widths": [1, 5],
+                       "num_filters": [4, 24], "epochs": 2, "batch_size": 16, "train_subset": 600}'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import nas_env  # noqa: F401  (registers the ids)
+from agents.base import ChildRecord
+from agents.experiment.run_folder import RunFolder
+from nas_env.bench.table import BenchTable, actions_of, describe
+from nas_env.cli import parse_dataclass
+from nas_env.evaluators import EvalResult, TrainingEvaluator
+from nas_env.store import ResultStore
+
+DIGITS_TEST_SIZE = 297  # the tail of the digits training split, never trained on at train_subset <= 1203
+BACKENDS = ("local", "ray")
+
+
+@dataclass
+class TabulateArgs:
+    """Arguments of ``nasrl-tabulate`` (one docstring per field)."""
+
+    env: str = "NASRL-Digits-v0"
+    """Gymnasium id of the (training) env whose space and evaluator are tabulated"""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """keyword arguments of gym.make (JSON): the space's choice lists and the fidelity (epochs, subsets)"""
+    name: str = "digits"
+    """the table's name"""
+    seeds: int = 3
+    """k: seeds per architecture (0..k-1)"""
+    max_archs: int = 10_000
+    """refuse a space with more architectures than this"""
+    num_envs: int = 1
+    """worker processes training children at once (local backend)"""
+    backend: str = "local"
+    """local (worker processes) or ray (one task per child)"""
+    out: str = ""
+    """the table file to export (.json.gz) once every result is in (default: <run folder>/<name>.json.gz)"""
+    logdir: str = "runs"
+    """parent folder of the run folder (tabulate__<name>): config, results.jsonl, store, TensorBoard"""
+    store: str = ""
+    """result store (default: <run folder>/store.sqlite)"""
+    describe: str = ""
+    """only print the facts of this table (a path or a shipped name) and exit"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+# --- what runs in a worker -----------------------------------------------------------------------
+_WORKER: dict[str, tuple[Any, TrainingEvaluator]] = {}  # per process: (space, evaluator) per env
+
+
+def test_split(env: gym.Env, env_kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images that never feed the reward: the unused tail of the digits training split, CIFAR-10's test batch."""
+    dataset = getattr(env.unwrapped, "dataset", None)
+    if dataset == "digits":
+        from nas_env.data import load_digits_data
+
+        moved = sorted(k for k in ("val_size", "val_fraction", "split_seed") if env_kwargs.get(k) is not None)
+        if moved:  # the test tail below is that of the default split only
+            raise ValueError(f"tabulating digits needs the default train/validation split (the test images are its "
+                             f"unused training tail); remove {', '.join(moved)} from --env-kwargs")
+        full = load_digits_data()
+        subset = env_kwargs.get("train_subset") or len(full.train_y)
+        if subset > len(full.train_y) - DIGITS_TEST_SIZE:
+            raise ValueError(f"train_subset={subset} leaves no test images: at most "
+                             f"{len(full.train_y) - DIGITS_TEST_SIZE} (the last {DIGITS_TEST_SIZE} are the test set)")
+        return full.train_x[-DIGITS_TEST_SIZE:], full.train_y[-DIGITS_TEST_SIZE:]
+    if dataset == "cifar10":
+        from nas_env.data.cifar10 import load_cifar10_test
+
+        return load_cifar10_test(env_kwargs.get("data_root"), download=env_kwargs.get("download", True))
+    raise ValueError(f"no test split is known for dataset {dataset!r} of {type(env.unwrapped).__name__}; "
+                     f"tabulate supports digits and cifar10")
+
+
+def tabulated_evaluator(env_id: str, env_kwargs: dict[str, Any]) -> tuple[gym.Env, TrainingEvaluator]:
+    """The env and its training evaluator, reporting test accuracy on the env's held-out split."""
+    env = gym.make(env_id, **env_kwargs)
+    evaluator = env.unwrapped.evaluator
+    if not isinstance(evaluator, TrainingEvaluator):
+        raise ValueError(f"{env_id} with {env_kwargs} does not train its children (evaluator "
+                         f"{type(evaluator).__name__}); a table is made with the training evaluator")
+    evaluator.test_data = test_split(env, env_kwargs)
+    return env, evaluator
+
+
+def evaluate(env_id: str, env_kwargs: dict[str, Any], actions: list[int], seed: int) -> EvalResult:
+    """Train one (architecture, seed) in this process (the data is loaded once per process)."""
+    key = json.dumps([env_id, env_kwargs], sort_keys=True)
+    if key not in _WORKER:
+        env, evaluator = tabulated_evaluator(env_id, env_kwargs)
+        _WORKER[key] = (env.unwrapped.space, evaluator)
+    space, evaluator = _WORKER[key]
+    return evaluator(space.decode(actions), seed)
+
+
+def evaluate_one_thread(env_id: str, env_kwargs: dict[str, Any], actions: list[int], seed: int) -> EvalResult:
+    """:func:`evaluate` in a worker of its own (a Ray task): one torch thread, so workers share cores fairly."""
+    torch.set_num_threads(1)
+    return evaluate(env_id, env_kwargs, actions, seed)
+
+
+# --- the tool --------------------------------------------------------------------------------------
+def seed_fingerprint(fingerprint: str, seed: int) -> str:
+    """The store key of one seed's results: k seeds of one architecture are k rows."""
+    return f"{fingerprint}/tabulate/seed={seed}"
+
+
+def check_args(args: TabulateArgs) -> None:
+    for name in ("seeds", "max_archs", "num_envs"):
+        value = getattr(args, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}")
+    if args.backend not in BACKENDS:
+        raise ValueError(f"--backend {args.backend!r} is not one of {', '.join(BACKENDS)}")
+    if args.env not in gym.registry:
+        raise ValueError(f"--env {args.env!r} is not a registered environment")
+
+
+def tabulate(args: TabulateArgs) -> Path:
+    """Train what the store lacks, record it, and export the table; returns the table path."""
+    check_args(args)
+    env, evaluator = tabulated_evaluator(args.env, args.env_kwargs)
+    space = env.unwrapped.space
+    specs = space.tokens()
+    choices = [s.num_choices for s in specs]
+    total = math.prod(choices)
+    if total > args.max_archs:
+        raise ValueError(f"the space of {args.env} with {args.env_kwargs} has {total:,} architectures, more than "
+                         f"--max-archs {args.max_archs:,}: shrink the choice lists or the depth")
+    fingerprint = evaluator.fingerprint()
+    folder = RunFolder(Path(args.logdir) / f"tabulate__{args.name}", pictures=False)
+    config = asdict(args)
+    if folder.exists():
+        saved = folder.read_config()
+        if (saved["env"], saved["env_kwargs"], saved["seeds"]) != (args.env, args.env_kwargs, args.seeds):
+            raise ValueError(f"{folder.path} tabulates {saved['env']} {saved['env_kwargs']} with {saved['seeds']} "
+                             f"seeds; use another --name or --logdir for another space")
+    else:
+        folder.write_config(config)
+    store = ResultStore(args.store or folder.path / "store.sqlite")
+    done = {k: {row["arch"] for row in store.rows(seed_fingerprint(fingerprint, k))} for k in range(args.seeds)}
+    todo = [(i, k) for i in range(total) for k in range(args.seeds)
+            if space.decode(actions_of(i, choices)).to_json() not in done[k]]
+    print(f"{args.name}: {total:,} architectures x {args.seeds} seeds; {len(todo):,} children to train "
+          f"({total * args.seeds - len(todo):,} already in {store.path})")
+    folder.start(config, total * args.seeds, f"tabulate {args.name}", args.progress,
+                 resumed_children=total * args.seeds - len(todo), exact_replay=False)
+    try:
+        for i, k, result in _run(args, todo, choices):
+            arch = space.decode(actions_of(i, choices))
+            store.put(seed_fingerprint(fingerprint, k), arch, result, seed=k)
+            info = {**result.metrics, "status": result.status, "seed": k, "arch": arch.to_json()}
+            folder.record_child(ChildRecord(folder.written, result.reward, info))
+    finally:
+        folder.close()
+    out = Path(args.out) if args.out else folder.path / f"{args.name}.json.gz"
+    table = export(store, args, space, fingerprint, total, choices)
+    print(f"table {out}: sha256 {table.save(out)}")
+    print_description(describe(table))
+    return out
+
+
+def _run(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]):
+    """Yield ``(arch index, seed, result)`` as children finish, in worker processes or Ray tasks."""
+    if args.backend == "ray":
+        yield from _run_ray(args, todo, choices)
+        return
+    if args.num_envs == 1:
+        for i, k in todo:
+            yield i, k, evaluate(args.env, args.env_kwargs, actions_of(i, choices), k)
+        return
+    window = 4 * args.num_envs  # a few tasks queued per worker; results come back as they finish
+    with ProcessPoolExecutor(args.num_envs, mp_context=get_context("forkserver"), initializer=torch.set_num_threads,
+                             initargs=(1,)) as pool:  # one torch thread per worker process
+        pending: dict[Future, tuple[int, int]] = {}
+        queue = iter(todo)
+        while True:
+            for i, k in queue:
+                pending[pool.submit(evaluate, args.env, args.env_kwargs, actions_of(i, choices), k)] = (i, k)
+                if len(pending) >= window:
+                    break
+            if not pending:
+                return
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i, k = pending.pop(future)
+                yield i, k, future.result()
+
+
+def _run_ray(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]):
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, logging_level="warning")
+    task = ray.remote(evaluate_one_thread).options(num_cpus=1)
+    try:
+        window = 4 * int(ray.cluster_resources().get("CPU", 1))
+        pending: dict[Any, tuple[int, int]] = {}
+        queue = iter(todo)
+        while True:
+            for i, k in queue:
+                pending[task.remote(args.env, args.env_kwargs, actions_of(i, choices), k)] = (i, k)
+                if len(pending) >= window:
+                    break
+            if not pending:
+                return
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            i, k = pending.pop(ref)
+            yield i, k, ray.get(ref)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def export(store: ResultStore, args: TabulateArgs, space: Any, fingerprint: str, total: int,
+           choices: list[int]) -> BenchTable:
+    """The table from the store's rows; a ValueError naming how many results are missing."""
+    rows = [{row["arch"]: row for row in store.rows(seed_fingerprint(fingerprint, k))} for k in range(args.seeds)]
+    archs = [space.decode(actions_of(i, choices)).to_json() for i in range(total)]
+    missing = sum(a not in rows[k] for a in archs for k in range(args.seeds))
+    if missing:
+        raise ValueError(f"{missing} of {total * args.seeds} results are not in the store yet; rerun to train them")
+    epochs = max(len(r["metrics"].get("val_acc_history", [])) for k in range(args.seeds) for r in rows[k].values())
+    val = np.full((total, args.seeds, epochs), np.nan, dtype=np.float32)
+    test, seconds = np.zeros((total, args.seeds), np.float32), np.zeros((total, args.seeds), np.float32)
+    status = np.empty((total, args.seeds), dtype=object)
+    params, flops = np.zeros(total, np.int64), np.zeros(total, np.int64)
+    for i, a in enumerate(archs):
+        for k in range(args.seeds):
+            r = rows[k][a]
+            history = r["metrics"].get("val_acc_history", [])
+            val[i, k, : len(history)] = history
+            test[i, k] = r["metrics"].get("test_acc", 0.0)
+            seconds[i, k] = r["metrics"].get("train_seconds", 0.0)
+            status[i, k] = r["status"]
+            params[i], flops[i] = r["metrics"]["params"], r["metrics"]["flops"]
+    tokens = [[s.name, s.layer, list(s.choices)] for s in space.tokens()]
+    return BenchTable(args.name, args.env, args.env_kwargs, tokens, fingerprint, list(range(args.seeds)), epochs,
+                      val, test, seconds, status.astype(str), params, flops)
+
+
+def print_description(facts: dict[str, Any]) -> None:
+    """The facts of :func:`~nas_env.bench.table.describe`, readable."""
+    b, p = facts["best"], facts["percentiles"]
+    print(f"table {facts['name']}: {facts['architectures']:,} architectures x {facts['seeds']} seeds, "
+          f"{facts['epochs']} epochs (reward at epoch {facts['fidelity_epoch']}); "
+          f"{facts['ok_share']:.1%} trained ok; mean train {facts['mean_train_seconds']:.2f} s a child")
+    print(f"best: #{b['index']} actions {b['actions']}: mean val acc {b['mean_val_acc']:.4f}, "
+          f"test acc {b['mean_test_acc']:.4f}")
+    print("mean val acc percentiles: " + ", ".join(f"p{k} {v:.3f}" for k, v in p.items()))
+    print(f"seed-to-seed SD {facts['seed_sd']:.4f} vs SD across architectures {facts['arch_sd']:.4f} "
+          f"(ratio {facts['seed_to_arch_sd']:.2f}; want <= 0.33)")
+    print(f"top 1% mean {facts['top1pct_mean']:.4f} vs median {facts['median']:.4f} "
+          f"({facts['top1pct_minus_median_in_seed_sds']:.1f} seed SDs above)")
+    print(f"Spearman val vs test {facts['spearman_val_test']:.3f}; epoch 1 vs last epoch "
+          f"{facts['spearman_epoch1_last']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point ``nasrl-tabulate``."""
+    args, _, parser = parse_dataclass(TabulateArgs, argv, prog="nasrl-tabulate", description=__doc__)
+    if args.describe:
+        try:
+            table = BenchTable.load(args.describe)
+        except ValueError as e:
+            parser.error(str(e))
+        print_description(describe(table))
+        return
+    try:
+        tabulate(args)
+    except ValueError as e:
+        print(f"nasrl-tabulate: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to continue (finished children are in the store)",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,563 @@
+"""Weight sharing (ENAS-style, Pham et al. 2018) for the CNN space: one supernet holds every child's weights.
+
+A child is not trained from scratch: the shared weights are trained on it for a few minibatches and
+its reward is the accuracy of the shared weights, restricted to it, on validation images. A search
+of thousands of children then costs minutes instead of GPU-weeks, at the price of a weaker ranking
+(Yu et al. 2020): ``scripts/shared_ranking.py`` measures it against stand-alone training.
+
+The supernet (:class:`SuperNet`), for a :class:`CNNSearchSpace` with filter sizes up to ``KH x KW``
+and up to ``F`` filters:
+
+* per layer ``i`` and per possible input ``j`` (the image, or an earlier layer) one weight block of
+  shape ``F x C_j x KH x KW``: a child layer with an ``h x w`` filter uses the centre ``h x w`` crop,
+  with ``n`` filters the first ``n`` output rows, and an input layer with ``m`` filters the first ``m``
+  input channels of that layer's block. Every earlier layer's output thus has a fixed channel block
+  of a later layer's input, so any anchor set selects a set of blocks, concatenated in input order.
+  With ``kernel_sharing="separate"`` each filter size has its own ``F x C_j x h x w`` block instead of
+  a crop (fewer choices share one weight: a known remedy for weak rankings);
+  A block no child used in a step gets no gradient, so the optimiser leaves it untouched (no weight
+  decay, no momentum drift), as in ENAS;
+* per layer a batch norm affine of ``F`` channels (the first ``n`` serve a child of ``n`` filters)
+  and per layer a classifier block of ``F`` features (the unused outputs' blocks are concatenated);
+* the same layer rules as :func:`nas_env.models.cnn.build_model`: conv (any stride) -> batch norm ->
+  ReLU -> optional 2x2 max-pool, inputs zero-padded to the largest and concatenated, unused outputs
+  to global average pooling and the linear classifier. ``SuperNet.child_model`` copies a child's
+  slices into a :func:`build_model` model, which computes the same logits.
+
+Batch norm keeps no running statistics shared between children (they would mix children). Training
+uses each minibatch's statistics; evaluation (``bn_eval``) uses either the validation batch's own
+statistics (``"batch"``, ENAS) or statistics recomputed for the child on fixed training images
+(``"recalibrate"``, the remedy of Yu et al.).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_env.data.base import ImageData
+from nas_env.evaluators.base import EvalResult, is_oom, oom_result
+from nas_env.fingerprint import package_version, source_digest, tensor_digest
+from nas_env.models.cnn import BN_EPS, ChildCNN, build_model, concat_padded
+from nas_env.spaces.base import Architecture
+from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace
+from nas_env.training.device import resolve_device
+from nas_env.training.image_trainer import (
+    PAD,
+    DeviceData,
+    TrainConfig,
+    autocast_dtype,
+    make_optimizer,
+    use_channels_last,
+)
+
+REWARD_DATA = ("subset", "minibatch")
+BN_EVAL = ("batch", "recalibrate")
+KERNEL_SHARING = ("crop", "separate")
+STATE_FORMAT = 1
+# The modules whose source decides a shared-weights reward (part of the fingerprint).
+RESULT_SOURCES = ("nas_env.evaluators.shared", "nas_env.evaluators.base", "nas_env.evaluators.train",
+                  "nas_env.training.image_trainer", "nas_env.models.cnn", "nas_env.spaces.cnn", "nas_env.spaces.base",
+                  "nas_env.data.base")
+
+
+@dataclass(frozen=True)
+class SharedConfig:
+    """How the shared weights are trained and a child is scored. The optimiser itself is the
+    :class:`TrainConfig`'s (lr with its batch scaling, Nesterov momentum, weight decay) at a constant
+    learning rate, since a search's length is not known in advance.
+    """
+
+    # 10 minibatches of 128 are 1,280 training images a child, about 1/175 of a 5-epoch CIFAR-10 proxy child
+    # (225,000): the >= 100x budget of the issue, with room for the reward's validation pass.
+    shared_steps: int = 10  # minibatches of shared training on each child before its reward (0: score only)
+    warmup_steps: int = 0  # minibatches on uniformly random children (one step each) before the first reward
+    reward_data: str = "subset"  # "subset": the first val_images validation images; "minibatch": a random draw
+    val_images: int = 512  # fixed validation subset / random validation minibatch size (capped at the split's)
+    bn_eval: str = "batch"  # "batch": the validation batch's statistics; "recalibrate": per-child statistics
+    recalibrate_images: int = 512  # bn_eval="recalibrate": the first this-many training images (capped; no augment)
+    grad_clip: float | None = 5.0  # global gradient-norm clip of each shared step (ENAS's 5); None: off
+    # "crop": every filter size is the centre crop of one KH x KW kernel; "separate": each filter size has its
+    # own kernel (fewer choices share one weight, a known remedy for weak rankings; more memory, fewer updates each)
+    kernel_sharing: str = "crop"
+    seed: int = 0  # supernet initialisation, minibatch order, augmentation and warm-up children
+
+    def __post_init__(self) -> None:
+        for name in ("shared_steps", "warmup_steps", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+        for name in ("val_images", "recalibrate_images"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 2:
+                raise ValueError(f"{name} must be an int >= 2 (batch norm needs 2+ images), got {v!r}")
+        if self.reward_data not in REWARD_DATA:
+            raise ValueError(f"reward_data must be one of {REWARD_DATA}, got {self.reward_data!r}")
+        if self.bn_eval not in BN_EVAL:
+            raise ValueError(f"bn_eval must be one of {BN_EVAL}, got {self.bn_eval!r}")
+        if self.kernel_sharing not in KERNEL_SHARING:
+            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {self.kernel_sharing!r}")
+        clip = self.grad_clip
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not math.isfinite(clip)
+                                 or clip <= 0):
+            raise ValueError(f"grad_clip must be None or a finite number > 0, got {clip!r}")
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> SharedConfig:
+        """From JSON (``--env-kwargs``): unknown keys are an error naming the allowed ones."""
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown shared-weights option(s) {unknown}; allowed: {allowed}")
+        return cls(**options)
+
+
+@dataclass(frozen=True)
+class _LayerPlan:
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    filters: int
+    inputs: tuple[int, ...]  # 1-based earlier layers; () is the image
+    in_size: tuple[int, int]
+    pooled: bool
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """What the supernet needs to run one child: per-layer choices and shapes (computed once per child)."""
+
+    layers: tuple[_LayerPlan, ...]
+    unused: tuple[int, ...]  # 1-based layers feeding the classifier
+    final_size: tuple[int, int]
+
+
+BNStats = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (mean, unbiased var) of the conv output
+
+
+class SuperNet(nn.Module):
+    """Every child of ``space`` as slices of one set of weights (see the module docstring)."""
+
+    def __init__(self, space: CNNSearchSpace, input_shape: Sequence[int], num_classes: int,
+                 bn_eps: float = BN_EPS, kernel_sharing: str = "crop") -> None:
+        super().__init__()
+        if kernel_sharing not in KERNEL_SHARING:
+            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {kernel_sharing!r}")
+        if not isinstance(space, CNNSearchSpace):
+            raise TypeError(f"SuperNet needs a CNNSearchSpace, got {type(space).__name__}")
+        if len(input_shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape):
+            raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
+        self.space = space
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.num_classes = num_classes
+        self.bn_eps = float(bn_eps)
+        self.kernel = (max(space.filter_heights), max(space.filter_widths))
+        self.kernel_sharing = kernel_sharing
+        # the kernel shapes held per block: one KH x KW kernel cropped for every size, or one per size
+        sizes = [self.kernel] if kernel_sharing == "crop" else [
+            (h, w) for h in space.filter_heights for w in space.filter_widths]
+        self.max_filters = max(space.num_filters)
+        channels = self.input_shape[0]
+        self.convs = nn.ModuleList()  # per layer: a ParameterDict of blocks "image", "1", ... (+ "@HxW": separate)
+        for i in range(1, space.num_layers + 1):
+            sources = range(i) if space.skip_connections else [i - 1]  # 0 stands for the image
+            blocks = nn.ParameterDict()
+            for j in sources:
+                c_in = channels if j == 0 else self.max_filters
+                for size in sizes:
+                    w = torch.empty(self.max_filters, c_in, *size)
+                    nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu")
+                    blocks[self._key(j, size)] = nn.Parameter(w)
+            self.convs.append(blocks)
+        self.bn_weight = nn.ParameterList(nn.Parameter(torch.ones(self.max_filters)) for _ in range(space.num_layers))
+        self.bn_bias = nn.ParameterList(nn.Parameter(torch.zeros(self.max_filters)) for _ in range(space.num_layers))
+        bound = 1.0 / math.sqrt(self.max_filters)
+        self.classifier = nn.ParameterList(
+            nn.Parameter(torch.empty(num_classes, self.max_filters).uniform_(-bound, bound))
+            for _ in range(space.num_layers))
+        self.classifier_bias = nn.Parameter(torch.empty(num_classes).uniform_(-bound, bound))
+
+    def _key(self, source: int, size: tuple[int, int]) -> str:
+        """The block of input ``source`` (0: the image) for an ``h x w`` filter."""
+        name = "image" if source == 0 else str(source)
+        return name if self.kernel_sharing == "crop" else f"{name}@{size[0]}x{size[1]}"
+
+    def plan(self, arch: CNNArchitecture) -> ChildPlan:
+        """Check that ``arch`` is a child of this supernet's space and lay out its layers."""
+        if not isinstance(arch, CNNArchitecture):
+            raise TypeError(f"the supernet runs CNN architectures, got {type(arch).__name__}")
+        if arch.num_layers > self.space.num_layers:
+            raise ValueError(f"architecture has {arch.num_layers} layers; this supernet holds at most "
+                             f"{self.space.num_layers}")
+        self.space.with_layers(arch.num_layers).encode(arch)  # ValueError for any choice the space cannot emit
+        shapes = arch.shapes(self.input_shape)
+        layers = tuple(
+            _LayerPlan((l.filter_height, l.filter_width), (l.stride_height, l.stride_width), l.num_filters,
+                       l.inputs, s.in_size, i in arch.pool_after)
+            for i, (l, s) in enumerate(zip(arch.layers, shapes, strict=True), start=1))
+        unused = tuple(arch.unused_outputs())
+        final = (max(shapes[i - 1].out_size[0] for i in unused), max(shapes[i - 1].out_size[1] for i in unused))
+        return ChildPlan(layers, unused, final)
+
+    def conv_weight(self, plan: ChildPlan, layer: int) -> torch.Tensor:
+        """Layer ``layer``'s (0-based) child conv weight: its input blocks' slices, concatenated in input order."""
+        lp = plan.layers[layer]
+        (h, w) = lp.kernel
+        (kh, kw) = self.kernel if self.kernel_sharing == "crop" else lp.kernel
+        top, left = (kh - h) // 2, (kw - w) // 2
+        blocks = self.convs[layer]
+        if not lp.inputs:
+            return blocks[self._key(0, lp.kernel)][: lp.filters, :, top : top + h, left : left + w]
+        parts = [blocks[self._key(j, lp.kernel)][: lp.filters, : plan.layers[j - 1].filters, top : top + h,
+                                                 left : left + w]
+                 for j in lp.inputs]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def classifier_weight(self, plan: ChildPlan) -> torch.Tensor:
+        parts = [self.classifier[i - 1][:, : plan.layers[i - 1].filters] for i in plan.unused]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def forward(self, x: torch.Tensor, plan: ChildPlan, stats: BNStats | None = None,
+                collect: BNStats | None = None) -> torch.Tensor:
+        """The child's logits. Batch norm uses ``stats`` (per-layer mean, var) when given, else the batch's own
+        statistics, which are appended to ``collect`` when given (for recalibration)."""
+        outs: list[torch.Tensor] = []
+        for i, lp in enumerate(plan.layers):
+            h = concat_padded([outs[j - 1] for j in lp.inputs], lp.in_size) if lp.inputs else x
+            weight = self.conv_weight(plan, i)
+            if h.is_contiguous(memory_format=torch.channels_last):
+                weight = weight.contiguous(memory_format=torch.channels_last)
+            h = F.conv2d(h, weight, stride=lp.stride, padding=(lp.kernel[0] // 2, lp.kernel[1] // 2))
+            gamma, beta = self.bn_weight[i][: lp.filters], self.bn_bias[i][: lp.filters]
+            if stats is not None:
+                mean, var = stats[i]
+                h = F.batch_norm(h, mean, var, gamma, beta, training=False, eps=self.bn_eps)
+            else:
+                if collect is not None:
+                    hf = h.detach().float()
+                    collect.append((hf.mean(dim=(0, 2, 3)), hf.var(dim=(0, 2, 3), unbiased=True)))
+                h = F.batch_norm(h, None, None, gamma, beta, training=True, eps=self.bn_eps)
+            h = F.relu(h)
+            if lp.pooled:
+                h = F.max_pool2d(h, kernel_size=2, stride=2, ceil_mode=True)
+            outs.append(h)
+        feats = concat_padded([outs[i - 1] for i in plan.unused], plan.final_size).mean(dim=(2, 3))
+        return F.linear(feats, self.classifier_weight(plan), self.classifier_bias)
+
+    @torch.no_grad()
+    def child_model(self, arch: CNNArchitecture, stats: BNStats | None = None) -> ChildCNN:
+        """A stand-alone :func:`build_model` child holding copies of ``arch``'s slices (and ``stats`` as its
+        batch norms' running statistics, when given): it computes what the supernet computes for ``arch``."""
+        plan = self.plan(arch)
+        model = build_model(arch, self.input_shape, self.num_classes, bn_eps=self.bn_eps)
+        for i, lp in enumerate(plan.layers):
+            model.convs[i].weight.copy_(self.conv_weight(plan, i))
+            model.norms[i].weight.copy_(self.bn_weight[i][: lp.filters])
+            model.norms[i].bias.copy_(self.bn_bias[i][: lp.filters])
+            if stats is not None:
+                model.norms[i].running_mean.copy_(stats[i][0])
+                model.norms[i].running_var.copy_(stats[i][1])
+        model.classifier.weight.copy_(self.classifier_weight(plan))
+        model.classifier.bias.copy_(self.classifier_bias)
+        return model.to(self.classifier_bias.device)
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """A deep copy with every tensor cloned to the CPU: a snapshot that later training cannot change."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+class SharedWeightsEvaluator:
+    """``(arch, seed) -> EvalResult`` by weight sharing: train the supernet on ``arch`` for ``shared_steps``
+    minibatches, then score ``arch`` with the shared weights on validation images, all on ``device``.
+
+    Stateful: the supernet, its optimiser, the random stream and the step counter carry over from
+    child to child (``state_dict`` / ``load_state_dict`` checkpoint them so a resumed run continues
+    exactly). The per-child ``seed`` is recorded but does not steer anything: the evaluator's own
+    seeded stream (``config.seed``) draws minibatches, augmentation and warm-up children, so the
+    supernet's history does not depend on the agent's seeding.
+
+    ``data``: an :class:`ImageData` or a zero-argument factory (loaded on first use);
+    ``config``: a :class:`SharedConfig` or a dict of its fields; ``train_config``: the optimiser, batch
+    size, augmentation, precision and memory format (a :class:`TrainConfig`; its epochs and schedule
+    are not used).
+    """
+
+    def __init__(self, data: ImageData | Callable[[], ImageData], space: CNNSearchSpace,
+                 config: SharedConfig | dict[str, Any] | None = None, train_config: TrainConfig | None = None,
+                 device: str | torch.device | None = "auto") -> None:
+        if not isinstance(space, CNNSearchSpace):
+            raise TypeError(f"SharedWeightsEvaluator needs a CNNSearchSpace, got {type(space).__name__}")
+        if isinstance(config, dict):
+            config = SharedConfig.from_dict(config)
+        if config is not None and not isinstance(config, SharedConfig):
+            raise TypeError(f"config must be a SharedConfig, a dict of its fields or None, got {type(config).__name__}")
+        if train_config is not None and not isinstance(train_config, TrainConfig):
+            raise TypeError(f"train_config must be a TrainConfig or None, got {type(train_config).__name__}")
+        self.space = space
+        self.config = config or SharedConfig()
+        self.train_config = train_config or TrainConfig()
+        self.device = resolve_device(device)
+        self._data_source = data
+        self._device_data: DeviceData | None = None
+        self._net: SuperNet | None = None
+        self._fingerprint: str | None = None
+
+    # --- lazy set-up -------------------------------------------------------------------------------
+    @property
+    def data(self) -> DeviceData:
+        if self._device_data is None:
+            source = self._data_source
+            image_data = source if isinstance(source, ImageData) else source()
+            if not isinstance(image_data, ImageData):
+                raise TypeError(f"data must be an ImageData or a factory returning one, "
+                                f"got {type(image_data).__name__}")
+            if len(image_data.train_y) < 2:
+                raise ValueError("shared training needs at least 2 training images (batch norm)")
+            self._device_data = DeviceData(image_data, self.device, self.train_config.augment)
+        return self._device_data
+
+    @property
+    def supernet(self) -> SuperNet:
+        self._setup()
+        assert self._net is not None
+        return self._net
+
+    def _setup(self) -> None:
+        if self._net is not None:
+            return
+        data, cfg, tc = self.data, self.config, self.train_config
+        d = data.data
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+            torch.manual_seed(cfg.seed)
+            net = SuperNet(self.space, d.input_shape, d.num_classes, kernel_sharing=cfg.kernel_sharing)
+        self._memory_format = (torch.channels_last if use_channels_last(tc, self.device, d.input_shape)
+                               else torch.contiguous_format)
+        self._dtype = autocast_dtype(tc, self.device)
+        self._net = net.to(self.device)
+        self._batch = min(tc.batch_size, data.num_train)
+        # the project's lr convention: TrainConfig's lr, linearly scaled to the batch actually used
+        lr = tc.lr if tc.lr_reference_batch is None else tc.lr * self._batch / tc.lr_reference_batch
+        # the project's SGD (Nesterov momentum, weight decay); a parameter block without a gradient is skipped
+        self._optimizer = make_optimizer(net.parameters(), replace(tc, lr=lr, lr_reference_batch=None))
+        self._gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self._arch_rng = np.random.default_rng(cfg.seed)
+        self._perm = torch.randperm(data.num_train, device=self.device, generator=self._gen)
+        self._cursor = 0
+        self.step = 0  # shared training steps so far, warm-up included
+        self.children = 0  # children scored so far
+        self.warmed_up = cfg.warmup_steps == 0
+        self._recal_x: torch.Tensor | None = None
+
+    # --- identity ----------------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the code and the data content that decides a reward (JSON-friendly)."""
+        d = self.data.data
+        space = {f.name: getattr(self.space, f.name) for f in fields(self.space) if f.init}
+        return {"evaluator": "shared_weights/1", "space": space, "shared": asdict(self.config),
+                "train": asdict(self.train_config), "data": [d.name, list(d.input_shape), d.num_classes],
+                "device": self.device.type}
+
+    def fingerprint(self) -> str:
+        """``shared/<hash>``: never equal to a training evaluator's, so a store never serves one for the other."""
+        if self._fingerprint is None:
+            d = self.data.data
+            key = {"code": f"{package_version()}+{source_digest(RESULT_SOURCES)}", "torch": torch.__version__,
+                   "data": tensor_digest([d.train_x, d.train_y, d.val_x, d.val_y]), "settings": self.settings()}
+            digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            self._fingerprint = f"shared/{digest}"
+        return self._fingerprint
+
+    # --- training ----------------------------------------------------------------------------------
+    def _next_indices(self) -> torch.Tensor:
+        n, bs = self.data.num_train, self._batch
+        if self._cursor + bs > n:  # a new epoch: reshuffle (the remainder is dropped)
+            self._perm = torch.randperm(n, device=self.device, generator=self._gen)
+            self._cursor = 0
+        idx = self._perm[self._cursor : self._cursor + bs]
+        self._cursor += bs
+        return idx
+
+    def _train_steps(self, plan: ChildPlan, steps: int) -> tuple[list[float], int]:
+        """``steps`` shared SGD steps on one child: the finite losses, and how many steps were skipped as non-finite."""
+        net, opt, data = self.supernet, self._optimizer, self.data
+        net.train()
+        losses, skipped = [], 0
+        for _ in range(steps):
+            x, y = data.train_batch(self._next_indices(), self._gen)
+            x = x.contiguous(memory_format=self._memory_format)
+            with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
+                loss = F.cross_entropy(net(x, plan).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            value = loss.detach()
+            if self.config.grad_clip is not None:
+                params = [p for p in net.parameters() if p.grad is not None]
+                value = value + 0.0 * torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)  # NaN norm: NaN
+            loss_value = value.item()  # the step's one host sync
+            self.step += 1
+            if not math.isfinite(loss_value):  # keep the shared weights intact: one bad child must not poison the rest
+                opt.zero_grad(set_to_none=True)
+                skipped += 1
+                continue
+            opt.step()
+            losses.append(loss_value)
+        return losses, skipped
+
+    def random_arch(self) -> CNNArchitecture:
+        """A uniformly random child of the space (every token uniform), from the evaluator's seeded stream."""
+        self._setup()
+        return self.space.decode([int(self._arch_rng.integers(s.num_choices)) for s in self.space.tokens()])
+
+    def warmup(self) -> float:
+        """Train on ``warmup_steps`` random children, one step each (done before the first reward); seconds taken."""
+        self._setup()
+        if self.warmed_up:
+            return 0.0
+        seconds = self.train_random(self.config.warmup_steps)
+        self.warmed_up = True
+        return seconds
+
+    def train_random(self, steps: int) -> float:
+        """Train on ``steps`` uniformly random children, one minibatch each (the warm-up's way); seconds taken."""
+        self._setup()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self._train_steps(self.supernet.plan(self.random_arch()), 1)
+        return time.perf_counter() - start
+
+    # --- scoring -----------------------------------------------------------------------------------
+    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
+        return self.data.normalise(x).contiguous(memory_format=self._memory_format)
+
+    @torch.no_grad()
+    def recalibrate(self, plan: ChildPlan) -> BNStats:
+        """Per-layer batch-norm statistics of this child over the first ``recalibrate_images`` training images
+        (un-augmented, as validation images are), averaged over ``eval_batch_size`` chunks."""
+        data, net = self.data, self.supernet
+        if self._recal_x is None:
+            x = data.train_x[: self.config.recalibrate_images]
+            if data.augment:  # the stored training images carry the crop padding
+                x = x[:, :, PAD : PAD + data.height, PAD : PAD + data.width]
+            self._recal_x = x
+        sums: BNStats | None = None
+        chunks = 0
+        bs = self.train_config.eval_batch_size
+        for s in range(0, len(self._recal_x), bs):
+            chunk = self._recal_x[s : s + bs]
+            if len(chunk) < 2:
+                continue
+            collected: BNStats = []
+            with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
+                net(self._normalised(chunk), plan, collect=collected)
+            sums = collected if sums is None else [(m + a, v + b) for (m, v), (a, b) in zip(sums, collected,
+                                                                                          strict=True)]
+            chunks += 1
+        assert sums is not None
+        return [(m / chunks, v / chunks) for m, v in sums]
+
+    @torch.no_grad()
+    def score(self, plan: ChildPlan, bn_eval: str | None = None) -> float:
+        """Accuracy of the shared weights restricted to the child on the validation images of ``reward_data``,
+        with batch norm as ``bn_eval`` says (default: the config's; the ranking script compares both)."""
+        data, net, cfg = self.data, self.supernet, self.config
+        bn_eval = cfg.bn_eval if bn_eval is None else bn_eval
+        if bn_eval not in BN_EVAL:
+            raise ValueError(f"bn_eval must be one of {BN_EVAL}, got {bn_eval!r}")
+        net.eval()
+        if cfg.reward_data == "subset":
+            xs, ys = data.val_x[: cfg.val_images], data.val_y[: cfg.val_images]
+        else:
+            idx = torch.randperm(len(data.val_y), device=self.device, generator=self._gen)[: cfg.val_images]
+            xs, ys = data.val_x[idx], data.val_y[idx]
+        stats = self.recalibrate(plan) if bn_eval == "recalibrate" else None
+        # chunks of eval_batch_size to 2 x eval_batch_size - 1 images, so no batch statistic comes from 1 image
+        chunks = torch.arange(len(ys), device=self.device).tensor_split(
+            max(1, len(ys) // max(2, self.train_config.eval_batch_size)))
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for idx in chunks:
+            with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
+                logits = net(self._normalised(xs[idx]), plan, stats=stats)
+            correct += (logits.argmax(dim=1) == ys[idx]).sum()
+        return correct.item() / len(ys)
+
+    def __call__(self, arch: Architecture, seed: int) -> EvalResult:
+        if not isinstance(arch, CNNArchitecture):
+            raise TypeError(f"SharedWeightsEvaluator scores CNN architectures, got {type(arch).__name__}")
+        data = self.data
+        plan = self.supernet.plan(arch)
+        shape, classes = data.data.input_shape, data.data.num_classes
+        metrics: dict[str, Any] = {"params": arch.num_params(shape, classes),
+                                   "flops": arch.multiply_adds(shape, classes)}
+        start = time.perf_counter()
+        try:
+            warmup_seconds = self.warmup()
+            losses, skipped = self._train_steps(plan, self.config.shared_steps)
+            val_acc = self.score(plan)
+        except Exception as e:  # only OOM is turned into a result; everything else propagates
+            if not is_oom(e):
+                raise
+            self._optimizer.zero_grad(set_to_none=True)
+            return oom_result(e, self.device, {**metrics, "val_acc": 0.0, "val_acc_history": []})
+        self.children += 1
+        status = "diverged" if skipped else "ok"
+        if status == "diverged":
+            val_acc = 0.0
+        metrics.update(val_acc=val_acc, val_acc_history=[val_acc], train_seconds=time.perf_counter() - start,
+                       shared_loss=float(np.mean(losses)) if losses else None, shared_step=self.step,
+                       skipped_steps=skipped)
+        if warmup_seconds:
+            metrics["warmup_seconds"] = warmup_seconds
+        return EvalResult(val_acc, status, metrics)
+
+    # --- checkpointing -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """A CPU snapshot of everything a resumed run needs to continue exactly: supernet weights, optimiser
+        state, random streams, data order and counters (plus the settings, checked on load)."""
+        self._setup()
+        return _cpu_copy({
+            "format": STATE_FORMAT, "settings": self.settings(), "supernet": self.supernet.state_dict(),
+            "optimizer": self._optimizer.state_dict(), "generator": self._gen.get_state(),
+            "arch_rng": self._arch_rng.bit_generator.state, "perm": self._perm, "cursor": self._cursor,
+            "step": self.step, "children": self.children, "warmed_up": self.warmed_up,
+        })
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; ``ValueError`` when it was saved under other settings."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a shared-weights state (format {STATE_FORMAT}); got keys "
+                             f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
+        self._setup()
+        mine = json.loads(json.dumps(self.settings(), default=str))
+        theirs = json.loads(json.dumps(state["settings"], default=str))
+        theirs.get("shared", {}).setdefault("kernel_sharing", "crop")  # saved before the option: crops
+        if mine != theirs:
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise ValueError(f"shared-weights state was saved under other settings (differing: {diff})")
+        self.supernet.load_state_dict(state["supernet"])
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._gen.set_state(state["generator"])
+        self._arch_rng.bit_generator.state = state["arch_rng"]
+        self._perm = state["perm"].to(self.device)
+        self._cursor = int(state["cursor"])
+        self.step = int(state["step"])
+        self.children = int(state["children"])
+        self.warmed_up = bool(state["warmed_up"])
