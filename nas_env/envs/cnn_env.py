@@ -101,6 +101,13 @@ class CNNNASEnv(NASEnv):
     default None: off), ``cost_target`` (the cost at which the factor is 1) and ``cost_exponent``
     (<= 0, default -0.07): ``reward = reward_transform(val_acc * (cost / cost_target) ** cost_exponent)``;
     ``info["cost"]`` and ``info["cost_factor"]`` report it (see :class:`NASEnv`, *Rewards*).
+
+    ## Version History
+
+    * ``NASRL-Digits-v1``: the digits proxy at 2 epochs on the first 600 training images, so children
+      spread (validation accuracy 0.1-0.96 instead of 0.98-1.00 at v0's 5 epochs on all 1,500) and a
+      200-child search shows what the controller learned; about 0.3 s a child on 2 CPU cores.
+    * v0: initial version of every id.
     """
 
     def __init__(

@@ -92,3 +92,12 @@ def test_ptb_train_config_accepts_a_dict_over_the_preset() -> None:
         PTBNASEnv(evaluator="synthetic", train_config={"hidden": 16})
     with pytest.raises(ValueError, match="train_config must be a LMTrainConfig or a dict"):
         PTBNASEnv(evaluator="synthetic", train_config=TrainConfig())
+
+
+def test_digits_v1_is_the_spread_out_proxy_and_v0_keeps_its_settings() -> None:
+    v1, v0 = gym.make("NASRL-Digits-v1").unwrapped, gym.make("NASRL-Digits-v0").unwrapped
+    assert v1.space == v0.space  # same tokens: an agent or a table made for one fits the other
+    assert (v1.evaluator.config.epochs, len(v1.evaluator.data.data.train_y)) == (2, 600)
+    assert (v0.evaluator.config.epochs, len(v0.evaluator.data.data.train_y)) == (5, 1500)
+    assert v1.evaluator.fingerprint() != v0.evaluator.fingerprint()  # their results never mix in a store
+    assert gym.make("NASRL-Digits-v1", epochs=3).unwrapped.evaluator.config.epochs == 3  # keywords still win
