@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from bench_common import device_name, peak_conv_flops, sample_children, synchronize
 from bench_controller import agent_only_ms  # scripts/ is on sys.path when this file runs
 from bench_env import median_step_us
 from bench_shared import cifar10_root  # the one CIFAR-10 locator of the benchmarks
@@ -51,7 +51,7 @@ from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
 from nas_env.data.cifar10 import load_cifar10
 from nas_env.models.cnn import build_model
-from nas_env.spaces.cnn import CNNArchitecture, cnn_space
+from nas_env.spaces.cnn import CNNArchitecture
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import (
     DeviceData,
@@ -97,21 +97,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
-def sample_children(n: int, seed: int) -> list[tuple[str, CNNArchitecture]]:
-    """``n`` uniformly sampled children of the paper's v1 space, then one whose every layer has 36 filters."""
-    rng = np.random.default_rng(seed)
-    children = []
-    for name, space in [(f"v1 sample {i}", cnn_space("v1")) for i in range(n)] + [
-            ("v1, 36 filters", cnn_space("v1", num_filters=(36,)))]:
-        children.append((name, space.decode([int(rng.integers(s.num_choices)) for s in space.tokens()])))
-    return children
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_ours(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device,
               seed: int) -> float:
     """Seconds for one epoch of our trainer over ``data`` (model built and moved before the clock starts)."""
@@ -155,39 +140,6 @@ def eval_images_per_s(arch: CNNArchitecture, data: ImageData, config: TrainConfi
     return len(data.val_y) / (time.perf_counter() - start)
 
 
-def peak_conv_gflops(config: TrainConfig, device: torch.device, batch: int) -> float:
-    """Training GFLOP/s of one large 5x5 convolution (128 -> 128 channels, 32x32), in the trainer's format."""
-    conv = torch.nn.Conv2d(128, 128, 5, padding=2, bias=False).to(device)
-    fmt = torch.channels_last if use_channels_last(config, device, (3, 32, 32)) else torch.contiguous_format
-    conv.to(memory_format=fmt)
-    x = torch.randn(batch, 128, 32, 32, device=device).contiguous(memory_format=fmt).requires_grad_()
-    dtype = autocast_dtype(config, device)
-    flops = 3 * 2 * batch * 128 * 128 * 25 * 32 * 32
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            y = conv(x)
-        y.float().sum().backward()
-
-    step()
-    best = 0.0
-    for _ in range(3):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        best = max(best, flops / (time.perf_counter() - start) / 1e9)
-    return best
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return f"CPU: {model}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = resolve_device(args.device)
@@ -228,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer_ips = len(ours_rates) / sum(1 / r for r in ours_rates)
     mean_child = statistics.fmean(child_seconds)
     loader_ips = statistics.median(loader_images_per_s(full, args.batch_size, workers) for _ in range(3))
-    peak = peak_conv_gflops(config, device, batch=64 if device.type == "cpu" else 512)
+    peak = peak_conv_flops(device, use_channels_last(config, device, (3, 32, 32)), autocast_dtype(config, device),
+                           batch=64 if device.type == "cpu" else 512) / 1e9
     achieved = flops_done / ours_seconds / 1e9
 
     env = gym.make("NASRL-CIFAR10-v0", evaluator="synthetic")

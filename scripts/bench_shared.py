@@ -32,15 +32,15 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
+from bench_common import sample_children, synchronize  # scripts/ is on sys.path when this file runs
 
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
 from nas_env.data.cifar10 import FOLDER, default_data_root, load_cifar10
 from nas_env.evaluators.shared import SharedConfig, SharedWeightsEvaluator
 from nas_env.models.cnn import build_model
-from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace, cnn_space
+from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import (
     DeviceData,
@@ -109,16 +109,6 @@ def cifar10_root(data_root: str, scratch: Path) -> Path:
     return scratch
 
 
-def sample_children(space: CNNSearchSpace, n: int, seed: int) -> list[CNNArchitecture]:
-    rng = np.random.default_rng(seed)
-    return [space.decode([int(rng.integers(s.num_choices)) for s in space.tokens()]) for _ in range(n)]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def scratch_child_seconds(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device,
                           seed: int, eval_images: int) -> float:
     """The from-scratch cost of one child at the proxy fidelity, from its measured training and evaluation rates."""
@@ -152,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parse_args(argv)
     device = resolve_device(args.device)
     space = cnn_space("v1")  # NASRL-CIFAR10-v0's space
-    children = sample_children(space, args.children, args.seed)
+    children = [arch for _, arch in sample_children(args.children, args.seed, with_36_filters=False)]
     scratch_config = TrainConfig(epochs=1, batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as scratch:
         root = cifar10_root(args.data_root, Path(scratch))

@@ -39,7 +39,6 @@ import math
 import multiprocessing as mp
 import os
 import pickle
-import platform
 import queue
 import signal
 import subprocess
@@ -59,12 +58,13 @@ try:
 except ModuleNotFoundError as _missing:
     raise SystemExit(f"gpu_check needs {_missing.name!r}: carry its wheel (see docs/gpu_check.md) or install it") \
         from None
+from bench_common import device_name, peak_conv_flops, sample_children, synchronize
 from reference_trainer import train_reference
 
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData, channel_stats, split_indices
 from nas_env.models.cnn import build_model
-from nas_env.spaces.cnn import CNNArchitecture, cnn_space
+from nas_env.spaces.cnn import CNNArchitecture
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dtype, train_child
 
@@ -213,27 +213,6 @@ def subset(data: ImageData, n: int) -> ImageData:
 # --- children and timing -----------------------------------------------------------------------
 
 
-def sample_children(n: int, seed: int, num_layers: int) -> list[tuple[str, CNNArchitecture]]:
-    """``scripts/bench.py``'s children (the same draws at 15 layers): n uniform v1 samples, then all 36 filters."""
-    rng = np.random.default_rng(seed)
-    spaces = [(f"v1 sample {i}", cnn_space("v1", num_layers=num_layers)) for i in range(n)]
-    spaces.append(("v1, 36 filters", cnn_space("v1", num_layers=num_layers, num_filters=(36,))))
-    return [(name, space.decode([int(rng.integers(s.num_choices)) for s in space.tokens()])) for name, space in spaces]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return (f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, "
-                f"cuDNN {torch.backends.cudnn.version()}")
-    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " \
-           f"{os.cpu_count()} cores, torch {torch.__version__}"
-
-
 def train_config(batch: int, precision: str, channels_last: bool, options: dict[str, Any]) -> TrainConfig:
     return TrainConfig(epochs=1, batch_size=batch, precision=precision, channels_last=channels_last, **options)
 
@@ -264,30 +243,7 @@ def time_reference(arch: CNNArchitecture, warm: ImageData, timed: ImageData, bat
 
 def ceiling_tflops(device: torch.device, channels_last: bool, dtype: torch.dtype | None, batch: int) -> float:
     """Training TFLOP/s of one large 5x5 conv (128 -> 128 channels, 32x32) in the given format and precision."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    conv = torch.nn.Conv2d(128, 128, 5, padding=2, bias=False).to(device, memory_format=fmt)
-    x = torch.randn(batch, 128, 32, 32, device=device).contiguous(memory_format=fmt).requires_grad_()
-    flops = 3 * 2 * batch * 128 * 128 * 25 * 32 * 32
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            y = conv(x)
-        y.float().sum().backward()
-
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        step()
-        best = 0.0
-        for _ in range(3):
-            synchronize(device)
-            start = time.perf_counter()
-            step()
-            synchronize(device)
-            best = max(best, flops / (time.perf_counter() - start) / 1e12)
-    finally:
-        torch.backends.cudnn.benchmark = previous
-    return best
+    return peak_conv_flops(device, channels_last, dtype, batch) / 1e12
 
 
 # --- sections ----------------------------------------------------------------------------------

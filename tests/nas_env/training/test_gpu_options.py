@@ -225,7 +225,8 @@ def test_defaults_are_off_and_bad_values_name_themselves() -> None:
 
 
 def load_gpu_check():
-    load_script("reference_trainer")  # gpu_check imports its sibling, as it does when run as a script
+    load_script("reference_trainer")  # gpu_check imports its siblings, as it does when run as a script
+    load_script("bench_common")
     return load_script("gpu_check")
 
 
