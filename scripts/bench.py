@@ -21,9 +21,7 @@ What is measured, all in this one run on this one device:
 * ``token_step_us`` / ``cartpole_step_us`` (``scripts/bench_env.py``) and
   ``controller_ms_per_update`` (``scripts/bench_controller.py``: sample 8 children as one batch + update).
 
-Data: ``--data-root`` (official python layout); by default ``$NASRL_DATA_ROOT`` or
-``~/.cache/nasrl/data``, and when neither holds CIFAR-10, this project's real-pixel copy in
-``../shared/data/cifar10-png`` is converted into a temporary folder.
+Data: ``--data-root`` (official python layout), else where ``bench_common.cifar10_root`` finds CIFAR-10.
 """
 
 from __future__ import annotations
@@ -39,10 +37,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from bench_common import device_name, peak_conv_flops, sample_children, synchronize
+from bench_common import cifar10_root, device_name, eval_images_per_s, peak_conv_flops, sample_children, time_ours
 from bench_controller import agent_only_ms  # scripts/ is on sys.path when this file runs
 from bench_env import median_step_us
-from bench_shared import cifar10_root  # the one CIFAR-10 locator of the benchmarks
 from reference_trainer import InMemoryImages, reference_transform, train_reference
 
 import nas_env  # noqa: F401  (registers the ids)
@@ -54,11 +51,8 @@ from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import (
-    DeviceData,
     TrainConfig,
     autocast_dtype,
-    evaluate_accuracy,
-    train_child,
     use_channels_last,
 )
 
@@ -97,19 +91,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
-def time_ours(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device,
-              seed: int) -> float:
-    """Seconds for one epoch of our trainer over ``data`` (model built and moved before the clock starts)."""
-    torch.manual_seed(seed)
-    model = build_model(arch, data.input_shape, data.num_classes)
-    device_data = DeviceData(data, device)
-    synchronize(device)
-    start = time.perf_counter()
-    train_child(model, device_data, config, seed)
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 def time_reference(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device, seed: int,
                    workers: int) -> float:
     torch.manual_seed(seed)
@@ -124,20 +105,6 @@ def loader_images_per_s(data: ImageData, batch_size: int, workers: int) -> float
     start = time.perf_counter()
     images = sum(len(y) for _x, y in loader)
     return images / (time.perf_counter() - start)
-
-
-def eval_images_per_s(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device) -> float:
-    model = build_model(arch, data.input_shape, data.num_classes).to(device)
-    device_data = DeviceData(data, device)
-    fmt = torch.channels_last if use_channels_last(config, device, data.input_shape) else torch.contiguous_format
-    model.to(memory_format=fmt)
-    dtype = autocast_dtype(config, device)
-    evaluate_accuracy(model, device_data, config, fmt, dtype)  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    evaluate_accuracy(model, device_data, config, fmt, dtype)
-    synchronize(device)
-    return len(data.val_y) / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""What the training benchmarks share: the sampled children, the device clock, the peak-convolution ceiling.
+"""What the training benchmarks share: CIFAR-10's location, the sampled children, the device clock, the ceiling.
 
 ``scripts/bench.py``, ``scripts/bench_shared.py`` and ``scripts/gpu_check.py`` measure the same
 children the same way, so their figures can be set side by side; this module is that common ground.
@@ -8,13 +8,30 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nas_env.data.base import ImageData
+from nas_env.data.cifar10 import FOLDER, default_data_root
+from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
+from nas_env.training.image_trainer import (
+    DeviceData,
+    TrainConfig,
+    autocast_dtype,
+    evaluate_accuracy,
+    train_child,
+    use_channels_last,
+)
+
+# Where a checkout of this project's workspace keeps real CIFAR-10 pixels (PNG batches and their converter).
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+CONVERT_TRAIN = 10_000  # images converted from the shared PNG copy: enough for the 5,000-image validation split
 
 
 def sample_children(n: int, seed: int, num_layers: int | None = None,
@@ -76,3 +93,47 @@ def peak_conv_flops(device: torch.device, channels_last: bool, dtype: torch.dtyp
     finally:
         torch.backends.cudnn.benchmark = previous
     return best
+
+
+def cifar10_root(data_root: str, scratch: Path) -> Path:
+    """CIFAR-10's python batches: ``data_root``, else ``$NASRL_DATA_ROOT`` or ``~/.cache/nasrl/data``, else the
+    workspace's real-pixel PNG copy converted into ``scratch``."""
+    if data_root:
+        return Path(data_root)
+    root = default_data_root()
+    if (root / FOLDER / "data_batch_1").is_file():
+        return root
+    script = SHARED_DATA / "make_cifar10_batches.py"
+    if not script.is_file():
+        raise SystemExit(f"no CIFAR-10 in {root} and no shared copy at {SHARED_DATA}: pass --data-root")
+    subprocess.run([sys.executable, str(script), str(scratch), "--train", str(CONVERT_TRAIN), "--test", "1"],
+                   check=True, capture_output=True)
+    return scratch
+
+
+def time_ours(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device,
+              seed: int) -> float:
+    """Seconds for one epoch of our trainer over ``data`` (model built and moved before the clock starts)."""
+    torch.manual_seed(seed)
+    model = build_model(arch, data.input_shape, data.num_classes)
+    device_data = DeviceData(data, device)
+    synchronize(device)
+    start = time.perf_counter()
+    train_child(model, device_data, config, seed)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def eval_images_per_s(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device) -> float:
+    """Validation images per second of a freshly built child (after one warm-up pass), in the trainer's format."""
+    model = build_model(arch, data.input_shape, data.num_classes).to(device)
+    device_data = DeviceData(data, device)
+    fmt = torch.channels_last if use_channels_last(config, device, data.input_shape) else torch.contiguous_format
+    model.to(memory_format=fmt)
+    dtype = autocast_dtype(config, device)
+    evaluate_accuracy(model, device_data, config, fmt, dtype)  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    evaluate_accuracy(model, device_data, config, fmt, dtype)
+    synchronize(device)
+    return len(data.val_y) / (time.perf_counter() - start)

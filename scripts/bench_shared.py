@@ -16,44 +16,38 @@ uniformly sampled children:
   steps) are timed separately and left out of the per-child figure; the table also gives the
   warm-up's cost per step, so a search's amortised rate can be worked out.
 
-Data: ``--data-root`` (official python layout); by default ``$NASRL_DATA_ROOT`` or
-``~/.cache/nasrl/data``, and when neither holds CIFAR-10, this project's real-pixel copy in
-``../shared/data/cifar10-png`` is converted into a temporary folder.
+Data: ``--data-root`` (official python layout), else where ``bench_common.cifar10_root`` finds CIFAR-10.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from bench_common import sample_children, synchronize  # scripts/ is on sys.path when this file runs
+from bench_common import (  # scripts/ is on sys.path when this file runs
+    cifar10_root,
+    eval_images_per_s,
+    sample_children,
+    synchronize,
+    time_ours,
+)
 
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
-from nas_env.data.cifar10 import FOLDER, default_data_root, load_cifar10
+from nas_env.data.cifar10 import load_cifar10
 from nas_env.evaluators.shared import SharedConfig, SharedWeightsEvaluator
-from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import (
-    DeviceData,
     TrainConfig,
-    autocast_dtype,
-    evaluate_accuracy,
-    train_child,
-    use_channels_last,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # NASRL-CIFAR10-v0's proxy fidelity (bench.py's too)
-CONVERT_TRAIN = 10_000  # images converted from the shared PNG copy: enough for the 5,000-image validation split
 
 
 @dataclass
@@ -94,47 +88,15 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
-def cifar10_root(data_root: str, scratch: Path) -> Path:
-    """A folder with CIFAR-10's python batches: the one asked for, the default one, or the shared copy converted."""
-    if data_root:
-        return Path(data_root)
-    root = default_data_root()
-    if (root / FOLDER / "data_batch_1").is_file():
-        return root
-    script = SHARED_DATA / "make_cifar10_batches.py"
-    if not script.is_file():
-        raise SystemExit(f"no CIFAR-10 in {root} and no shared copy at {SHARED_DATA}: pass --data-root")
-    subprocess.run([sys.executable, str(script), str(scratch), "--train", str(CONVERT_TRAIN), "--test", "1"],
-                   check=True, capture_output=True)
-    return scratch
-
-
 def scratch_child_seconds(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device,
                           seed: int, eval_images: int) -> float:
     """The from-scratch cost of one child at the proxy fidelity, from its measured training and evaluation rates."""
     timed = replace(data, val_x=data.val_x[:2], val_y=data.val_y[:2])  # training rate: validation negligible
     warm = replace(timed, train_x=timed.train_x[: config.batch_size], train_y=timed.train_y[: config.batch_size])
-    seconds = []
-    for subset in (warm, timed):  # the first run warms kernels and the allocator up
-        torch.manual_seed(seed)
-        model = build_model(arch, data.input_shape, data.num_classes)
-        device_data = DeviceData(subset, device)
-        synchronize(device)
-        start = time.perf_counter()
-        train_child(model, device_data, config, seed)
-        synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    train_ips = len(timed.train_y) / seconds[-1]
-    fmt = torch.channels_last if use_channels_last(config, device, data.input_shape) else torch.contiguous_format
-    model.to(memory_format=fmt)
-    device_data = DeviceData(replace(data, val_x=data.val_x[:eval_images], val_y=data.val_y[:eval_images]), device)
-    dtype = autocast_dtype(config, device)
-    evaluate_accuracy(model, device_data, config, fmt, dtype)
-    synchronize(device)
-    start = time.perf_counter()
-    evaluate_accuracy(model, device_data, config, fmt, dtype)
-    synchronize(device)
-    eval_ips = len(device_data.val_y) / (time.perf_counter() - start)
+    time_ours(arch, warm, config, device, seed)  # warms kernels and the allocator up
+    train_ips = len(timed.train_y) / time_ours(arch, timed, config, device, seed)
+    evaluated = replace(data, val_x=data.val_x[:eval_images], val_y=data.val_y[:eval_images])
+    eval_ips = eval_images_per_s(arch, evaluated, config, device)
     return PROXY_EPOCHS * (PROXY_TRAIN / train_ips + PROXY_VAL / eval_ips)
 
 

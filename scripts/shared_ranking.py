@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from bench_shared import cifar10_root  # scripts/ is on sys.path when this file runs
+from bench_common import cifar10_root  # scripts/ is on sys.path when this file runs
 from scipy import stats
 
 import nas_env  # noqa: F401  (registers the ids)
