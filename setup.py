@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
+# The one version: nas_env/__init__.py's __version__, read as text so that set-up never imports the package.
+version = re.search(r'^__version__ = "([^"]+)"', (here / "nas_env" / "__init__.py").read_text(encoding="utf-8"), re.M)
+if version is None:
+    raise RuntimeError("nas_env/__init__.py has no __version__ = \"X.Y.Z\" line")
 
 setup(
     name="nasrl",
-    version="0.1.0",
+    version=version.group(1),
     description="Neural Architecture Search with Reinforcement Learning as a Gymnasium environment, plus agents",
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
@@ -33,7 +38,8 @@ setup(
         "sb3": ["stable-baselines3>=2.3", "sb3-contrib>=2.3"],
         "distributed": ["ray>=2.10"],
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4", "pillow>=9", "stable-baselines3>=2.3",
-                "sb3-contrib>=2.3", "ray>=2.10"],
+                "sb3-contrib>=2.3", "ray>=2.10",
+                "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],  # the docs site (.ci/run)
     },
     entry_points={"console_scripts": ["nasrl-search=agents.experiment.runner:main",
                                         "nasrl-compare=agents.experiment.compare:main",
