@@ -63,7 +63,7 @@ def test_readme_is_short_and_keeps_the_two_commands() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 200
     first_screen = "\n".join(text.splitlines()[:30])
-    search = "bash scripts/setup.sh && .venv/bin/nasrl-search --env NASRL-Digits-v0"
+    search = "bash scripts/setup.sh && .venv/bin/nasrl-search --env NASRL-Digits-v1"
     tests = "bash scripts/setup.sh && .venv/bin/python -m pytest"
     assert search in first_screen and tests in first_screen
     assert tests in (ROOT / ".ci" / "run").read_text(encoding="utf-8")  # CI runs the README's command
