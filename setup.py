@@ -39,7 +39,7 @@ setup(
         "distributed": ["ray>=2.10"],
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4", "pillow>=9", "stable-baselines3>=2.3",
                 "sb3-contrib>=2.3", "ray>=2.10",
-                "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],  # the docs site (.ci/run)
+                "mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],  # the docs site (.ci/run)
     },
     entry_points={"console_scripts": ["nasrl-search=agents.experiment.runner:main",
                                         "nasrl-compare=agents.experiment.compare:main",
