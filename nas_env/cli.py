@@ -9,6 +9,10 @@ with ``metadata={"positional": True}`` is a positional argument.
 
 We keep this small parser rather than adopt tyro: it has no dependency, the runner needs the
 explicit-flag set, and error messages name the bad value the way the rest of the project does.
+
+:func:`cli_entry` is the one error boundary of every console script: a user's mistake ends in one
+line (``nasrl-search: error: ...``) and exit status 2, as argparse's own errors do; ``--debug``
+(a flag of every parser built here) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -16,15 +20,83 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import inspect
 import itertools
 import json
+import sys
 import textwrap
 import types
 import typing
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+DEBUG_FLAG = "--debug"
+# What a user can get wrong, as opposed to a bug. ValueError: every check of the project (nas_env.checks, the
+# arguments' checks, a damaged data or JSON file, an unknown keyword turned into one) raises it, naming the value and
+# what is allowed. FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError: a path
+# the user gave (a data folder, a run folder, a table, a store) that is missing, taken or not what it should be; the
+# other OSErrors (a full disk, a network failure) and everything else (TypeError, KeyError, RuntimeError, ...) are
+# not the user's input and keep their traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                                                IsADirectoryError, PermissionError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its error as one line, ``PROG: error: MESSAGE``, like :func:`cli_entry`'s (no usage block:
+    ``--help`` shows it)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def one_line(message: object) -> str:
+    """``message`` with its line breaks and runs of spaces folded into single spaces."""
+    return " ".join(str(message).split())
+
+
+def error_text(error: BaseException) -> str:
+    """What a user-mistake exception says; an OSError from ``open`` etc. already names its file."""
+    return one_line(error) or type(error).__name__
+
+
+def wants_debug(argv: Sequence[str]) -> bool:
+    """Whether ``--debug`` is among the flags (before a ``--`` that ends them)."""
+    args = list(argv)
+    return DEBUG_FLAG in (args[: args.index("--")] if "--" in args else args)
+
+
+def cli_entry(prog: str, interrupted: str | None = None) -> Callable[[Callable[[list[str]], T]],
+                                                                       Callable[[list[str] | None], T]]:
+    """Decorate a console script's ``main(argv)`` with the error boundary shared by every entry point.
+
+    A :data:`USER_ERRORS` exception ends the program with one line on stderr, ``PROG: error: MESSAGE``, and exit
+    status 2 (unless ``--debug`` is given: then it propagates with its traceback). Ctrl-C prints ``interrupted``
+    (what the user can do now) and exits with 130. Anything else (a bug) propagates with its traceback.
+    ``main`` receives ``sys.argv[1:]`` when called with None. Use: ``main = cli_entry("nasrl-x")(main)``.
+    """
+
+    def decorate(main: Callable[[list[str]], T]) -> Callable[[list[str] | None], T]:
+        @functools.wraps(main)
+        def entry(argv: list[str] | None = None) -> T:
+            argv = sys.argv[1:] if argv is None else list(argv)
+            try:
+                return main(argv)
+            except KeyboardInterrupt:
+                if interrupted is None:
+                    raise
+                print(f"\ninterrupted: {interrupted}", file=sys.stderr)
+                raise SystemExit(130) from None
+            except USER_ERRORS as e:
+                if wants_debug(argv):
+                    raise
+                print(f"{prog}: error: {error_text(e)}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+        return entry
+
+    return decorate
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -65,8 +137,7 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
 
 def build_parser(cls: type, prog: str, description: str | None = None) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with one flag per field of the dataclass ``cls``."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -92,6 +163,9 @@ def build_parser(cls: type, prog: str, description: str | None = None) -> argpar
             parser.add_argument(flag, type=item, nargs="+", help=f"{doc} (default: {default})", **common)
         else:
             parser.add_argument(flag, type=kind, help=f"{doc} (default: {default!r})", **common)
+    # read by cli_entry from the raw flags (the boundary must know it even when parsing fails); dropped here
+    parser.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, show the full traceback instead of one line")
     return parser
 
 
@@ -101,4 +175,5 @@ def parse_dataclass(cls: type[T], argv: list[str] | None, prog: str,
     ``parser.error`` on checks that come later)."""
     parser = build_parser(cls, prog, description)
     given = vars(parser.parse_args(argv))
+    given.pop("debug", None)
     return cls(**given), set(given), parser

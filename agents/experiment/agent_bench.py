@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from agents import AGENT_NAMES
 from agents.experiment.incumbent import INCUMBENT_RULES, Incumbent
-from nas_env.cli import parse_dataclass
+from agents.experiment.keywords import check_agent_kwargs
+from nas_env.cli import cli_entry, parse_dataclass
 
 ROLLOUT = "rollout"  # a PPO batch_size of one minibatch per rollout (m children x the episode's tokens)
 # label -> (agent name, its keyword arguments): what every benchmark of this project compares. The PPO agents
@@ -96,7 +98,13 @@ def resolve_agents(args: AgentBenchArgs) -> dict[str, tuple[str, dict[str, Any]]
     unknown = [a for a in args.agents if a not in specs]
     if unknown:
         raise ValueError(f"--agents {unknown} are not known labels: {', '.join(specs)} (or add --variants)")
-    return {label: specs[label] for label in args.agents}
+    chosen = {label: specs[label] for label in args.agents}
+    for label, (agent, kwargs) in chosen.items():  # checked here: in a worker process the error would come late
+        if agent not in AGENT_NAMES:
+            raise ValueError(f"--variants {label!r}: agent {agent!r} is not one of {', '.join(AGENT_NAMES)}")
+        kwargs = {k: v for k, v in kwargs.items() if k != "invalid_action"}  # an env setting (see run_one)
+        check_agent_kwargs(agent, kwargs, flag=f"--variants {label!r} kwargs", reserved={"seed": "--first-seed"})
+    return chosen
 
 
 # --- one run (in a worker process) ----------------------------------------------------------------
@@ -313,14 +321,11 @@ def _plot(out: Path, regrets: dict[str, np.ndarray], timed: dict[str, np.ndarray
     fig.savefig(out / "regret.png", dpi=110)
 
 
-def main(argv: list[str] | None = None) -> None:
+@cli_entry("nasrl-agent-bench")
+def main(argv: list[str]) -> None:
     """Console entry point ``nasrl-agent-bench``."""
-    args, _, parser = parse_dataclass(AgentBenchArgs, argv, prog="nasrl-agent-bench", description=__doc__)
-    try:
-        benchmark(args)
-    except ValueError as e:
-        parser.error(str(e))
-
+    args, _, _ = parse_dataclass(AgentBenchArgs, argv, prog="nasrl-agent-bench", description=__doc__)
+    benchmark(args)
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from agents import AGENT_NAMES
 from agents.experiment.run_folder import can_be_best, score_text
 from agents.experiment.search import SearchArgs, run_search
-from nas_env.cli import parse_dataclass
+from nas_env.checks import check_int
+from nas_env.cli import cli_entry, parse_dataclass
 from nas_env.draw import draw_architecture
 
 
@@ -275,16 +276,15 @@ def _plot(curves: dict[str, dict[int, list[float]]], scores: dict[str, dict[int,
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+@cli_entry("nasrl-compare")
+def main(argv: list[str]) -> None:
     """Console entry point ``nasrl-compare``."""
-    args, _, parser = parse_dataclass(CompareArgs, argv, prog="nasrl-compare", description=__doc__)
-    if args.episodes < 1 or args.checkpoint_every < 1 or min(args.top_k) < 1:
-        parser.error("--episodes, --checkpoint-every and --top-k must be at least 1")
-    try:
-        compare(args)
-    except ValueError as e:
-        parser.error(str(e))
-
+    args, _, _ = parse_dataclass(CompareArgs, argv, prog="nasrl-compare", description=__doc__)
+    for name in ("episodes", "checkpoint_every"):
+        check_int(f"--{name.replace('_', '-')}", getattr(args, name), minimum=1)
+    for k in args.top_k:
+        check_int("--top-k", k, minimum=1)
+    compare(args)
 
 if __name__ == "__main__":
     main()

@@ -216,7 +216,13 @@ class RunFolder:
     def read_config(self) -> dict[str, Any]:
         if not self.exists():
             raise ValueError(f"{self.path} is not a run folder (no {CONFIG} in it)")
-        return json.loads(self.config_path.read_text(encoding="utf-8"))
+        try:
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except ValueError as e:  # not JSON, or not UTF-8: a damaged file
+            raise ValueError(f"{self.config_path} is damaged (not a JSON object): {e}") from e
+        if not isinstance(config, dict):
+            raise ValueError(f"{self.config_path} is damaged: expected a JSON object, got {type(config).__name__}")
+        return config
 
     def checkpoint_path(self, name: str) -> Path:
         return self.path / CHECKPOINTS / name

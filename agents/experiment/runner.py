@@ -1,15 +1,15 @@
 """``nasrl-search``: a search's command line. The loop is :mod:`.search`, the folder :mod:`.run_folder`.
 
 Every field of :class:`~agents.experiment.search.SearchArgs` is a flag (``--help`` lists them with their
-docstrings). Every combination is checked before a run folder, env or worker exists.
+docstrings). Every combination is checked before a run folder, env or worker exists; a mistake ends in one
+line on stderr and exit status 2 (``--debug``: the traceback), see :func:`nas_env.cli.cli_entry`.
 """
 
 from __future__ import annotations
 
-import sys
-
+from agents.experiment.keywords import check_run_config
 from agents.experiment.search import SearchArgs, make_envs, resolve_args, run_search
-from nas_env.cli import parse_dataclass
+from nas_env.cli import cli_entry, parse_dataclass
 
 __all__ = ["SearchArgs", "main", "make_envs", "parse_args", "run_search"]
 
@@ -19,6 +19,8 @@ def _parse(argv: list[str] | None) -> tuple[SearchArgs, set[str], SearchArgs]:
     args, explicit, parser = parse_dataclass(SearchArgs, argv, prog="nasrl-search",
                                              description="Neural architecture search with RL (Zoph & Le).")
     try:
+        if args.resume:
+            check_run_config(args.resume, SearchArgs)
         return args, explicit, resolve_args(args, explicit)
     except ValueError as e:
         parser.error(str(e))
@@ -30,14 +32,11 @@ def parse_args(argv: list[str] | None = None) -> SearchArgs:
     return _parse(argv)[2]
 
 
-def main(argv: list[str] | None = None) -> None:
+@cli_entry("nasrl-search", interrupted="continue with --resume RUN_DIR (finished children are kept)")
+def main(argv: list[str]) -> None:
     """Console entry point ``nasrl-search``."""
     args, explicit, _ = _parse(argv)  # checked here; run_search settles them again from the same flags
-    try:
-        run_search(args, explicit)
-    except KeyboardInterrupt:
-        print("\ninterrupted: continue with --resume RUN_DIR (finished children are kept)", file=sys.stderr)
-        raise SystemExit(130) from None
+    run_search(args, explicit)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import nas_env  # noqa: F401  (registers the environment ids)
 from agents import AGENT_NAMES, AGENTS, make_agent
 from agents.base import ChildRecord, EpisodicSearchAgent, SearchAgent, UpdateStats
 from agents.experiment.curriculum import DepthCurriculum, env_max_layers, set_env_layers
+from agents.experiment.keywords import check_search_kwargs
 from agents.experiment.run_folder import RunFolder
 from agents.sb3 import SB3_ALGOS
 from nas_env.vector import VECTORIZATION_MODES, make_parallel_envs, make_sync_envs
@@ -139,6 +140,7 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
     if args.env not in gym.registry:
         nas_ids = sorted(k for k in gym.registry if k.startswith("NASRL-"))
         raise ValueError(f"--env {args.env!r} is not a registered environment; NAS environments: {', '.join(nas_ids)}")
+    check_search_kwargs(args)  # an unknown --env-kwargs / --agent-kwargs key: named, with the allowed ones
     budget = args.time_budget
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget < 0:
         raise ValueError(f"--time-budget must be a number of seconds >= 0 (0: no limit), got {budget!r}")

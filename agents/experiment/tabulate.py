@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -32,8 +31,9 @@ import nas_env  # noqa: F401  (registers the ids)
 from agents.base import ChildRecord
 from agents.experiment.run_folder import RunFolder
 from nas_env.bench.table import BenchTable, actions_of, describe
-from nas_env.cli import parse_dataclass
+from nas_env.cli import cli_entry, parse_dataclass
 from nas_env.evaluators import EvalResult, TrainingEvaluator
+from nas_env.keywords import check_env_kwargs
 from nas_env.store import ResultStore
 
 DIGITS_TEST_SIZE = 297  # the tail of the digits training split, never trained on at train_subset <= 1203
@@ -140,6 +140,7 @@ def check_args(args: TabulateArgs) -> None:
         raise ValueError(f"--backend {args.backend!r} is not one of {', '.join(BACKENDS)}")
     if args.env not in gym.registry:
         raise ValueError(f"--env {args.env!r} is not a registered environment")
+    check_env_kwargs(args.env, args.env_kwargs)
 
 
 def tabulate(args: TabulateArgs) -> Path:
@@ -283,26 +284,14 @@ def print_description(facts: dict[str, Any]) -> None:
           f"{facts['spearman_epoch1_last']:.3f}")
 
 
-def main(argv: list[str] | None = None) -> None:
+@cli_entry("nasrl-tabulate", interrupted="rerun the same command to continue (finished children are in the store)")
+def main(argv: list[str]) -> None:
     """Console entry point ``nasrl-tabulate``."""
-    args, _, parser = parse_dataclass(TabulateArgs, argv, prog="nasrl-tabulate", description=__doc__)
+    args, _, _ = parse_dataclass(TabulateArgs, argv, prog="nasrl-tabulate", description=__doc__)
     if args.describe:
-        try:
-            table = BenchTable.load(args.describe)
-        except ValueError as e:
-            parser.error(str(e))
-        print_description(describe(table))
+        print_description(describe(BenchTable.load(args.describe)))
         return
-    try:
-        tabulate(args)
-    except ValueError as e:
-        print(f"nasrl-tabulate: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to continue (finished children are in the store)",
-              file=sys.stderr)
-        raise SystemExit(130) from None
-
+    tabulate(args)
 
 if __name__ == "__main__":
     main()

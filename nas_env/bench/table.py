@@ -137,8 +137,13 @@ class BenchTable:
             path = Path(str(resources.files("nas_env.bench") / "tables" / f"{source}.json.gz"))
         if not path.is_file():
             raise ValueError(f"no NASRL-Bench table {source!r}: give a .json.gz path or one of {SHIPPED}")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            data = json.load(f)
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, EOFError, ValueError) as e:  # not gzip, cut short, not JSON: not a table
+            raise ValueError(f"{path} is not a NASRL-Bench table (gzipped JSON): {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a NASRL-Bench table: expected a JSON object, got {type(data).__name__}")
         digest = data.pop("sha256", None)
         if data.get("format") != FORMAT:
             raise ValueError(f"{path} is not a {FORMAT} table (format {data.get('format')!r})")

@@ -29,8 +29,11 @@ DEFAULT_VAL_SIZE = 5000  # the usual 45,000 / 5,000 split of the training batche
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-class ChecksumError(RuntimeError):
-    """A downloaded archive does not have the expected MD5: corrupted, truncated or not the official file."""
+class ChecksumError(RuntimeError, ValueError):
+    """A downloaded archive does not have the expected MD5: corrupted, truncated or not the official file.
+
+    Also a ValueError: damaged data, which the command-line boundary (:func:`nas_env.cli.cli_entry`) reports
+    as one line."""
 
 
 def default_data_root() -> Path:

@@ -7,6 +7,11 @@ training pool, ``val/`` (or ``valid/``, ``validation/``), when present, is the v
 as given, and ``test/`` is kept for the final evaluation only (:func:`load_image_folder_test`).
 Without a validation folder the training pool is split by ``val_size`` / ``val_fraction``.
 
+A file that cannot be read as an image (corrupt, truncated, or not an image at all) is left out with
+one :class:`UnreadableImagesWarning`, and the data's name (hence every fingerprint and store key) says
+how many were left out and which (a digest of their paths), so such results never mix with the complete
+folder's. A training class with no readable image, or fewer than 2 readable images in all, is an error.
+
 Every image is converted to RGB (or to one channel when all of them are greyscale) and resized
 to ``image_size`` (bilinear, aspect ratio not kept); by default that is the median height and
 width of the images, scaled down so that the longer side is at most :data:`MAX_DEFAULT_SIDE`.
@@ -14,7 +19,10 @@ width of the images, scaled down so that the longer side is at most :data:`MAX_D
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +39,14 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes read as one channel
 # torchvision's ImageFolder extensions (not imported from it: importing torchvision takes seconds)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DECODE_THREADS = 8  # PIL releases the GIL while decoding: a few threads load a folder faster
+SHOWN_SKIPPED = 5  # unreadable files the warning names before "and N more"
+# What PIL raises for a file that is not a readable image: UnidentifiedImageError and truncated data are OSErrors,
+# a broken PNG chunk a SyntaxError, some malformed headers a ValueError, EOFError or struct.error.
+UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+
+
+class UnreadableImagesWarning(UserWarning):
+    """Some files of an image folder could not be read as images and were left out."""
 
 
 def folder_splits(root: str | Path) -> dict[str, Path]:
@@ -93,11 +109,15 @@ def scan(folder: Path, classes: Sequence[str] | None = None) -> tuple[list[str],
     return list(classes), samples
 
 
-def _size_and_mode(path: str) -> tuple[int, int, str]:
+def _size_and_mode(path: str) -> tuple[int, int, str] | None:
+    """The image's height, width and PIL mode from its header; None when it cannot be read as an image."""
     from PIL import Image
 
-    with Image.open(path) as img:  # reads the header only
-        return img.height, img.width, img.mode
+    try:
+        with Image.open(path) as img:  # reads the header only
+            return img.height, img.width, img.mode
+    except UNREADABLE:
+        return None
 
 
 def default_image_size(sizes: Sequence[tuple[int, int]], max_side: int = MAX_DEFAULT_SIDE) -> tuple[int, int]:
@@ -118,36 +138,81 @@ def check_image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] 
     return int(size[0]), int(size[1])
 
 
-def _decode(paths: Sequence[str], size: tuple[int, int], mode: str) -> torch.Tensor:
-    """Decode, convert and resize ``paths`` into a uint8 ``N x C x H x W`` tensor."""
+def _decode(paths: Sequence[str], size: tuple[int, int], mode: str) -> tuple[torch.Tensor, list[int]]:
+    """Decode, convert and resize ``paths`` into a uint8 ``N x C x H x W`` tensor of the readable ones; also the
+    indices of those that failed to decode (a corrupt or truncated file)."""
     from PIL import Image
 
     height, width = size
 
-    def one(path: str) -> np.ndarray:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+    def one(path: str) -> np.ndarray | None:
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode)
+                if img.size != (width, height):
+                    img = img.resize((width, height), Image.Resampling.BILINEAR)
+                return np.asarray(img, dtype=np.uint8)
+        except UNREADABLE:
+            return None
 
     with ThreadPoolExecutor(max_workers=min(DECODE_THREADS, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(one, paths))
-    x = np.stack(arrays)
+    failed = [i for i, a in enumerate(arrays) if a is None]
+    kept = [a for a in arrays if a is not None]
+    channels = 1 if mode == "L" else 3
+    x = np.stack(kept) if kept else np.zeros((0, height, width) if channels == 1 else (0, height, width, 3), np.uint8)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(x))
+    return torch.from_numpy(np.ascontiguousarray(x)), failed
 
 
-def _read(samples: list[tuple[str, int]], size: tuple[int, int], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    x = _decode([p for p, _ in samples], size, mode)
-    return x, torch.tensor([label for _, label in samples], dtype=torch.int64)
+def _read(samples: list[tuple[str, int]], size: tuple[int, int], mode: str,
+          skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The readable images of ``samples`` and their labels; the paths that failed are added to ``skipped``."""
+    x, failed = _decode([p for p, _ in samples], size, mode)
+    skipped.extend(samples[i][0] for i in failed)
+    gone = set(failed)
+    return x, torch.tensor([label for i, (_, label) in enumerate(samples) if i not in gone], dtype=torch.int64)
 
 
-def _geometry(samples: list[tuple[str, int]], image_size: tuple[int, int] | None) -> tuple[tuple[int, int], str]:
-    """The size every image is resized to and the PIL mode ("RGB", or "L" when all images are greyscale)."""
+def _geometry(samples: list[tuple[str, int]], image_size: tuple[int, int] | None,
+              skipped: list[str]) -> tuple[list[tuple[str, int]], tuple[int, int], str]:
+    """The samples whose header reads (the others are added to ``skipped``), the size every image is resized to,
+    and the PIL mode ("RGB", or "L" when all images are greyscale)."""
     headers = [_size_and_mode(p) for p, _ in samples]
-    mode = "L" if all(m in GREY_MODES for _, _, m in headers) else "RGB"
-    return image_size or default_image_size([(h, w) for h, w, _ in headers]), mode
+    skipped.extend(p for (p, _), h in zip(samples, headers, strict=True) if h is None)
+    kept = [(s, h) for s, h in zip(samples, headers, strict=True) if h is not None]
+    if not kept:
+        return [], image_size or (1, 1), "RGB"
+    mode = "L" if all(m in GREY_MODES for _, (_, _, m) in kept) else "RGB"
+    return [s for s, _ in kept], image_size or default_image_size([(h, w) for _, (h, w, _) in kept]), mode
+
+
+def skipped_note(root: Path, skipped: Sequence[str]) -> str:
+    """The suffix of the data's name for a folder read without ``skipped`` files: their count and a digest of their
+    paths (relative to ``root``), so results never mix with those of the complete folder or another subset."""
+    relative = sorted(os.path.relpath(p, root) for p in skipped)
+    digest = hashlib.sha256("\n".join(relative).encode()).hexdigest()[:12]
+    return f" (without {len(relative)} unreadable: {digest})"
+
+
+def warn_skipped(root: Path, skipped: Sequence[str]) -> None:
+    """One warning naming the first few unreadable files and counting the rest."""
+    relative = sorted(os.path.relpath(p, root) for p in skipped)
+    shown = ", ".join(relative[:SHOWN_SKIPPED])
+    more = f" and {len(relative) - SHOWN_SKIPPED} more" if len(relative) > SHOWN_SKIPPED else ""
+    warnings.warn(f"skipped {len(relative)} unreadable image file(s) in {root}: {shown}{more}",
+                  UnreadableImagesWarning, stacklevel=3)
+
+
+def _check_readable(folder: Path, classes: Sequence[str], labels: torch.Tensor, skipped: Sequence[str]) -> None:
+    """Every training class keeps a readable image (as ImageFolder wants an image in every class folder)."""
+    if not skipped:
+        return
+    present = set(labels.tolist())
+    empty = [c for i, c in enumerate(classes) if i not in present]
+    if empty:
+        raise ValueError(f"class folder {folder / empty[0]} has no readable images ({len(skipped)} unreadable "
+                         f"file(s) in all, e.g. {skipped[0]})")
 
 
 def load_image_folder(
@@ -173,18 +238,28 @@ def load_image_folder(
     if len(classes) < 2:
         raise ValueError(f"{splits['train']} holds a single class folder ({classes}); a classifier needs at least 2")
     val_samples = scan(splits["val"], classes)[1] if "val" in splits else []
-    if len(train_samples) + len(val_samples) < 2:
-        raise ValueError(f"too few images in {root}: {len(train_samples) + len(val_samples)}; need at least 2")
-    size, mode = _geometry(train_samples + val_samples, size)
+    if "val" in splits and (val_size is not None or val_fraction is not None):
+        raise ValueError(f"{root} has its own validation folder {splits['val'].name}/: val_size and val_fraction "
+                         "do not apply (remove that folder to split the training images instead)")
+    skipped: list[str] = []
+    readable, size, mode = _geometry(train_samples + val_samples, size, skipped)
+    kept = set(readable)
+    train_samples = [s for s in train_samples if s in kept]
+    val_samples = [s for s in val_samples if s in kept]
+    train = _read(train_samples, size, mode, skipped)
+    val = _read(val_samples, size, mode, skipped) if "val" in splits else None
+    count = len(train[1]) + (len(val[1]) if val is not None else 0)
+    if count < 2:
+        note = f" ({len(skipped)} unreadable)" if skipped else ""
+        raise ValueError(f"too few readable images in {root}: {count}{note}; need at least 2")
+    _check_readable(splits["train"], classes, train[1], skipped)
     name = f"imagefolder:{root}"
-    train = _read(train_samples, size, mode)
-    if "val" in splits:
-        if val_size is not None or val_fraction is not None:
-            raise ValueError(f"{root} has its own validation folder {splits['val'].name}/: val_size and val_fraction "
-                             "do not apply (remove that folder to split the training images instead)")
-        return make_image_data(name, train, _read(val_samples, size, mode), len(classes), augment, classes,
-                               train_subset, val_subset)
-    default_val = max(1, round(DEFAULT_VAL_FRACTION * len(train_samples)))
+    if skipped:
+        warn_skipped(root, skipped)
+        name += skipped_note(root, skipped)
+    if val is not None:
+        return make_image_data(name, train, val, len(classes), augment, classes, train_subset, val_subset)
+    default_val = max(1, round(DEFAULT_VAL_FRACTION * len(train[1])))
     return split_image_data(name, *train, len(classes), augment, classes=classes, val_size=val_size,
                             val_fraction=val_fraction, default_val_size=default_val, split_seed=split_seed,
                             train_subset=train_subset, val_subset=val_subset)
@@ -198,4 +273,10 @@ def load_image_folder_test(data_root: str | Path, classes: Sequence[str],
         return None
     _, samples = scan(splits["test"], classes)
     channels, height, width = (int(v) for v in input_shape)
-    return _read(samples, (height, width), "L" if channels == 1 else "RGB")
+    skipped: list[str] = []
+    test = _read(samples, (height, width), "L" if channels == 1 else "RGB", skipped)
+    if skipped:
+        warn_skipped(splits["test"], skipped)
+    if not len(test[1]):
+        raise ValueError(f"{splits['test']} has no readable images ({len(skipped)} unreadable)")
+    return test

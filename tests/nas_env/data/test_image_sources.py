@@ -22,6 +22,7 @@ from PIL import Image
 
 from nas_env.data import ImageData, load_dataset, load_image_folder, load_image_source, load_memory
 from nas_env.data.base import resolve_val_size
+from nas_env.data.imagefolder import UnreadableImagesWarning, load_image_folder_test
 from nas_env.data.torchvision_sets import load_torchvision_set, load_torchvision_test, read_idx
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -258,3 +259,73 @@ def test_val_size_and_fraction_rules() -> None:
     with pytest.raises(ValueError, match=r"val_fraction must be a number in \(0, 1\), got 1"):
         resolve_val_size(10, None, 1, 3)
     assert len(load_dataset("digits", val_fraction=0.5).val_y) == round(0.5 * 1797)
+
+
+# --- unreadable files in an image folder -------------------------------------------------------------------
+def break_files(folder: Path, names: list[str]) -> None:
+    """Corrupt files: a text file named .jpg, and a PNG cut after its header (the header reads, the pixels don't)."""
+    for i, name in enumerate(names):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if i % 2 == 0:
+            path.with_suffix(".jpg").write_text("not an image")
+        else:
+            Image.fromarray(pattern(1, 3, 12, 10, seed=i)[0].transpose(1, 2, 0)).save(path)
+            path.write_bytes(path.read_bytes()[:200])
+
+
+def test_unreadable_images_are_skipped_with_one_warning(tmp_path: Path) -> None:
+    write_folder(tmp_path / "f", {"cat": 4, "dog": 4})
+    whole = load_image_folder(tmp_path / "f", val_size=2)
+    break_files(tmp_path / "f", ["cat/bad0.png", "dog/bad1.png"])
+    with pytest.warns(UnreadableImagesWarning) as caught:
+        d = load_image_folder(tmp_path / "f", val_size=2)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "skipped 2 unreadable image file(s)" in message
+    assert "cat/bad0.jpg" in message and "dog/bad1.png" in message and "more" not in message
+    assert len(d.train_y) + len(d.val_y) == 8  # the readable images, all of them
+    assert torch.equal(torch.cat([d.train_x, d.val_x]).sort(0).values, torch.cat([whole.train_x, whole.val_x])
+                       .sort(0).values)
+    # the name (part of every fingerprint) tells the subset from the complete folder, and from another subset
+    assert d.name != whole.name and d.name.startswith(whole.name) and "without 2 unreadable" in d.name
+    break_files(tmp_path / "g", [])
+    write_folder(tmp_path / "g", {"cat": 4, "dog": 4})
+    break_files(tmp_path / "g", ["cat/other0.png", "dog/other1.png"])
+    with pytest.warns(UnreadableImagesWarning):
+        other = load_image_folder(tmp_path / "g", val_size=2)
+    assert other.name.split(" (")[1] != d.name.split(" (")[1]
+
+
+def test_many_unreadable_images_are_counted_not_all_named(tmp_path: Path) -> None:
+    write_folder(tmp_path, {"a": 3, "b": 3})
+    break_files(tmp_path, [f"a/bad{i:02d}.png" for i in range(12)])
+    with pytest.warns(UnreadableImagesWarning, match=r"skipped 12 unreadable .*: a/bad00.jpg, .* and 7 more") as w:
+        d = load_image_folder(tmp_path, val_size=1)
+    assert len(w) == 1 and len(d.train_y) + len(d.val_y) == 6
+
+
+def test_unreadable_images_in_a_split_layout(tmp_path: Path) -> None:
+    write_folder(tmp_path / "train", {"cat": 3, "dog": 3})
+    write_folder(tmp_path / "val", {"cat": 1, "dog": 1})
+    write_folder(tmp_path / "test", {"cat": 2, "dog": 2})
+    break_files(tmp_path, ["val/dog/bad0.png", "test/cat/bad1.png"])
+    with pytest.warns(UnreadableImagesWarning, match=r"val/dog/bad0.jpg"):
+        d = load_image_source("imagefolder", data_root=tmp_path)
+    assert (len(d.train_y), len(d.val_y)) == (6, 2)
+    with pytest.warns(UnreadableImagesWarning, match=r"skipped 1 .*cat/bad1.png"):
+        test_x, test_y = load_image_folder_test(tmp_path, d.classes, d.input_shape)
+    assert len(test_y) == 4 and test_x.shape[1:] == (3, 12, 10)
+
+
+def test_a_folder_left_without_two_readable_classes_is_an_error(tmp_path: Path) -> None:
+    write_folder(tmp_path / "one", {"cat": 3})
+    break_files(tmp_path / "one", ["dog/bad0.png", "dog/bad1.png"])  # dog has files, none readable
+    with pytest.raises(ValueError, match=r"class folder .*dog has no readable images \(2 unreadable"):
+        load_image_folder(tmp_path / "one")
+    break_files(tmp_path / "none", ["cat/bad0.png", "dog/bad1.png"])
+    with pytest.raises(ValueError, match=r"too few readable images in .*none: 0 \(2 unreadable\)"):
+        load_image_folder(tmp_path / "none")
+    write_folder(tmp_path / "single", {"cat": 3})
+    with pytest.raises(ValueError, match=r"single class folder \(\['cat'\]\)"):
+        load_image_folder(tmp_path / "single")
