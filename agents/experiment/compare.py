@@ -36,7 +36,7 @@ from nas_env.draw import draw_architecture
 class CompareArgs:
     """Arguments of ``nasrl-compare`` (one docstring per field)."""
 
-    env: str = "NASRL-Digits-v0"
+    env: str = "NASRL-Digits-v1"
     """Gymnasium id of the NAS environment"""
     agents: list[str] = field(default_factory=lambda: ["reinforce", "random"])
     """agents to compare"""

@@ -37,7 +37,7 @@ RESUMABLE_CHANGES = ("episodes", "progress", "resume", "time_budget")
 class SearchArgs:
     """Arguments of one search (CleanRL style: one docstring per field)."""
 
-    env: str = "NASRL-Digits-v0"
+    env: str = "NASRL-Digits-v1"
     """Gymnasium id of the NAS environment"""
     agent: str = "reinforce"
     """search strategy: one of agents.AGENT_NAMES"""

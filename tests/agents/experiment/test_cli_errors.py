@@ -1,12 +1,15 @@
 """A user's mistake at any console entry point ends in one line on stderr and exit status 2, never a traceback.
 
-Each case runs the console module as a new user would (``python -m agents.experiment.runner ...``) and
-checks: exit status 2, exactly one line on stderr (``PROG: error: ...``) naming the offending value, and
-no "Traceback". ``--debug`` brings the traceback back. The synthetic evaluator keeps every case instant.
+Each case calls the entry point's ``main(argv)`` in this process (the console script calls nothing else)
+and checks: exit status 2, exactly one line on stderr (``PROG: error: ...``) naming the offending value,
+and no "Traceback". Two cases run the console module as a new user would (``python -m ...``), where the
+interpreter itself would print a traceback that escaped; ``--debug`` brings it back. The synthetic
+evaluator keeps every case instant.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -16,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from agents.experiment import final
 
 ROOT = Path(__file__).resolve().parents[3]
 SYNTHETIC = {"evaluator": "synthetic"}
@@ -67,7 +68,7 @@ def image_folder(tmp: Path, classes: tuple[str, ...]) -> Path:
 # (module, argv from tmp_path, text the error line must hold)
 CASES: dict[str, tuple[str, Callable[[Path], list[str]], str]] = {
     "unknown env keyword": (RUNNER, search(env_kwargs={"epoch": 1, **SYNTHETIC}), "--env-kwargs key 'epoch' is not "
-                            "a keyword of env NASRL-Digits-v0 (did you mean 'epochs'?); allowed: active_layers,"),
+                            "a keyword of env NASRL-Digits-v1 (did you mean 'epochs'?); allowed: active_layers,"),
     "unknown agent keyword": (RUNNER, search("--agent-kwargs", '{"lrr": 1}'),
                               "--agent-kwargs key 'lrr' is not a keyword of agent 'reinforce'"),
     "unknown SB3 keyword": (RUNNER, search("--agent", "ppo", "--agent-kwargs", '{"learning_rat": 1}'),
@@ -116,6 +117,22 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], str]] = {
 }
 
 
+def run_in_process(module: str, argv: list[str],
+                   capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
+    """The entry point's main(argv) here, as the exit status and stderr a console run would give."""
+    capsys.readouterr()
+    try:
+        importlib.import_module(f"agents.experiment.{module}").main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # escaped the boundary: the interpreter would print this traceback
+        import traceback
+
+        return subprocess.CompletedProcess(argv, 1, "", traceback.format_exc())
+    return subprocess.CompletedProcess(argv, code, "", capsys.readouterr().err)
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], prog: str, text: str) -> None:
     lines = result.stderr.splitlines()
     assert "Traceback" not in result.stderr, result.stderr
@@ -125,10 +142,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], prog: str, t
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_mistake_is_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
+def test_a_mistake_is_one_line_and_exit_2(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     module, argv, text = CASES[case]
-    if module == FINAL and not hasattr(final.main, "__wrapped__"):
-        pytest.skip("nasrl-train-final's main does not use nas_env.cli.cli_entry yet")
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(run_in_process(module, argv(tmp_path), capsys), PROGS[module], text)
+
+
+@pytest.mark.parametrize("case", ["unknown env keyword", "train-final: missing run"])
+def test_the_console_module_prints_one_line_too(case: str, tmp_path: Path) -> None:
+    module, argv, text = CASES[case]
     assert_one_line_error(run_cli(module, argv(tmp_path), tmp_path), PROGS[module], text)
 
 
