@@ -136,9 +136,9 @@ def resolve_options(preset: str | None, options: ReinforceOptions | None, knobs:
     check_choice("preset", preset, (None, *PRESETS))
     if preset is None:
         return options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)
+    options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)  # unknown names, bad values first
     base = PRESETS[preset]
     given = {**(dataclasses.asdict(options) if options is not None else {}), **knobs}
-    options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)  # unknown names, bad values first
     for k in STUDY_KNOBS:
         if k in given and given[k] != getattr(base, k):
             raise ValueError(f"preset={preset!r} fixes {k}={getattr(base, k)!r}, got {k}={given[k]!r}: a preset "
