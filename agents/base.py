@@ -30,14 +30,15 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from nas_env.checks import check_int
 from nas_env.spaces.base import TokenSpec
 
 STATE_FORMAT = 1
@@ -118,6 +119,45 @@ class SearchAgent(ABC):
         return agent
 
 
+# --- options ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AgentOptions:
+    """The knobs every episodic agent has; each agent's options extend these (one field, default and check each)."""
+
+    children_per_update: int = 5
+    """m, the children per policy update; a multiple of the vector env's ``num_envs``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "children_per_update", check_int("children_per_update", self.children_per_update,
+                                                                  minimum=1))
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+Options = TypeVar("Options", bound=AgentOptions)
+
+
+def options_from(options_type: type[Options], agent: str, options: Options | None, knobs: dict[str, Any],
+                 arguments: Sequence[str] = ()) -> Options:
+    """``options`` (None: the defaults) with the keyword ``knobs`` on top, checked by the options' own rules.
+
+    A keyword that is no field of ``options_type`` is a ValueError naming it and listing the allowed
+    ones: the agent's own ``arguments`` first, then the fields.
+    """
+    names = options_type.names()
+    unknown = sorted(set(knobs) - set(names))
+    if unknown:
+        raise ValueError(f"unknown argument(s) {', '.join(unknown)} for agent {agent!r}; allowed: "
+                         f"{', '.join((*arguments, *names))}")
+    if options is None:
+        return options_type(**knobs)
+    if type(options) is not options_type:
+        raise ValueError(f"options must be a {options_type.__name__}, got {options!r}")
+    return replace(options, **knobs) if knobs else options
+
+
 # --- helpers ---------------------------------------------------------------------------------
 def child_seed(seed: int, index: int) -> int:
     """The env seed of child ``index`` of a search seeded ``seed``: fixed, whatever the batching or resumes."""
@@ -196,24 +236,32 @@ class EpisodicSearchAgent(SearchAgent):
 
     Args:
         seed: the search seed: child env seeds and the agent's own generators derive from it.
-        children_per_update: m, the children per policy update; a multiple of ``num_envs``.
+        options: the agent's knobs (:class:`AgentOptions` or a subclass); ``agent.<knob>`` reads
+            ``agent.options.<knob>``, so each knob lives in one place.
 
     Subclasses implement ``_setup``, ``_begin_batch``, ``_act``, ``_update`` and the state hooks.
     """
 
-    def __init__(self, seed: int = 0, children_per_update: int = 5) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        if isinstance(children_per_update, bool) or not isinstance(children_per_update, int) or children_per_update < 1:
-            raise ValueError(f"children_per_update must be a positive int, got {children_per_update!r}")
-        self.seed = int(seed)
-        self.children_per_update = children_per_update
+    def __init__(self, seed: int = 0, options: AgentOptions | None = None) -> None:
+        self.seed = check_int("seed", seed, minimum=0)
+        self.options = options if options is not None else AgentOptions()
         self.children_done = 0
         self.updates_done = 0
         self.token_specs: tuple[TokenSpec, ...] | None = None
         self.num_actions: int | None = None
         self._committed: dict[str, Any] | None = None  # counters and RNG state at the last update boundary
         self._unlearned: list[Episode] = []  # children of an unfinished update (a run that stopped mid-batch)
+
+    @property
+    def children_per_update(self) -> int:
+        return self.options.children_per_update
+
+    def __getattr__(self, name: str) -> Any:
+        """A knob by name: ``agent.lr`` is ``agent.options.lr`` (only called when no attribute has the name)."""
+        options = self.__dict__.get("options")
+        if options is not None and name in options.names():
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _stream_seed(self, stream: int) -> int:
         """A seed for the agent's own generator number ``stream``, independent of the child env seeds."""
@@ -264,7 +312,7 @@ class EpisodicSearchAgent(SearchAgent):
 
     def config(self) -> dict[str, Any]:
         """The constructor keyword arguments (stored in checkpoints; :meth:`load` rebuilds from them)."""
-        return {"seed": self.seed, "children_per_update": self.children_per_update}
+        return {"seed": self.seed, **asdict(self.options)}  # asdict copies: the config shares nothing
 
     # --- the policy without an env (benchmarks, tabulated studies) --------------------------
     def prepare(self, token_specs: tuple[TokenSpec, ...], num_actions: int) -> None:
@@ -291,6 +339,16 @@ class EpisodicSearchAgent(SearchAgent):
         """One policy update from finished episodes (index order), as :meth:`run` makes after each batch."""
         with self._compute_scope():
             return self._update(episodes)
+
+    def set_progress(self, children_done: int, updates_done: int) -> None:
+        """Continue at these counters (a driver that keeps them, like the Ray replicas, sets them before a run).
+
+        Children of an unfinished update are dropped, and the next checkpoint boundary is taken from here.
+        """
+        self.children_done = check_int("children_done", children_done, minimum=0)
+        self.updates_done = check_int("updates_done", updates_done, minimum=0)
+        self._unlearned = []
+        self._committed = None
 
     # --- checkpointing -------------------------------------------------------------------
     def _commit(self) -> None:

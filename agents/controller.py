@@ -40,7 +40,6 @@ log-probabilities (hence the gradient) see the same distribution.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_env.checks import check_int, check_number, check_optional
 from nas_env.spaces.base import TokenSpec
 
 SKIP_TOKEN = "skip"
@@ -102,16 +102,13 @@ def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None =
     return torch.argmax(logits + gumbel_noise(logits.shape, generator, logits.device, logits.dtype), dim=-1)
 
 
-def check_logit_shaping(temperature: float, tanh_constant: float | None, op_tanh_reduce: float) -> None:
-    """Raise a ValueError naming a bad temperature, tanh constant or op tanh reduction."""
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
-        raise ValueError(f"temperature must be a finite number > 0 (1.0: none), got {temperature!r}")
-    if tanh_constant is not None and (isinstance(tanh_constant, bool) or not isinstance(tanh_constant, int | float)
-                                      or not 0 < tanh_constant < math.inf):
-        raise ValueError(f"tanh_constant must be None (no squashing) or a finite number > 0, got {tanh_constant!r}")
-    if isinstance(op_tanh_reduce, bool) or not isinstance(op_tanh_reduce, int | float) \
-            or not 0 < op_tanh_reduce < math.inf:
-        raise ValueError(f"op_tanh_reduce must be a finite number > 0 (1.0: none), got {op_tanh_reduce!r}")
+def check_logit_shaping(temperature: float, tanh_constant: float | None, op_tanh_reduce: float
+                        ) -> tuple[float, float | None, float]:
+    """The logit shaping as floats, or a ValueError naming a bad temperature, tanh constant or op tanh reduction."""
+    positive = {"minimum": 0, "above": True}
+    return (check_number("temperature", temperature, **positive),
+            check_optional("tanh_constant", tanh_constant, check_number, none="no squashing", **positive),
+            check_number("op_tanh_reduce", op_tanh_reduce, **positive))
 
 
 class Controller(nn.Module):
@@ -148,10 +145,8 @@ class Controller(nn.Module):
         op_tanh_reduce: float = 1.0,
     ) -> None:
         super().__init__()
-        check_logit_shaping(temperature, tanh_constant, op_tanh_reduce)
-        self.temperature = float(temperature)
-        self.tanh_constant = None if tanh_constant is None else float(tanh_constant)
-        self.op_tanh_reduce = float(op_tanh_reduce)
+        self.temperature, self.tanh_constant, self.op_tanh_reduce = check_logit_shaping(
+            temperature, tanh_constant, op_tanh_reduce)
         specs = tuple(token_specs)
         if not specs:
             raise ValueError("token_specs is empty")
@@ -159,12 +154,10 @@ class Controller(nn.Module):
         self.num_actions = int(num_actions) if num_actions is not None else max_choices
         if self.num_actions < max_choices:
             raise ValueError(f"num_actions={self.num_actions} < the largest token's {max_choices} choices")
-        if hidden_size < 1 or num_layers < 1 or init_range < 0:
-            raise ValueError("hidden_size and num_layers must be >= 1 and init_range >= 0")
         self.token_specs = specs
-        self.hidden_size = hidden_size
-        self.num_lstm_layers = num_layers
-        self.init_range = float(init_range)
+        self.hidden_size = check_int("hidden_size", hidden_size, minimum=1)
+        self.num_lstm_layers = check_int("num_layers", num_layers, minimum=1)
+        self.init_range = check_number("init_range", init_range, minimum=0)
         embedding_size = embedding_size or hidden_size
         attention_size = attention_size or hidden_size
 

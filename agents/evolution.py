@@ -43,12 +43,29 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import Episode, EpisodicSearchAgent, UpdateStats
+from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats, options_from
+from nas_env.checks import check_int, is_int
 
-# Defaults: Real et al. 2019 (and the issue's benchmark): population 100, tournament of 25.
-POPULATION_SIZE = 100
-SAMPLE_SIZE = 25
-CHILDREN_PER_UPDATE = 1  # the paper's sequential algorithm; raise it to a multiple of num_envs for vector envs
+
+@dataclass(frozen=True)
+class EvolutionOptions(AgentOptions):
+    """Regularized evolution's knobs; the defaults are Real et al. 2019's (population 100, tournament of 25)."""
+
+    children_per_update: int = 1
+    """m, children proposed from one population state (1: the paper's sequential algorithm; a multiple of
+    ``num_envs``, so raise it to train children at once)."""
+    population_size: int = 100
+    """P, the members kept (the most recent children); the first children are random until it holds P."""
+    sample_size: int = 25
+    """S, tournament size, 1 <= S <= P (S = 1: a random parent; S = P: always the best member)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "population_size", check_int("population_size", self.population_size, minimum=1))
+        if not is_int(self.sample_size) or not 1 <= self.sample_size <= self.population_size:
+            raise ValueError(f"sample_size must be an integer in 1..population_size={self.population_size}, "
+                             f"got {self.sample_size!r}")
+        object.__setattr__(self, "sample_size", int(self.sample_size))
 
 
 @dataclass(frozen=True)
@@ -69,39 +86,24 @@ class Proposal:
     position: int | None = None  # the token to mutate
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None, allowed: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low or (
-            high is not None and value > high):
-        raise ValueError(f"{name} must be {allowed or f'an int >= {low}'}, got {value!r}")
-    return int(value)
-
-
 class EvolutionAgent(EpisodicSearchAgent):
     """Regularized (aging) evolution with tournament selection and one-token mutations.
 
     Args:
         seed: search seed (child env seeds and the agent's generator).
-        children_per_update: m, children proposed from one population state (a multiple of ``num_envs``).
-        population_size: P, the members kept (the most recent children); the first children are random until
-            the population holds P.
-        sample_size: S, tournament size, 1 <= S <= P (S = 1: a random parent; S = P: always the best member).
+        options: an :class:`EvolutionOptions` (None: the defaults).
+        **knobs: any field of :class:`EvolutionOptions` (``population_size=50``), on top of ``options``.
     """
 
     name: ClassVar[str] = "evolution"
+    options: EvolutionOptions
 
-    def __init__(self, seed: int = 0, children_per_update: int = CHILDREN_PER_UPDATE,
-                 population_size: int = POPULATION_SIZE, sample_size: int = SAMPLE_SIZE) -> None:
-        super().__init__(seed, children_per_update)
-        self.population_size = _check_int("population_size", population_size, 1)
-        self.sample_size = _check_int("sample_size", sample_size, 1, self.population_size,
-                                      f"an int in 1..population_size={self.population_size}")
+    def __init__(self, seed: int = 0, *, options: EvolutionOptions | None = None, **knobs: Any) -> None:
+        super().__init__(seed, options_from(EvolutionOptions, self.name, options, knobs, ("seed", "options")))
         self.rng = np.random.default_rng(self._stream_seed(1))
         self.population: deque[Member] = deque()
         self.proposals: list[Proposal] = []  # the current batch's, in child order (public for logging and tests)
         self._pending: np.ndarray = np.zeros(0, dtype=bool)  # per row: the mutation is still to be made
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "population_size": self.population_size, "sample_size": self.sample_size}
 
     # --- hooks ---------------------------------------------------------------------------
     def _begin_batch(self, batch_size: int) -> None:
@@ -110,9 +112,9 @@ class EvolutionAgent(EpisodicSearchAgent):
 
     def _propose(self) -> Proposal:
         """A random child while the population is not full; else a tournament winner and a position to mutate."""
-        if len(self.population) < self.population_size:
+        if len(self.population) < self.options.population_size:
             return Proposal()
-        sample = self.rng.choice(len(self.population), size=self.sample_size, replace=False)
+        sample = self.rng.choice(len(self.population), size=self.options.sample_size, replace=False)
         parent = self.population[int(sample[np.argmax([self.population[int(i)].reward for i in sample])])]
         candidates = np.flatnonzero(parent.mutable)
         if len(candidates) == 0:  # nothing in it can change: a random child instead of a copy
@@ -145,7 +147,7 @@ class EvolutionAgent(EpisodicSearchAgent):
         for ep in episodes:
             self.population.append(Member(ep.index, tuple(int(a) for a in ep.actions), float(ep.reward),
                                           tuple(bool(c >= 2) for c in ep.masks.sum(axis=1))))
-        while len(self.population) > self.population_size:
+        while len(self.population) > self.options.population_size:
             self.population.popleft()  # aging: the oldest goes, whatever its reward
         r = np.array([ep.reward for ep in episodes], dtype=np.float64)
         return UpdateStats(update=self.updates_done, children_done=self.children_done, num_children=len(episodes),
@@ -175,9 +177,9 @@ class EvolutionAgent(EpisodicSearchAgent):
         if len({len(pop[f]) for f in fields}) != 1:
             raise ValueError(f"the checkpoint's population fields differ in length: "
                              f"{ {f: len(pop[f]) for f in fields} }")
-        if len(pop["born"]) > self.population_size:
+        if len(pop["born"]) > self.options.population_size:
             raise ValueError(f"the checkpoint's population has {len(pop['born'])} members, more than "
-                             f"population_size={self.population_size}")
+                             f"population_size={self.options.population_size}")
         self.population = deque(
             Member(int(b), tuple(int(a) for a in acts), float(r), tuple(bool(c) for c in mut))
             for b, acts, r, mut in zip(pop["born"], pop["actions"], pop["rewards"], pop["mutable"], strict=True))

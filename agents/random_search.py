@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import Episode, EpisodicSearchAgent, UpdateStats
+from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats, options_from
+
+
+@dataclass(frozen=True)
+class RandomSearchOptions(AgentOptions):
+    """Random search's one knob, ``children_per_update`` (how often ``on_update`` reports; it learns nothing)."""
 
 
 class RandomSearchAgent(EpisodicSearchAgent):
@@ -19,9 +25,10 @@ class RandomSearchAgent(EpisodicSearchAgent):
     """
 
     name: ClassVar[str] = "random"
+    options: RandomSearchOptions
 
-    def __init__(self, seed: int = 0, children_per_update: int = 5) -> None:
-        super().__init__(seed, children_per_update)
+    def __init__(self, seed: int = 0, *, options: RandomSearchOptions | None = None, **knobs: Any) -> None:
+        super().__init__(seed, options_from(RandomSearchOptions, self.name, options, knobs, ("seed", "options")))
         self.rng = np.random.default_rng(self._stream_seed(1))
 
     def _begin_batch(self, batch_size: int) -> None:

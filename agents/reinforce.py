@@ -4,158 +4,146 @@ The gradient of one update over m children is exactly
 
     (1/m) * sum_k sum_t grad log P(a_t^k | a_<t^k) * (R_k - b)
 
-where b is the baseline *before* this update: advantages are computed first, then the
-EMA takes in this update's rewards (one child at a time, in index order), so a child
-never serves as its own baseline (except in the very first update, whose baseline is its
-own mean reward unless ``baseline_init`` is given). Log-probabilities are recomputed at update time by
-re-running the controller on the stored actions under the stored masks (teacher
-forcing): sampling needs no autograd graph, and :func:`reinforce_loss` can be checked
-against an independent gradient.
+where b is the baseline *before* this update: advantages are computed first, then the EMA takes in
+this update's rewards (one child at a time, in index order), so a child never serves as its own
+baseline (except in the very first update, whose baseline is its own mean reward unless
+``baseline_init`` is given). Log-probabilities are recomputed at update time by re-running the
+controller on the stored actions under the stored masks (teacher forcing), so :func:`reinforce_loss`
+can be checked against an independent gradient.
 
-Our default differs from the paper's in two numbers: lr 0.01 (Adam) and an entropy bonus of 0.02.
-On NASRL-Bench-Digits (real trained children, 10 + 20 + 20 seeds, ``docs/controller_study.md``) the
-paper's 0.0006 does no better than random search within 200 children, while 0.01 reaches a regret
-of 0.009 (the table's second-best architecture) within 50-100 children. Without an entropy bonus the
-policy then collapses onto that architecture (46-65 distinct children in 1,000) and rarely meets
-the best one, a token away; 0.02 keeps it sampling the neighbourhood (59-108 distinct; 15 of 20 runs
-met the best one), so the median run reports the optimum by 500 children. The other knobs of the
-study (m, baseline decay, ENAS's temperature and tanh, the skip KL, advantage normalisation, PPO
-steps) changed nothing measurable at lr 0.01 and stay off.
-
-Earlier sweeps on the digits space with the synthetic evaluator (3 layers, 12 tokens; mean reward
-of the last 200 children after 3,000-4,000, lr 0.0006, 3-6 seeds; "noisy": the evaluator's score
-plus N(0, 0.1) noise, as a stand-in for noisy child accuracies):
-
-* ``children_per_update`` m = 5. At a fixed lr, fewer children per update means more updates
-  per child: noise-free 0.88 (m=4) / 0.85 (m=5) / 0.80 (m=8); noisy 0.73 / 0.69 / 0.59.
-  m = 5 keeps a little more averaging than 4 for noisy accuracies. (With a 5x larger lr,
-  m = 5 stalled on 3 of 8 seeds while m = 8 did not: raise m with the lr.)
-* EMA decay 0.95 per child (a memory of about 20 children): noise-free, 0.8 to 0.99 all
-  reach 0.80-0.81; noisy (m=5, 6 seeds) 0.69 (0.95), 0.68 (0.9), 0.65 (0.99, one seed stalled
-  at 0.44). Longer memories average noisy accuracies; shorter ones track the improving policy.
-* ``entropy_coef``: 0.001 and 0.01 changed nothing beyond seed noise here (noisy, m=8: 0.61 and
-  0.60 vs 0.59); the table study above, at lr 0.01, is what set 0.02.
-
-Every number lives in :data:`DEFAULTS` ("our default", ``preset=None``) and :data:`PRESETS`.
-``preset="paper"`` is Zoph & Le's controller training exactly: Adam at lr 0.0006, an EMA
-baseline, no entropy bonus, no logit shaping, no skip penalty, no normalisation, one plain
-REINFORCE step per batch, no gradient clipping, the paper's controller (2 x 35 LSTM, init
-+-0.08). Two values are this repo's reading, not printed in the paper: m = 5 children per update
-(the paper's distributed runs had m = 8 per replica across 100 asynchronous replicas; 5 is what
-the repo has called the paper's setting since issue 4) and the baseline decay 0.95 (the paper
-gives none). A preset fixes all of :data:`STUDY_KNOBS`: passing one with a different value
-is a ValueError naming the clash (the same value is accepted, so a checkpoint's config and the
-runner's ``children_per_update`` rebuild it).
-
-Options beyond the paper (issue 14's study), all off in the paper preset:
-
-* ``temperature`` / ``tanh_constant`` / ``op_tanh_reduce``: logit shaping inside the
-  :class:`Controller` (see agents/controller.py), applied identically when sampling and when
-  the log-probabilities are recomputed, so the gradient stays exact.
-* ``skip_penalty`` w and ``skip_target`` t: ``loss += w * mean KL(Bern(p) || Bern(t))`` over
-  the skip tokens taken (where both choices were valid), p the policy's skip probability at the
-  visited state. The direction is ENAS macro's (``p log(p/t) + (1-p) log((1-p)/(1-t))``, the
-  policy's distribution first), but ENAS took p as sigmoid of its logit pair (-q, q) while it
-  sampled from their softmax (P = sigmoid(2q)); we use the sampling probability itself. ENAS
-  summed the KL over a layer's skip bits and averaged over layers; we average over all skip
-  tokens (a scale change only). As in ENAS the penalty's gradient is the pathwise one at the
-  visited states (no score-function term for how the states were reached).
-* ``normalize_advantage``: advantages ``(R - b) / (s + 1e-8)``, s the square root of an
-  exponentially weighted variance of the rewards with the baseline's decay d, taken in with
-  the baseline one child at a time after the advantages (``delta = R - b``,
-  ``v <- d * (v + (1 - d) * delta^2)``); the first update's v is the batch's mean squared
-  deviation from its baseline. v is in the checkpoint.
-* ``ppo_epochs`` K and ``clip_ratio`` eps: K gradient steps per batch. The first is the plain
-  REINFORCE step (its importance ratio is exactly 1, where PPO's clip never binds); each later
-  one minimises ``-(1/m) sum_k min(r_k A_k, clip(r_k, 1-eps, 1+eps) A_k)`` with the episode's
-  ratio ``r_k = exp(log P_new(a^k) - log P_old(a^k))`` over all of its tokens (the reward
-  belongs to the whole sequence; a per-token ratio would be a biased shortcut), the advantages
-  and the baseline fixed at the batch's, and the entropy and skip terms recomputed. K = 1 is
-  REINFORCE exactly, clip or not; eps None is the unclipped importance-weighted surrogate.
-  K > 1 is local only: :meth:`ReinforceAgent.policy_gradient` (the Ray replicas' one
-  gradient per batch) refuses it.
+Our default (:class:`ReinforceOptions`) is the paper's controller and REINFORCE with two changes, lr 0.01
+and an entropy bonus of 0.02: on NASRL-Bench-Digits the paper's 0.0006 ties random search within 200
+children, and without the bonus the policy collapses next to the best architecture. ``preset="paper"`` is
+Zoph & Le's training exactly. The study, the preset's reading and each option's exact definition:
+docs/controller_study.md.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from agents.base import Episode, EpisodicSearchAgent, UpdateStats
+from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats, options_from
 from agents.controller import (
     Controller,
     apply_action_mask,
-    check_logit_shaping,
     gumbel_noise,
     log_probs_and_entropy,
 )
+from nas_env.checks import check_bool, check_choice, check_fraction, check_int, check_number, check_optional
 from nas_env.spaces.base import TokenSpec
 
-# --- the agent's numbers: our default (preset=None) and the named presets ------------------------
-DEFAULTS: dict[str, Any] = {
-    "children_per_update": 5,  # m (see the module docstring's sweeps)
-    "lr": 0.01,  # Adam; the study on NASRL-Bench-Digits (docs/controller_study.md): the paper's 0.0006 ties random
-    "baseline_decay": 0.95,  # EMA decay per child
-    "baseline_init": None,  # None: the first update's mean reward
-    "entropy_coef": 0.02,  # keeps sampling near the incumbent: 0 collapses onto a near-best child (the study)
-    "max_grad_norm": None,  # None: no gradient clipping
-    "temperature": 1.0,  # logits / T
-    "tanh_constant": None,  # C * tanh(logits / T) (ENAS macro: 1.5)
-    "op_tanh_reduce": 1.0,  # non-skip tokens use C / reduce (ENAS micro: 2.5)
-    "skip_penalty": 0.0,  # weight of the skip KL (ENAS macro: 0.8)
-    "skip_target": 0.4,  # its target skip probability (ENAS macro: 0.4)
-    "normalize_advantage": False,
-    "ppo_epochs": 1,  # gradient steps per batch
-    "clip_ratio": None,  # PPO's eps for steps after the first (e.g. 0.2)
-    "controller_kwargs": {},  # Controller's defaults: the paper's 2 x 35 LSTM, init +-0.08
-}
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {  # Zoph & Le (2017), section 4.1; m and the decay are the repo's reading (module docstring)
-        "children_per_update": 5, "lr": 0.0006, "baseline_decay": 0.95, "baseline_init": None, "entropy_coef": 0.0,
-        "max_grad_norm": None, "temperature": 1.0, "tanh_constant": None, "op_tanh_reduce": 1.0, "skip_penalty": 0.0,
-        "skip_target": 0.4, "normalize_advantage": False, "ppo_epochs": 1, "clip_ratio": None,
-        "controller_kwargs": {},
-    },
-}
-STUDY_KNOBS: tuple[str, ...] = tuple(DEFAULTS)  # what a preset fixes
+# --- the agent's numbers: our default (the fields' defaults) and the named presets -----------------
 ADVANTAGE_EPS = 1e-8  # added to the running reward std under normalize_advantage
+# The agent's own arguments beside its options (device and num_threads are free under a preset).
+AGENT_ARGUMENTS = ("seed", "options", "preset", "device", "num_threads")
 # Controller arguments the agent sets itself (a controller_kwargs entry would clash).
-_RESERVED_CONTROLLER_KWARGS = ("generator", "temperature", "tanh_constant", "op_tanh_reduce")
+RESERVED_CONTROLLER_KWARGS = ("generator", "temperature", "tanh_constant", "op_tanh_reduce")
 
 
-class _Unset:
-    """The default of a study knob: not given, so the preset (or :data:`DEFAULTS`) decides."""
+@dataclass(frozen=True)
+class ReinforceOptions(AgentOptions):
+    """The REINFORCE agent's knobs; the defaults are ours, :data:`PRESETS` name other sets (docs/controller_study.md).
 
-    def __repr__(self) -> str:
-        return "<preset or default>"
-
-
-UNSET: Any = _Unset()
-
-
-def resolve_knobs(preset: str | None, given: dict[str, Any]) -> dict[str, Any]:
-    """Every study knob's value: the preset's (or :data:`DEFAULTS`), with ``given`` ones (not UNSET) on top.
-
-    Under a preset a given knob must equal the preset's value; otherwise a ValueError names the clash.
+    A knob's check runs here, so a bad value is a ValueError naming it wherever the options come from.
     """
-    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
-        raise ValueError(f"preset {preset!r} is not one of {', '.join(map(repr, PRESETS))} (or None: our default)")
-    base = PRESETS[preset] if preset is not None else DEFAULTS
-    given = {k: v for k, v in given.items() if v is not UNSET}
-    if preset is not None:
-        clashes = [k for k, v in given.items() if v != base[k]]
-        if clashes:
-            k = clashes[0]
-            raise ValueError(f"preset={preset!r} fixes {k}={base[k]!r}, got {k}={given[k]!r}: a preset fixes "
-                             f"{', '.join(STUDY_KNOBS)}; drop the preset or the {k} argument")
-    return {**copy.deepcopy(base), **given}
+
+    lr: float = 0.01
+    """Adam learning rate (the paper: 0.0006, which ties random search on NASRL-Bench-Digits)."""
+    baseline_decay: float = 0.95
+    """EMA decay of the baseline per child, ``b <- d*b + (1-d)*R``, in [0, 1)."""
+    baseline_init: float | None = None
+    """The starting baseline; None: the first update's mean reward."""
+    entropy_coef: float = 0.02
+    """Entropy bonus weight (0: the paper's plain REINFORCE, which collapses onto a near-best child)."""
+    max_grad_norm: float | None = None
+    """Clip the gradient's global norm to this (None: no clipping)."""
+    temperature: float = 1.0
+    """The controller's logits are divided by it (1.0: none; ENAS micro: 5)."""
+    tanh_constant: float | None = None
+    """C in ``C * tanh(logits / temperature)`` (None: no squashing; ENAS macro: 1.5)."""
+    op_tanh_reduce: float = 1.0
+    """Non-skip tokens squash with ``C / op_tanh_reduce`` (ENAS micro: 2.5)."""
+    skip_penalty: float = 0.0
+    """Weight of the skip tokens' KL to ``skip_target`` (0: none; ENAS macro: 0.8)."""
+    skip_target: float = 0.4
+    """The skip probability that KL pulls towards, in (0, 1) (ENAS macro: 0.4)."""
+    normalize_advantage: bool = False
+    """Divide the advantages by a running reward std (kept in the checkpoint)."""
+    ppo_epochs: int = 1
+    """Gradient steps per batch: 1 is plain REINFORCE, later steps are PPO's surrogate (local backend only)."""
+    clip_ratio: float | None = None
+    """PPO's eps for the steps after the first, in (0, 1) (None: the unclipped surrogate; e.g. 0.2)."""
+    controller_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Passed to :class:`Controller` (``hidden_size``, ``init_range``...); default: the paper's 2 x 35 LSTM."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive = {"minimum": 0, "above": True}
+        checked = {
+            "lr": check_number("lr", self.lr, **positive),
+            "baseline_decay": check_fraction("baseline_decay", self.baseline_decay),
+            "baseline_init": check_optional("baseline_init", self.baseline_init, check_number,
+                                            none="the first update's mean reward"),
+            "entropy_coef": check_number("entropy_coef", self.entropy_coef, minimum=0),
+            "max_grad_norm": check_optional("max_grad_norm", self.max_grad_norm, check_number, none="no clipping",
+                                            **positive),
+            "temperature": check_number("temperature", self.temperature, **positive),
+            "tanh_constant": check_optional("tanh_constant", self.tanh_constant, check_number, none="no squashing",
+                                            **positive),
+            "op_tanh_reduce": check_number("op_tanh_reduce", self.op_tanh_reduce, **positive),
+            "skip_penalty": check_number("skip_penalty", self.skip_penalty, minimum=0),
+            "skip_target": check_fraction("skip_target", self.skip_target, zero=False),
+            "normalize_advantage": check_bool("normalize_advantage", self.normalize_advantage),
+            "ppo_epochs": check_int("ppo_epochs", self.ppo_epochs, minimum=1),
+            "clip_ratio": check_optional("clip_ratio", self.clip_ratio, check_fraction, zero=False,
+                                         none="the unclipped surrogate"),
+        }
+        if not isinstance(self.controller_kwargs, dict):
+            raise ValueError(f"controller_kwargs must be a dict of Controller arguments, "
+                             f"got {self.controller_kwargs!r}")
+        reserved = sorted(set(self.controller_kwargs) & set(RESERVED_CONTROLLER_KWARGS))
+        if reserved:
+            raise ValueError(f"controller_kwargs may not set {reserved}: the agent sets them (temperature, "
+                             f"tanh_constant and op_tanh_reduce are agent arguments)")
+        checked["controller_kwargs"] = copy.deepcopy(self.controller_kwargs)
+        for name, value in checked.items():  # frozen: the checked values replace the given ones once, here
+            object.__setattr__(self, name, value)
+
+
+DEFAULTS = ReinforceOptions()  # our default (preset=None)
+PRESETS: dict[str, ReinforceOptions] = {
+    # Zoph & Le (2017), section 4.1: our default less its two changes; m and the decay are the repo's reading.
+    "paper": ReinforceOptions(lr=0.0006, entropy_coef=0.0),
+}
+STUDY_KNOBS: tuple[str, ...] = ReinforceOptions.names()  # what a preset fixes
+
+
+def resolve_options(preset: str | None, options: ReinforceOptions | None, knobs: dict[str, Any]) -> ReinforceOptions:
+    """The agent's options: ``options`` (else the preset's, else our default) with the keyword ``knobs`` on top.
+
+    Under a preset every given value (a knob, or a field of ``options``) must equal the preset's; otherwise a
+    ValueError names the first clash. An unknown knob is a ValueError listing the allowed ones.
+    """
+    check_choice("preset", preset, (None, *PRESETS))
+    if preset is None:
+        return options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)
+    options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)  # unknown names, bad values first
+    base = PRESETS[preset]
+    given = {**(dataclasses.asdict(options) if options is not None else {}), **knobs}
+    for k in STUDY_KNOBS:
+        if k in given and given[k] != getattr(base, k):
+            raise ValueError(f"preset={preset!r} fixes {k}={getattr(base, k)!r}, got {k}={given[k]!r}: a preset "
+                             f"fixes {', '.join(STUDY_KNOBS)}; drop the preset or the {k} argument")
+    return base
 
 
 @contextmanager
@@ -284,61 +272,14 @@ class _Batch:
     old_log_probs: torch.Tensor  # m: the episodes' log-probabilities before the update
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _check_knobs(k: dict[str, Any]) -> None:
-    """Raise a ValueError naming the first bad study knob and what is allowed."""
-    def bad(name: str, allowed: str) -> ValueError:
-        return ValueError(f"{name} must be {allowed}, got {k[name]!r}")
-
-    if not _is_number(k["lr"]) or k["lr"] <= 0:
-        raise bad("lr", "a finite number > 0")
-    if not _is_number(k["baseline_decay"]) or not 0.0 <= k["baseline_decay"] < 1.0:
-        raise bad("baseline_decay", "a number in [0, 1)")
-    if k["baseline_init"] is not None and not _is_number(k["baseline_init"]):
-        raise bad("baseline_init", "None (the first update's mean reward) or a finite number")
-    if not _is_number(k["entropy_coef"]) or k["entropy_coef"] < 0:
-        raise bad("entropy_coef", "a finite number >= 0")
-    if k["max_grad_norm"] is not None and (not _is_number(k["max_grad_norm"]) or k["max_grad_norm"] <= 0):
-        raise bad("max_grad_norm", "None (no clipping) or a finite number > 0")
-    check_logit_shaping(k["temperature"], k["tanh_constant"], k["op_tanh_reduce"])
-    if not _is_number(k["skip_penalty"]) or k["skip_penalty"] < 0:
-        raise bad("skip_penalty", "a finite number >= 0 (0: no penalty)")
-    if not _is_number(k["skip_target"]) or not 0.0 < k["skip_target"] < 1.0:
-        raise bad("skip_target", "a probability strictly between 0 and 1")
-    if not isinstance(k["normalize_advantage"], bool | np.bool_):
-        raise bad("normalize_advantage", "True or False")
-    if isinstance(k["ppo_epochs"], bool) or not isinstance(k["ppo_epochs"], int | np.integer) or k["ppo_epochs"] < 1:
-        raise bad("ppo_epochs", "an int >= 1 (1: plain REINFORCE)")
-    if k["clip_ratio"] is not None and (not _is_number(k["clip_ratio"]) or not 0.0 < k["clip_ratio"] < 1.0):
-        raise bad("clip_ratio", "None (no clipping) or a number strictly between 0 and 1")
-    if not isinstance(k["controller_kwargs"], dict):
-        raise bad("controller_kwargs", "a dict of Controller arguments")
-    reserved = sorted(set(k["controller_kwargs"]) & set(_RESERVED_CONTROLLER_KWARGS))
-    if reserved:
-        raise ValueError(f"controller_kwargs may not set {reserved}: the agent sets them (temperature, "
-                         f"tanh_constant and op_tanh_reduce are agent arguments)")
-
-
 class ReinforceAgent(EpisodicSearchAgent):
-    """The paper's controller trained with REINFORCE and an EMA baseline (plus issue 14's options; see DEFAULTS).
+    """The paper's controller trained with REINFORCE and an EMA baseline, with the options of :class:`ReinforceOptions`.
 
     Args:
         seed: search seed (child env seeds, the controller's initialisation and its sampling generator).
-        preset: None (our default, :data:`DEFAULTS`) or a name in :data:`PRESETS` (``"paper"``), which
-            fixes every other argument below except ``device`` and ``num_threads``.
-        children_per_update: m, children per policy update (a multiple of the vector env's ``num_envs``).
-        lr: Adam learning rate (the paper: 0.0006).
-        baseline_decay: EMA decay per child, ``b <- d*b + (1-d)*R``.
-        baseline_init: the starting baseline; None: the first update's mean reward.
-        entropy_coef: entropy bonus weight (0: the paper's plain REINFORCE).
-        max_grad_norm: clip the gradient's global norm (None: no clipping).
-        temperature, tanh_constant, op_tanh_reduce: the controller's logit shaping (see the module docstring).
-        skip_penalty, skip_target: weight and target of the skip-density KL term.
-        normalize_advantage: divide the advantages by a running reward std.
-        ppo_epochs, clip_ratio: gradient steps per batch and PPO's clip for the steps after the first.
+        options: a :class:`ReinforceOptions` (None: our default, or the preset's values).
+        preset: None (our default) or a name in :data:`PRESETS` (``"paper"``), which fixes every option;
+            a given option must then equal the preset's value.
         device: torch device of the controller (it is tiny: "cpu" is fastest).
         num_threads: torch intra-op threads for the agent's own work (sampling and updates; None:
             leave torch's setting). The caller's setting is restored after each batch and around
@@ -346,63 +287,21 @@ class ReinforceAgent(EpisodicSearchAgent):
             1 by default: on tensors this small, extra threads only add synchronisation (on 2
             busy cores, an 8-row LSTM cell took 92 us at 2 threads vs 28 us at 1; an update of
             8 x 150 tokens 126 ms vs 7 ms).
-        controller_kwargs: passed to :class:`Controller` (``hidden_size``, ``num_layers``, ``init_range``...).
+        **knobs: any field of :class:`ReinforceOptions` (``lr=0.003``), on top of ``options`` or the preset.
 
-    Study knobs left out take the preset's value (or :data:`DEFAULTS`'); :meth:`config` records all of them.
+    ``agent.lr`` (any option) reads ``agent.options``; :meth:`config` records every option.
     """
 
     name: ClassVar[str] = "reinforce"
+    options: ReinforceOptions
 
-    def __init__(
-        self,
-        seed: int = 0,
-        children_per_update: int = UNSET,
-        lr: float = UNSET,
-        baseline_decay: float = UNSET,
-        baseline_init: float | None = UNSET,
-        entropy_coef: float = UNSET,
-        max_grad_norm: float | None = UNSET,
-        device: str | torch.device = "cpu",
-        num_threads: int | None = 1,
-        controller_kwargs: dict[str, Any] | None = UNSET,
-        preset: str | None = None,
-        temperature: float = UNSET,
-        tanh_constant: float | None = UNSET,
-        op_tanh_reduce: float = UNSET,
-        skip_penalty: float = UNSET,
-        skip_target: float = UNSET,
-        normalize_advantage: bool = UNSET,
-        ppo_epochs: int = UNSET,
-        clip_ratio: float | None = UNSET,
-    ) -> None:
-        k = resolve_knobs(preset, {
-            "children_per_update": children_per_update, "lr": lr, "baseline_decay": baseline_decay,
-            "baseline_init": baseline_init, "entropy_coef": entropy_coef, "max_grad_norm": max_grad_norm,
-            "temperature": temperature, "tanh_constant": tanh_constant, "op_tanh_reduce": op_tanh_reduce,
-            "skip_penalty": skip_penalty, "skip_target": skip_target, "normalize_advantage": normalize_advantage,
-            "ppo_epochs": ppo_epochs, "clip_ratio": clip_ratio,
-            "controller_kwargs": controller_kwargs if controller_kwargs is not None else {},
-        })
-        super().__init__(seed, k["children_per_update"])
-        _check_knobs(k)
+    def __init__(self, seed: int = 0, *, options: ReinforceOptions | None = None, preset: str | None = None,
+                 device: str | torch.device = "cpu", num_threads: int | None = 1, **knobs: Any) -> None:
+        super().__init__(seed, resolve_options(preset, options, knobs))
         self.preset = preset
-        self.lr = float(k["lr"])
-        self.baseline_decay = float(k["baseline_decay"])
-        self.baseline_init = None if k["baseline_init"] is None else float(k["baseline_init"])
-        self.entropy_coef = float(k["entropy_coef"])
-        self.max_grad_norm = None if k["max_grad_norm"] is None else float(k["max_grad_norm"])
-        self.temperature = float(k["temperature"])
-        self.tanh_constant = None if k["tanh_constant"] is None else float(k["tanh_constant"])
-        self.op_tanh_reduce = float(k["op_tanh_reduce"])
-        self.skip_penalty = float(k["skip_penalty"])
-        self.skip_target = float(k["skip_target"])
-        self.normalize_advantage = bool(k["normalize_advantage"])
-        self.ppo_epochs = int(k["ppo_epochs"])
-        self.clip_ratio = None if k["clip_ratio"] is None else float(k["clip_ratio"])
         self.device = torch.device(device)
-        self.num_threads = num_threads
-        self.controller_kwargs = dict(k["controller_kwargs"])
-        self.baseline: float | None = self.baseline_init
+        self.num_threads = check_optional("num_threads", num_threads, check_int, minimum=1, none="torch's setting")
+        self.baseline: float | None = self.options.baseline_init
         self.reward_var: float | None = None  # running reward variance (normalize_advantage only)
         self.controller: Controller | None = None
         self.optimizer: torch.optim.Adam | None = None
@@ -414,23 +313,29 @@ class ReinforceAgent(EpisodicSearchAgent):
         self._outer_threads = torch.get_num_threads()
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "preset": self.preset, "lr": self.lr, "baseline_decay": self.baseline_decay,
-                "baseline_init": self.baseline_init, "entropy_coef": self.entropy_coef,
-                "max_grad_norm": self.max_grad_norm, "temperature": self.temperature,
-                "tanh_constant": self.tanh_constant, "op_tanh_reduce": self.op_tanh_reduce,
-                "skip_penalty": self.skip_penalty, "skip_target": self.skip_target,
-                "normalize_advantage": self.normalize_advantage, "ppo_epochs": self.ppo_epochs,
-                "clip_ratio": self.clip_ratio, "device": str(self.device), "num_threads": self.num_threads,
-                "controller_kwargs": copy.deepcopy(self.controller_kwargs)}
+        return {**super().config(), "preset": self.preset, "device": str(self.device), "num_threads": self.num_threads}
+
+    # --- the sampling state a driver keeps (the Ray replicas) -------------------------------------
+    def sampling_state(self) -> dict[str, Any]:
+        """What a replica's next batch depends on: the sampling generator, the counters and the baseline."""
+        return {"rng": self.generator.get_state(), "children_done": self.children_done,
+                "updates_done": self.updates_done, "baseline": self.baseline}
+
+    def load_sampling_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`sampling_state` (the policy's weights are set apart, from the parameter servers)."""
+        self.generator.set_state(state["rng"])
+        self.set_progress(int(state["children_done"]), int(state["updates_done"]))
+        self.baseline = None if state["baseline"] is None else float(state["baseline"])
 
     # --- hooks ---------------------------------------------------------------------------
     def _setup(self, token_specs: tuple[TokenSpec, ...], num_actions: int) -> None:
         super()._setup(token_specs, num_actions)
         init = torch.Generator().manual_seed(self._stream_seed(0))
-        self.controller = Controller(token_specs, num_actions, generator=init, temperature=self.temperature,
-                                     tanh_constant=self.tanh_constant, op_tanh_reduce=self.op_tanh_reduce,
-                                     **self.controller_kwargs).to(self.device)
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr)
+        o = self.options
+        self.controller = Controller(token_specs, num_actions, generator=init, temperature=o.temperature,
+                                     tanh_constant=o.tanh_constant, op_tanh_reduce=o.op_tanh_reduce,
+                                     **o.controller_kwargs).to(self.device)
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=o.lr)
         types = self.controller.step_types
         self._steps_by_type = {n: np.array([t for t, s in enumerate(types) if s == n])
                                for n in self.controller.type_names}
@@ -471,7 +376,7 @@ class ReinforceAgent(EpisodicSearchAgent):
     def _reinforce_update(self, episodes: list[Episode]) -> UpdateStats:
         stats, batch = self._first_gradient(episodes)
         self.optimizer.step()
-        for _ in range(1, self.ppo_epochs):  # PPO's further steps on the same batch (module docstring)
+        for _ in range(1, self.options.ppo_epochs):  # PPO's further steps on the same batch (docs/controller_study.md)
             out = self._loss(batch, old_log_probs=batch.old_log_probs)
             self.controller.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -486,19 +391,19 @@ class ReinforceAgent(EpisodicSearchAgent):
         Split from the step so that a distributed replica can push the gradient to parameter
         servers instead of applying it; that is one gradient per batch, so ``ppo_epochs > 1`` is refused.
         """
-        if self.ppo_epochs > 1:
-            raise ValueError(f"ppo_epochs={self.ppo_epochs}: several gradient steps per batch run only in the "
+        if self.options.ppo_epochs > 1:
+            raise ValueError(f"ppo_epochs={self.options.ppo_epochs}: several gradient steps per batch run only in the "
                              f"local agent's update; policy_gradient (the Ray backend) takes one (ppo_epochs=1)")
         return self._first_gradient(episodes)[0]
 
     def _loss(self, batch: _Batch, old_log_probs: torch.Tensor | None = None) -> ReinforceLoss:
         return reinforce_loss(self.controller, batch.actions, batch.rewards, batch.baseline, batch.masks, batch.taken,
-                              self.entropy_coef, advantage_scale=batch.advantage_scale,
-                              skip_penalty=self.skip_penalty, skip_target=self.skip_target,
-                              old_log_probs=old_log_probs, clip_ratio=self.clip_ratio)
+                              self.options.entropy_coef, advantage_scale=batch.advantage_scale,
+                              skip_penalty=self.options.skip_penalty, skip_target=self.options.skip_target,
+                              old_log_probs=old_log_probs, clip_ratio=self.options.clip_ratio)
 
     def _clip_gradient(self) -> float:
-        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        max_norm = self.options.max_grad_norm if self.options.max_grad_norm is not None else float("inf")
         return float(torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm))
 
     def _first_gradient(self, episodes: list[Episode]) -> tuple[UpdateStats, _Batch]:
@@ -513,7 +418,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         rewards = np.array([ep.reward for ep in episodes], dtype=np.float64)
         baseline = float(rewards.mean()) if self.baseline is None else self.baseline
         scale, var = 1.0, None
-        if self.normalize_advantage:  # the std before this update's rewards, like the baseline
+        if self.options.normalize_advantage:  # the std before this update's rewards, like the baseline
             var = float(np.mean((rewards - baseline) ** 2)) if self.reward_var is None else self.reward_var
             scale = math.sqrt(var) + ADVANTAGE_EPS
         dev = self.device
@@ -531,8 +436,8 @@ class ReinforceAgent(EpisodicSearchAgent):
         for r in rewards:
             if var is not None:
                 delta = float(r) - b
-                var = self.baseline_decay * (var + (1.0 - self.baseline_decay) * delta * delta)
-            b = self.baseline_decay * b + (1.0 - self.baseline_decay) * float(r)
+                var = self.options.baseline_decay * (var + (1.0 - self.options.baseline_decay) * delta * delta)
+            b = self.options.baseline_decay * b + (1.0 - self.options.baseline_decay) * float(r)
         self.baseline = b
         self.reward_var = var
 

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import ChildRecord, SearchAgent, UpdateStats
+from nas_env.checks import check_int
 
 SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
 MAX_EPISODES_PER_CHILD = 200  # stop an agent that almost never emits a valid architecture
@@ -71,12 +72,10 @@ class SB3Agent(SearchAgent):
                  **algo_kwargs: Any) -> None:
         if algo not in SB3_ALGOS:
             raise ValueError(f"unknown SB3 algorithm {algo!r}; allowed: {', '.join(SB3_ALGOS)}")
-        if isinstance(children_per_update, bool) or not isinstance(children_per_update, int) or children_per_update < 1:
-            raise ValueError(f"children_per_update must be a positive int, got {children_per_update!r}")
         self.algo = algo
         self.name = algo
         self.seed = int(seed)
-        self.children_per_update = children_per_update
+        self.children_per_update = check_int("children_per_update", children_per_update, minimum=1)
         self.device = device
         self.algo_kwargs = dict(algo_kwargs)
         self.children_done = 0

@@ -7,7 +7,7 @@ knob's check is one call: ``self.epochs = check_int("epochs", epochs, minimum=1)
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import numpy as np
@@ -72,3 +72,27 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be true or false, got {value!r}")
     return bool(value)
+
+
+def check_fraction(name: str, value: Any, *, zero: bool = True, one: bool = False) -> float:
+    """``value`` as a float in the unit interval, 0 allowed if ``zero`` and 1 if ``one`` (default ``[0, 1)``)."""
+    ok = is_number(value) and (0 <= value if zero else 0 < value) and (value <= 1 if one else value < 1)
+    if not ok:
+        raise ValueError(f"{name} must be a number in {'[' if zero else '('}0, 1{']' if one else ')'}, got {value!r}")
+    return float(value)
+
+
+def check_optional(name: str, value: Any, check: Callable[..., T], *args: Any, none: str = "", **kwargs: Any
+                   ) -> T | None:
+    """None as is (``none`` says what it means), else ``check(name, value, *args, **kwargs)``.
+
+    The message of a refused value names both: ``max_grad_norm must be None (no clipping) or a finite number > 0``.
+    Every check here words its message ``"{name} must be {allowed}, got {value!r}"``, which this relies on.
+    """
+    if value is None:
+        return None
+    try:
+        return check(name, value, *args, **kwargs)
+    except ValueError as e:
+        allowed = str(e).removeprefix(f"{name} must be ").removesuffix(f", got {value!r}")
+        raise ValueError(f"{name} must be None{f' ({none})' if none else ''} or {allowed}, got {value!r}") from None

@@ -39,6 +39,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path as MPath
 from PIL import Image
 
+from nas_env.checks import check_int
 from nas_env.spaces.base import SearchSpace
 from nas_env.spaces.cnn import CNNArchitecture
 from nas_env.spaces.rnn_cell import CellArchitecture
@@ -236,8 +237,7 @@ def draw_episode(space: SearchSpace, actions: Sequence[int], arch: ArchLike | No
 
 # --- helpers ---------------------------------------------------------------------------------------
 def _check_dpi(dpi: int) -> None:
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 1000:
-        raise ValueError(f"dpi must be an int in 10..1000, got {dpi!r}")
+    check_int("dpi", dpi, minimum=10, maximum=1000)
 
 
 def _check_path(path: str | Path | None) -> Path | None:

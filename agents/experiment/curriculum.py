@@ -18,11 +18,7 @@ from typing import Any
 
 import gymnasium as gym
 
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+from nas_env.checks import check_int
 
 
 @dataclass(frozen=True)
@@ -43,15 +39,14 @@ class DepthCurriculum:
 
     def __post_init__(self) -> None:
         for name in ("max_layers", "start_layers", "layers_step", "every"):
-            _check_positive_int(name, getattr(self, name))
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))
         if self.start_layers > self.max_layers:
             raise ValueError(f"start_layers={self.start_layers} is deeper than the space's {self.max_layers} layers: "
                              f"start at most at {self.max_layers}")
 
     def num_layers_at(self, children_done: int) -> int:
         """The depth of the children sampled after ``children_done`` children."""
-        if isinstance(children_done, bool) or not isinstance(children_done, int) or children_done < 0:
-            raise ValueError(f"children_done must be an int >= 0, got {children_done!r}")
+        check_int("children_done", children_done, minimum=0)
         return min(self.max_layers, self.start_layers + self.layers_step * (children_done // self.every))
 
     def state(self, children_done: int) -> dict[str, int]:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from nas_env.checks import is_int
+
 FORMAT = "nasrl-bench/1"
 SHIPPED = ("digits",)  # tables in nas_env/bench/tables/<name>.json.gz
 
@@ -88,7 +90,7 @@ class BenchTable:
         """The 0-based epoch column for ``epochs`` (None: the last); a clear error outside 1..epochs."""
         if epochs is None:
             return self.epochs - 1
-        if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or not 1 <= epochs <= self.epochs:
+        if not is_int(epochs) or not 1 <= epochs <= self.epochs:
             raise ValueError(f"epochs must be an int in 1..{self.epochs} (the table's histories), got {epochs!r}")
         return int(epochs) - 1
 

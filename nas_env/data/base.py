@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nas_env.checks import check_fraction, check_int, check_optional, is_int
+
 MIN_CLASSES = 2  # a classifier needs two classes to learn anything
 
 
@@ -52,8 +54,7 @@ class ImageData:
             raise ValueError(f"need at least one training and one validation image, got {len(self.train_x)} and "
                              f"{len(self.val_x)}")
         n_classes = self.num_classes
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < MIN_CLASSES:
-            raise ValueError(f"num_classes must be an int >= {MIN_CLASSES}, got {self.num_classes!r}")
+        check_int("num_classes", n_classes, minimum=MIN_CLASSES)
         for name in ("train_y", "val_y"):
             check_labels(getattr(self, name), self.num_classes, name)
         if len(self.mean) != self.train_x.shape[1] or len(self.std) != self.train_x.shape[1]:
@@ -84,10 +85,9 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 def take_subset(n: int, subset: int | None, what: str) -> int:
     """Validate a ``*_subset`` option against the ``n`` available items; return how many to keep."""
+    subset = check_optional(what, subset, check_int, minimum=1)
     if subset is None:
         return n
-    if isinstance(subset, bool) or not isinstance(subset, int) or subset < 1:
-        raise ValueError(f"{what} must be a positive int or None, got {subset!r}")
     if subset > n:
         raise ValueError(f"{what}={subset} is larger than the {n} images available")
     return subset
@@ -100,12 +100,11 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
     training is ``perm[val_size:]``, both in permutation order, so a split never changes for a
     given ``(n, val_size, seed)``. At least one item must remain on each side.
     """
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 1 <= val_size <= n - 1:
+    if not is_int(val_size) or not 1 <= val_size <= n - 1:
         raise ValueError(
             f"val_size must be an int in 1..{n - 1} (leaving at least one training image of the {n}), got {val_size!r}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"split_seed must be an int, got {seed!r}")
+    seed = check_int("split_seed", seed)
     perm = np.random.default_rng(seed).permutation(n)
     return perm[val_size:], perm[:val_size]
 
@@ -120,11 +119,10 @@ def resolve_val_size(n: int, val_size: int | None, val_fraction: float | None, d
     if val_size is not None and val_fraction is not None:
         raise ValueError(f"give val_size or val_fraction, not both (got {val_size!r} and {val_fraction!r})")
     if val_fraction is not None:
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+        check_fraction("val_fraction", val_fraction, zero=False)
         return min(n - 1, max(1, round(val_fraction * n)))
     size = default_size if val_size is None else val_size
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= n - 1:
+    if not is_int(size) or not 1 <= size <= n - 1:
         hint = "" if val_size is not None else f" (the default of {default_size} is too large here)"
         raise ValueError(f"val_size must be an int in 1..{n - 1} (leaving at least one training image of the {n}), "
                          f"got {size!r}{hint}; pass val_size=N or val_fraction=F")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas_env.checks import check_int
 from nas_env.data.base import ImageData, make_image_data, split_image_data
 
 DEFAULT_VAL_FRACTION = 0.1  # a single (x, y) pool: 10% validates
@@ -83,9 +84,7 @@ def content_digest(tensors: Sequence[torch.Tensor]) -> str:
 
 def _num_classes(labels: Sequence[torch.Tensor], num_classes: int | None) -> int:
     if num_classes is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        return num_classes
+        return check_int("num_classes", num_classes, minimum=2)
     return max(int(y.max()) for y in labels if len(y)) + 1
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from nas_env.checks import is_int
 from nas_env.data.cifar10 import DATA_ROOT_ENV, ChecksumError, _fetch, default_data_root
 
 FOLDER = "ptb"
@@ -182,7 +183,7 @@ def _ensure_files(data_root: str | Path | None, download: bool, url: str, md5s: 
 def _first(ids: torch.Tensor, n: int | None, what: str) -> torch.Tensor:
     if n is None:
         return ids
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+    if not is_int(n) or n < 2:
         raise ValueError(f"{what} must be an int >= 2 (tokens) or None, got {n!r}")
     if n > len(ids):
         raise ValueError(f"{what}={n} is larger than the {len(ids)} tokens available")

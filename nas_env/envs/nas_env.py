@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from nas_env.checks import is_int, is_number
 from nas_env.evaluators import EvalResult, Evaluator, as_result
 from nas_env.spaces.base import Architecture, SearchSpace
 
@@ -222,8 +223,7 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         if self.max_num_layers is None:
             raise ValueError(f"this env's search space ({type(self.space).__name__}) has no depth to set: it needs "
                              "an int num_layers and a with_layers(k) method")
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int | np.integer) or not (
-                1 <= num_layers <= self.max_num_layers):
+        if not is_int(num_layers) or not 1 <= num_layers <= self.max_num_layers:
             raise ValueError(f"num_layers must be an int in 1..{self.max_num_layers} (the space's depth), "
                              f"got {num_layers!r}")
         k = int(num_layers)
@@ -330,7 +330,7 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
                     f"{action.shape} and dtype {action.dtype}"
                 )
             action = action.item()
-        if isinstance(action, bool) or not isinstance(action, int | np.integer):
+        if not is_int(action):
             raise TypeError(f"action must be an int in 0..{self.action_space.n - 1}, got {action!r} "
                             f"({type(action).__name__})")
         a = int(action)
@@ -443,12 +443,10 @@ def _check_cost(metric: str | None, target: float | None, exponent: float) -> tu
         return None, 1.0, 0.0
     if metric not in COST_METRICS:
         raise ValueError(f"cost_metric must be None or one of {COST_METRICS}, got {metric!r}")
-    if target is None or isinstance(target, bool) or not isinstance(target, int | float) or not math.isfinite(
-            target) or target <= 0:
+    if not is_number(target) or not math.isfinite(target) or target <= 0:
         raise ValueError(f"cost_target must be a finite number > 0 (the {metric} the reward is neutral at), "
                          f"got {target!r}")
-    if isinstance(exponent, bool) or not isinstance(exponent, int | float) or not math.isfinite(exponent) or (
-            exponent > 0):
+    if not is_number(exponent) or not math.isfinite(exponent) or exponent > 0:
         raise ValueError(f"cost_exponent must be a finite number <= 0 (negative penalises cost above cost_target; "
                          f"MnasNet uses {MNASNET_COST_EXPONENT}), got {exponent!r}")
     return metric, float(target), float(exponent)

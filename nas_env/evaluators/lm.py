@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from nas_env.checks import is_number
 from nas_env.data.ptb import TextData
 from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
@@ -33,7 +34,7 @@ def ppl_reward(ppl: float, c: float = REWARD_C) -> float:
 
 
 def check_reward_c(c: Any) -> float:
-    if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c <= 0:
+    if not is_number(c) or not math.isfinite(c) or c <= 0:
         raise ValueError(f"reward_c must be a finite number > 0 (the paper's: 80), got {c!r}")
     return float(c)
 

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_env.checks import check_int, check_number, check_optional, is_int
 from nas_env.data.base import ImageData
 from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.fingerprint import package_version, source_digest, tensor_digest
@@ -95,12 +96,10 @@ class SharedConfig:
 
     def __post_init__(self) -> None:
         for name in ("shared_steps", "warmup_steps", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+            check_int(name, getattr(self, name), minimum=0)
         for name in ("val_images", "recalibrate_images"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 2:
+            if not is_int(v) or v < 2:
                 raise ValueError(f"{name} must be an int >= 2 (batch norm needs 2+ images), got {v!r}")
         if self.reward_data not in REWARD_DATA:
             raise ValueError(f"reward_data must be one of {REWARD_DATA}, got {self.reward_data!r}")
@@ -108,10 +107,7 @@ class SharedConfig:
             raise ValueError(f"bn_eval must be one of {BN_EVAL}, got {self.bn_eval!r}")
         if self.kernel_sharing not in KERNEL_SHARING:
             raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {self.kernel_sharing!r}")
-        clip = self.grad_clip
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not math.isfinite(clip)
-                                 or clip <= 0):
-            raise ValueError(f"grad_clip must be None or a finite number > 0, got {clip!r}")
+        check_optional("grad_clip", self.grad_clip, check_number, minimum=0, above=True)
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> SharedConfig:
@@ -155,9 +151,9 @@ class SuperNet(nn.Module):
             raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {kernel_sharing!r}")
         if not isinstance(space, CNNSearchSpace):
             raise TypeError(f"SuperNet needs a CNNSearchSpace, got {type(space).__name__}")
-        if len(input_shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape):
+        if len(input_shape) != 3 or any(not is_int(v) or v < 1 for v in input_shape):
             raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        if not is_int(num_classes) or num_classes < 2:
             raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
         self.space = space
         self.input_shape = tuple(int(v) for v in input_shape)

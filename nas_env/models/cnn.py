@@ -22,14 +22,13 @@ Two speed options compute the same function (``tests/training/test_gpu_options.p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_env.checks import check_bool, check_number, is_int
 from nas_env.spaces.cnn import CNNArchitecture
 
 BN_EPS = 1e-5  # PyTorch's BatchNorm2d default
@@ -107,7 +106,7 @@ def concat_into_buffer(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> t
 
 
 def _positive_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+    return is_int(value) and value >= 1
 
 
 class ChildCNN(nn.Module):
@@ -127,10 +126,8 @@ class ChildCNN(nn.Module):
             raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
         if not _positive_int(num_classes) or num_classes < 2:
             raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
-        if isinstance(bn_eps, bool) or not isinstance(bn_eps, int | float) or not math.isfinite(bn_eps) or bn_eps <= 0:
-            raise ValueError(f"bn_eps must be a finite number > 0, got {bn_eps!r}")
-        if not isinstance(concat_buffer, bool):
-            raise ValueError(f"concat_buffer must be a bool, got {concat_buffer!r}")
+        check_number("bn_eps", bn_eps, minimum=0, above=True)
+        concat_buffer = check_bool("concat_buffer", concat_buffer)
         self.arch = arch
         self.concat_buffer = concat_buffer
         self.channel_multiple = 1

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nas_env.checks import check_fraction, check_int
 from nas_env.spaces.rnn_cell import CellArchitecture
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each B x H
@@ -31,11 +32,6 @@ ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
 }
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
 
 class TreeCell(nn.Module):
     """One recurrent layer running a searched cell over a sequence: ``(T x B x in, (h, c)) -> (T x B x H, (h, c))``.
@@ -49,8 +45,8 @@ class TreeCell(nn.Module):
         if not isinstance(arch, CellArchitecture):
             raise TypeError(f"build_cell needs a CellArchitecture, got {type(arch).__name__}")
         self.arch = arch
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        self.input_size = check_int("input_size", input_size, minimum=1)
+        self.hidden_size = check_int("hidden_size", hidden_size, minimum=1)
         self.base = arch.base
         self.x_proj = nn.Linear(input_size, self.base * hidden_size)  # all leaves' W_i stacked
         self.h_proj = nn.Linear(hidden_size, self.base * hidden_size)  # all leaves' U_i stacked
@@ -103,8 +99,8 @@ class LSTMLayer(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.lstm = nn.LSTM(_positive_int("input_size", input_size), hidden_size)
+        self.hidden_size = check_int("hidden_size", hidden_size, minimum=1)
+        self.lstm = nn.LSTM(check_int("input_size", input_size, minimum=1), hidden_size)
 
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> State:
         z = torch.zeros(batch_size, self.hidden_size, device=device if device is not None else
@@ -138,9 +134,8 @@ class CellLanguageModel(nn.Module):
         super().__init__()
         for name, v in (("vocab_size", vocab_size), ("embedding_size", embedding_size), ("hidden_size", hidden_size),
                         ("num_layers", num_layers)):
-            _positive_int(name, v)
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+            check_int(name, v, minimum=1)
+        check_fraction("dropout", dropout)
         if tie_weights and embedding_size != hidden_size:
             raise ValueError(f"tie_weights needs embedding_size == hidden_size, got embedding_size={embedding_size} "
                              f"and hidden_size={hidden_size}")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
+from nas_env.checks import is_int
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def check_actions(tokens: Sequence[TokenSpec], actions: Sequence[int]) -> None:
     if len(actions) != len(tokens):
         raise ValueError(f"expected {len(tokens)} actions, got {len(actions)}")
     for step, (spec, a) in enumerate(zip(tokens, actions, strict=True)):
-        if isinstance(a, bool) or not isinstance(a, int | np.integer):
+        if not is_int(a):
             raise ValueError(f"action {a!r} at step {step} ({spec.name}) must be an int in 0..{spec.num_choices - 1}")
         if not 0 <= int(a) < spec.num_choices:
             raise ValueError(

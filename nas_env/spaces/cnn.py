@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
+from nas_env.checks import check_int, is_int
 from nas_env.spaces.base import TokenSpec, canonical_json, check_actions
 
 # The paper's choice lists (section 4.1).
@@ -41,10 +40,10 @@ class ConvLayer:
         # numpy ints become Python ints, so equal layers always serialise to the same JSON
         for name in ("filter_height", "filter_width", "stride_height", "stride_width", "num_filters"):
             v = getattr(self, name)
-            if _is_int(v):
+            if is_int(v):
                 object.__setattr__(self, name, int(v))
         inputs = tuple(self.inputs)
-        object.__setattr__(self, "inputs", tuple(int(j) if _is_int(j) else j for j in inputs))
+        object.__setattr__(self, "inputs", tuple(int(j) if is_int(j) else j for j in inputs))
 
     def describe(self) -> str:
         src = ",".join(f"L{j}" for j in self.inputs) or "image"
@@ -83,21 +82,21 @@ class CNNArchitecture:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
-        object.__setattr__(self, "pool_after", tuple(int(j) if _is_int(j) else j for j in self.pool_after))
+        object.__setattr__(self, "pool_after", tuple(int(j) if is_int(j) else j for j in self.pool_after))
         if not self.layers:
             raise ValueError("an architecture needs at least one layer")
         for i, layer in enumerate(self.layers, start=1):
             for name in ("filter_height", "filter_width", "stride_height", "stride_width", "num_filters"):
                 v = getattr(layer, name)
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                if not is_int(v) or v < 1:
                     raise ValueError(f"layer {i}: {name} must be a positive int, got {v!r}")
             if not isinstance(layer, ConvLayer):
                 raise ValueError(f"layer {i} must be a ConvLayer, got {type(layer).__name__}")
-            if not all(_is_int(j) for j in layer.inputs) or list(layer.inputs) != sorted(set(layer.inputs)) or any(
+            if not all(is_int(j) for j in layer.inputs) or list(layer.inputs) != sorted(set(layer.inputs)) or any(
                     not 1 <= j < i for j in layer.inputs):
                 raise ValueError(f"layer {i}: inputs must be sorted distinct earlier layers 1..{i - 1}, "
                                  f"got {layer.inputs}")
-        if not all(_is_int(j) for j in self.pool_after) or any(
+        if not all(is_int(j) for j in self.pool_after) or any(
                 not 1 <= j <= len(self.layers) for j in self.pool_after) or list(self.pool_after) != sorted(
             set(self.pool_after)
         ):
@@ -210,13 +209,9 @@ class CNNArchitecture:
         return "\n".join(lines)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 def _check_choices(name: str, values: Sequence[int]) -> tuple[int, ...]:
     vals = tuple(values)
-    if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
+    if not vals or any(not is_int(v) or v < 1 for v in vals):
         raise ValueError(f"{name} must be a non-empty list of positive ints, got {values!r}")
     if len(set(vals)) != len(vals):
         raise ValueError(f"{name} has duplicates: {values!r}")
@@ -245,12 +240,11 @@ class CNNSearchSpace:
     _tokens: tuple[TokenSpec, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, int) or self.num_layers < 1:
-            raise ValueError(f"num_layers must be a positive int, got {self.num_layers!r}")
+        object.__setattr__(self, "num_layers", check_int("num_layers", self.num_layers, minimum=1))
         for name in ("filter_heights", "filter_widths", "stride_heights", "stride_widths", "num_filters"):
             object.__setattr__(self, name, _check_choices(name, getattr(self, name)))
         pools = tuple(self.pool_after)
-        if any(isinstance(j, bool) or not isinstance(j, int) or not 1 <= j <= self.num_layers for j in pools):
+        if any(not is_int(j) or not 1 <= j <= self.num_layers for j in pools):
             raise ValueError(f"pool_after must list layers in 1..{self.num_layers}, got {self.pool_after!r}")
         object.__setattr__(self, "pool_after", tuple(sorted(set(pools))))
         object.__setattr__(self, "_tokens", tuple(self._build_tokens()))

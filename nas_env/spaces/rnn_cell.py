@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from nas_env.checks import is_int
 from nas_env.spaces.base import TokenSpec, canonical_json, check_actions
 
 # The paper's choice lists (section 3.4).
@@ -51,7 +50,7 @@ def children(base: int, index: int) -> tuple[int, int] | None:
 
 
 def _check_base(base: Any) -> int:
-    if isinstance(base, bool) or not isinstance(base, int | np.integer) or base < 2 or int(base) & (int(base) - 1):
+    if not is_int(base) or base < 2 or int(base) & (int(base) - 1):
         raise ValueError(f"base must be a power of two >= 2 (the paper's: 8), got {base!r}")
     return int(base)
 
@@ -97,7 +96,7 @@ class CellArchitecture:
         CellNode(self.inject_combine, self.inject_activation)  # same rules as a node's
         for name in ("inject_index", "cell_index"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or not 0 <= v < n:
+            if not is_int(v) or not 0 <= v < n:
                 raise ValueError(f"{name} must be a node index in 0..{n - 1}, got {v!r}")
             object.__setattr__(self, name, int(v))  # numpy ints become Python ints: one JSON per value
 

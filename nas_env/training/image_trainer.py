@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_env.checks import check_bool, check_fraction, check_int, check_number, check_optional, is_int
 from nas_env.data.base import ImageData
 from nas_env.models.cnn import ChildCNN
 
@@ -105,39 +106,29 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "reward_window", "eval_batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))
         for name in ("lr", "momentum", "weight_decay", "lr_decay_factor"):
-            v = getattr(self, name)
-            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+            check_number(name, getattr(self, name), minimum=0)  # checked, kept as given (configs print as written)
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         object.__setattr__(self, "lr_decay_epochs", tuple(self.lr_decay_epochs))
-        if self.lr_reference_batch is not None and (
-                isinstance(self.lr_reference_batch, bool) or not isinstance(self.lr_reference_batch, int)
-                or self.lr_reference_batch < 1):
-            raise ValueError(f"lr_reference_batch must be None or a positive int, got {self.lr_reference_batch!r}")
-        if isinstance(self.early_stop_epoch, bool) or not isinstance(self.early_stop_epoch, int) \
-                or not 0 <= self.early_stop_epoch < max(self.epochs, 1):
+        object.__setattr__(self, "lr_reference_batch",
+                           check_optional("lr_reference_batch", self.lr_reference_batch, check_int, minimum=1))
+        if not is_int(self.early_stop_epoch) or not 0 <= self.early_stop_epoch < max(self.epochs, 1):
             raise ValueError(f"early_stop_epoch must be an int in [0, epochs={self.epochs}) (0 = off), "
                              f"got {self.early_stop_epoch!r}")
-        if not isinstance(self.early_stop_min_acc, int | float) or not 0.0 <= self.early_stop_min_acc <= 1.0:
-            raise ValueError(f"early_stop_min_acc must be in [0, 1], got {self.early_stop_min_acc!r}")
-        if self.early_stop_gap is not None and (
-                not isinstance(self.early_stop_gap, int | float) or not 0.0 <= self.early_stop_gap <= 1.0):
-            raise ValueError(f"early_stop_gap must be None or in [0, 1], got {self.early_stop_gap!r}")
+        object.__setattr__(self, "early_stop_epoch", int(self.early_stop_epoch))
+        check_fraction("early_stop_min_acc", self.early_stop_min_acc, one=True)
+        check_optional("early_stop_gap", self.early_stop_gap, check_fraction, one=True)
         if self.channel_multiple is None:
             object.__setattr__(self, "channel_multiple", 1)
-        if isinstance(self.channel_multiple, bool) or not isinstance(self.channel_multiple, int) \
-                or self.channel_multiple < 1:
+        if not is_int(self.channel_multiple) or self.channel_multiple < 1:
             raise ValueError(f"channel_multiple must be None or a positive int (1: off), got {self.channel_multiple!r}")
+        object.__setattr__(self, "channel_multiple", int(self.channel_multiple))
         for name in ("concat_buffer", "format_trial"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, check_bool(name, getattr(self, name)))
         if self.fused_optimizer not in FUSED_OPTIMIZERS:
             raise ValueError(f"fused_optimizer must be one of {FUSED_OPTIMIZERS}, got {self.fused_optimizer!r}")
         if self.validate not in VALIDATIONS:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_env.checks import check_fraction, check_int, check_number
 from nas_env.data.ptb import TextData
 
 OPTIMIZERS = ("sgd", "adam")
@@ -60,19 +61,12 @@ class LMTrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "bptt", "embedding_size", "hidden_size", "num_layers",
                      "eval_batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))
         for name in ("lr_decay_start", "loss_chunk"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=0))
         for name in ("lr", "lr_decay", "weight_decay", "clip", "init_range", "max_ppl"):
-            v = getattr(self, name)
-            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if not isinstance(self.dropout, int | float) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+            check_number(name, getattr(self, name), minimum=0)  # checked, kept as given (configs print as written)
+        check_fraction("dropout", self.dropout)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.tie_weights and self.embedding_size != self.hidden_size:

@@ -49,13 +49,13 @@ def run_with_proposals(agent: EvolutionAgent, env: gym.Env | gym.vector.VectorEn
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"population_size": 0}, "population_size must be an int >= 1, got 0"),
-    ({"population_size": -5}, "population_size must be an int >= 1, got -5"),
-    ({"population_size": 2.5}, "population_size must be an int >= 1, got 2.5"),
-    ({"population_size": True}, "population_size must be an int >= 1, got True"),
-    ({"sample_size": 0}, "sample_size must be an int in 1..population_size=100, got 0"),
-    ({"population_size": 10, "sample_size": 11}, "sample_size must be an int in 1..population_size=10, got 11"),
-    ({"children_per_update": 0}, "children_per_update must be a positive int, got 0"),
+    ({"population_size": 0}, "population_size must be an integer >= 1, got 0"),
+    ({"population_size": -5}, "population_size must be an integer >= 1, got -5"),
+    ({"population_size": 2.5}, "population_size must be an integer >= 1, got 2.5"),
+    ({"population_size": True}, "population_size must be an integer >= 1, got True"),
+    ({"sample_size": 0}, "sample_size must be an integer in 1..population_size=100, got 0"),
+    ({"population_size": 10, "sample_size": 11}, "sample_size must be an integer in 1..population_size=10, got 11"),
+    ({"children_per_update": 0}, "children_per_update must be an integer >= 1, got 0"),
 ])
 def test_bad_kwargs_are_named(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):

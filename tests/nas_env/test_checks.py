@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from nas_env.checks import check_bool, check_choice, check_int, check_number
+from nas_env.checks import check_bool, check_choice, check_fraction, check_int, check_number, check_optional
 
 
 def test_integers_accept_ints_and_refuse_bools_floats_and_out_of_range() -> None:
@@ -39,3 +41,25 @@ def test_choices_and_bools() -> None:
     assert check_bool("flag", np.bool_(True)) is True
     with pytest.raises(ValueError, match="flag must be true or false, got 0"):
         check_bool("flag", 0)
+
+
+def test_fractions_name_their_interval() -> None:
+    assert check_fraction("decay", 0) == 0.0 and isinstance(check_fraction("decay", 0), float)
+    for bad in (1.0, -0.1, True, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match=rf"decay must be a number in \[0, 1\), got {re.escape(repr(bad))}"):
+            check_fraction("decay", bad)
+    assert check_fraction("p", 1, zero=False, one=True) == 1.0
+    for bad in (0, 0.0, 1.01):
+        with pytest.raises(ValueError, match=r"p must be a number in \(0, 1\], got"):
+            check_fraction("p", bad, zero=False, one=True)
+
+
+def test_optional_values_allow_none_and_say_what_it_means() -> None:
+    assert check_optional("clip", None, check_number, minimum=0, above=True, none="no clipping") is None
+    assert check_optional("clip", 2, check_number, minimum=0, above=True) == 2.0
+    with pytest.raises(ValueError, match=r"^clip must be None \(no clipping\) or a finite number > 0, got 0$"):
+        check_optional("clip", 0, check_number, minimum=0, above=True, none="no clipping")
+    with pytest.raises(ValueError, match=r"^n must be None or an integer >= 2, got 1$"):
+        check_optional("n", 1, check_int, minimum=2)
+    with pytest.raises(ValueError, match=r"^ratio must be None or a number in \(0, 1\), got 'x'$"):
+        check_optional("ratio", "x", check_fraction, zero=False)

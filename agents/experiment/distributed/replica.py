@@ -17,11 +17,12 @@ import torch
 
 from agents.base import Episode, UpdateStats, child_seed
 from agents.experiment.distributed.child import PresetEvaluator, local_env
-from agents.reinforce import ReinforceAgent
+from agents.reinforce import STUDY_KNOBS, ReinforceAgent
 
-# Options a replica applies exactly (normalize_advantage and ppo_epochs keep state or steps a replica does not have).
-AGENT_KWARGS = ("preset", "lr", "baseline_decay", "baseline_init", "entropy_coef", "max_grad_norm", "controller_kwargs",
-                "temperature", "tanh_constant", "op_tanh_reduce", "skip_penalty", "skip_target")
+# Options a replica cannot apply: the layout sets m, and the running reward variance and PPO's further steps
+# are state or steps a replica does not have (one gradient per batch). Every other option acts in the gradient.
+LOCAL_ONLY = ("children_per_update", "normalize_advantage", "ppo_epochs", "clip_ratio")
+AGENT_KWARGS = ("preset", *(k for k in STUDY_KNOBS if k not in LOCAL_ONLY))
 
 
 def replica_seed(seed: int, replica: int) -> int:
@@ -53,7 +54,7 @@ def initial_parameters(env_id: str, env_kwargs: dict[str, Any], seed: int, agent
     """The controller's starting parameters, flattened: those a single-process agent seeded ``seed`` starts from."""
     env = local_env(env_id, env_kwargs, PresetEvaluator())
     agent = make_agent(seed, 1, agent_kwargs)
-    agent._setup(tuple(env.unwrapped.token_specs), int(env.action_space.n))
+    agent.prepare(tuple(env.unwrapped.token_specs), int(env.action_space.n))
     env.close()
     return torch.nn.utils.parameters_to_vector(agent.controller.parameters()).detach().clone()
 
@@ -77,20 +78,14 @@ class ControllerReplica:
         self.bounds = bounds
         self.env = local_env(env_id, env_kwargs, PresetEvaluator())
         self.agent = make_agent(replica_seed(seed, replica), children_per_replica, agent_kwargs)
-        self.agent._setup(tuple(self.env.unwrapped.token_specs), int(self.env.action_space.n))
+        self.agent.prepare(tuple(self.env.unwrapped.token_specs), int(self.env.action_space.n))
 
     # --- state the driver holds --------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        a = self.agent
-        return {"rng": a.generator.get_state(), "children_done": a.children_done, "updates_done": a.updates_done,
-                "baseline": a.baseline}
+        return self.agent.sampling_state()
 
     def _load(self, state: dict[str, Any]) -> None:
-        a = self.agent
-        a.generator.set_state(state["rng"])
-        a.children_done, a.updates_done = int(state["children_done"]), int(state["updates_done"])
-        a.baseline = None if state["baseline"] is None else float(state["baseline"])
-        a._committed = None
+        self.agent.load_sampling_state(state)
 
     @property
     def shards(self) -> list[Any]:

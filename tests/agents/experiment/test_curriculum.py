@@ -46,9 +46,9 @@ def test_paper_schedule_starts_at_6_adds_2_every_1600_up_to_the_maximum() -> Non
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"max_layers": 4}, "start_layers=6 is deeper than the space's 4 layers"),
-    ({"max_layers": 15, "every": 0}, "every must be a positive int"),
-    ({"max_layers": 15, "layers_step": -2}, "layers_step must be a positive int"),
-    ({"max_layers": 15, "start_layers": 2.5}, "start_layers must be a positive int"),
+    ({"max_layers": 15, "every": 0}, "every must be an integer >= 1, got 0"),
+    ({"max_layers": 15, "layers_step": -2}, "layers_step must be an integer >= 1, got -2"),
+    ({"max_layers": 15, "start_layers": 2.5}, "start_layers must be an integer >= 1, got 2.5"),
 ])
 def test_bad_schedules_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

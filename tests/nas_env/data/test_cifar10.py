@@ -140,7 +140,7 @@ def test_val_size_and_subsets(cifar_root: Path, cifar: ImageData) -> None:
         ({"val_size": N_TRAIN}, r"val_size must be an int in 1\.\.1999"),
         ({"val_size": 0}, r"val_size must be an int in 1\.\.1999"),
         ({"val_size": VAL, "train_subset": 1501}, r"train_subset=1501 is larger than the 1500"),
-        ({"val_size": VAL, "val_subset": 0}, r"val_subset must be a positive int"),
+        ({"val_size": VAL, "val_subset": 0}, r"val_subset must be None or an integer >= 1, got 0"),
     ],
 )
 def test_bad_options_raise(cifar_root: Path, kwargs: dict[str, object], match: str) -> None:

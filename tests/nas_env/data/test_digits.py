@@ -72,10 +72,10 @@ def test_val_size_and_subsets(digits: ImageData) -> None:
         ({"val_size": 0}, r"val_size must be an int in 1\.\.1796"),
         ({"val_size": 1797}, r"val_size must be an int in 1\.\.1796.*1797"),
         ({"val_size": 2.5}, r"val_size"),
-        ({"train_subset": 0}, r"train_subset must be a positive int"),
+        ({"train_subset": 0}, r"train_subset must be None or an integer >= 1, got 0"),
         ({"train_subset": 1501}, r"train_subset=1501 is larger than the 1500"),
         ({"val_subset": 298}, r"val_subset=298 is larger than the 297"),
-        ({"val_subset": True}, r"val_subset must be a positive int"),
+        ({"val_subset": True}, r"val_subset must be None or an integer >= 1, got True"),
     ],
 )
 def test_bad_options_raise(kwargs: dict[str, object], match: str) -> None:

@@ -109,7 +109,7 @@ def test_callable_evaluator_and_bad_keywords() -> None:
         PTBNASEnv(base=3, evaluator="synthetic")
     with pytest.raises(ValueError, match=r"reward_c must be a finite number > 0 .*got -1"):
         PTBNASEnv(reward_c=-1, evaluator="synthetic")
-    with pytest.raises(ValueError, match=r"batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1, got 0"):
         PTBNASEnv(batch_size=0, evaluator="synthetic")
 
 

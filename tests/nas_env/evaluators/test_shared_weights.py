@@ -249,8 +249,8 @@ def test_reward_options(digits: ImageData) -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"shared_steps": -1}, "shared_steps must be an int >= 0"),
-    ({"warmup_steps": 1.5}, "warmup_steps must be an int >= 0"),
+    ({"shared_steps": -1}, "shared_steps must be an integer >= 0, got -1"),
+    ({"warmup_steps": 1.5}, "warmup_steps must be an integer >= 0, got 1.5"),
     ({"val_images": 1}, "val_images must be an int >= 2"),
     ({"reward_data": "test"}, "reward_data must be one of"),
     ({"bn_eval": "running"}, "bn_eval must be one of"),

@@ -130,7 +130,7 @@ def test_bad_model_arguments() -> None:
         CellLanguageModel("gru", 50, 8, 8)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\), got 1\.5"):
         CellLanguageModel("lstm", 50, 8, 8, dropout=1.5)
-    with pytest.raises(ValueError, match=r"hidden_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"hidden_size must be an integer >= 1, got 0"):
         build_cell(lstm_like_cell(), 4, 0)
     with pytest.raises(TypeError, match=r"build_cell needs a CellArchitecture, got str"):
         build_cell("lstm", 4, 4)  # type: ignore[arg-type]

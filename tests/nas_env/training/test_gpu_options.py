@@ -212,9 +212,9 @@ def test_defaults_are_off_and_bad_values_name_themselves() -> None:
     for kwargs, message in [({"channel_multiple": 0}, "channel_multiple must be None or a positive int (1: off), "
                                                       "got 0"),
                             ({"channel_multiple": 8.0}, "got 8.0"),
-                            ({"concat_buffer": "yes"}, "concat_buffer must be a bool, got 'yes'"),
+                            ({"concat_buffer": "yes"}, "concat_buffer must be true or false, got 'yes'"),
                             ({"fused_optimizer": "apex"}, "fused_optimizer must be one of"),
-                            ({"format_trial": 1}, "format_trial must be a bool, got 1"),
+                            ({"format_trial": 1}, "format_trial must be true or false, got 1"),
                             ({"validate": "sometimes"}, "validate must be one of ('every_epoch', 'reward_window')")]:
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
             TrainConfig(**kwargs)

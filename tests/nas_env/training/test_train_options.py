@@ -38,10 +38,10 @@ def test_channels_last_rule() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"lr_reference_batch": 0}, "lr_reference_batch must be None or a positive int, got 0"),
+    ({"lr_reference_batch": 0}, "lr_reference_batch must be None or an integer >= 1, got 0"),
     ({"early_stop_epoch": 9, "epochs": 5}, "early_stop_epoch must be an int in [0, epochs=5)"),
-    ({"early_stop_min_acc": 1.5}, "early_stop_min_acc must be in [0, 1], got 1.5"),
-    ({"early_stop_gap": -0.1}, "early_stop_gap must be None or in [0, 1], got -0.1"),
+    ({"early_stop_min_acc": 1.5}, "early_stop_min_acc must be a number in [0, 1], got 1.5"),
+    ({"early_stop_gap": -0.1}, "early_stop_gap must be None or a number in [0, 1], got -0.1"),
 ])
 def test_bad_options_name_the_value(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -135,3 +135,11 @@ def test_lr_scaling_follows_the_batch_actually_used() -> None:
         runs.append([p.detach() for p in model.parameters()])
     for a, b in zip(*runs, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_checked_values_keep_their_json_and_numpy_ints_become_ints() -> None:
+    """A number is checked but kept as written (a config prints as given); a numpy int becomes a Python int."""
+    config = TrainConfig(lr=1, epochs=np.int64(3), concat_buffer=np.bool_(True))
+    assert type(config.lr) is int and type(config.epochs) is int and config.concat_buffer is True
+    with pytest.raises(ValueError, match=r"lr must be a finite number >= 0, got nan"):
+        TrainConfig(lr=float("nan"))
