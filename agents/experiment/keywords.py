@@ -1,12 +1,15 @@
 """``--env-kwargs`` and ``--agent-kwargs`` checked before anything runs: an unknown key names itself and the allowed.
 
-The allowed agent keywords are the agent's constructor's (see :mod:`nas_env.keywords`); an SB3 agent passes
+The allowed agent keywords are the agent's constructor's (see :mod:`nas_env.keywords`) and, for an agent whose
+knobs are a frozen options dataclass (its ``options`` parameter's type), that dataclass's fields; an SB3 agent passes
 its other keywords on to the SB3 algorithm, so the algorithm's constructor adds its own (less those the
 agent sets itself). The search sets ``seed`` and ``children_per_update`` from their flags.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +27,10 @@ def agent_keywords(name: str) -> tuple[str, ...] | None:
     comes, with its install hint, when the agent is built)."""
     if name in AGENTS:
         names, takes_any = keyword_names(AGENTS[name])
-        return None if takes_any else names
+        if not takes_any:
+            return names
+        options = options_type(AGENTS[name])
+        return None if options is None else (*names, *(f.name for f in dataclasses.fields(options)))
     if name in SB3_ALGOS:
         try:
             algo = algorithm_class(name)
@@ -36,6 +42,13 @@ def agent_keywords(name: str) -> tuple[str, ...] | None:
             return None
         return tuple(n for n in own if n != "algo") + tuple(n for n in algo_names if n not in SET_BY_SB3_AGENT)
     return None  # an unknown agent name has its own error
+
+
+def options_type(agent: type) -> type | None:
+    """The options dataclass an agent's ``**knobs`` fill (the type of its ``options`` parameter), if it has one."""
+    hint = typing.get_type_hints(agent.__init__).get("options")
+    candidates = typing.get_args(hint) or (hint,)
+    return next((c for c in candidates if isinstance(c, type) and dataclasses.is_dataclass(c)), None)
 
 
 def check_agent_kwargs(name: str, kwargs: Mapping[str, Any], flag: str = "--agent-kwargs",

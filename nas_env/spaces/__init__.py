@@ -1,7 +1,7 @@
 """Search spaces: fixed token sequences and their codecs."""
 
 from nas_env.spaces.base import Architecture, SearchSpace, TokenSpec
-from nas_env.spaces.cnn import PRESETS, CNNArchitecture, CNNSearchSpace, ConvLayer, cnn_space
+from nas_env.spaces.cnn import VARIANTS, CNNArchitecture, CNNSearchSpace, ConvLayer, cnn_space
 
-__all__ = ["PRESETS", "Architecture", "CNNArchitecture", "CNNSearchSpace", "ConvLayer", "SearchSpace", "TokenSpec",
+__all__ = ["VARIANTS", "Architecture", "CNNArchitecture", "CNNSearchSpace", "ConvLayer", "SearchSpace", "TokenSpec",
            "cnn_space"]

@@ -322,7 +322,7 @@ class CNNSearchSpace:
 # The paper's three CIFAR-10 variants (Table 1): v1 no strides or pooling (15 layers), v2 strides
 # searched (20 layers), v3 two max-pooling layers instead of strides (39 layers; the paper puts them
 # at layers 13 and 24). Every value is a keyword override away from change.
-PRESETS: dict[str, dict[str, Any]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "v1": {"num_layers": 15, "search_strides": False, "pool_after": ()},
     "v2": {"num_layers": 20, "search_strides": True, "pool_after": ()},
     "v3": {"num_layers": 39, "search_strides": False, "pool_after": (13, 24)},
@@ -330,10 +330,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def cnn_space(variant: str = "v1", **overrides: Any) -> CNNSearchSpace:
-    """A named preset (``v1``, ``v2``, ``v3``) with optional keyword overrides."""
-    if variant not in PRESETS:
-        raise ValueError(f"unknown CNN space variant {variant!r}; allowed: {sorted(PRESETS)}")
-    kwargs = {**PRESETS[variant], **{k: v for k, v in overrides.items() if v is not None}}
+    """One of the paper's variants (``v1``, ``v2``, ``v3``) with optional keyword overrides."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown CNN space variant {variant!r}; allowed: {sorted(VARIANTS)}")
+    kwargs = {**VARIANTS[variant], **{k: v for k, v in overrides.items() if v is not None}}
     if "pool_after" in kwargs and "num_layers" in overrides and "pool_after" not in overrides:
         kwargs["pool_after"] = tuple(j for j in kwargs["pool_after"] if j <= kwargs["num_layers"])
     return CNNSearchSpace(**kwargs)
