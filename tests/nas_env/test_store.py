@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from nas_env.evaluators import EvalResult, SyntheticEvaluator
+from nas_env.evaluators.cached import CachedEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
-from nas_env.store import CachedEvaluator, ResultStore
+from nas_env.store import ResultStore
 
 SPACE = cnn_space("v1", num_layers=3)
 
@@ -148,7 +149,7 @@ import sys, json
 sys.path.insert(0, sys.argv[1])
 from slow_evaluator import SlowEvaluator
 from nas_env.spaces.cnn import CNNArchitecture
-from nas_env.store import CachedEvaluator
+from nas_env.evaluators.cached import CachedEvaluator
 arch = CNNArchitecture.from_json(sys.argv[2])
 cached = CachedEvaluator(SlowEvaluator(sys.argv[3], float(sys.argv[4])), sys.argv[5], lease_s=float(sys.argv[6]))
 open(sys.argv[3] + ".ready", "a").write(sys.argv[7] + "\\n")
