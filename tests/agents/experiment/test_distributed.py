@@ -177,9 +177,9 @@ def test_driver_killed_resumes_without_losing_or_retraining(ray_address: str, tm
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--replicas", "0"], "--replicas (K) must be an integer of at least 1, got 0"),
-    (["--children-per-replica", "-2"], "--children-per-replica (m) must be an integer of at least 1, got -2"),
-    (["--param-servers", "0"], "--param-servers (S) must be an integer of at least 1, got 0"),
+    (["--replicas", "0"], "--replicas (K) must be an integer >= 1, got 0"),
+    (["--children-per-replica", "-2"], "--children-per-replica (m) must be an integer >= 1, got -2"),
+    (["--param-servers", "0"], "--param-servers (S) must be an integer >= 1, got 0"),
     (["--agent", "ppo"], "stable-baselines3 agents step their own DummyVecEnv"),
     (["--agent", "evolution", "--replicas", "3"], "--replicas sets the paper's parameter-server layout"),
     (["--agent", "random", "--sync"], "--sync sets the paper's parameter-server layout"),
