@@ -387,3 +387,11 @@ def test_batch_evaluations_release_their_claims_when_abandoned(tmp_path: Path) -
     assert batch.abandon(a) == [0, 1] and len(store.claims()) == 1
     batch.release_all()
     assert store.claims() == [] and batch.claimant.held == 0
+
+
+def test_a_pickled_cached_evaluator_is_another_claim_owner(tmp_path: Path) -> None:
+    cached = CachedEvaluator(CountingEvaluator(SPACE), tmp_path / "s.sqlite", lease_s=5.0)
+    clone = pickle.loads(pickle.dumps(cached))
+    assert clone.owner != cached.owner and clone.store.path == cached.store.path and clone.lease_s == 5.0
+    arch = random_archs(1, 12)[0]
+    assert not clone(arch, seed=1).metrics["cache_hit"] and cached(arch, seed=2).metrics["result_seed"] == 1
