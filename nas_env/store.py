@@ -1,16 +1,21 @@
-"""A crash-safe SQLite store of evaluated children, and the evaluator decorator that serves from it.
+"""A crash-safe SQLite store of evaluated children, and the one rule for training each architecture once.
 
 Every child is committed the moment it finishes, keyed by (fingerprint, architecture): the
 fingerprint names everything besides the architecture that determines the result (code and
 torch versions, data content, trainer settings, seed policy; see :mod:`nas_env.fingerprint`).
 SQLite in WAL mode with a busy timeout lets several processes (vector-env workers, parallel
-searches) write one file safely.
+searches, Ray drivers) write one file safely.
 
-Claims: before training an architecture, a :class:`CachedEvaluator` claims it (a row in
-``claims`` with a lease its worker renews while it trains). Another worker that draws the same
-architecture meanwhile waits for the result instead of training it a second time, and counts
-the wait (``duplicates_avoided``). A claim whose worker died (kill -9: its process is gone
-from this host, or its lease ran out) is taken over, so the architecture is still trained.
+The rule, written once here: serve a stored result, else claim the architecture, else wait for
+the worker that claimed it, then record the result. A :class:`Claimant` is one worker's identity:
+:meth:`Claimant.poll` looks once (served result, a :class:`Claim`, or None while another live
+worker trains it) and :meth:`Claimant.acquire` waits until it gets one of the first two. A claim
+is a row in ``claims`` whose lease the claimant's heartbeat thread renews while it holds any
+claim; :meth:`Claim.record` stores a result worth serving again and drops the claim. A claim
+whose worker died (kill -9: its process is gone from this host, or its lease ran out) is taken
+over, so the architecture is still trained. Callers that train many architectures at once (the
+Ray drivers) use :class:`BatchEvaluations`, which applies the same rule without blocking.
+:class:`~nas_env.evaluators.cached.CachedEvaluator` applies it to one evaluator.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from nas_env.evaluators import EvalResult, Evaluator, as_result
+from nas_env.checks import check_number
+from nas_env.evaluators import EvalResult
 from nas_env.spaces.base import Architecture
 
 # Results worth serving again. "oom" and "failed" depend on what else ran at the time, and
@@ -60,6 +67,16 @@ CREATE TABLE IF NOT EXISTS claims (
 DEFAULT_LEASE_S = 120.0  # a claim lives this long past its last renewal; workers renew every third of it
 POLL_S = 0.2  # how often a worker waiting on another's claim looks for the result
 HOST = socket.gethostname()
+SQLITE_HEADER = b"SQLite format 3\x00"
+# The columns this code reads and writes: a table of that name without them is someone else's.
+TABLE_COLUMNS = {
+    "results": {"id", "fingerprint", "arch_hash", "arch", "reward", "status", "metrics", "seed", "created"},
+    "claims": {"fingerprint", "arch_hash", "owner", "host", "pid", "expires"},
+}
+
+
+class StoreError(ValueError):
+    """A store path that holds something other than a nasrl result store (it is left as it is)."""
 
 
 def arch_key(arch: Architecture) -> str:
@@ -81,12 +98,47 @@ class ResultStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
+            self._check_file()
             conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
+            try:
+                self._check_tables(conn)
+            except BaseException:
+                conn.close()
+                raise
             conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; safe across processes
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process crashes (kill -9)
             conn.executescript(_SCHEMA)
             self._conn = conn
         return self._conn
+
+    def _refuse(self, found: str) -> StoreError:
+        return StoreError(f"{self.path} is not a nasrl result store: expected an SQLite file with the tables "
+                          f"{' and '.join(TABLE_COLUMNS)} (or a new path), found {found}; it was left unchanged")
+
+    def _check_file(self) -> None:
+        """Refuse a file that is not SQLite before SQLite touches it (an empty file is a new store)."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        with self.path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+        if header != SQLITE_HEADER:
+            raise self._refuse(f"a file that is not SQLite (it starts with {header[:8]!r})")
+
+    def _check_tables(self, conn: sqlite3.Connection) -> None:
+        """Refuse an SQLite file with tables but not ours, read before anything is written to it."""
+        try:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                      if not name.startswith("sqlite_")}
+            columns = {t: {row[1] for row in conn.execute(f"PRAGMA table_info({t})")}
+                       for t in TABLE_COLUMNS if t in tables}
+        except sqlite3.DatabaseError as e:  # a damaged SQLite file
+            raise self._refuse(f"an unreadable SQLite file ({e})") from None
+        if tables and "results" not in tables:
+            raise self._refuse(f"an SQLite file with the tables {', '.join(sorted(tables))}")
+        for table, have in columns.items():
+            missing = TABLE_COLUMNS[table] - have
+            if missing:
+                raise self._refuse(f"a table {table} without the columns {', '.join(sorted(missing))}")
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "timeout_s": self.timeout_s}
@@ -165,6 +217,14 @@ class ResultStore:
         )
         return cur.rowcount == 1
 
+    def record(self, fingerprint: str, arch: Architecture, result: EvalResult, seed: int | None = None) -> bool:
+        """:meth:`put` a result worth serving again (status in :data:`CACHEABLE_STATUSES`); whether it was new."""
+        return result.status in CACHEABLE_STATUSES and self.put(fingerprint, arch, result, seed)
+
+    def renew_all(self, owner: str, lease_s: float = DEFAULT_LEASE_S) -> None:
+        """Extend every claim ``owner`` holds by ``lease_s`` from now (one heartbeat for all of them)."""
+        self._connect().execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + lease_s, owner))
+
     def __len__(self) -> int:
         return int(self._connect().execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
@@ -204,110 +264,260 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-class CachedEvaluator:
-    """Serve an architecture from the store when its fingerprint has seen it; otherwise evaluate and store it.
 
-    The seed policy is part of the fingerprint: a child's result is taken to depend on its
-    architecture and the evaluator's settings, not on the episode's seed, so an
-    architecture met again (in this run, a resumed run, or another agent's run with the same
-    settings) is not trained again. ``metrics["result_seed"]`` reports the seed that produced
-    the result: the stored one on a hit, this call's on a miss.
 
-    ``serve=False`` records every result and serves none: for evaluators whose result depends on their own
-    state (a weight-sharing supernet), where an earlier reward is not what evaluating now would give.
+# --- the rule: serve, else claim, else wait; then record --------------------------------------------------------
+SEED_POLICY = "first-seed-wins"  # a result depends on the architecture and settings, not the episode's seed
 
-    Concurrency: an architecture is claimed before it is trained (see the module docstring), so
-    two workers that draw it at the same moment train it once; ``duplicates_avoided`` counts
-    the evaluations served by waiting on another worker's claim.
+
+def store_fingerprint(evaluator_fingerprint: str) -> str:
+    """The key under which an evaluator's results are stored: its fingerprint and the seed policy."""
+    return f"{evaluator_fingerprint}/{SEED_POLICY}"
+
+
+def tag_result(result: EvalResult, cache_hit: bool, waited: bool, **metrics: Any) -> EvalResult:
+    """``result`` with the tags every store user adds: ``cache_hit``, ``waited_for_claim`` and ``metrics``."""
+    return EvalResult(result.reward, result.status, {**result.metrics, **metrics, "cache_hit": cache_hit,
+                                                     "waited_for_claim": waited})
+
+
+def new_owner() -> str:
+    """A claim owner's name: unique per process and claimant."""
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Claim:
+    """The right to train one architecture, held until :meth:`record` or :meth:`release` (``with`` releases it).
+
+    Its lease is renewed by its :class:`Claimant`'s heartbeat while it is held.
     """
 
-    SEED_POLICY = "first-seed-wins"
+    def __init__(self, claimant: Claimant, fingerprint: str, arch: Architecture) -> None:
+        self.claimant, self.fingerprint, self.arch = claimant, fingerprint, arch
+        self.held = True
 
-    def __init__(self, inner: Evaluator, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S,
-                 serve: bool = True) -> None:
-        if not callable(getattr(inner, "fingerprint", None)):
-            raise TypeError(f"caching needs an evaluator with a fingerprint() method, got {type(inner).__name__}")
-        if not lease_s > 0:
-            raise ValueError(f"lease_s must be > 0 seconds, got {lease_s!r}")
-        self.inner = inner
+    def record(self, result: EvalResult, seed: int | None = None, fingerprint: str | None = None) -> bool:
+        """Store ``result`` if it is worth serving again, then release; whether it was stored anew.
+
+        ``fingerprint``: store it under this one instead of the claim's (a Ray node whose code or data differ).
+        """
+        try:
+            return self.claimant.store.record(fingerprint or self.fingerprint, self.arch, result, seed)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Drop the claim without a result (training failed, or will not run); a second call does nothing."""
+        if self.held:
+            self.held = False
+            self.claimant._drop(self)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Claimant:
+    """One worker's identity in a store: it takes claims, and one heartbeat renews all it holds.
+
+    Picklable: a copy (in another process) is another owner and holds no claims. Never poll an
+    architecture this claimant holds already: a claim is taken again by its own owner.
+    """
+
+    def __init__(self, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S) -> None:
         self.store = store if isinstance(store, ResultStore) else ResultStore(store)
-        self.lease_s = float(lease_s)
-        self.serve = serve  # False: record every result, serve none (a stateful evaluator, e.g. weight sharing)
-        self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.hits = 0
-        self.misses = 0
-        self.duplicates_avoided = 0
+        self.lease_s = check_number("lease_s (seconds)", lease_s, minimum=0, above=True)
+        self._start()
 
-    def fingerprint(self) -> str:
-        return f"{self.inner.fingerprint()}/{self.SEED_POLICY}"
+    def _start(self) -> None:
+        self.owner = new_owner()
+        self._held = 0
+        self._lock = threading.Lock()
+        self._heartbeat: _Heartbeat | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {"store": self.store, "lease_s": self.lease_s}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:  # a copy in another process is another owner
-        self.__dict__.update(state)
-        self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.store, self.lease_s = state["store"], state["lease_s"]
+        self._start()
 
-    def __call__(self, arch: Architecture, seed: int) -> EvalResult:
-        fp = self.fingerprint()
-        if not self.serve:
-            result = as_result(self.inner(arch, seed))
-            if result.status in CACHEABLE_STATUSES:
-                self.store.put(fp, arch, result, seed)
-            return EvalResult(result.reward, result.status, {**result.metrics, "cache_hit": False,
-                                                             "result_seed": int(seed)})
+    @property
+    def held(self) -> int:
+        """Claims held now."""
+        return self._held
+
+    def poll(self, fingerprint: str, arch: Architecture) -> EvalResult | Claim | None:
+        """One look: the stored result, else a claim to train ``arch``, else None while another live worker does."""
+        stored = self.store.get(fingerprint, arch)
+        if stored is not None:
+            return stored
+        if not self.store.claim(fingerprint, arch, self.owner, self.lease_s):
+            return None
+        stored = self.store.get(fingerprint, arch)  # recorded between the look and the claim: serve it
+        if stored is not None:
+            self.store.release(fingerprint, arch, self.owner)
+            return stored
+        with self._lock:
+            self._held += 1
+            if self._heartbeat is None:
+                self._heartbeat = _Heartbeat(self.store.path, self.owner, self.lease_s, self.store.timeout_s)
+        return Claim(self, fingerprint, arch)
+
+    def acquire(self, fingerprint: str, arch: Architecture, poll_s: float = POLL_S) -> tuple[EvalResult | Claim, bool]:
+        """:meth:`poll` until it gives a result or a claim (waiting while another worker trains ``arch``), and
+        whether it waited."""
         waited = False
-        while True:
-            cached = self.store.get(fp, arch)
-            if cached is not None:
-                self.hits += 1
-                self.duplicates_avoided += waited
-                return EvalResult(cached.reward, cached.status, {**cached.metrics, "cache_hit": True,
-                                                                 "waited_for_claim": waited})
-            if self.store.claim(fp, arch, self.owner, self.lease_s):
-                break
+        while (got := self.poll(fingerprint, arch)) is None:
             waited = True  # another worker is training it: wait for its result (or for its claim to lapse)
-            time.sleep(POLL_S)
-        self.misses += 1
-        try:
-            with _Heartbeat(self.store.path, fp, arch, self.owner, self.lease_s, self.store.timeout_s):
-                result = as_result(self.inner(arch, seed))
-            if result.status in CACHEABLE_STATUSES:
-                self.store.put(fp, arch, result, seed)
-        finally:
-            self.store.release(fp, arch, self.owner)
-        return EvalResult(result.reward, result.status, {**result.metrics, "cache_hit": False,
-                                                         "result_seed": int(seed), "waited_for_claim": waited})
+            time.sleep(poll_s)
+        return got, waited
 
-    # Stateful evaluators (weight sharing) checkpoint through the wrapper.
-    def __getattr__(self, name: str) -> Any:
-        if name in ("state_dict", "load_state_dict"):
-            return getattr(self.inner, name)
-        raise AttributeError(name)
+    def _drop(self, claim: Claim) -> None:
+        self.store.release(claim.fingerprint, claim.arch, self.owner)
+        with self._lock:
+            self._held -= 1
+            heartbeat = self._heartbeat if self._held == 0 else None
+            if heartbeat is not None:
+                self._heartbeat = None
+        if heartbeat is not None:
+            heartbeat.stop()
 
 
 class _Heartbeat:
-    """Renews a claim every third of its lease, on its own thread and connection, while training runs."""
+    """Renews every claim of one owner each third of its lease, on its own thread and connection."""
 
-    def __init__(self, path: Path, fingerprint: str, arch: Architecture, owner: str, lease_s: float,
-                 timeout_s: float) -> None:
-        self.args = (fingerprint, arch, owner, lease_s)
-        self.path, self.timeout_s = path, timeout_s
+    def __init__(self, path: Path, owner: str, lease_s: float, timeout_s: float) -> None:
+        self.path, self.owner, self.lease_s, self.timeout_s = path, owner, lease_s, timeout_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="nasrl-claim-heartbeat")
+        self._thread.start()
 
     def _run(self) -> None:
         store = ResultStore(self.path, self.timeout_s)
         try:
-            while not self._stop.wait(self.args[3] / 3):
-                store.renew(*self.args)
+            while not self._stop.wait(self.lease_s / 3):
+                store.renew_all(self.owner, self.lease_s)
         finally:
             store.close()
 
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+W = TypeVar("W")  # what a caller of BatchEvaluations calls the child waiting for a result (an index, a slot)
+
+
+@dataclass
+class _Training(Generic[W]):
+    """An architecture this caller trains: its seed, its claim (None without a store) and who waits for it."""
+
+    arch: Architecture
+    seed: int
+    claim: Claim | None
+    waited: bool
+    waiters: list[W] = field(default_factory=list)  # the first is the child whose task trains it
+
+
+class BatchEvaluations(Generic[W]):
+    """The store rule for a caller that trains many architectures at once and must not block (the Ray drivers).
+
+    :meth:`ask` for each child to evaluate (``waiter`` names it) answers:
+
+    * an :class:`EvalResult`: served from the store now;
+    * True: the caller trains it (a task), then hands the result to :meth:`done`;
+    * False: it trains already, for another of this caller's children (the waiter shares that training)
+      or by another worker (``waiting`` is then true: call :meth:`poll` now and then while tasks run).
+
+    :meth:`done` and :meth:`poll` return ``(waiter, result)`` pairs, tagged as a
+    :class:`~nas_env.evaluators.cached.CachedEvaluator` tags them. ``store`` None: nothing is
+    served or recorded; copies of one architecture still share one training.
+    """
+
+    def __init__(self, store: ResultStore | None, fingerprint: str, lease_s: float = DEFAULT_LEASE_S) -> None:
+        self.claimant = Claimant(store, lease_s) if store is not None else None
+        self.fingerprint = fingerprint
+        self._training: dict[str, _Training[W]] = {}
+        self._elsewhere: dict[str, tuple[Architecture, list[tuple[W, int]]]] = {}  # trained by another worker
+        self.duplicates_avoided = 0  # children served by another one's training (here or elsewhere)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether some child waits for an architecture another worker trains (see :meth:`poll`)."""
+        return bool(self._elsewhere)
+
+    def ask(self, arch: Architecture, seed: int, waiter: W) -> EvalResult | bool:
+        key = arch_key(arch)
+        if key in self._training:
+            self._training[key].waiters.append(waiter)
+            self.duplicates_avoided += 1
+            return False
+        if key in self._elsewhere:
+            self._elsewhere[key][1].append((waiter, int(seed)))
+            return False
+        got = self.claimant.poll(self.fingerprint, arch) if self.claimant is not None else None
+        if isinstance(got, EvalResult):
+            return tag_result(got, cache_hit=True, waited=False)
+        if got is None and self.claimant is not None:
+            self._elsewhere[key] = (arch, [(waiter, int(seed))])
+            return False
+        self._training[key] = _Training(arch, int(seed), got, waited=False, waiters=[waiter])
+        return True
+
+    def done(self, arch: Architecture, result: EvalResult,
+             fingerprint: str | None = None) -> list[tuple[W, EvalResult]]:
+        """Record the result of a training :meth:`ask` or :meth:`poll` handed out; each of its waiters' results.
+
+        ``fingerprint``: the one the result was produced under, when it differs from ``self.fingerprint``.
+        """
+        t = self._training.pop(arch_key(arch))
+        stored = None
+        if t.claim is not None:
+            t.claim.record(result, t.seed, fingerprint)
+            if result.status in CACHEABLE_STATUSES:  # served as the store serves it (first seed wins)
+                stored = t.claim.claimant.store.get(fingerprint or self.fingerprint, arch)
+        first = tag_result(result, cache_hit=False, waited=t.waited, result_seed=t.seed)
+        shared = stored if stored is not None else EvalResult(result.reward, result.status,
+                                                              {**result.metrics, "result_seed": t.seed})
+        return [(t.waiters[0], first)] + [(w, tag_result(shared, cache_hit=stored is not None, waited=True))
+                                          for w in t.waiters[1:]]
+
+    def abandon(self, arch: Architecture) -> list[W]:
+        """Give up a training without a result (its task raised): its claim is released; its waiters."""
+        t = self._training.pop(arch_key(arch))
+        if t.claim is not None:
+            t.claim.release()
+        return t.waiters
+
+    def poll(self) -> tuple[list[tuple[W, EvalResult]], list[tuple[W, Architecture, int]]]:
+        """Look again at the architectures other workers train: the waiters now served, and the trainings that fell
+        to this caller (their worker gave up or died: start a task for each, then :meth:`done` as usual)."""
+        served: list[tuple[W, EvalResult]] = []
+        to_train: list[tuple[W, Architecture, int]] = []
+        if self.claimant is None:  # no store: nothing trains elsewhere
+            return served, to_train
+        for key, (arch, waiters) in list(self._elsewhere.items()):
+            got = self.claimant.poll(self.fingerprint, arch)
+            if got is None:
+                continue
+            del self._elsewhere[key]
+            if isinstance(got, EvalResult):
+                served += [(w, tag_result(got, cache_hit=True, waited=True)) for w, _ in waiters]
+                self.duplicates_avoided += len(waiters)
+                continue
+            (first, seed), rest = waiters[0], waiters[1:]
+            self._training[key] = _Training(arch, seed, got, waited=True, waiters=[first, *(w for w, _ in rest)])
+            self.duplicates_avoided += len(rest)
+            to_train.append((first, arch, seed))
+        return served, to_train
+
+    def release_all(self) -> None:
+        """Release every claim held (the caller stops with trainings unfinished); forget the waiting children."""
+        for t in self._training.values():
+            if t.claim is not None:
+                t.claim.release()
+        self._training.clear()
+        self._elsewhere.clear()

@@ -22,6 +22,7 @@ import nas_env  # noqa: F401  (registers the environment ids)
 from agents import AGENT_NAMES, AGENTS, make_agent
 from agents.base import ChildRecord, EpisodicSearchAgent, SearchAgent, UpdateStats
 from agents.experiment.curriculum import DepthCurriculum, env_max_layers, set_env_layers
+from agents.experiment.distributed import RayConfig, check_ray_agent, check_ray_installed, task_summary
 from agents.experiment.keywords import check_search_kwargs
 from agents.experiment.run_folder import RunFolder
 from agents.sb3 import SB3_ALGOS
@@ -59,24 +60,24 @@ class SearchArgs:
     """local (this process and its sub-env processes) or ray: --agent reinforce runs the paper's parameter-server
     layout on Ray (--replicas, --children-per-replica, --param-servers, --sync); evolution and random run their
     usual loop here and train each lockstep batch's --num-envs children as Ray tasks"""
-    address: str = ""
+    address: str = RayConfig.address
     """ray: cluster to join ("auto": the one `ray start` set up here); empty: start a local Ray"""
-    num_cpus: int = 0
+    num_cpus: int = RayConfig.num_cpus
     """ray: CPUs of a local Ray started without --address (0: all of this machine's)"""
-    replicas: int = 2
+    replicas: int = RayConfig.replicas
     """ray, reinforce: K, controller replicas, each sampling and learning from its own children"""
-    children_per_replica: int = 4
+    children_per_replica: int = RayConfig.children_per_replica
     """ray, reinforce: m, children each replica samples per gradient (trained at once, as Ray tasks)"""
-    param_servers: int = 1
+    param_servers: int = RayConfig.param_servers
     """ray, reinforce: S, parameter-server shards holding the controller's parameters"""
-    gpus_per_child: float = 0.0
+    gpus_per_child: float = RayConfig.gpus_per_child
     """ray: GPUs each child's training task requests (fractions share a GPU between small children)"""
-    cpus_per_child: float = 1.0
+    cpus_per_child: float = RayConfig.cpus_per_child
     """ray: CPUs each child's training task requests (also its torch thread count)"""
-    sync: bool = False
+    sync: bool = RayConfig.sync
     """ray, reinforce: synchronous updates (each round's gradients of all replicas averaged into one step) instead
     of the paper's asynchronous ones"""
-    child_retries: int = 2
+    child_retries: int = RayConfig.child_retries
     """ray: times a child whose worker died is retried before it is recorded with status failed"""
     seed: int = 0
     """seed of the agent and of every child's training"""
@@ -171,9 +172,29 @@ def check_parallel_args(args: SearchArgs) -> None:
         raise ValueError(f"--vectorization async does not work with --agent {args.agent!r}: SB3 agents step a "
                          f"sync vector env; use --vectorization sync or auto")
     if args.backend == "ray":
-        from agents.experiment.distributed import check_ray_args  # Ray itself is imported only when it is used
-
         check_ray_args(args)
+
+
+def check_ray_args(args: SearchArgs) -> None:
+    """Settings of a ``--backend ray`` search that are wrong whatever the cluster: a ValueError naming them."""
+    check_ray_installed()
+    config = ray_config(args)
+    if args.vectorization == "async" and not args.resume:  # older reinforce runs saved it, unused
+        raise ValueError("--vectorization async does not apply to --backend ray: children train as Ray tasks "
+                         "(use auto or sync)")
+    check_ray_agent(config, args.agent)
+    if args.agent != "reinforce":
+        return
+    if args.curriculum:
+        raise ValueError("--curriculum is not supported with --backend ray --agent reinforce (use the local backend)")
+    if args.num_envs != 1 and not args.resume:  # older runs saved it, unused
+        raise ValueError(f"--num-envs {args.num_envs} does not apply to --backend ray --agent reinforce: its K x m "
+                         f"children (--replicas x --children-per-replica) train at once as Ray tasks")
+
+
+def ray_config(args: SearchArgs) -> RayConfig:
+    """The Ray settings of a search (a ValueError naming a bad one)."""
+    return RayConfig.of(args)
 
 
 def make_envs(args: SearchArgs, store_path: Path) -> gym.vector.VectorEnv:
@@ -236,9 +257,11 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
     folder = run_folder_of(args)
     store_path = Path(args.store) if args.store else folder.path / "store.sqlite"
     if args.backend == "ray" and args.agent == "reinforce":  # the paper's parameter-server layout
-        from agents.experiment.distributed import run_ray_search
+        from agents.experiment.distributed.driver import run_ray_search  # Ray is imported only when it is used
 
-        return run_ray_search(args, folder, store_path)
+        return run_ray_search(ray_config(args), folder, store_path, env_id=args.env, env_kwargs=args.env_kwargs,
+                              seed=args.seed, episodes=args.episodes, agent_kwargs=args.agent_kwargs,
+                              run_config=dataclasses.asdict(args), resume=bool(args.resume), progress=args.progress)
 
     # Build the agent and the envs first: bad --agent-kwargs or --env-kwargs fail before a run folder exists.
     agent = build_agent(args)
@@ -266,8 +289,6 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
             extra = f"; {agent.invalid_episodes} of {agent.episodes} episodes ended on an invalid action"
         evaluator = getattr(envs, "child_evaluator", None)
         if evaluator is not None:  # Ray tasks
-            from agents.experiment.distributed import task_summary
-
             extra += task_summary(folder, evaluator.duplicates_avoided)
             if evaluator.on_the_spot:  # children a lockstep step did not train together: a mirroring bug
                 extra += f", {evaluator.on_the_spot} trained alone"
@@ -281,7 +302,7 @@ def open_envs(args: SearchArgs, store_path: Path) -> Iterator[gym.vector.VectorE
     if args.backend == "ray":
         from agents.experiment.distributed.vector import ray_envs
 
-        with ray_envs(args, store_path) as envs:
+        with ray_envs(ray_config(args), args.env, args.env_kwargs, args.num_envs, store_path) as envs:
             yield envs
         return
     envs = make_envs(args, store_path)

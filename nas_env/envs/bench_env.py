@@ -8,8 +8,9 @@ import gymnasium as gym
 
 from nas_env.bench.table import BenchTable
 from nas_env.envs.nas_env import NASEnv
+from nas_env.evaluators.cached import CachedEvaluator
 from nas_env.evaluators.table import TableEvaluator
-from nas_env.store import CachedEvaluator, ResultStore
+from nas_env.store import ResultStore
 
 
 class BenchNASEnv(NASEnv):

@@ -13,8 +13,9 @@ from nas_env.data import ImageData
 from nas_env.data.sources import MEMORY, load_image_source
 from nas_env.envs.nas_env import MNASNET_COST_EXPONENT, NASEnv
 from nas_env.evaluators import EvalResult, SyntheticEvaluator, TrainingEvaluator
+from nas_env.evaluators.cached import CachedEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
-from nas_env.store import CachedEvaluator, ResultStore
+from nas_env.store import ResultStore
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import PAPER_TRAIN_CONFIG, TrainConfig
 

@@ -13,10 +13,11 @@ from nas_env.data.ptb import load_ptb
 from nas_env.envs.cnn_env import train_config_from
 from nas_env.envs.nas_env import NASEnv
 from nas_env.evaluators import EvalResult
+from nas_env.evaluators.cached import CachedEvaluator
 from nas_env.evaluators.lm import REWARD_C, LMTrainingEvaluator
 from nas_env.evaluators.synthetic import SyntheticCellEvaluator
 from nas_env.spaces.rnn_cell import ACTIVATIONS, BASE, COMBINATIONS, CellArchitecture, RNNCellSearchSpace
-from nas_env.store import CachedEvaluator, ResultStore
+from nas_env.store import ResultStore
 from nas_env.training.device import resolve_device
 from nas_env.training.lm_trainer import LM_PRESETS, LMTrainConfig
 

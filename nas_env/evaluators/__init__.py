@@ -2,7 +2,8 @@
 
 ``train`` (the paper's: train the child CNN), ``lm`` (a recurrent cell's language model), ``shared``
 (weight sharing, one supernet), ``table`` (a lookup in a table of real results) and ``synthetic``
-(instant, known optimum). :class:`~nas_env.store.CachedEvaluator` wraps any of them over the result store.
+(instant, known optimum). :class:`~nas_env.evaluators.cached.CachedEvaluator` wraps any of them
+over the result store.
 """
 
 from __future__ import annotations

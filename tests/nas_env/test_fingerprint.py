@@ -12,8 +12,9 @@ import nas_env
 from nas_env import fingerprint
 from nas_env.data import load_digits_data
 from nas_env.evaluators import TrainingEvaluator
+from nas_env.evaluators.cached import CachedEvaluator
 from nas_env.spaces.cnn import cnn_space
-from nas_env.store import CachedEvaluator, ResultStore
+from nas_env.store import ResultStore
 from nas_env.training.image_trainer import TrainConfig
 
 SPACE = cnn_space("v1", num_layers=2, num_filters=(4, 8))

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from nas_env.evaluators import EvalResult, SyntheticEvaluator
+from nas_env.evaluators.cached import CachedEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
-from nas_env.store import CachedEvaluator, ResultStore
+from nas_env.store import BatchEvaluations, Claim, Claimant, ResultStore, StoreError
 
 SPACE = cnn_space("v1", num_layers=3)
 
@@ -148,7 +149,7 @@ import sys, json
 sys.path.insert(0, sys.argv[1])
 from slow_evaluator import SlowEvaluator
 from nas_env.spaces.cnn import CNNArchitecture
-from nas_env.store import CachedEvaluator
+from nas_env.evaluators.cached import CachedEvaluator
 arch = CNNArchitecture.from_json(sys.argv[2])
 cached = CachedEvaluator(SlowEvaluator(sys.argv[3], float(sys.argv[4])), sys.argv[5], lease_s=float(sys.argv[6]))
 open(sys.argv[3] + ".ready", "a").write(sys.argv[7] + "\\n")
@@ -266,3 +267,131 @@ def test_a_worker_renews_its_lease_while_it_trains(tmp_path: Path) -> None:
     CachedEvaluator(Watching(SPACE), store, lease_s=0.6)(arch, seed=0)
     assert seen == sorted(seen) and seen[-1] > seen[0]  # renewed (every 0.2 s) while training
     assert threading.active_count() >= 1 and store.claims() == []
+
+
+@pytest.mark.parametrize("content", [b"not a database at all\n" * 50, b"\x00" * 4096])
+def test_a_file_that_is_not_sqlite_is_refused_and_left_unchanged(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=r"notes\.txt is not a nasrl result store: expected an SQLite file") as e:
+        ResultStore(path)
+    assert isinstance(e.value, ValueError) and "not SQLite" in str(e.value)
+    assert path.read_bytes() == content and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_sqlite_file_without_nasrls_tables_is_refused_and_left_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE songs (title TEXT)")
+    conn.execute("INSERT INTO songs VALUES ('a')")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"other\.sqlite is not a nasrl result store: .*tables results and claims"
+                                         r".*found an SQLite file with the tables songs"):
+        ResultStore(path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
+
+    wrong = tmp_path / "wrong.sqlite"  # a table named results that is not ours
+    conn = sqlite3.connect(wrong)
+    conn.execute("CREATE TABLE results (name TEXT, score REAL)")
+    conn.commit()
+    conn.close()
+    before = wrong.read_bytes()
+    with pytest.raises(StoreError, match=r"a table results without the columns arch, arch_hash"):
+        ResultStore(wrong)
+    assert wrong.read_bytes() == before
+
+
+def test_an_empty_file_and_a_store_without_claims_still_open(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    assert len(ResultStore(empty)) == 0
+    old = tmp_path / "old.sqlite"  # a results table alone (no claims yet): claims are added
+    store = ResultStore(old)
+    store.put("fp", random_archs(1, 8)[0], EvalResult(0.5))
+    store.close()
+    conn = sqlite3.connect(old)
+    conn.execute("DROP TABLE claims")
+    conn.commit()
+    conn.close()
+    again = ResultStore(old)
+    assert len(again) == 1 and again.claims() == []
+
+
+def test_a_claim_records_only_results_worth_serving_and_always_releases(tmp_path: Path) -> None:
+    claimant = Claimant(tmp_path / "s.sqlite")
+    a, b = random_archs(2, 9)
+    claim = claimant.poll("fp", a)
+    assert isinstance(claim, Claim) and claimant.held == 1
+    assert not claim.record(EvalResult(0.4, "stopped_early", {}), seed=1)  # depends on the best so far
+    assert claimant.held == 0 and claimant.store.claims() == [] and claimant.store.get("fp", a) is None
+    with claimant.poll("fp", a) as again:  # the next worker trains it; "with" releases on an error too
+        assert again.record(EvalResult(0.7, "ok", {}), seed=2)
+        again.release()  # a second release does nothing
+    assert claimant.poll("fp", a) == EvalResult(0.7, "ok", {"result_seed": 2})
+    other = Claimant(claimant.store)
+    held = claimant.poll("fp", b)
+    assert other.poll("fp", b) is None  # held by a live worker: wait
+    held.release()
+    assert isinstance(other.poll("fp", b), Claim)
+    with pytest.raises(ValueError, match=r"lease_s \(seconds\) must be a finite number > 0, got 0"):
+        Claimant(claimant.store, lease_s=0)
+
+
+def test_batch_evaluations_serve_share_wait_and_take_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nas_env.store
+
+    store = ResultStore(tmp_path / "s.sqlite")
+    a, b, c, d = random_archs(4, 10)
+    store.put("fp", a, EvalResult(0.9, "ok", {}), seed=0)
+    elsewhere = Claimant(store)  # another worker trains c; d's worker, on another host, lets its lease lapse
+    c_claim = elsewhere.poll("fp", c)
+    with monkeypatch.context() as m:
+        m.setattr(nas_env.store, "HOST", "elsewhere")
+        assert store.claim("fp", d, "gone", lease_s=0.5)
+    batch: BatchEvaluations[int] = BatchEvaluations(store, "fp")
+    served = batch.ask(a, 1, 0)
+    assert served == EvalResult(0.9, "ok", {"result_seed": 0, "cache_hit": True, "waited_for_claim": False})
+    assert batch.ask(b, 2, 1) is True and batch.ask(b, 3, 2) is False  # trained once, for both
+    assert batch.ask(c, 4, 3) is False and batch.ask(d, 5, 4) is False and batch.waiting
+    assert batch.poll() == ([], [])  # c still trains elsewhere, d's lease has not lapsed yet
+    results = dict(batch.done(b, EvalResult(0.6, "ok", {})))
+    assert results[1].metrics == {"result_seed": 2, "cache_hit": False, "waited_for_claim": False}
+    assert results[2].metrics == {"result_seed": 2, "cache_hit": True, "waited_for_claim": True}
+    c_claim.record(EvalResult(0.3, "ok", {}), seed=9)
+    import time
+
+    time.sleep(0.6)
+    served_now, to_train = batch.poll()
+    assert served_now == [(3, EvalResult(0.3, "ok", {"result_seed": 9, "cache_hit": True,
+                                                      "waited_for_claim": True}))]
+    assert to_train == [(4, d, 5)] and not batch.waiting  # d's claim lapsed: this caller trains it now
+    assert [w for w, _ in batch.done(d, EvalResult(0.0, "oom", {}))] == [4]
+    assert store.get("fp", d) is None and store.claims() == []  # an OOM is not kept; the claim is gone
+    assert batch.duplicates_avoided == 2
+
+    alone: BatchEvaluations[str] = BatchEvaluations(None, "fp")  # no store: nothing served, copies still share
+    assert alone.ask(a, 1, "x") is True and alone.ask(a, 2, "y") is False
+    shared = dict(alone.done(a, EvalResult(0.5, "ok", {})))
+    assert not shared["y"].metrics["cache_hit"] and shared["y"].metrics["result_seed"] == 1
+    assert alone.poll() == ([], [])
+
+
+def test_batch_evaluations_release_their_claims_when_abandoned(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "s.sqlite")
+    a, b = random_archs(2, 11)
+    batch: BatchEvaluations[int] = BatchEvaluations(store, "fp")
+    assert batch.ask(a, 1, 0) is True and batch.ask(a, 1, 1) is False and batch.ask(b, 2, 2) is True
+    assert len(store.claims()) == 2
+    assert batch.abandon(a) == [0, 1] and len(store.claims()) == 1
+    batch.release_all()
+    assert store.claims() == [] and batch.claimant.held == 0
+
+
+def test_a_pickled_cached_evaluator_is_another_claim_owner(tmp_path: Path) -> None:
+    cached = CachedEvaluator(CountingEvaluator(SPACE), tmp_path / "s.sqlite", lease_s=5.0)
+    clone = pickle.loads(pickle.dumps(cached))
+    assert clone.owner != cached.owner and clone.store.path == cached.store.path and clone.lease_s == 5.0
+    arch = random_archs(1, 12)[0]
+    assert not clone(arch, seed=1).metrics["cache_hit"] and cached(arch, seed=2).metrics["result_seed"] == 1

@@ -28,8 +28,10 @@ classes are plain classes that the driver wraps, so they can be read and tested 
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
+
+from nas_env.checks import check_bool, check_int, check_number
 
 if TYPE_CHECKING:
     from agents.experiment.run_folder import RunFolder
@@ -40,48 +42,83 @@ RAY_VECTOR_AGENTS = ("evolution", "random")
 REINFORCE_LAYOUT = ("replicas", "children_per_replica", "param_servers", "sync")
 
 
-def check_ray_args(args: Any) -> None:
-    """Settings of a ``--backend ray`` search that are wrong whatever the cluster: a ValueError naming them.
+def flag(name: str) -> str:
+    """The command-line flag of a setting: ``children_per_replica`` -> ``--children-per-replica``."""
+    return f"--{name.replace('_', '-')}"
 
-    Cluster-dependent checks (GPUs or CPUs per child beyond any node's) run when the driver has joined Ray.
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how a Ray search runs: the cluster, the paper's layout, and each child task's resources.
+
+    Its fields are the ``nasrl-search`` Ray flags of the same names (and their defaults); a bad value is a
+    ValueError naming the flag. Cluster-dependent checks (GPUs or CPUs per child beyond any node's) run when
+    the driver has joined Ray (:func:`agents.experiment.distributed.driver.check_cluster`).
     """
+
+    address: str = ""
+    num_cpus: int = 0
+    replicas: int = 2
+    children_per_replica: int = 4
+    param_servers: int = 1
+    gpus_per_child: float = 0.0
+    cpus_per_child: float = 1.0
+    sync: bool = False
+    child_retries: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, str):
+            raise ValueError(f"--address must be a text (a Ray cluster address, or empty), got {self.address!r}")
+        for name, letter in (("replicas", "K"), ("children_per_replica", "m"), ("param_servers", "S")):
+            check_int(f"{flag(name)} ({letter})", getattr(self, name), minimum=1)
+        check_number("--gpus-per-child (fractions allowed)", self.gpus_per_child, minimum=0)
+        check_number("--cpus-per-child", self.cpus_per_child, minimum=0, above=True)
+        check_int("--child-retries", self.child_retries, minimum=0)
+        check_int("--num-cpus (0: all of this machine's)", self.num_cpus, minimum=0)
+        check_bool("--sync", self.sync)
+
+    @classmethod
+    def of(cls, settings: Any) -> RayConfig:
+        """The Ray settings of anything that has attributes of these names (a search's arguments)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+    def layout_changed(self) -> list[str]:
+        """The parameter-server layout settings that differ from the defaults."""
+        defaults = RayConfig()
+        return [name for name in REINFORCE_LAYOUT if getattr(self, name) != getattr(defaults, name)]
+
+    @property
+    def task_options(self) -> dict[str, Any]:
+        """Ray options of a child's training task."""
+        return {"num_cpus": self.cpus_per_child, "num_gpus": self.gpus_per_child, "max_retries": self.child_retries,
+                "retry_exceptions": False}
+
+    @property
+    def task_threads(self) -> int:
+        """Torch threads of a child's training task: the CPUs it asked for (at least 1)."""
+        return max(1, int(self.cpus_per_child))
+
+
+def check_ray_installed() -> None:
+    """A ValueError saying how to install Ray when it is missing."""
     if importlib.util.find_spec("ray") is None:
         raise ValueError("--backend ray needs the ray package, which is not installed: "
                          "pip install -e '.[distributed]' (or pip install ray)")
-    for name, flag in (("replicas", "K"), ("children_per_replica", "m"), ("param_servers", "S")):
-        value = getattr(args, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} ({flag}) must be an integer of at least 1, got {value!r}")
-    if args.gpus_per_child < 0:
-        raise ValueError(f"--gpus-per-child must be 0 or more (fractions allowed), got {args.gpus_per_child}")
-    if args.cpus_per_child <= 0:
-        raise ValueError(f"--cpus-per-child must be more than 0, got {args.cpus_per_child}")
-    if args.child_retries < 0:
-        raise ValueError(f"--child-retries must be 0 or more, got {args.child_retries}")
-    if args.num_cpus < 0:
-        raise ValueError(f"--num-cpus must be 0 (all of this machine's) or more, got {args.num_cpus}")
-    if args.vectorization == "async" and not getattr(args, "resume", ""):  # older reinforce runs saved it, unused
-        raise ValueError("--vectorization async does not apply to --backend ray: children train as Ray tasks "
-                         "(use auto or sync)")
-    if args.agent in RAY_VECTOR_AGENTS:
-        from agents.experiment.search import SearchArgs  # here: agents.experiment.search imports this package
 
-        defaults = SearchArgs()
-        for name in REINFORCE_LAYOUT:
-            if getattr(args, name) != getattr(defaults, name):
-                raise ValueError(f"--{name.replace('_', '-')} sets the paper's parameter-server layout of --agent "
-                                 f"reinforce; --agent {args.agent} on Ray trains --num-envs children at once as Ray "
-                                 f"tasks (leave --{name.replace('_', '-')} out)")
+
+def check_ray_agent(config: RayConfig, agent: str) -> None:
+    """The agents Ray runs: reinforce (the paper's layout) or :data:`RAY_VECTOR_AGENTS` (without layout flags)."""
+    if agent in RAY_VECTOR_AGENTS:
+        changed = config.layout_changed()
+        if changed:
+            name = flag(changed[0])
+            raise ValueError(f"{name} sets the paper's parameter-server layout of --agent reinforce; --agent {agent} "
+                             f"on Ray trains --num-envs children at once as Ray tasks (leave {name} out)")
         return
-    if args.agent != "reinforce":
+    if agent != "reinforce":
         raise ValueError(f"--backend ray runs --agent reinforce (the paper's layout) or "
-                         f"{' or '.join(RAY_VECTOR_AGENTS)}; got {args.agent!r}: stable-baselines3 agents step their "
+                         f"{' or '.join(RAY_VECTOR_AGENTS)}; got {agent!r}: stable-baselines3 agents step their "
                          f"own DummyVecEnv one child at a time, so use --backend local for them")
-    if getattr(args, "curriculum", False):
-        raise ValueError("--curriculum is not supported with --backend ray --agent reinforce (use the local backend)")
-    if getattr(args, "num_envs", 1) != 1 and not getattr(args, "resume", ""):  # older runs saved it, unused
-        raise ValueError(f"--num-envs {args.num_envs} does not apply to --backend ray --agent reinforce: its K x m "
-                         f"children (--replicas x --children-per-replica) train at once as Ray tasks")
 
 
 def task_summary(folder: RunFolder, duplicates_avoided: int) -> str:
@@ -90,12 +127,4 @@ def task_summary(folder: RunFolder, duplicates_avoided: int) -> str:
     return f", {failed} failed, {duplicates_avoided} duplicates trained once"
 
 
-def run_ray_search(args: Any, folder: RunFolder, store_path: Path) -> Path:
-    """Run (or resume) a Ray search into ``folder``; see :mod:`agents.experiment.distributed.driver`."""
-    check_ray_args(args)  # also for callers that built their arguments without the command line
-    from agents.experiment.distributed.driver import run_ray_search as run
-
-    return run(args, folder, store_path)
-
-
-__all__ = ["RAY_VECTOR_AGENTS", "check_ray_args", "run_ray_search", "task_summary"]
+__all__ = ["RAY_VECTOR_AGENTS", "RayConfig", "check_ray_agent", "check_ray_installed", "flag", "task_summary"]

@@ -26,7 +26,7 @@ import torch
 import nas_env  # noqa: F401  (registers the environment ids in the worker)
 from nas_env.evaluators import EvalResult, as_result
 from nas_env.spaces.base import Architecture
-from nas_env.store import CachedEvaluator
+from nas_env.store import store_fingerprint
 
 _ENVS: dict[str, gym.Env] = {}  # per worker process: the data is loaded once, not once per child
 
@@ -66,11 +66,11 @@ def local_env(env_id: str, env_kwargs: dict[str, Any], evaluator: PresetEvaluato
 
 
 def fingerprint_of(evaluator: Any) -> str:
-    """The result-store key of an evaluator's settings: the same one :class:`CachedEvaluator` uses."""
+    """The result-store key of an evaluator's settings: the same one a local run's store uses."""
     if not callable(getattr(evaluator, "fingerprint", None)):
         raise TypeError(f"the Ray backend keeps a result store, which needs an evaluator with a fingerprint(); "
                         f"got {type(evaluator).__name__}")
-    return f"{evaluator.fingerprint()}/{CachedEvaluator.SEED_POLICY}"
+    return store_fingerprint(evaluator.fingerprint())
 
 
 def _worker_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:

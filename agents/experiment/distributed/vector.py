@@ -15,16 +15,19 @@ architectures go to :meth:`RayChildEvaluator.prefetch`, which trains them as Ray
 then the real sub-envs step and their evaluator (the same :class:`RayChildEvaluator`) returns
 the results. Called without a prefetch (a lone env), it trains the child on the spot.
 
-The result store stays in this process, as with the paper's layout (:mod:`agents.experiment.distributed.driver`):
-a child already in it is served without a task, two sub-envs that draw one architecture share one
-task, and every result is put in the store as its task finishes. A child whose worker dies is
-retried ``--child-retries`` times, then recorded with status "failed".
+The result store stays in this process, as with the paper's layout (:mod:`agents.experiment.distributed.driver`),
+and the store's rule decides which children train (:class:`~nas_env.store.BatchEvaluations`): a child
+already in it is served without a task, two sub-envs that draw one architecture share one task, a
+child another worker has claimed (a local run sharing the store file) is waited for, and every
+result is put in the store as its task finishes. A child whose worker dies is retried
+``--child-retries`` times, then recorded with status "failed".
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from functools import partial
@@ -36,6 +39,7 @@ import ray
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
+from agents.experiment.distributed import RayConfig
 from agents.experiment.distributed.child import (
     PresetEvaluator,
     describe_env,
@@ -47,7 +51,7 @@ from agents.experiment.distributed.child import (
 from agents.experiment.distributed.driver import check_cluster, connect, remote_error
 from nas_env.evaluators import EvalResult
 from nas_env.spaces.base import Architecture
-from nas_env.store import CACHEABLE_STATUSES, ResultStore, arch_key
+from nas_env.store import POLL_S, BatchEvaluations, ResultStore, arch_key
 from nas_env.vector import NASSyncVectorEnv
 
 # Env methods that change the episodes to come: a call is made on the probes too (any other call only reads).
@@ -89,54 +93,65 @@ class RayChildEvaluator:
             raise remote_error(e) from None
         self._task = ray.remote(evaluate_arch)
         self.store = ResultStore(store_path) if store_path is not None else None
+        self.children: BatchEvaluations[int] = BatchEvaluations(self.store, self._fingerprint)
         self._ready: dict[tuple[str, int], list[EvalResult]] = defaultdict(list)
         self.trained = 0  # tasks submitted
-        self.duplicates_avoided = 0  # children that shared another one's task
         self.on_the_spot = 0  # children trained alone, when asked for without a prefetch
+
+    @property
+    def duplicates_avoided(self) -> int:
+        """Children that shared another one's training (a task of this batch, or another worker's)."""
+        return self.children.duplicates_avoided
 
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    def _submit(self, arch: Architecture, seed: int) -> Any:
+        task = self._task.options(name=f"child-{self.trained}", **self.options)  # its worker's title: ray::child-N
+        self.trained += 1
+        return task.remote(self.env_id, self.env_kwargs, arch, seed, self.num_threads)
+
     def prefetch(self, requests: list[tuple[Architecture, int]]) -> None:
         """Evaluate ``(arch, seed)`` pairs at once; ``__call__`` then returns each one's result."""
         results: list[EvalResult | None] = [None] * len(requests)
-        tasks: dict[Any, list[int]] = {}  # task -> the requests it answers (one architecture)
-        by_arch: dict[str, Any] = {}
+        tasks: dict[Any, Architecture] = {}
         for i, (arch, seed) in enumerate(requests):
-            cached = self.store.get(self._fingerprint, arch) if self.store is not None else None
-            if cached is not None:
-                results[i] = _tagged(cached, cache_hit=True, waited=False)
-                continue
-            key = arch_key(arch)
-            if key in by_arch:  # drawn twice in one batch: the second waits for the first's task
-                tasks[by_arch[key]].append(i)
-                continue
-            task = self._task.options(name=f"child-{self.trained}", **self.options)  # its worker's title: ray::child-N
-            ref = task.remote(self.env_id, self.env_kwargs, arch, seed, self.num_threads)
-            self.trained += 1
-            by_arch[key] = ref
-            tasks[ref] = [i]
-        waiting, error = list(tasks), None
-        while waiting:  # each result is stored as its task finishes: a crash loses none of them
-            [ref], waiting = ray.wait(waiting, num_returns=1)
-            first, *others = tasks[ref]
-            arch, seed = requests[first]
-            try:
-                result, fingerprint = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:  # the evaluator raised: a bug, as in a single-process run
-                error = error or remote_error(e)  # raised once the batch's other children are stored
-                continue
-            except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost) past the retries
-                result, fingerprint = lost_worker_result(self.score_key, e), ""
-            # Stored under the fingerprint of the node that trained it (a node with other code or data differs).
-            stored = self.store is not None and bool(fingerprint) and result.status in CACHEABLE_STATUSES
-            if stored:
-                self.store.put(fingerprint, arch, result, seed)
-            results[first] = _tagged(result, cache_hit=False, waited=False, result_seed=int(seed))
-            for i in others:  # a stored result is served as the store would; an unstored one is only shared
-                results[i] = _tagged(self.store.get(fingerprint, arch) if stored else results[first],
-                                     cache_hit=stored, waited=True)
-                self.duplicates_avoided += 1
+            answer = self.children.ask(arch, seed, i)
+            if isinstance(answer, EvalResult):
+                results[i] = answer
+            elif answer:
+                tasks[self._submit(arch, seed)] = arch
+        error = None
+        try:
+            while tasks or self.children.waiting:  # each result is stored as its task finishes: a crash loses none
+                if tasks:
+                    ready, _ = ray.wait(list(tasks), num_returns=1,
+                                        timeout=POLL_S if self.children.waiting else None)
+                else:
+                    ready = []
+                    time.sleep(POLL_S)
+                for ref in ready:
+                    arch = tasks.pop(ref)
+                    try:
+                        result, fingerprint = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:  # the evaluator raised: a bug, as in one process
+                        error = error or remote_error(e)  # raised once the batch's other children are stored
+                        self.children.abandon(arch)
+                        continue
+                    except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost)
+                        result, fingerprint = lost_worker_result(self.score_key, e), ""
+                    # Stored under the fingerprint of the node that trained it (other code or data differ).
+                    for i, tagged in self.children.done(arch, result, fingerprint or None):
+                        results[i] = tagged
+                if self.children.waiting:  # children another worker trains: served, or trained here if it gave up
+                    served, to_train = self.children.poll()
+                    for i, tagged in served:
+                        results[i] = tagged
+                    for _, arch, seed in to_train:
+                        tasks[self._submit(arch, seed)] = arch
+        except BaseException:
+            self.children.release_all()  # an interrupt: the claims of unfinished tasks go
+            raise
         if error is not None:
             raise error
         for (arch, seed), result in zip(requests, results, strict=True):
@@ -158,14 +173,9 @@ class RayChildEvaluator:
         return sum(map(len, self._ready.values()))
 
     def close(self) -> None:
+        self.children.release_all()
         if self.store is not None:
             self.store.close()
-
-
-def _tagged(result: EvalResult, cache_hit: bool, waited: bool, **metrics: Any) -> EvalResult:
-    """``result`` with the store's tags (as :class:`~nas_env.store.CachedEvaluator` adds them) and ``metrics``."""
-    return EvalResult(result.reward, result.status, {**result.metrics, **metrics, "cache_hit": cache_hit,
-                                                     "waited_for_claim": waited})
 
 
 class RayVectorEnv(NASSyncVectorEnv):
@@ -217,11 +227,11 @@ class RayVectorEnv(NASSyncVectorEnv):
                                f"its sub-env diverged (a bug in RayVectorEnv's mirroring)")
         return out
 
-    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    def call(self, name: str, *call_args: Any, **kwargs: Any) -> tuple[Any, ...]:
         if name in MIRRORED_CALLS:
             for probe in self.probes:
-                probe.get_wrapper_attr(name)(*args, **kwargs)
-        return super().call(name, *args, **kwargs)
+                probe.get_wrapper_attr(name)(*call_args, **kwargs)
+        return super().call(name, *call_args, **kwargs)
 
     def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
         super().set_attr(name, values)
@@ -237,18 +247,19 @@ class RayVectorEnv(NASSyncVectorEnv):
 
 
 @contextlib.contextmanager
-def ray_envs(args: Any, store_path: Path) -> Iterator[RayVectorEnv]:
-    """A search's :class:`RayVectorEnv` on the cluster ``args`` name (a local Ray if none; shut down after)."""
-    started = connect(args)
+def ray_envs(config: RayConfig, env_id: str, env_kwargs: dict[str, Any], num_envs: int,
+             store_path: Path | None) -> Iterator[RayVectorEnv]:
+    """A search's :class:`RayVectorEnv` on the cluster ``config`` names (a local Ray if none; shut down after)."""
+    started = connect(config)
     try:
-        check_cluster(args)
-        probe = local_env(args.env, args.env_kwargs, PresetEvaluator())  # bad env keywords fail here, before Ray work
+        check_cluster(config)
+        probe = local_env(env_id, env_kwargs, PresetEvaluator())  # bad env keywords fail here, before Ray work
         score_key = probe.unwrapped.score_key
         probe.close()
-        evaluator = RayChildEvaluator(args.env, args.env_kwargs, store_path, score_key=score_key,
-                                      cpus_per_child=args.cpus_per_child, gpus_per_child=args.gpus_per_child,
-                                      child_retries=args.child_retries)
-        envs = RayVectorEnv(args.env, args.env_kwargs, args.num_envs, evaluator)
+        evaluator = RayChildEvaluator(env_id, env_kwargs, store_path, score_key=score_key,
+                                      cpus_per_child=config.cpus_per_child, gpus_per_child=config.gpus_per_child,
+                                      child_retries=config.child_retries)
+        envs = RayVectorEnv(env_id, env_kwargs, num_envs, evaluator)
         try:
             yield envs
         finally:

@@ -177,9 +177,9 @@ def test_driver_killed_resumes_without_losing_or_retraining(ray_address: str, tm
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--replicas", "0"], "--replicas (K) must be an integer of at least 1, got 0"),
-    (["--children-per-replica", "-2"], "--children-per-replica (m) must be an integer of at least 1, got -2"),
-    (["--param-servers", "0"], "--param-servers (S) must be an integer of at least 1, got 0"),
+    (["--replicas", "0"], "--replicas (K) must be an integer >= 1, got 0"),
+    (["--children-per-replica", "-2"], "--children-per-replica (m) must be an integer >= 1, got -2"),
+    (["--param-servers", "0"], "--param-servers (S) must be an integer >= 1, got 0"),
     (["--agent", "ppo"], "stable-baselines3 agents step their own DummyVecEnv"),
     (["--agent", "evolution", "--replicas", "3"], "--replicas sets the paper's parameter-server layout"),
     (["--agent", "random", "--sync"], "--sync sets the paper's parameter-server layout"),
@@ -348,3 +348,69 @@ def test_ray_vector_env_trains_each_steps_children_together_as_a_local_env_would
     assert isinstance(envs.unwrapped, gym.vector.SyncVectorEnv)
     envs.close()
     local.close()
+
+
+# A local search whose synthetic children train slowly: each logs its architecture, then waits for a release file.
+SLOW_LOCAL_SEARCH = """
+import sys, time
+from pathlib import Path
+from nas_env.evaluators import synthetic
+
+log, release = Path(sys.argv[1]), Path(sys.argv[2])
+instant = synthetic.SyntheticEvaluator.__call__
+
+def slow(self, arch, seed):
+    with log.open("a") as f:
+        print(arch.to_json(), file=f, flush=True)
+    deadline = time.time() + 60
+    while not release.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    return instant(self, arch, seed)
+
+synthetic.SyntheticEvaluator.__call__ = slow
+from agents.experiment.runner import main
+main(sys.argv[3:])
+"""
+
+
+def test_a_ray_run_and_a_local_run_sharing_a_store_train_each_architecture_once(ray_address: str,
+                                                                                tmp_path: Path) -> None:
+    """The local run holds the claim of its first child while the Ray run (same seed: the same children) meets it:
+    the Ray run waits for that result instead of training it again, and trains the rest for both."""
+    store, log, release = tmp_path / "shared.sqlite", tmp_path / "local.log", tmp_path / "release"
+    common = {"agent": "random", "episodes": 6, "num_envs": 2, "children_per_update": 2, "seed": 1,
+              "store": str(store), "logdir": str(tmp_path)}
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in common.items()]
+    local = subprocess.Popen([sys.executable, "-c", SLOW_LOCAL_SEARCH, str(log), str(release), *argv,
+                              "--run-name=local", "--vectorization=sync", "--no-progress",
+                              f"--env-kwargs={json.dumps(SYNTHETIC)}"], cwd=REPO, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (log.exists() and log.read_text()):  # the local run has claimed its first child and trains it
+        assert local.poll() is None and time.time() < deadline, local.stderr.read().decode()[-3000:]
+        time.sleep(0.05)
+
+    def release_once_ray_trains() -> None:  # the Ray run's first batch: one child trained, the other waited for
+        while not release.exists() and time.time() < deadline:
+            if len(ResultStore(store)) >= 1:
+                release.touch()
+            time.sleep(0.05)
+
+    releaser = threading.Thread(target=release_once_ray_trains, daemon=True)
+    releaser.start()
+    try:
+        ray_dir = run_search(SearchArgs(**common, backend="ray", run_name="ray", env_kwargs=SYNTHETIC,
+                                        progress=False))
+    finally:
+        release.touch()
+        releaser.join()
+        assert local.wait(timeout=60) == 0, local.stderr.read().decode()[-3000:]
+    ray_records, local_records = read(ray_dir), read(tmp_path / "local")
+    assert [r["arch"] for r in ray_records] == [r["arch"] for r in local_records]  # the same six children
+    trained_locally = log.read_text().splitlines()
+    trained_on_ray = [r["arch"] for r in ray_records if not r["cache_hit"]]
+    first = local_records[0]["arch"]
+    assert json.loads(trained_locally[0]) == json.loads(first)
+    assert ray_records[0]["cache_hit"] and ray_records[0]["result_seed"] == local_records[0]["seed"]  # waited
+    trainings = sorted(json.dumps(json.loads(a), sort_keys=True) for a in trained_locally + trained_on_ray)
+    assert trainings == sorted({json.dumps(json.loads(r["arch"]), sort_keys=True) for r in ray_records})  # once each
+    assert ResultStore(store).claims() == [] and len(ResultStore(store)) == len(trainings)

@@ -1,0 +1,80 @@
+"""The evaluator decorator that serves from the result store, and trains an architecture once across workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nas_env.evaluators.base import EvalResult, Evaluator, as_result
+from nas_env.spaces.base import Architecture
+from nas_env.store import DEFAULT_LEASE_S, SEED_POLICY, Claimant, ResultStore, store_fingerprint, tag_result
+
+
+class CachedEvaluator:
+    """Serve an architecture from the store when its fingerprint has seen it; otherwise evaluate and store it.
+
+    The seed policy is part of the fingerprint: a child's result is taken to depend on its
+    architecture and the evaluator's settings, not on the episode's seed, so an
+    architecture met again (in this run, a resumed run, or another agent's run with the same
+    settings) is not trained again. ``metrics["result_seed"]`` reports the seed that produced
+    the result: the stored one on a hit, this call's on a miss.
+
+    ``serve=False`` records every result and serves none: for evaluators whose result depends on their own
+    state (a weight-sharing supernet), where an earlier reward is not what evaluating now would give.
+
+    Concurrency: the store's rule (:class:`~nas_env.store.Claimant`): an architecture is claimed
+    before it is trained, so two workers that draw it at the same moment train it once;
+    ``duplicates_avoided`` counts the evaluations served by waiting on another worker's claim.
+    """
+
+    SEED_POLICY = SEED_POLICY
+
+    def __init__(self, inner: Evaluator, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S,
+                 serve: bool = True) -> None:
+        if not callable(getattr(inner, "fingerprint", None)):
+            raise TypeError(f"caching needs an evaluator with a fingerprint() method, got {type(inner).__name__}")
+        self.inner = inner
+        self.claimant = Claimant(store, lease_s)  # pickled to another process, it is another owner
+        self.serve = serve  # False: record every result, serve none (a stateful evaluator, e.g. weight sharing)
+        self.hits = 0
+        self.misses = 0
+        self.duplicates_avoided = 0
+
+    @property
+    def store(self) -> ResultStore:
+        return self.claimant.store
+
+    @property
+    def lease_s(self) -> float:
+        return self.claimant.lease_s
+
+    @property
+    def owner(self) -> str:
+        return self.claimant.owner
+
+    def fingerprint(self) -> str:
+        return store_fingerprint(self.inner.fingerprint())
+
+    def __call__(self, arch: Architecture, seed: int) -> EvalResult:
+        fp = self.fingerprint()
+        if not self.serve:
+            result = as_result(self.inner(arch, seed))
+            self.store.record(fp, arch, result, seed)
+            return EvalResult(result.reward, result.status, {**result.metrics, "cache_hit": False,
+                                                             "result_seed": int(seed)})
+        got, waited = self.claimant.acquire(fp, arch)
+        if isinstance(got, EvalResult):
+            self.hits += 1
+            self.duplicates_avoided += waited
+            return tag_result(got, cache_hit=True, waited=waited)
+        self.misses += 1
+        with got:  # released even when training raises
+            result = as_result(self.inner(arch, seed))
+            got.record(result, seed)
+        return tag_result(result, cache_hit=False, waited=waited, result_seed=int(seed))
+
+    # Stateful evaluators (weight sharing) checkpoint through the wrapper.
+    def __getattr__(self, name: str) -> Any:
+        if name in ("state_dict", "load_state_dict"):
+            return getattr(self.inner, name)
+        raise AttributeError(name)
