@@ -90,9 +90,7 @@ def parse_args(argv: list[str] | None = None) -> FinalConfig:
         parser.error(f"--grid must be a JSON object or a JSON file, got {args.grid!r}: {e}")
     if not isinstance(grid, dict):
         parser.error(f"--grid must be a JSON object like '{{\"lr\": [0.1, 0.05]}}', got {args.grid!r}")
-    for key in GRID_KEYS:
-        if getattr(args, key) is not None:
-            grid[key] = getattr(args, key)
+    grid.update({key: getattr(args, key) for key in GRID_KEYS if getattr(args, key) is not None})  # flags win
     size = args.image_size
     image_size = None if size is None else size[0] if len(size) == 1 else (size[0], size[1])
     kept = {k: v for k, v in asdict(args).items() if k not in ("grid", *GRID_KEYS, "image_size")}
