@@ -116,9 +116,10 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
     ## Info
 
     Every step: `action_mask`, `step`. The last step adds `arch` (canonical JSON, or None),
-    `val_acc`, `val_acc_history`, `params`, `flops`, `train_seconds`, `status`, `seed`
-    and `raw_reward`; `num_layers` for spaces with a depth; `cost` and `cost_factor` with
-    a cost-aware reward. Every other metric the evaluator reports passes through. The
+    `val_acc`, `val_acc_history`, `params`, `flops`, `train_seconds`, `status`, `seed`,
+    `raw_reward`, and `score_key` / `score_lower_is_better` (which entry is the headline
+    metric, and its direction); `num_layers` for spaces with a depth; `cost` and
+    `cost_factor` with a cost-aware reward. Every other metric the evaluator reports passes through. The
     headline metric is the class's `score_key` (`val_acc`; the PTB env's is `val_ppl`, with
     `val_ppl_history`).
 
@@ -141,8 +142,10 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
-    # The evaluator's headline metric: the final info always has it and its "<score_key>_history".
+    # The evaluator's headline metric: the final info always has it and its "<score_key>_history", and names it
+    # (info["score_key"], info["score_lower_is_better"]) so a recorder need not know what an accuracy is.
     score_key: ClassVar[str] = "val_acc"
+    score_lower_is_better: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -361,6 +364,8 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
             "status": result.status,
             "seed": self._child_seed,
             "raw_reward": result.reward,
+            "score_key": key,
+            "score_lower_is_better": self.score_lower_is_better,
         }
         if self._episode_layers is not None:
             info["num_layers"] = self._episode_layers

@@ -54,6 +54,7 @@ class PTBNASEnv(NASEnv):
     """
 
     score_key: ClassVar[str] = "val_ppl"
+    score_lower_is_better: ClassVar[bool] = True
 
     def __init__(
         self,

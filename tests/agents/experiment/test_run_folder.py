@@ -1,4 +1,4 @@
-"""The run folder every backend writes, and the runner's argument rules (explicit flags, m and --num-envs)."""
+"""The run folder every backend writes (old folders too), its closing summary, and the runner's argument rules."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.base import ChildRecord
-from agents.experiment.run_folder import RunFolder, read_results
+from agents.experiment.run_folder import RunFolder, read_results, score_of, summary_text
+from agents.experiment.run_folder.describe import learning_line, short_arch
+from agents.experiment.run_folder.records import format_score
 from agents.experiment.runner import main as runner_main
 from agents.experiment.runner import parse_args
 from agents.experiment.search import SearchArgs, run_search
@@ -152,3 +155,87 @@ def test_best_json_follows_the_records_a_resume_keeps(tmp_path: Path) -> None:
     none_left.start({}, total=3, desc="test", progress=False, resumed_children=0, exact_replay=False)
     none_left.close()
     assert not (tmp_path / "run" / "best.json").exists()
+
+
+# --- what a record's score is, old folders, the closing summary ----------------------------------------
+def old_record(index: int, reward: float, **metric: float) -> dict:
+    """A results.jsonl line as written before records named their score (val_acc always; val_ppl for PTB)."""
+    return {"index": index, "reward": reward, "status": "ok", "val_acc": metric.get("val_acc", 0.0),
+            "val_acc_history": [], **metric, "params": 10, "flops": 20, "train_seconds": 0.1, "cache_hit": False,
+            "seed": index, "result_seed": index, "num_layers": 1, "arch": arch(8 + index), "time": 0.0}
+
+
+@pytest.mark.parametrize(("metric", "new_info", "shown"), [
+    ("val_acc", {"val_acc": 0.95, "score_key": "val_acc", "score_lower_is_better": False}, "val_acc 0.9500"),
+    ("val_ppl", {"val_ppl": 80.0, "score_key": "val_ppl", "score_lower_is_better": True}, "val_ppl 80.00"),
+])
+def test_an_old_run_folder_loads_and_resumes(tmp_path: Path, metric: str, new_info: dict, shown: str) -> None:
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text('{"env": "x"}')
+    scores = {"val_acc": [0.5, 0.8], "val_ppl": [200.0, 120.0]}[metric]
+    old = [old_record(i, r, **{metric: s}) for i, (r, s) in enumerate(zip([0.5, 0.8], scores, strict=True))]
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    folder = RunFolder(run, pictures=False)
+    folder.start({"env": "x"}, total=3, desc="test", progress=False)
+    assert folder.written == 2 and folder.best["index"] == 1
+    assert f"{metric} {format_score(scores[1])}" in folder.summary()  # the old best, by its own metric
+    info = {**child(2, 0.9).info, **new_info}
+    if metric == "val_ppl":  # a language-model child: no accuracy
+        del info["val_acc"], info["val_acc_history"]
+    folder.record_child(ChildRecord(2, 0.9, info))
+    folder.close()
+    new = read_results(run / "results.jsonl")[-1]
+    assert new["score_key"] == metric and new[metric] == new_info[metric]
+    assert new["score_lower_is_better"] is new_info["score_lower_is_better"]
+    assert (metric == "val_acc") == ("val_acc" in new)  # a perplexity child's record carries no accuracy
+    assert json.loads((run / "best.json").read_text())["index"] == 2 and shown in folder.summary()
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert [e.value for e in events.Scalars(f"search/best_{metric}")] == [pytest.approx(new_info[metric])]
+    assert f"child/{metric}" in events.Tags()["scalars"]
+
+
+@pytest.mark.parametrize(("env", "metric", "lower"), [("NASRL-Digits-v0", "val_acc", False),
+                                                      ("NASRL-PTB-v0", "val_ppl", True)])
+def test_records_name_the_score_the_env_reports(tmp_path: Path, env: str, metric: str, lower: bool) -> None:
+    run = run_search(SearchArgs(env=env, episodes=2, children_per_update=2, logdir=str(tmp_path), run_name="run",
+                                env_kwargs={"evaluator": "synthetic"}, progress=False))
+    for record in read_results(run / "results.jsonl"):
+        assert record["score_key"] == metric and record["score_lower_is_better"] is lower
+        assert score_of(record) == (metric, record[metric]) and len(record[f"{metric}_history"]) == 1
+
+
+def test_the_closing_summary_says_what_was_found_and_whether_the_search_learned(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "logs" / "run", pictures=False)
+    folder.start({}, total=120, desc="test", progress=False)
+    for i in range(120):  # rewards rise: 0.3 for the first 50, 0.6 from child 70 on (and the best, 0.95)
+        folder.record_child(child(i, 0.3 if i < 50 else 0.6 if i >= 70 else 0.45, num_filters=8 + i % 7))
+    folder.record_child(child(120, 0.95, num_filters=64))  # the best, a single 3x3 layer of 64 filters
+    folder.close()
+    lines = folder.summary(", 3 updates").splitlines()
+    assert lines == [
+        "search: 121 children (0 served from the store, 3 updates)",
+        "best architecture (best.json): child 120, val_acc 0.9500, params 10",
+        "  layers (filter x filters): 3x3x64",
+        "mean reward: 0.3000 over the first 50 children, 0.6070 over the last 50 (+0.3070)",
+        f"run folder: {tmp_path / 'logs' / 'run'}",
+        f"TensorBoard: tensorboard --logdir {tmp_path / 'logs'}",
+    ]
+
+
+def test_a_short_search_compares_its_first_and_last_fifth_and_a_long_arch_is_left_to_best_json(
+        tmp_path: Path) -> None:
+    rewards = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.2]
+    assert learning_line(rewards) == "mean reward: 0.1500 over the first 2 children, 0.5500 over the last 2 (+0.4000)"
+    assert learning_line([0.5]) is None
+    deep = json.dumps({"type": "cnn", "pool_after": [], "layers": [
+        {"filter_height": 3, "filter_width": 3, "stride_height": 1, "stride_width": 1, "num_filters": 36,
+         "inputs": list(range(1, i + 1))} for i in range(20)]})
+    record = {"index": 0, "reward": 0.5, "val_acc": 0.5, "params": 10, "arch": deep}
+    assert short_arch(record) is None
+    assert short_arch({**record, "arch": arch(8)}) == "3x3x8"
+    text = summary_text(tmp_path / "run", [record], record, 0)
+    assert "best architecture (best.json): child 0, val_acc 0.5000" in text and "layers" not in text
+    assert "mean reward" not in text  # one child: nothing to compare
+    assert format_score(None) == "-" and format_score(0.91234) == "0.9123" and format_score(123.456) == "123.46"

@@ -162,12 +162,12 @@ def test_default_grid_is_sixteen_paper_like_points() -> None:
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"momentum": [0.9]}, r"unknown grid key\(s\) \['momentum'\]"),
     ({"lr": []}, "grid 'lr' is empty"),
-    ({"lr": [0.1, -0.1]}, "grid lr values must be > 0"),
-    ({"bn_eps": [0]}, "grid bn_eps values must be > 0"),
-    ({"weight_decay": [-1e-4]}, "grid weight_decay values must be >= 0"),
-    ({"lr_decay_epoch": [11]}, r"lr_decay_epoch values must be ints in 1\.\.10"),
-    ({"lr_decay_epoch": [2.5]}, r"lr_decay_epoch values must be ints in 1\.\.10"),
-    ({"lr": ["fast"]}, "grid lr values must be finite numbers"),
+    ({"lr": [0.1, -0.1]}, "each grid lr value must be a finite number > 0, got -0.1"),
+    ({"bn_eps": [0]}, "each grid bn_eps value must be a finite number > 0, got 0"),
+    ({"weight_decay": [-1e-4]}, "each grid weight_decay value must be a finite number >= 0"),
+    ({"lr_decay_epoch": [11]}, r"each grid lr_decay_epoch value .* must be an integer >= 1 and <= 10, got 11"),
+    ({"lr_decay_epoch": [2.5]}, r"each grid lr_decay_epoch value .* must be an integer >= 1 and <= 10, got 2\.5"),
+    ({"lr": ["fast"]}, "each grid lr value must be a finite number > 0, got 'fast'"),
 ])
 def test_bad_grids_are_named(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -190,7 +190,8 @@ def test_bad_inputs_are_named_before_any_training(tmp_path: Path) -> None:
         train_final(FinalConfig(source=str(arch_path), dataset="digits", epochs=2, grid_epochs=5, progress=False))
     with pytest.raises(ValueError, match="dataset must be one of"):
         train_final(FinalConfig(source=str(arch_path), dataset="imagenet", progress=False))
-    with pytest.raises(ValueError, match="test_size must be an int in"):
+    held_out = r"test_size \(images held out of the search's 1500 training images\) must be an integer >= 1 and <= 1498"
+    with pytest.raises(ValueError, match=held_out + ", got 0"):
         train_final(FinalConfig(source=str(arch_path), dataset="digits", test_size=0, epochs=1, progress=False,
                                 out=str(tmp_path / "o")))
 
