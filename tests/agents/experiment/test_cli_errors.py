@@ -74,7 +74,7 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], str]] = {
     "unknown SB3 keyword": (RUNNER, search("--agent", "ppo", "--agent-kwargs", '{"learning_rat": 1}'),
                             "key 'learning_rat' is not a keyword of agent 'ppo' (did you mean 'learning_rate'?)"),
     "bad agent value": (RUNNER, search("--agent-kwargs", '{"lr": -1}'), "lr must be a finite number > 0, got -1"),
-    "bad env value": (RUNNER, search(env_kwargs={"num_layers": 0, **SYNTHETIC}), "num_layers must be a positive int"),
+    "bad env value": (RUNNER, search(env_kwargs={"num_layers": 0, **SYNTHETIC}), "num_layers must be an integer >= 1, got 0"),
     "unknown evaluator": (RUNNER, search(env_kwargs={"evaluator": "nope"}), "got 'nope'"),
     "missing CIFAR-10": (RUNNER, search("--env", "NASRL-CIFAR10-v0",
                                         env_kwargs={"data_root": "/nonexistent", "download": False}),
