@@ -65,7 +65,7 @@ def data_path(dataset: str) -> Any:
     return root / "datasets" / "nasbench201" / f"{DATASETS[dataset][0]}.pkl"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared and hashed by identity
 class NB201Table:
     """One dataset's results; arrays indexed ``[row(, seed)]`` with row = the cell's key in base 5.
 

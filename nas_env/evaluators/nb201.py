@@ -37,7 +37,6 @@ class NB201Evaluator:
         self._seconds = table.search_seconds().tolist()
         self._latency = table.latency.tolist()
         self._size = table.model_size.tolist()
-        self._strings: dict[int, str] = {}
 
     def fingerprint(self) -> str:
         key = f"nb201/{self.table.dataset}/{self.table.sha256}/{self.noise}"
@@ -49,12 +48,9 @@ class NB201Evaluator:
         i = arch.index
         seeds = self._val[i]
         val_acc = seeds[int(seed) % len(seeds)] if self.noise == "seed" else self._mean[i]
-        arch_str = self._strings.get(i)
-        if arch_str is None:
-            arch_str = self._strings[i] = arch.to_arch_str()
         size = self._size[i]
         metrics: dict[str, Any] = {
-            "val_acc": val_acc, "val_acc_history": [val_acc], "arch_str": arch_str,
+            "val_acc": val_acc, "val_acc_history": [val_acc], "arch_str": arch.arch_str,
             "regret": self.best_mean - self._mean[i], "train_seconds": self._seconds[i],
             "latency": self._latency[i], "model_size": size, "params": round(size * MILLION), "table_index": i,
         }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from nas_env.spaces.base import TokenSpec, canonical_json, check_actions
@@ -45,12 +46,13 @@ class NB201Architecture:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", _check_ops(self.ops))
 
-    @property
+    # cached: an env meets the same (immutable) cell object again and again, and an episode is microseconds
+    @cached_property
     def key(self) -> str:
         """The six op indices as digits ("333133"): NAS-Bench-201's table key."""
         return "".join(str(OPS.index(op)) for op in self.ops)
 
-    @property
+    @cached_property
     def index(self) -> int:
         """The cell's row among the 15,625: its key read in base 5."""
         return int(self.key, len(OPS))
@@ -109,7 +111,16 @@ class NB201Architecture:
 
     def to_json(self) -> str:
         """Canonical JSON: equal architectures give identical text."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
         return canonical_json(self.to_dict())
+
+    @cached_property
+    def arch_str(self) -> str:
+        """:meth:`to_arch_str`, computed once."""
+        return self.to_arch_str()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NB201Architecture:
