@@ -1,6 +1,7 @@
 """Benchmark a NASRL-Bench env: whole episodes (every token plus the table lookup) beside CartPole-v1's.
 
-Run: ``python scripts/bench_table_env.py`` (a few seconds; ``--env NASRL-Bench201-CIFAR10-v0`` for NAS-Bench-201). Both envs are timed in this one run, on
+Run: ``python scripts/bench_table_env.py`` (a few seconds; ``--env NASRL-Bench201-CIFAR10-v0`` for
+NAS-Bench-201). Both envs are timed in this one run, on
 one core, with the same number of steps per episode: CartPole resets and steps as many times as the
 table env has tokens (its episodes end early only if the pole falls; it is then reset and continued).
 The last line is a JSON object with the medians and their ratio.

@@ -68,7 +68,7 @@ class Bench201NASEnv(NASEnv):
             i = self._last_info
             score = i["val_acc"]
             shown = f"{score:.4f}" if isinstance(score, int | float) else score
-            lines.append(f"{i.get('arch_str') or ''}".strip())
             regret = i.get("regret")
-            lines.append(f"status={i['status']} val_acc={shown}" + (f" regret={regret:.4f}" if regret is not None else ""))
+            lines.append(i.get("arch_str") or "")
+            lines.append(f"status={i['status']} val_acc={shown}" + ("" if regret is None else f" regret={regret:.4f}"))
         return "\n".join(line for line in lines if line)
