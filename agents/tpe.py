@@ -66,7 +66,7 @@ class TPEAgent(EpisodicSearchAgent):
         self.constant_liar = check_bool("constant_liar", constant_liar)
         self.history: list[tuple[tuple[int, ...], float]] = []  # (actions, reward) of every told child
         self._study: Any = None
-        self._trials: list[Any] = []  # the current batch's trials, in child order
+        self._trials: list[Any] = []  # the trials of the current update (asked, not told yet), in child order
         self._proposed: np.ndarray = np.zeros((0, 0), dtype=np.int64)  # B x T actions of the current batch
 
     def config(self) -> dict[str, Any]:
@@ -120,9 +120,10 @@ class TPEAgent(EpisodicSearchAgent):
     def _begin_batch(self, batch_size: int) -> None:
         study = self._ensure_study()
         dists, names = self._distributions(), self._param_names()
-        self._trials, rows = [], []
+        rows = []  # the trials accumulate over an update's lockstep batches; the update tells them all
+        first = self.children_done  # the index of this batch's first child (the loop counts finished batches)
         for k in range(batch_size):
-            study.sampler = self._sampler(self.children_done + k)
+            study.sampler = self._sampler(first + k)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 trial = study.ask(dists)

@@ -37,8 +37,9 @@ class Bench201NASEnv(NASEnv):
     :class:`NASEnv`'s keys (`arch` is nasrl's JSON), plus `arch_str` (NAS-Bench-201's notation),
     `regret` (the dataset's best seed-mean val accuracy minus this cell's, a fraction), `train_seconds`
     (the stored 200-epoch time x 12/200: the 12-epoch run NAS-Bench-201's search protocol charges,
-    approximated, since its 12-epoch results are not in the data), `latency` (seconds), `model_size` (MB),
-    `params` (model_size in millions) and `table_index`. There is no test accuracy in the data.
+    approximated, since its 12-epoch results are not in the data), `latency` (seconds), `model_size` (MB
+    of parameters, i.e. millions) and `table_index`. There is no test accuracy (nor FLOPs) in the data:
+    `params` and `flops` are None.
 
     ## Version History
 

@@ -12,8 +12,6 @@ from nas_env.evaluators.base import EvalResult
 from nas_env.evaluators.table import NOISE_MODES
 from nas_env.spaces.nb201 import NB201Architecture
 
-MILLION = 1_000_000
-
 
 class NB201Evaluator:
     """Look a cell up in ``table``: one trained seed's 200-epoch val accuracy (``noise="seed"``, the seed
@@ -21,8 +19,9 @@ class NB201Evaluator:
 
     Metrics: ``val_acc``, ``arch_str`` (NAS-Bench-201's notation), ``regret`` (the dataset's best seed-mean
     val accuracy minus this cell's), ``train_seconds`` (the stored 200-epoch time x 12/200: the 12-epoch run
-    NAS-Bench-201's search protocol charges, approximated), ``latency`` (seconds), ``model_size`` (MB),
-    ``params`` (model_size in millions, as an int) and ``table_index``.
+    NAS-Bench-201's search protocol charges, approximated), ``latency`` (seconds), ``model_size`` (MB of
+    parameters, i.e. millions) and ``table_index``. No ``params`` / ``flops``: the data has no FLOPs, and
+    the run folder records both or neither.
     """
 
     def __init__(self, table: NB201Table, noise: str = "seed") -> None:
@@ -48,10 +47,9 @@ class NB201Evaluator:
         i = arch.index
         seeds = self._val[i]
         val_acc = seeds[int(seed) % len(seeds)] if self.noise == "seed" else self._mean[i]
-        size = self._size[i]
         metrics: dict[str, Any] = {
             "val_acc": val_acc, "val_acc_history": [val_acc], "arch_str": arch.arch_str,
             "regret": self.best_mean - self._mean[i], "train_seconds": self._seconds[i],
-            "latency": self._latency[i], "model_size": size, "params": round(size * MILLION), "table_index": i,
+            "latency": self._latency[i], "model_size": self._size[i], "table_index": i,
         }
         return EvalResult(val_acc, "ok", metrics)
