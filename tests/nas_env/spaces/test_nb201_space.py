@@ -58,7 +58,7 @@ def test_bad_arch_strings_say_what_is_wrong(text: str, message: str) -> None:
 def test_bad_cells_and_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="one op per each of its 6 edges"):
         NB201Architecture(("none",) * 5)
-    with pytest.raises(ValueError, match="6 digits 0..4"):
+    with pytest.raises(ValueError, match=r"6 digits 0\.\.4"):
         NB201Architecture.from_key("333135")
     with pytest.raises(ValueError, match="not an NB201 cell"):
         NB201Architecture.from_dict({"type": "cnn", "layers": []})
