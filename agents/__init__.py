@@ -17,9 +17,10 @@ from agents.evolution import EvolutionAgent
 from agents.random_search import RandomSearchAgent
 from agents.reinforce import ReinforceAgent, ReinforceLoss, reinforce_loss
 from agents.sb3 import SB3_ALGOS, SB3Agent
+from agents.tpe import TPEAgent
 
 AGENTS: dict[str, type[SearchAgent]] = {"reinforce": ReinforceAgent, "random": RandomSearchAgent,
-                                        "evolution": EvolutionAgent}
+                                        "evolution": EvolutionAgent, "tpe": TPEAgent}
 
 
 AGENT_NAMES: tuple[str, ...] = (*AGENTS, *SB3_ALGOS)
@@ -48,6 +49,7 @@ __all__ = [
     "ReinforceLoss",
     "SB3Agent",
     "SearchAgent",
+    "TPEAgent",
     "UpdateStats",
     "child_seed",
     "make_agent",

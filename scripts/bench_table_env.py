@@ -1,6 +1,7 @@
 """Benchmark a NASRL-Bench env: whole episodes (every token plus the table lookup) beside CartPole-v1's.
 
-Run: ``python scripts/bench_table_env.py`` (a few seconds). Both envs are timed in this one run, on
+Run: ``python scripts/bench_table_env.py`` (a few seconds; ``--env NASRL-Bench201-CIFAR10-v0`` for
+NAS-Bench-201). Both envs are timed in this one run, on
 one core, with the same number of steps per episode: CartPole resets and steps as many times as the
 table env has tokens (its episodes end early only if the pole falls; it is then reset and continued).
 The last line is a JSON object with the medians and their ratio.
@@ -26,7 +27,9 @@ class Args:
     """Arguments (one docstring per field)."""
 
     table: str = "digits"
-    """NASRL-Bench table: a shipped name or a .json.gz path"""
+    """NASRL-Bench table: a shipped name or a .json.gz path (for NASRL-Bench-Digits-v0)"""
+    env: str = "NASRL-Bench-Digits-v0"
+    """the table env to time: NASRL-Bench-Digits-v0 (with --table) or a NASRL-Bench201-*-v0 id"""
     episodes: int = 20000
     """episodes of each env to time"""
     seed: int = 0
@@ -62,7 +65,7 @@ def cartpole_episode_us(env: gym.Env, steps: int, episodes: int) -> list[float]:
 def main(argv: list[str] | None = None) -> None:
     args, _, _ = parse_dataclass(Args, argv, prog="bench_table_env.py", description=__doc__)
     torch.set_num_threads(1)
-    env = gym.make("NASRL-Bench-Digits-v0", table=args.table)
+    env = gym.make(args.env, table=args.table) if args.env == "NASRL-Bench-Digits-v0" else gym.make(args.env)
     choices = np.array([s.num_choices for s in env.unwrapped.token_specs])
     rng = np.random.default_rng(args.seed)
     actions = (rng.random((args.episodes, len(choices))) * choices).astype(np.int64)  # valid at every step
@@ -72,9 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     cartpole_episode_us(cartpole, len(choices), 200)
     theirs = statistics.median(cartpole_episode_us(cartpole, len(choices), args.episodes))
     print(f"{'env':<28} {'steps/episode':>13} {'median us/episode':>18} {'episodes/s':>11}")
-    print(f"{'NASRL-Bench-Digits-v0':<28} {len(choices):>13} {ours:>18.1f} {1e6 / ours:>11,.0f}")
+    print(f"{args.env:<28} {len(choices):>13} {ours:>18.1f} {1e6 / ours:>11,.0f}")
     print(f"{'CartPole-v1':<28} {len(choices):>13} {theirs:>18.1f} {1e6 / theirs:>11,.0f}")
-    print(json.dumps({"table_episode_us": round(ours, 2), "cartpole_episode_us": round(theirs, 2),
+    print(json.dumps({"env": args.env, "table_episode_us": round(ours, 2), "cartpole_episode_us": round(theirs, 2),
                       "ratio_to_cartpole": round(ours / theirs, 3), "steps_per_episode": len(choices),
                       "table_episodes_per_s": round(1e6 / ours)}))
 

@@ -1,18 +1,23 @@
 """``nasrl-agent-bench``: compare search agents on a NASRL-Bench table over many seeds, with significance tests.
 
-Each (agent, seed) searches ``--children`` children on ``NASRL-Bench-<table>``: rewards are one trained
-seed's validation accuracy (noisy like real training). The *incumbent* after n children is what a search
-would report (``--incumbent``, :mod:`agents.experiment.incumbent`): by default the architecture with the highest mean
-reward over its evaluations so far, or with ``max`` the one of the single highest reward. It is judged by
-the table's truth:
+Each (agent, seed) searches ``--children`` children on ``NASRL-Bench-<table>`` (``--table digits`` or a
+.json.gz path), or on NAS-Bench-201 (``--table nb201-cifar10``, ``nb201-cifar100``, ``nb201-imagenet16``):
+rewards are one trained seed's validation accuracy (noisy like real training). The *incumbent* after n
+children is what a search would report (``--incumbent``, :mod:`agents.experiment.incumbent`): by default
+the architecture with the highest mean reward over its evaluations so far, or with ``max`` the one of the
+single highest reward. It is judged by the table's truth:
 
 * regret = the table's best mean val accuracy minus the incumbent's mean val accuracy;
 * the incumbent's mean test accuracy (a split that never fed a reward);
 
-against children and against simulated wall-clock (the sum of the children's stored training seconds).
+against children and against simulated wall-clock (the sum of the children's stored training seconds;
+on NAS-Bench-201 its 12-epoch charge, approximated). NAS-Bench-201's regrets are in points of validation
+accuracy (percent), as its literature writes them, and it has no test accuracy.
 Outputs in ``--out``: ``curves.csv`` and ``regret.png`` (median and interquartile band over seeds),
-``table.md`` / ``table.csv`` (at 50, 100, 200, 500, 1,000 children: median regret and test accuracy, and
-the one-sided Mann-Whitney U p-values of "regret below random search's" and below evolution's),
+``table.md`` / ``table.csv`` (at 50, 100, 200, 500, 1,000 children, and at ``--seconds`` of simulated time,
+by default NAS-Bench-201's budget of 12,000 s and 2x, 4x on its tables: median regret and test accuracy,
+and the one-sided Mann-Whitney U p-values of "regret below the baseline's" for each baseline that ran:
+random search, evolution, REA and the two TPEs),
 ``runs.jsonl`` (per run: the incumbent's regret after every child, and every child's table row, reward and
 status, so that another incumbent rule can be applied afterwards) and ``summary.json``.
 
@@ -51,10 +56,25 @@ AGENT_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "evolution": ("evolution", {"population_size": 100, "sample_size": 25}),  # Real et al. 2019
     "maskable_ppo": ("maskable_ppo", {"batch_size": ROLLOUT, "n_epochs": 4}),
     "ppo": ("ppo", {"invalid_action": "wrap", "batch_size": ROLLOUT, "n_epochs": 4}),
+    # REA as NAS-Bench-201 runs it: population 10, tournament 3, one child at a time, one-edge mutations
+    "rea": ("evolution", {"population_size": 10, "sample_size": 3, "children_per_update": 1}),
+    # Optuna's TPE, sequential; the independent one (Optuna 4's default sampler) and the multivariate one
+    "tpe": ("tpe", {"multivariate": False, "children_per_update": 1}),
+    "tpe-multivariate": ("tpe", {"multivariate": True, "children_per_update": 1}),
 }
+DIGITS_AGENTS = ("reinforce-paper", "reinforce", "random", "evolution", "maskable_ppo", "ppo")
+NB201_AGENTS = ("random", "rea", "evolution", "tpe", "tpe-multivariate", "reinforce", "reinforce-paper",
+                "maskable_ppo")
 CHECKPOINTS = (50, 100, 200, 500, 1000)
+NB201_BUDGET = 12_000.0  # NAS-Bench-201's search budget in simulated seconds (its 12-epoch protocol)
+NB201_SECONDS = (NB201_BUDGET, 2 * NB201_BUDGET, 4 * NB201_BUDGET)
 BASELINE = "random"
 STRONG_BASELINE = "evolution"  # the non-RL baseline NAS benchmarks report: a second p-value against it
+# every label a p-value is computed against when it ran (rows hold p_vs_<label>, None when it did not)
+BASELINES = (BASELINE, STRONG_BASELINE, "rea", "tpe", "tpe-multivariate")
+NB201_PREFIX = "nb201-"
+NB201_ENVS = {"cifar10": "NASRL-Bench201-CIFAR10-v0", "cifar100": "NASRL-Bench201-CIFAR100-v0",
+              "imagenet16": "NASRL-Bench201-ImageNet16-v0"}
 
 
 @dataclass
@@ -62,9 +82,11 @@ class AgentBenchArgs:
     """Arguments of ``nasrl-agent-bench`` (one docstring per field)."""
 
     table: str = "digits"
-    """NASRL-Bench table: a shipped name or a .json.gz path"""
-    agents: list[str] = field(default_factory=lambda: list(AGENT_SPECS))
-    """agent labels: built-in ones and those of --variants"""
+    """NASRL-Bench table: a shipped name or a .json.gz path, or NAS-Bench-201's nb201-cifar10, nb201-cifar100,
+    nb201-imagenet16"""
+    agents: list[str] = field(default_factory=list)
+    """agent labels: built-in ones and those of --variants (default: the table's set, see DIGITS_AGENTS and
+    NB201_AGENTS)"""
     variants: dict[str, Any] = field(default_factory=dict)
     """extra labels (JSON): {"label": {"agent": "reinforce", "kwargs": {...}}}"""
     seeds: int = 20
@@ -79,6 +101,8 @@ class AgentBenchArgs:
     """rewards: "seed" (one trained seed's accuracy, chosen by the episode seed) or "mean" (the seed mean)"""
     epochs: int = 0
     """fidelity: the epoch of the stored histories used as reward (0: the table's last)"""
+    seconds: list[float] = field(default_factory=list)
+    """checkpoints in simulated training seconds (default: none; NAS-Bench-201: 12000, 24000, 48000)"""
     incumbent: str = "mean"
     """the incumbent rule (agents.experiment.incumbent):
     mean (an architecture's mean reward) or max (best single reward)"""
@@ -88,17 +112,60 @@ class AgentBenchArgs:
     """output folder"""
 
 
-def resolve_agents(args: AgentBenchArgs) -> dict[str, tuple[str, dict[str, Any]]]:
-    """label -> (agent, kwargs) for the requested labels; a ValueError names an unknown one."""
+@dataclass(frozen=True)
+class BenchSource:
+    """What the bench needs of a table: the env to search, the truth to judge by, its units and defaults."""
+
+    name: str
+    env_id: str
+    env_kwargs: dict[str, Any]  # besides noise (and epochs for NASRL-Bench tables)
+    mean_val: np.ndarray  # per table row, in the unit regrets are reported in
+    mean_test: np.ndarray  # NaN where the table has no test accuracy
+    unit: str  # what a regret of 1 is
+    seconds: tuple[float, ...]  # default checkpoints in simulated seconds
+    agents: tuple[str, ...]  # default labels
+    has_epochs: bool  # whether --epochs (a fidelity) applies
+
+
+def is_nb201(table: str) -> bool:
+    return table.startswith(NB201_PREFIX)
+
+
+def open_source(table: str, epochs: int = 0) -> BenchSource:
+    """The bench source of ``--table``: a NASRL-Bench table (name or path) or ``nb201-<dataset>``."""
+    if is_nb201(table):
+        from nas_env.bench.nb201 import load_table
+
+        dataset = table[len(NB201_PREFIX):]
+        if dataset not in NB201_ENVS:
+            raise ValueError(f"--table {table!r}: NAS-Bench-201 tables are "
+                             f"{', '.join(NB201_PREFIX + d for d in NB201_ENVS)}")
+        if epochs:
+            raise ValueError(f"--epochs {epochs}: NAS-Bench-201's data holds only its 200-epoch results (use 0)")
+        t = load_table(dataset)
+        return BenchSource(t.name, NB201_ENVS[dataset], {"dataset": dataset}, 100.0 * t.mean_val(),
+                           np.full(t.num_archs, np.nan), "points of validation accuracy (percent)", NB201_SECONDS,
+                           NB201_AGENTS, has_epochs=False)
+    from nas_env.bench.table import BenchTable
+
+    t = _TABLES[table] if table in _TABLES else BenchTable.load(table)
+    return BenchSource(t.name, "NASRL-Bench-Digits-v0", {"table": t}, t.mean_val(epochs or None), t.mean_test(),
+                       "validation accuracy (fraction)", (), DIGITS_AGENTS, has_epochs=True)
+
+
+def resolve_agents(args: AgentBenchArgs, defaults: tuple[str, ...] = DIGITS_AGENTS
+                   ) -> dict[str, tuple[str, dict[str, Any]]]:
+    """label -> (agent, kwargs) for the requested labels (none: ``defaults``); a ValueError names an unknown one."""
     specs = dict(AGENT_SPECS)
     for label, spec in args.variants.items():
         if not isinstance(spec, dict) or "agent" not in spec:
             raise ValueError(f"--variants {label!r} must be {{\"agent\": NAME, \"kwargs\": {{...}}}}, got {spec!r}")
         specs[label] = (spec["agent"], dict(spec.get("kwargs", {})))
-    unknown = [a for a in args.agents if a not in specs]
+    labels = list(args.agents) or list(defaults)
+    unknown = [a for a in labels if a not in specs]
     if unknown:
         raise ValueError(f"--agents {unknown} are not known labels: {', '.join(specs)} (or add --variants)")
-    chosen = {label: specs[label] for label in args.agents}
+    chosen = {label: specs[label] for label in labels}
     for label, (agent, kwargs) in chosen.items():  # checked here: in a worker process the error would come late
         if agent not in AGENT_NAMES:
             raise ValueError(f"--variants {label!r}: agent {agent!r} is not one of {', '.join(AGENT_NAMES)}")
@@ -123,13 +190,14 @@ def run_one(table: str, label: str, agent_name: str, kwargs: dict[str, Any], see
 
     torch.set_num_threads(1)
     torch.distributions.Distribution.set_default_validate_args(False)  # SB3's per-step argument checks: speed only
-    if table not in _TABLES:
-        _TABLES[table] = BenchTable.load(table)
+    if not is_nb201(table) and table not in _TABLES:
+        _TABLES[table] = BenchTable.load(table)  # once per worker process (NAS-Bench-201's loader caches itself)
+    source = open_source(table, epochs)
     kwargs = dict(kwargs)
-    env_kwargs = {"table": _TABLES[table], "noise": noise, "epochs": epochs or None}
+    env_kwargs = {**source.env_kwargs, "noise": noise, **({"epochs": epochs or None} if source.has_epochs else {})}
     if "invalid_action" in kwargs:  # an env setting a mask-blind agent needs (plain PPO: wrap invalid actions)
         env_kwargs["invalid_action"] = kwargs.pop("invalid_action")
-    envs = gym.make_vec("NASRL-Bench-Digits-v0", num_envs=1, vectorization_mode="sync", **env_kwargs)
+    envs = gym.make_vec(source.env_id, num_envs=1, vectorization_mode="sync", **env_kwargs)
     if kwargs.get("batch_size") == ROLLOUT:
         kwargs["batch_size"] = kwargs.get(
             "n_steps", kwargs.get("children_per_update", m) * len(envs.envs[0].get_wrapper_attr("token_specs")))
@@ -188,9 +256,8 @@ def mann_whitney_less(a: np.ndarray, b: np.ndarray) -> float:
 
 def benchmark(args: AgentBenchArgs) -> dict[str, Any]:
     """Run every (agent, seed), write the outputs, return the summary."""
-    from nas_env.bench.table import BenchTable
-
-    agents = resolve_agents(args)
+    source = open_source(args.table, args.epochs)
+    agents = resolve_agents(args, source.agents)
     for name in ("seeds", "children", "children_per_update", "workers"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -198,9 +265,10 @@ def benchmark(args: AgentBenchArgs) -> dict[str, Any]:
         raise ValueError(f"--incumbent must be one of {', '.join(INCUMBENT_RULES)}, got {args.incumbent!r}")
     if args.noise not in ("seed", "mean"):
         raise ValueError(f"--noise must be seed or mean, got {args.noise!r}")
-    table = BenchTable.load(args.table)
-    fidelity = args.epochs or None
-    mean_val, mean_test = table.mean_val(fidelity), table.mean_test()
+    seconds = [float(v) for v in args.seconds] if args.seconds else list(source.seconds)
+    if any(not v > 0 for v in seconds):
+        raise ValueError(f"--seconds must be positive simulated seconds, got {args.seconds}")
+    mean_val, mean_test = source.mean_val, source.mean_test
     best_mean = float(mean_val.max())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,10 +299,12 @@ def benchmark(args: AgentBenchArgs) -> dict[str, Any]:
     _write_curves(out, regrets, tests, timed, grid)
     checkpoints = [c for c in CHECKPOINTS if c <= args.children] or [args.children]
     rows = _table_rows(regrets, tests, checkpoints)
-    _write_table(out, rows, checkpoints, args)
-    _plot(out, regrets, timed, grid, table.name)
-    summary = {"args": asdict(args), "table": table.name, "table_best_mean_val": best_mean, "seconds": elapsed,
-               "rows": rows, "agents": {k: [v[0], v[1]] for k, v in agents.items()}}
+    time_rows = _time_rows(by_label, seconds)
+    _write_table(out, rows, checkpoints, args, source.unit, time_rows, seconds)
+    _plot(out, regrets, timed, grid, source.name, source.unit, seconds)
+    summary = {"args": asdict(args), "table": source.name, "table_best_mean_val": best_mean, "unit": source.unit,
+               "seconds": elapsed, "rows": rows, "time_rows": time_rows,
+               "agents": {k: [v[0], v[1]] for k, v in agents.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print((out / "table.md").read_text())
     print(f"{len(runs)} runs of {args.children} children in {elapsed:.1f} s with {args.workers} workers; "
@@ -248,34 +318,85 @@ def _table_rows(regrets: dict[str, np.ndarray], tests: dict[str, np.ndarray],
     for label, reg in regrets.items():
         for c in checkpoints:
             r, t = reg[:, c - 1], tests[label][:, c - 1]
-            p = {f"p_vs_{base}": mann_whitney_less(r, regrets[base][:, c - 1])
-                 if base in regrets and label not in (base, BASELINE) else None
-                 for base in (BASELINE, STRONG_BASELINE)}
+            p = _p_values(label, r, {base: regrets[base][:, c - 1] for base in BASELINES if base in regrets})
+            test = float(np.nanmedian(t)) if not np.isnan(t).all() else None  # None: the table has no test split
             rows.append({"agent": label, "children": c, "median_regret": float(np.nanmedian(r)),
                          "q25_regret": float(np.nanpercentile(r, 25)), "q75_regret": float(np.nanpercentile(r, 75)),
-                         "median_test_acc": float(np.nanmedian(t)), **p})
+                         "median_test_acc": test, **p})
     return rows
 
 
-def _write_table(out: Path, rows: list[dict[str, Any]], checkpoints: list[int], args: AgentBenchArgs) -> None:
+def _p_values(label: str, values: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """p_vs_<b> for every b of :data:`BASELINES`: None for b itself, for random, and for a baseline that did not run."""
+    out: dict[str, float | None] = {}
+    for base in BASELINES:
+        ok = base in baselines and label not in (base, BASELINE)
+        a, b = (values[~np.isnan(values)], baselines[base][~np.isnan(baselines[base])]) if ok else (values, values)
+        out[f"p_vs_{base}"] = mann_whitney_less(a, b) if ok and len(a) and len(b) else None
+    return out
+
+
+def _time_rows(by_label: dict[str, list[dict[str, Any]]], seconds: list[float]) -> list[dict[str, Any]]:
+    """At each simulated time: the incumbent's regret over the runs whose children reached it (``reached``)."""
+    values: dict[str, dict[float, np.ndarray]] = {}
+    for label, runs in by_label.items():
+        values[label] = {}
+        for s in seconds:
+            v = np.array([at_times(r["regret"], r["seconds"], np.array([s]))[0] if np.sum(r["seconds"]) >= s
+                          else np.nan for r in runs])
+            values[label][s] = v
+    rows = []
+    for label, per_time in values.items():
+        for s, v in per_time.items():
+            reached = float(np.mean(~np.isnan(v)))
+            stats = {"median_regret": float(np.nanmedian(v)), "q25_regret": float(np.nanpercentile(v, 25)),
+                     "q75_regret": float(np.nanpercentile(v, 75))} if reached else {
+                "median_regret": None, "q25_regret": None, "q75_regret": None}
+            p = _p_values(label, v, {b: values[b][s] for b in BASELINES if b in values})
+            rows.append({"agent": label, "seconds": s, "reached": reached, **stats, **p})
+    return rows
+
+
+def _write_table(out: Path, rows: list[dict[str, Any]], checkpoints: list[int], args: AgentBenchArgs,
+                 unit: str = "validation accuracy (fraction)", time_rows: list[dict[str, Any]] | None = None,
+                 seconds: list[float] | None = None) -> None:
+    time_rows, seconds = time_rows or [], seconds or []
     with (out / "table.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=["axis", *rows[0], "seconds", "reached"], restval="")
         writer.writeheader()
-        writer.writerows(rows)
-    head = "| agent | " + " | ".join(f"{c} children" for c in checkpoints) + " |"
-    lines = [f"Median regret (IQR) of the incumbent ({args.incumbent} rule), {args.seeds} seeds; p: one-sided "
-             f"Mann-Whitney U, regret lower than {BASELINE}'s (and, after /, than {STRONG_BASELINE}'s)", "", head,
+        writer.writerows({"axis": "children", **r} for r in rows)
+        writer.writerows({"axis": "simulated_seconds", **r} for r in time_rows)
+    labels = list(dict.fromkeys(r["agent"] for r in rows))
+    # the p-values shown: BASELINE and STRONG_BASELINE always (a "-" when absent), the other baselines when they ran
+    shown_bases = [b for b in BASELINES if b in (BASELINE, STRONG_BASELINE) or b in labels]
+    lines = [f"Median regret (IQR) of the incumbent ({args.incumbent} rule), {args.seeds} seeds, in {unit}; p: "
+             f"one-sided Mann-Whitney U, regret lower than {' / '.join(b + chr(39) + 's' for b in shown_bases)}",
+             "", "| agent | " + " | ".join(f"{c} children" for c in checkpoints) + " |",
              "|---|" + "---|" * len(checkpoints)]
-    for label in dict.fromkeys(r["agent"] for r in rows):
-        cells = []
-        for c in checkpoints:
-            r = next(x for x in rows if x["agent"] == label and x["children"] == c)
-            ps = (r[f"p_vs_{BASELINE}"], r[f"p_vs_{STRONG_BASELINE}"])
-            shown = any(v is not None for v in ps)
-            p = ", p=" + " / ".join("-" if v is None else f"{v:.2g}" for v in ps) if shown else ""
-            cells.append(f"{r['median_regret']:.4f} ({r['q25_regret']:.4f}-{r['q75_regret']:.4f}){p}")
+    for label in labels:
+        cells = [_cell(next(x for x in rows if x["agent"] == label and x["children"] == c), shown_bases)
+                 for c in checkpoints]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if seconds:
+        lines += ["", "At simulated training seconds (the incumbent among the children finished by then; "
+                  "n/a when a run's children did not reach that time):", "",
+                  "| agent | " + " | ".join(f"{s:,.0f} s" for s in seconds) + " |", "|---|" + "---|" * len(seconds)]
+        for label in labels:
+            cells = [_cell(next(x for x in time_rows if x["agent"] == label and x["seconds"] == s), shown_bases)
+                     for s in seconds]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(row: dict[str, Any], bases: list[str]) -> str:
+    """``median (q25-q75), p=a / b``; ``n/a`` without a value; a share of runs when not all reached it."""
+    if row["median_regret"] is None:
+        return "n/a"
+    ps = [row[f"p_vs_{b}"] for b in bases]
+    p = ", p=" + " / ".join("-" if v is None else f"{v:.2g}" for v in ps) if any(v is not None for v in ps) else ""
+    reached = row.get("reached", 1.0)
+    share = f" [{reached:.0%} of runs]" if reached < 1 else ""
+    return f"{row['median_regret']:.4f} ({row['q25_regret']:.4f}-{row['q75_regret']:.4f}){p}{share}"
 
 
 def _write_curves(out: Path, regrets: dict[str, np.ndarray], tests: dict[str, np.ndarray],
@@ -295,7 +416,7 @@ def _write_curves(out: Path, regrets: dict[str, np.ndarray], tests: dict[str, np
 
 
 def _plot(out: Path, regrets: dict[str, np.ndarray], timed: dict[str, np.ndarray], grid: np.ndarray,
-          name: str) -> None:
+          name: str, unit: str = "validation accuracy (fraction)", seconds: list[float] | None = None) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 4.5))
@@ -313,10 +434,13 @@ def _plot(out: Path, regrets: dict[str, np.ndarray], timed: dict[str, np.ndarray
         ax.set_yscale("symlog", linthresh=1e-3)  # regret reaches 0 when the optimum is found
         ax.set_ylim(bottom=0)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("regret of the incumbent (mean val acc)")
+        ax.set_ylabel(f"regret of the incumbent\n({unit})")
         ax.grid(alpha=0.3)
+    for s in seconds or ():
+        axes[1].axvline(s, color="#888888", lw=0.8, ls="--")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"NASRL-Bench-{name}: median and interquartile band over seeds")
+    title = name if name.startswith(NB201_PREFIX) else f"NASRL-Bench-{name}"
+    fig.suptitle(f"{title}: median and interquartile band over seeds")
     fig.tight_layout()
     fig.savefig(out / "regret.png", dpi=110)
 

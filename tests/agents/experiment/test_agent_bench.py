@@ -68,3 +68,30 @@ def test_a_small_benchmark_writes_curves_table_and_plot(tmp_path: Path) -> None:
         benchmark(AgentBenchArgs(table=str(table_path), incumbent="last", out=str(out)))
     with pytest.raises(ValueError, match="not known labels"):
         benchmark(AgentBenchArgs(table=str(table_path), agents=["genetic"], out=str(out)))
+
+
+def test_nas_bench_201_tables_report_points_seconds_and_the_new_baselines(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    from nas_env.bench.nb201 import load_table
+
+    out = tmp_path / "nb201"
+    summary = benchmark(AgentBenchArgs(table="nb201-cifar10", agents=["random", "rea", "tpe-multivariate"], seeds=2,
+                                       children=30, workers=1, seconds=[500.0, 1e9], out=str(out)))
+    assert summary["table"] == "nb201-cifar10" and summary["unit"].startswith("points")
+    mean_val = 100 * load_table("cifar10").mean_val()
+    assert summary["table_best_mean_val"] == pytest.approx(91.6067, abs=1e-3)
+    for line in (out / "runs.jsonl").read_text().splitlines():  # regrets in points, reproduced from the rows
+        run = json.loads(line)
+        again, _ = incumbent_curves(run, mean_val, np.full(len(mean_val), np.nan), float(mean_val.max()))
+        np.testing.assert_allclose(again, np.array(run["regret"], dtype=float), atol=1e-4)
+    row = next(r for r in summary["rows"] if r["agent"] == "tpe-multivariate" and r["children"] == 30)
+    assert row["median_test_acc"] is None and 0 <= row["p_vs_rea"] <= 1 and row["p_vs_tpe-multivariate"] is None
+    times = {(r["agent"], r["seconds"]): r for r in summary["time_rows"]}
+    assert times["rea", 500.0]["reached"] == 1.0 and times["rea", 500.0]["median_regret"] >= 0
+    assert times["rea", 1e9]["reached"] == 0.0 and times["rea", 1e9]["median_regret"] is None
+    text = (out / "table.md").read_text()
+    assert "points of validation accuracy" in text and "| 500 s | 1,000,000,000 s |" in text and "n/a" in text
+    with pytest.raises(ValueError, match="only its 200-epoch results"):
+        benchmark(AgentBenchArgs(table="nb201-cifar10", epochs=12, out=str(out)))
+    with pytest.raises(ValueError, match="NAS-Bench-201 tables are nb201-cifar10"):
+        benchmark(AgentBenchArgs(table="nb201-mnist", out=str(out)))
