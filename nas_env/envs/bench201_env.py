@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 from nas_env.bench.nb201 import DATASETS, NB201Table, load_table
 from nas_env.envs.nas_env import NASEnv
+from nas_env.evaluators.cached import CachedEvaluator
 from nas_env.evaluators.nb201 import NB201Evaluator
 from nas_env.spaces.nb201 import OPS, NB201SearchSpace, cell_text
-from nas_env.evaluators.cached import CachedEvaluator
 from nas_env.store import ResultStore
 
 
