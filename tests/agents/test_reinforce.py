@@ -252,7 +252,7 @@ def test_agent_threads_do_not_leak_into_child_evaluation() -> None:
 def test_make_agent() -> None:
     assert isinstance(make_agent("reinforce", seed=3), ReinforceAgent)
     assert isinstance(make_agent("random", seed=3), RandomSearchAgent)
-    with pytest.raises(ValueError, match=r"unknown agent 'ppo2'; allowed: reinforce, random, evolution, ppo"):
+    with pytest.raises(ValueError, match=r"unknown agent 'ppo2'; allowed: reinforce, random, evolution, tpe, ppo, a2c"):
         make_agent("ppo2")
     with pytest.raises(ValueError):
         ReinforceAgent(baseline_decay=1.0)
