@@ -282,6 +282,9 @@ class EpisodicSearchAgent(SearchAgent):
         """Actions (B,) at ``step`` for the batch; only rows with ``live`` True are used.
 
         ``masks`` (B x A, bool) are the valid actions; a live row's action must be one of them.
+        ``masks`` is the agent's own copy: an agent may narrow it in place (turn valid actions off,
+        e.g. to never draw a known architecture again), and the loop records the narrowed masks
+        in the :class:`Episode`, so learning sees the distribution that was actually sampled.
         """
 
     @abstractmethod
@@ -456,11 +459,12 @@ class EpisodicSearchAgent(SearchAgent):
             if step >= len(self.token_specs):
                 raise RuntimeError(f"the env did not end after its {len(self.token_specs)} tokens")
             action = first_valid(masks)  # dummy actions for spare and ended sub-envs
-            action[:size] = np.where(live[:size], self._act(step, masks[:size], live[:size]), action[:size])
+            agent_masks = masks[:size].copy()  # the agent may narrow its copy (see _act)
+            action[:size] = np.where(live[:size], self._act(step, agent_masks, live[:size]), action[:size])
             if not masks[np.arange(n), action].all():
                 raise RuntimeError(f"agent chose an invalid action at step {step}: {action.tolist()}")
             acts.append(action[:size].copy())
-            mask_log.append(masks[:size].copy())
+            mask_log.append(agent_masks)
             # Any step can end an episode (an invalid action, or a depth curriculum's shorter child) and
             # train a child: every env step runs with the caller's thread setting, not the controller's.
             with self._evaluation_scope():

@@ -82,6 +82,16 @@ class ReinforceOptions(AgentOptions):
     """Gradient steps per batch: 1 is plain REINFORCE, later steps are PPO's surrogate (local backend only)."""
     clip_ratio: float | None = None
     """PPO's eps for the steps after the first, in (0, 1) (None: the unclipped surrogate; e.g. 0.2)."""
+    unique_children: bool = False
+    """Never draw a known architecture again: at the last token, choices that would complete one already drawn
+    are masked (unless none is left), and learning uses those masks."""
+    top_fraction: float = 1.0
+    """Risk-seeking policy gradient (Petersen et al. 2021): learn only from the batch's best ``top_fraction`` of
+    children, with the batch's ``1 - top_fraction`` reward quantile as their baseline (1.0: every child, EMA baseline)."""
+    queue_size: int = 0
+    """Priority-queue training (Abolafia et al. 2018): keep the best ``queue_size`` distinct architectures seen (0: off)."""
+    queue_coef: float = 0.0
+    """Weight of the queue's log-likelihood (maximised beside the policy gradient; 0: off)."""
     controller_kwargs: dict[str, Any] = field(default_factory=dict)
     """Passed to :class:`Controller` (``hidden_size``, ``init_range``...); default: the paper's 2 x 35 LSTM."""
 
@@ -106,6 +116,10 @@ class ReinforceOptions(AgentOptions):
             "ppo_epochs": check_int("ppo_epochs", self.ppo_epochs, minimum=1),
             "clip_ratio": check_optional("clip_ratio", self.clip_ratio, check_fraction, zero=False,
                                          none="the unclipped surrogate"),
+            "unique_children": check_bool("unique_children", self.unique_children),
+            "top_fraction": check_fraction("top_fraction", self.top_fraction, zero=False, one=True),
+            "queue_size": check_int("queue_size", self.queue_size, minimum=0),
+            "queue_coef": check_number("queue_coef", self.queue_coef, minimum=0),
         }
         if not isinstance(self.controller_kwargs, dict):
             raise ValueError(f"controller_kwargs must be a dict of Controller arguments, "
@@ -270,6 +284,7 @@ class _Batch:
     baseline: float
     advantage_scale: float
     old_log_probs: torch.Tensor  # m: the episodes' log-probabilities before the update
+    queue: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # the queue's actions, masks, steps taken
 
 
 class ReinforceAgent(EpisodicSearchAgent):
@@ -310,6 +325,12 @@ class ReinforceAgent(EpisodicSearchAgent):
         self._state = None
         self._prev: torch.Tensor | None = None
         self._noise: torch.Tensor | None = None
+        self._taken: list[np.ndarray] = []  # this batch's actions so far, per step
+        # unique_children: the architectures drawn, as a prefix -> last-token choices map; children of the
+        # update in progress are added at the update, so a resume replays them exactly
+        self.drawn: dict[tuple[int, ...], set[int]] = {}
+        self._drawing: list[tuple[int, ...]] = []
+        self.queue: list[Episode] = []  # queue_size > 0: the best distinct architectures seen, best first
         self._outer_threads = torch.get_num_threads()
 
     def config(self) -> dict[str, Any]:
@@ -343,6 +364,7 @@ class ReinforceAgent(EpisodicSearchAgent):
     def _begin_batch(self, batch_size: int) -> None:
         self._state = self.controller.initial_state(batch_size)
         self._prev = None
+        self._taken = []
         # The whole batch's sampling noise in one draw: argmax(logits + Gumbel noise) samples softmax(logits).
         self._noise = gumbel_noise((self.controller.num_steps, batch_size, self.num_actions), self.generator,
                                    self.device, self.controller.embedding.weight.dtype)
@@ -358,9 +380,33 @@ class ReinforceAgent(EpisodicSearchAgent):
         scores = logits + self._noise[step, :, : logits.shape[1]]
         if not valid.all():  # usually the mask is exactly the token's choices: nothing to add
             scores = scores + torch.from_numpy(np.where(valid, 0.0, -np.inf)).to(self.device, scores.dtype)
-        actions = torch.argmax(scores, dim=1)
+        if self.options.unique_children and step == self.controller.num_steps - 1:
+            actions = self._draw_unique(scores, masks, live)
+        else:
+            actions = torch.argmax(scores, dim=1)
         self._prev = actions
-        return actions.cpu().numpy()
+        self._taken.append(actions.cpu().numpy())
+        return self._taken[-1]
+
+    def _draw_unique(self, scores: torch.Tensor, masks: np.ndarray, live: np.ndarray) -> torch.Tensor:
+        """The last token of each live row, row by row, never completing an architecture drawn before.
+
+        Narrows ``masks`` in place (the loop records them, so the gradient is that of what was sampled).
+        A row whose every valid choice completes a known architecture keeps its masks and draws a repeat.
+        """
+        prefixes = np.stack(self._taken, axis=1) if self._taken else np.zeros((len(live), 0), dtype=np.int64)
+        actions = torch.argmax(scores, dim=1)
+        for i in np.flatnonzero(live):
+            prefix = tuple(int(a) for a in prefixes[i])
+            known = self.drawn.get(prefix, set()) | {a[-1] for a in self._drawing if a[:-1] == prefix}
+            fresh = masks[i].copy()
+            fresh[list(known)] = False
+            if known and fresh[: scores.shape[1]].any():
+                masks[i] = fresh
+                row = scores[i].masked_fill(~torch.from_numpy(fresh[: scores.shape[1]]).to(self.device), -np.inf)
+                actions[i] = torch.argmax(row)
+            self._drawing.append((*prefix, int(actions[i])))
+        return actions
 
     def _compute_scope(self) -> AbstractContextManager[None]:
         self._outer_threads = torch.get_num_threads()
@@ -397,17 +443,18 @@ class ReinforceAgent(EpisodicSearchAgent):
         return self._first_gradient(episodes)[0]
 
     def _loss(self, batch: _Batch, old_log_probs: torch.Tensor | None = None) -> ReinforceLoss:
-        return reinforce_loss(self.controller, batch.actions, batch.rewards, batch.baseline, batch.masks, batch.taken,
-                              self.options.entropy_coef, advantage_scale=batch.advantage_scale,
-                              skip_penalty=self.options.skip_penalty, skip_target=self.options.skip_target,
-                              old_log_probs=old_log_probs, clip_ratio=self.options.clip_ratio)
+        out = reinforce_loss(self.controller, batch.actions, batch.rewards, batch.baseline, batch.masks, batch.taken,
+                             self.options.entropy_coef, advantage_scale=batch.advantage_scale,
+                             skip_penalty=self.options.skip_penalty, skip_target=self.options.skip_target,
+                             old_log_probs=old_log_probs, clip_ratio=self.options.clip_ratio)
+        if batch.queue is not None:  # priority-queue training: maximise the best architectures' log-likelihood
+            actions, masks, taken = batch.queue
+            logp, _ = self.controller.log_probs(actions, masks)
+            out.loss = out.loss - self.options.queue_coef * logp.masked_fill(~taken, 0.0).sum(1).mean()
+        return out
 
-    def _clip_gradient(self) -> float:
-        max_norm = self.options.max_grad_norm if self.options.max_grad_norm is not None else float("inf")
-        return float(torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm))
-
-    def _first_gradient(self, episodes: list[Episode]) -> tuple[UpdateStats, _Batch]:
-        """The plain REINFORCE gradient in ``.grad``, the update's stats and its batch; moves the baseline on."""
+    def _tensors(self, episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Episodes as padded tensors: actions (m x T), masks (m x T x A), steps taken (m x T)."""
         m, length = len(episodes), self.controller.num_steps
         actions = np.zeros((m, length), dtype=np.int64)
         masks = np.ones((m, length, self.num_actions), dtype=bool)
@@ -415,16 +462,45 @@ class ReinforceAgent(EpisodicSearchAgent):
         for k, ep in enumerate(episodes):
             t = len(ep.actions)
             actions[k, :t], masks[k, :t], taken[k, :t] = ep.actions, ep.masks, True
+        dev = self.device
+        return torch.from_numpy(actions).to(dev), torch.from_numpy(masks).to(dev), torch.from_numpy(taken).to(dev)
+
+    def _remember(self, episodes: list[Episode]) -> None:
+        """Take this update's children into the drawn architectures and the priority queue."""
+        for actions in self._drawing:
+            self.drawn.setdefault(actions[:-1], set()).add(actions[-1])
+        self._drawing = []
+        if self.options.queue_size and self.options.queue_coef:
+            best = {tuple(ep.actions.tolist()): ep for ep in self.queue}
+            for ep in episodes:  # a repeat keeps its best reward
+                key = tuple(ep.actions.tolist())
+                if key not in best or ep.reward > best[key].reward:
+                    best[key] = Episode(-1, ep.actions.copy(), ep.masks.copy(), float(ep.reward), {})
+            self.queue = sorted(best.values(), key=lambda ep: -ep.reward)[: self.options.queue_size]
+
+    def _clip_gradient(self) -> float:
+        max_norm = self.options.max_grad_norm if self.options.max_grad_norm is not None else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm))
+
+    def _first_gradient(self, episodes: list[Episode]) -> tuple[UpdateStats, _Batch]:
+        """The plain REINFORCE gradient in ``.grad``, the update's stats and its batch; moves the baseline on."""
+        m = len(episodes)
+        self._remember(episodes)
         rewards = np.array([ep.reward for ep in episodes], dtype=np.float64)
-        baseline = float(rewards.mean()) if self.baseline is None else self.baseline
+        baseline = ema = float(rewards.mean()) if self.baseline is None else self.baseline
+        learn_from = episodes
+        if self.options.top_fraction < 1.0:  # risk-seeking: the top children, their quantile as the baseline
+            baseline = float(np.quantile(rewards, 1.0 - self.options.top_fraction))
+            learn_from = [ep for ep in episodes if ep.reward >= baseline]
         scale, var = 1.0, None
         if self.options.normalize_advantage:  # the std before this update's rewards, like the baseline
             var = float(np.mean((rewards - baseline) ** 2)) if self.reward_var is None else self.reward_var
             scale = math.sqrt(var) + ADVANTAGE_EPS
         dev = self.device
-        batch = _Batch(torch.from_numpy(actions).to(dev), torch.from_numpy(masks).to(dev),
-                       torch.from_numpy(taken).to(dev), torch.tensor(rewards, dtype=torch.float32, device=dev),
-                       baseline, scale, torch.empty(0))
+        learn_rewards = torch.tensor([ep.reward for ep in learn_from], dtype=torch.float32, device=dev)
+        batch = _Batch(*self._tensors(learn_from), learn_rewards, baseline, scale, torch.empty(0),
+                       self._tensors(self.queue) if self.queue else None)
+        taken = batch.taken.cpu().numpy()
         out = self._loss(batch)
         batch.old_log_probs = out.log_probs.detach().sum(1)
         self.controller.zero_grad(set_to_none=True)
@@ -432,7 +508,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         grad_norm = self._clip_gradient()
 
         # The baseline (and variance) take in this update's rewards only after the advantages used the old values.
-        b = baseline
+        b = ema
         for r in rewards:
             if var is not None:
                 delta = float(r) - b
@@ -465,6 +541,9 @@ class ReinforceAgent(EpisodicSearchAgent):
             "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
             "baseline": self.baseline,
             "reward_var": self.reward_var,
+            "drawn": sorted((*prefix, last) for prefix, lasts in self.drawn.items() for last in lasts),
+            "queue": [(torch.from_numpy(ep.actions.copy()), torch.from_numpy(ep.masks.copy()), ep.reward)
+                      for ep in self.queue],
         }
 
     def _load_policy_state(self, state: dict[str, Any]) -> None:
@@ -473,3 +552,7 @@ class ReinforceAgent(EpisodicSearchAgent):
             self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = None if state.get("baseline") is None else float(state["baseline"])
         self.reward_var = None if state.get("reward_var") is None else float(state["reward_var"])
+        self.drawn, self._drawing = {}, []
+        for actions in state.get("drawn", []):
+            self.drawn.setdefault(tuple(int(a) for a in actions[:-1]), set()).add(int(actions[-1]))
+        self.queue = [Episode(-1, a.numpy().copy(), mk.numpy().copy(), float(r), {}) for a, mk, r in state.get("queue", [])]

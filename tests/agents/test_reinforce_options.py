@@ -126,7 +126,8 @@ def test_paper_preset_is_exactly_the_documented_values() -> None:
     paper = {"children_per_update": 5, "lr": 0.0006, "baseline_decay": 0.95, "baseline_init": None,
              "entropy_coef": 0.0, "max_grad_norm": None, "temperature": 1.0, "tanh_constant": None,
              "op_tanh_reduce": 1.0, "skip_penalty": 0.0, "skip_target": 0.4, "normalize_advantage": False,
-             "ppo_epochs": 1, "clip_ratio": None, "controller_kwargs": {}}
+             "ppo_epochs": 1, "clip_ratio": None, "unique_children": False, "top_fraction": 1.0,
+             "queue_size": 0, "queue_coef": 0.0, "controller_kwargs": {}}
     assert dataclasses.asdict(PRESETS["paper"]) == paper and set(STUDY_KNOBS) == set(paper)
     assert config["preset"] == "paper" and {k: config[k] for k in paper} == paper and config["seed"] == 3
     specs, num_actions = digits_specs()
