@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from agent_test_utils import digits_env, run_agent
+from agent_test_utils import actions_of, digits_env, run_agent
 
 from agents import ReinforceAgent, UpdateStats, make_agent
 from agents.base import Episode
@@ -41,6 +41,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "normalize": {"normalize_advantage": True},
     "ppo_clipped": {"ppo_epochs": 3, "clip_ratio": 0.2},
     "ppo_unclipped": {"ppo_epochs": 2},
+    "unique": {"unique_children": True},
+    "risk_seeking": {"top_fraction": 0.5},
+    "queue": {"queue_size": 3, "queue_coef": 0.5},
 }
 SHAPING = {"temperature": 1.7, "tanh_constant": 1.5, "op_tanh_reduce": 2.5}
 
@@ -100,6 +103,11 @@ def all_sequences(specs: tuple[TokenSpec, ...]) -> list[tuple[int, ...]]:
 def full_masks(specs: tuple[TokenSpec, ...], num_actions: int) -> np.ndarray:
     """Each step's mask: exactly the token's choices."""
     return np.stack([np.arange(num_actions) < s.num_choices for s in specs])
+
+
+def small_digits_env() -> Any:
+    """The instant digits env with one layer of 2 x 2 x 2 choices: 8 architectures."""
+    return digits_env(num_layers=1, filter_heights=(1, 3), filter_widths=(1, 3), num_filters=(8, 16))
 
 
 def digits_specs() -> tuple[tuple[TokenSpec, ...], int]:
@@ -389,10 +397,12 @@ def test_several_epochs_take_several_steps_and_stay_local() -> None:
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_option_changes_behaviour_and_resumes_exactly(option: str, tmp_path: Any) -> None:
     kwargs = {"seed": 11, "children_per_update": 4, **OPTIONS[option]}
+    # unique children: a space of 8 architectures, where 24 children must repeat some
+    make_env = small_digits_env if option == "unique" else digits_env
     full_agent = ReinforceAgent(**kwargs)
-    full, full_updates = run_agent(full_agent, digits_env(), 24)
+    full, full_updates = run_agent(full_agent, make_env(), 24)
     plain_agent = ReinforceAgent(seed=11, children_per_update=4)
-    run_agent(plain_agent, digits_env(), 24)
+    run_agent(plain_agent, make_env(), 24)
     assert not torch.equal(params(full_agent), params(plain_agent)), option
 
     path = tmp_path / "agent.pt"
@@ -402,15 +412,81 @@ def test_option_changes_behaviour_and_resumes_exactly(option: str, tmp_path: Any
         if stats.update == 2:
             first.save(path)
 
-    first.run(digits_env(), 16, lambda c: None, save_at_update_3)  # goes on past the save: must not matter
+    first.run(make_env(), 16, lambda c: None, save_at_update_3)  # goes on past the save: must not matter
     resumed = ReinforceAgent.load(path)
     assert resumed.config() == full_agent.config() and resumed.children_done == 12
-    rest, rest_updates = run_agent(resumed, digits_env(), 24)
+    rest, rest_updates = run_agent(resumed, make_env(), 24)
     assert archs(rest) == archs(full[12:]) and [c.reward for c in rest] == [c.reward for c in full[12:]]
     assert [u.policy_loss for u in rest_updates] == [u.policy_loss for u in full_updates[3:]]
     assert torch.equal(params(resumed), params(full_agent))
     if option == "normalize":
         assert resumed.reward_var == full_agent.reward_var
+    if option == "unique":
+        assert resumed.drawn == full_agent.drawn
+    if option == "queue":
+        assert [tuple(ep.actions) for ep in resumed.queue] == [tuple(ep.actions) for ep in full_agent.queue]
+
+
+# --- unique children, risk-seeking, priority queue ------------------------------------------------
+def test_unique_children_repeats_an_architecture_only_when_its_prefix_is_used_up() -> None:
+    env = small_digits_env()
+    assert len(all_sequences(env.unwrapped.token_specs)) == 8
+    plain, _ = run_agent(ReinforceAgent(seed=0, children_per_update=4, lr=0.3), env, 16)
+    agent = ReinforceAgent(seed=0, children_per_update=4, lr=0.3, unique_children=True)
+    unique, _ = run_agent(agent, env, 16)
+    drawn = [tuple(actions_of(env, c)) for c in unique]
+    repeats = [k for k, a in enumerate(drawn) if a in drawn[:k]]
+    assert len(repeats) < sum(a in [tuple(actions_of(env, c)) for c in plain[:k]]
+                              for k, a in enumerate(tuple(actions_of(env, c)) for c in plain))
+    for k in repeats:  # the last token has 2 choices: both completions of the prefix were drawn before
+        assert {a[-1] for a in drawn[:k] if a[:-1] == drawn[k][:-1]} == {0, 1}
+    assert sum(len(v) for v in agent.drawn.values()) == len(set(drawn))
+
+
+def test_unique_children_learns_under_the_masks_it_sampled_with() -> None:
+    """The narrowed last-token masks are what the episode records, so the gradient is that of the draw."""
+    env = small_digits_env()
+    agent = ReinforceAgent(seed=1, children_per_update=8, unique_children=True)
+    seen: list[Episode] = []
+    update = agent._reinforce_update
+    agent._reinforce_update = lambda episodes: (seen.extend(episodes), update(episodes))[1]  # type: ignore[method-assign]
+    run_agent(agent, env, 8)
+    narrowed = [ep.masks[-1].sum() for ep in seen]
+    assert narrowed[0] == 2 and min(narrowed) == 1  # the second draw of a prefix had one choice left
+
+
+def test_risk_seeking_learns_only_from_the_top_children() -> None:
+    specs, num_actions = tiny_specs(), 2
+    masks = full_masks(specs, num_actions)
+    actions = np.array(all_sequences(specs)[:4])
+    rewards = [0.1, 0.9, 0.5, 0.7]
+    agent = ReinforceAgent(seed=0, children_per_update=4, top_fraction=0.5)
+    agent.prepare(specs, num_actions)
+    before = params(agent)
+    stats = agent.policy_gradient(episodes_of(actions, masks, rewards))
+    assert stats.baseline == pytest.approx(np.quantile(rewards, 0.5))
+    top = ReinforceAgent(seed=0, children_per_update=2)  # plain REINFORCE on the top two, that baseline
+    top.prepare(specs, num_actions)
+    out = reinforce_loss(top.controller, torch.from_numpy(actions[[1, 3]]), torch.tensor([0.9, 0.7]),
+                         stats.baseline, torch.from_numpy(np.stack([masks, masks])), None, top.entropy_coef)
+    out.loss.backward()
+    for a, b in zip(agent.controller.parameters(), top.controller.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert torch.equal(params(agent), before)  # policy_gradient leaves the step to the caller
+
+
+def test_the_queue_keeps_the_best_distinct_architectures_and_raises_their_likelihood() -> None:
+    specs, num_actions = tiny_specs(), 2
+    masks = full_masks(specs, num_actions)
+    seqs = np.array(all_sequences(specs)[:6])
+    agent = ReinforceAgent(seed=0, children_per_update=6, queue_size=2, queue_coef=5.0, lr=0.05)
+    agent.prepare(specs, num_actions)
+    best = [tuple(seqs[1]), tuple(seqs[4])]
+    logp_before = agent.controller.log_probs(torch.from_numpy(seqs[[1, 4]]))[0].sum()
+    for _ in range(5):  # the same children again: a repeat keeps its best reward, the queue stays distinct
+        agent.learn(episodes_of(seqs, masks, [0.1, 0.9, 0.2, 0.3, 0.8, 0.4]))
+    assert [tuple(ep.actions) for ep in agent.queue] == best and [ep.reward for ep in agent.queue] == [0.9, 0.8]
+    assert agent.controller.log_probs(torch.from_numpy(seqs[[1, 4]]))[0].sum() > logp_before + 1.0
 
 
 # --- bad values ----------------------------------------------------------------------------------
@@ -435,6 +511,10 @@ def test_option_changes_behaviour_and_resumes_exactly(option: str, tmp_path: Any
     ({"baseline_decay": 1.0}, r"baseline_decay must be a number in \[0, 1\), got 1.0"),
     ({"controller_kwargs": {"temperature": 2.0}}, r"controller_kwargs may not set \['temperature'\]"),
     ({"preset": ["paper"]}, r"preset must be one of None, 'paper', got \['paper'\]"),
+    ({"unique_children": "yes"}, r"unique_children must be true or false, got 'yes'"),
+    ({"top_fraction": 0.0}, r"top_fraction must be a number in \(0, 1\], got 0.0"),
+    ({"queue_size": -1}, r"queue_size must be an integer >= 0, got -1"),
+    ({"queue_coef": -0.5}, r"queue_coef must be a finite number >= 0, got -0.5"),
 ])
 def test_bad_values_are_rejected(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
