@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from nas_env.data.base import ImageData
-from nas_env.data.cifar10 import FOLDER, default_data_root
+from nas_env.data.cifar10 import FOLDER
+from nas_env.data.download import default_data_root
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.training.image_trainer import (
