@@ -25,7 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from agents import AGENT_NAMES
-from agents.experiment.run_folder import can_be_best, score_lower_is_better, score_of, score_text
+from agents.experiment.run_folder import can_be_best, score_text
+from agents.experiment.run_folder.records import score_lower_is_better, score_of
 from agents.experiment.search import SearchArgs, run_search
 from nas_env.checks import check_int
 from nas_env.cli import cli_entry, parse_dataclass

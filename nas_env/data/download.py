@@ -15,8 +15,7 @@ DATA_ROOT_ENV = "NASRL_DATA_ROOT"
 class ChecksumError(RuntimeError, ValueError):
     """A downloaded file does not have the expected MD5: corrupted, truncated or not the official file.
 
-    Also a ValueError: damaged data, which the command-line boundary (:func:`nas_env.cli.cli_entry`) reports
-    as one line."""
+    Also a ValueError: damaged data, which :func:`nas_env.cli.cli_entry` reports as one line."""
 
 
 def default_data_root() -> Path:
@@ -65,11 +64,8 @@ def fetch(url: str, dest: Path) -> None:
 
 
 def fetch_checked(url: str, dest: Path, md5: str | None, what: str) -> None:
-    """``dest`` with MD5 ``md5`` (None: any content): kept when already there, else downloaded from ``url``.
-
-    A download with another MD5 is removed and raises :class:`ChecksumError` (``what``: the file it should be);
-    network failures propagate as ``OSError``.
-    """
+    """``dest`` with MD5 ``md5`` (None: any): kept if already there, else fetched from ``url``; another MD5 removes
+    it and raises :class:`ChecksumError` (``what``: the file it should be), network failures raise ``OSError``."""
     if dest.is_file() and (md5 is None or md5_of(dest) == md5):
         return
     fetch(url, dest)
@@ -86,8 +82,7 @@ def why_missing(present: Callable[[], bool], download: Callable[[], object] | No
                 incomplete: str = "the download did not produce them") -> str | None:
     """None when the files are ``present``, after ``download`` (None: not allowed) if they were not; else why not.
 
-    ``source`` names the download in the reason (a URL, ``"with torchvision"``); ``failures`` are the errors
-    that mean it failed (an ``OSError``: offline, refused, a missing file); others propagate.
+    ``source`` names the download (a URL); ``failures`` are its errors that are reasons (others propagate).
     """
     if present():
         return None

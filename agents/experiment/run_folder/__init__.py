@@ -20,14 +20,7 @@ from __future__ import annotations
 
 from agents.experiment.run_folder.describe import arch_markdown, best_table, print_best_table, summary_text
 from agents.experiment.run_folder.folder import RunFolder
-from agents.experiment.run_folder.records import (
-    atomic_write,
-    can_be_best,
-    read_results,
-    score_lower_is_better,
-    score_of,
-    score_text,
-)
+from agents.experiment.run_folder.records import atomic_write, can_be_best, read_results, score_of, score_text
 
-__all__ = ["RunFolder", "arch_markdown", "atomic_write", "best_table", "can_be_best", "print_best_table",
-           "read_results", "score_lower_is_better", "score_of", "score_text", "summary_text"]
+__all__ = ["RunFolder", "arch_markdown", "atomic_write", "best_table",
+           "can_be_best", "print_best_table", "read_results", "score_of", "score_text", "summary_text"]
