@@ -61,8 +61,7 @@ def score_of(record: dict[str, Any]) -> tuple[str, float | None]:
 
 
 def score_lower_is_better(record: dict[str, Any]) -> bool:
-    """Whether a lower headline score is better: as the record says (``score_lower_is_better``), else by
-    :data:`LEGACY_LOWER_IS_BETTER`."""
+    """Whether a lower headline score is better: as the record says, else by :data:`LEGACY_LOWER_IS_BETTER`."""
     lower = record.get("score_lower_is_better")
     return bool(lower) if lower is not None else score_of(record)[0] in LEGACY_LOWER_IS_BETTER
 
