@@ -292,6 +292,12 @@ class EpisodicSearchAgent(SearchAgent):
         """Learn from one update's children (index order); the loop then sets ``update``, ``children_done``
         and ``num_children`` of the returned stats."""
 
+    def _reward_stats(self, episodes: list[Episode]) -> UpdateStats:
+        """An update's statistics from its children's rewards alone (an agent without a policy loss)."""
+        rewards = np.array([ep.reward for ep in episodes], dtype=np.float64)
+        return UpdateStats(update=self.updates_done, children_done=self.children_done, num_children=len(episodes),
+                           reward_mean=float(rewards.mean()), reward_max=float(rewards.max()))
+
     @abstractmethod
     def _rng_state(self) -> Any:
         """A copy of the agent's generator state(s)."""
@@ -354,14 +360,16 @@ class EpisodicSearchAgent(SearchAgent):
         self._committed = None
 
     # --- checkpointing -------------------------------------------------------------------
+    def _counters(self) -> dict[str, Any]:
+        """The counters and generator state as they are now (what an update boundary commits)."""
+        return {"children_done": self.children_done, "updates_done": self.updates_done, "rng": self._rng_state()}
+
     def _commit(self) -> None:
-        self._committed = {"children_done": self.children_done, "updates_done": self.updates_done,
-                           "rng": self._rng_state()}
+        self._committed = self._counters()
 
     def state_dict(self) -> dict[str, Any]:
         """Snapshot at the last update boundary (mid-batch, a resume repeats the unfinished update's children)."""
-        committed = self._committed or {"children_done": self.children_done, "updates_done": self.updates_done,
-                                        "rng": self._rng_state()}
+        committed = self._committed or self._counters()
         return {
             "format": STATE_FORMAT,
             "agent": self.name,
@@ -407,12 +415,7 @@ class EpisodicSearchAgent(SearchAgent):
         if self.children_per_update % n:
             raise ValueError(f"children_per_update={self.children_per_update} must be a multiple of "
                              f"num_envs={n} (lockstep batches fill an update exactly)")
-        specs = read_token_specs(venv)
-        num_actions = int(venv.single_action_space.n)
-        if self.token_specs is None:
-            self._setup(specs, num_actions)
-        elif specs != self.token_specs or num_actions != self.num_actions:
-            raise ValueError("this env's token_specs or action space differ from the ones the agent was built for")
+        self.prepare(read_token_specs(venv), int(venv.single_action_space.n))
         if self._committed is None:
             self._commit()
         mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
@@ -515,3 +518,21 @@ class EpisodicSearchAgent(SearchAgent):
         empty = ~masks.any(axis=1)
         masks[~have | empty] = fallback
         return masks
+
+
+class NumpyGeneratorAgent(EpisodicSearchAgent):
+    """An episodic agent whose randomness is one seeded numpy generator, ``self.rng`` (its state is checkpointed)."""
+
+    def __init__(self, seed: int = 0, options: AgentOptions | None = None) -> None:
+        super().__init__(seed, options)
+        self.rng = np.random.default_rng(self._stream_seed(1))
+
+    def _uniform_choice(self, choices: np.ndarray) -> int:
+        """One of ``choices`` (action indices), uniformly at random."""
+        return int(choices[self.rng.integers(len(choices))])
+
+    def _rng_state(self) -> dict[str, Any]:
+        return copy.deepcopy(self.rng.bit_generator.state)
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = copy.deepcopy(state)

@@ -36,14 +36,13 @@ train as Ray tasks at once, and the run records what a local run with the same f
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats, options_from
+from agents.base import AgentOptions, Episode, NumpyGeneratorAgent, UpdateStats, options_from
 from nas_env.checks import check_int, is_int
 
 
@@ -86,7 +85,7 @@ class Proposal:
     position: int | None = None  # the token to mutate
 
 
-class EvolutionAgent(EpisodicSearchAgent):
+class EvolutionAgent(NumpyGeneratorAgent):
     """Regularized (aging) evolution with tournament selection and one-token mutations.
 
     Args:
@@ -100,7 +99,6 @@ class EvolutionAgent(EpisodicSearchAgent):
 
     def __init__(self, seed: int = 0, *, options: EvolutionOptions | None = None, **knobs: Any) -> None:
         super().__init__(seed, options_from(EvolutionOptions, self.name, options, knobs, ("seed", "options")))
-        self.rng = np.random.default_rng(self._stream_seed(1))
         self.population: deque[Member] = deque()
         self.proposals: list[Proposal] = []  # the current batch's, in child order (public for logging and tests)
         self._pending: np.ndarray = np.zeros(0, dtype=bool)  # per row: the mutation is still to be made
@@ -127,19 +125,19 @@ class EvolutionAgent(EpisodicSearchAgent):
             valid = np.flatnonzero(masks[i])
             parent = self.proposals[i].parent
             if parent is None or step >= len(parent.actions):  # random child, or deeper than its parent
-                actions[i] = valid[self.rng.integers(len(valid))]
+                actions[i] = self._uniform_choice(valid)
                 continue
             inherited = parent.actions[step]
             if self._pending[i] and step >= self.proposals[i].position:
                 others = valid[valid != inherited]
                 if len(others):  # else: this mask leaves no alternative, so the next token with one mutates
-                    actions[i] = others[self.rng.integers(len(others))]
+                    actions[i] = self._uniform_choice(others)
                     self._pending[i] = False
                     continue
             if masks[i, inherited]:
                 actions[i] = inherited
             else:  # a mask unlike the parent's forbids its token: a forced change, which serves as the mutation
-                actions[i] = valid[self.rng.integers(len(valid))]
+                actions[i] = self._uniform_choice(valid)
                 self._pending[i] = False
         return actions
 
@@ -149,17 +147,9 @@ class EvolutionAgent(EpisodicSearchAgent):
                                           tuple(bool(c >= 2) for c in ep.masks.sum(axis=1))))
         while len(self.population) > self.options.population_size:
             self.population.popleft()  # aging: the oldest goes, whatever its reward
-        r = np.array([ep.reward for ep in episodes], dtype=np.float64)
-        return UpdateStats(update=self.updates_done, children_done=self.children_done, num_children=len(episodes),
-                           reward_mean=float(r.mean()), reward_max=float(r.max()))
+        return self._reward_stats(episodes)
 
     # --- state ---------------------------------------------------------------------------
-    def _rng_state(self) -> dict[str, Any]:
-        return copy.deepcopy(self.rng.bit_generator.state)
-
-    def _set_rng_state(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = copy.deepcopy(state)
-
     def _policy_state(self) -> dict[str, Any]:
         # Plain lists, so the checkpoint loads with torch.load(weights_only=True).
         return {"population": {

@@ -153,9 +153,7 @@ class TPEAgent(EpisodicSearchAgent):
             # the proposal, not only the steps taken: an episode that ended early still told its trial
             self.history.append((tuple(int(a) for a in trial.params.values()), float(ep.reward)))
         self._trials = []
-        r = np.array([ep.reward for ep in episodes], dtype=np.float64)
-        return UpdateStats(update=self.updates_done, children_done=self.children_done, num_children=len(episodes),
-                           reward_mean=float(r.mean()), reward_max=float(r.max()))
+        return self._reward_stats(episodes)
 
     # --- state ---------------------------------------------------------------------------
     def _rng_state(self) -> dict[str, Any]:

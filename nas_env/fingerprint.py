@@ -30,6 +30,9 @@ RESULT_SOURCES: dict[str, tuple[str, ...]] = {
               "nas_env.fingerprint"),
     "lm": ("nas_env.evaluators.lm", "nas_env.training.lm_trainer", "nas_env.models.rnn_cell",
            "nas_env.spaces.rnn_cell", "nas_env.spaces.base", "nas_env.evaluators.base", "nas_env.fingerprint"),
+    "shared": ("nas_env.evaluators.shared", "nas_env.evaluators.base", "nas_env.evaluators.train",
+               "nas_env.training.image_trainer", "nas_env.models.cnn", "nas_env.spaces.cnn", "nas_env.spaces.base",
+               "nas_env.data.base", "nas_env.fingerprint"),
 }
 
 

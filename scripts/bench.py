@@ -26,7 +26,6 @@ Data: ``--data-root`` (official python layout), else where ``bench_common.cifar1
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -37,8 +36,20 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from bench_common import cifar10_root, device_name, eval_images_per_s, peak_conv_flops, sample_children, time_ours
-from bench_controller import agent_only_ms  # scripts/ is on sys.path when this file runs
+from bench_common import (  # scripts/ is on sys.path when this file runs
+    PROXY_EPOCHS,
+    PROXY_TRAIN,
+    PROXY_VAL,
+    cifar10_root,
+    device_name,
+    eval_images_per_s,
+    peak_conv_flops,
+    print_report,
+    proxy_child_seconds,
+    sample_children,
+    time_ours,
+)
+from bench_controller import agent_only_ms
 from bench_env import median_step_us
 from reference_trainer import InMemoryImages, reference_transform, train_reference
 
@@ -55,8 +66,6 @@ from nas_env.training.image_trainer import (
     autocast_dtype,
     use_channels_last,
 )
-
-PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # the proxy fidelity children_per_hour is quoted at
 
 
 @dataclass
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             ours_rates.append(ours_ips)
             ref_rates.append(ref_ips)
             eval_ips = eval_images_per_s(arch, full, config, device)
-            child_seconds.append(PROXY_EPOCHS * (PROXY_TRAIN / ours_ips + PROXY_VAL / eval_ips))
+            child_seconds.append(proxy_child_seconds(ours_ips, eval_ips))
             flops_done += 6 * macs * len(timed.train_y)
             ours_seconds += t_ours
         rows.append((f"{name}: {macs / 1e9:.2f} GMAC/image, ours / reference",
@@ -193,11 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         ("controller: sample 8 children + update", f"{result['controller_ms_per_update']:.1f} ms"),
         ("device", result["device"]),
     ]
-    print()
-    width = max(len(r[0]) for r in rows)
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
-    print(json.dumps(result))
+    print_report(rows, result)
 
 
 if __name__ == "__main__":

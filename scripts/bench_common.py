@@ -6,6 +6,7 @@ children the same way, so their figures can be set side by side; this module is 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 
 from nas_env.data.base import ImageData
-from nas_env.data.cifar10 import FOLDER, default_data_root
+from nas_env.data.cifar10 import FOLDER
+from nas_env.data.download import default_data_root
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.training.image_trainer import (
@@ -32,6 +34,7 @@ from nas_env.training.image_trainer import (
 # Where a checkout of this project's workspace keeps real CIFAR-10 pixels (PNG batches and their converter).
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CONVERT_TRAIN = 10_000  # images converted from the shared PNG copy: enough for the 5,000-image validation split
+PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # NASRL-CIFAR10-v0's proxy fidelity: children/hour's
 
 
 def sample_children(n: int, seed: int, num_layers: int | None = None,
@@ -137,3 +140,17 @@ def eval_images_per_s(arch: CNNArchitecture, data: ImageData, config: TrainConfi
     evaluate_accuracy(model, device_data, config, fmt, dtype)
     synchronize(device)
     return len(data.val_y) / (time.perf_counter() - start)
+
+
+def proxy_child_seconds(train_images_per_s: float, eval_images_per_s: float) -> float:
+    """A child's seconds at the proxy fidelity, extrapolated from its training and evaluation rates."""
+    return PROXY_EPOCHS * (PROXY_TRAIN / train_images_per_s + PROXY_VAL / eval_images_per_s)
+
+
+def print_report(rows: list[tuple[str, str]], result: dict[str, object]) -> None:
+    """A blank line, the rows as a two-column table, and ``result`` as the last line (one JSON object)."""
+    print()
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    print(json.dumps(result))

@@ -21,7 +21,6 @@ Data: ``--data-root`` (official python layout), else where ``bench_common.cifar1
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -30,8 +29,13 @@ from pathlib import Path
 
 import torch
 from bench_common import (  # scripts/ is on sys.path when this file runs
+    PROXY_EPOCHS,
+    PROXY_TRAIN,
+    PROXY_VAL,
     cifar10_root,
     eval_images_per_s,
+    print_report,
+    proxy_child_seconds,
     sample_children,
     synchronize,
     time_ours,
@@ -46,8 +50,6 @@ from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import (
     TrainConfig,
 )
-
-PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # NASRL-CIFAR10-v0's proxy fidelity (bench.py's too)
 
 
 @dataclass
@@ -96,8 +98,7 @@ def scratch_child_seconds(arch: CNNArchitecture, data: ImageData, config: TrainC
     time_ours(arch, warm, config, device, seed)  # warms kernels and the allocator up
     train_ips = len(timed.train_y) / time_ours(arch, timed, config, device, seed)
     evaluated = replace(data, val_x=data.val_x[:eval_images], val_y=data.val_y[:eval_images])
-    eval_ips = eval_images_per_s(arch, evaluated, config, device)
-    return PROXY_EPOCHS * (PROXY_TRAIN / train_ips + PROXY_VAL / eval_ips)
+    return proxy_child_seconds(train_ips, eval_images_per_s(arch, evaluated, config, device))
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -165,11 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
          f"{setup_seconds:,.1f} s ({warmup_step:.2f} s a step)"),
         ("device", result["device"]),
     ]
-    print()
-    width = max(len(r[0]) for r in rows)
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
-    print(json.dumps(result))
+    print_report(rows, result)
     return result
 
 

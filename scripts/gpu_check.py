@@ -58,7 +58,7 @@ try:
 except ModuleNotFoundError as _missing:
     raise SystemExit(f"gpu_check needs {_missing.name!r}: carry its wheel (see docs/gpu_check.md) or install it") \
         from None
-from bench_common import device_name, peak_conv_flops, sample_children, synchronize
+from bench_common import PROXY_EPOCHS, PROXY_TRAIN, device_name, peak_conv_flops, sample_children, synchronize
 from reference_trainer import train_reference
 
 from nas_env.cli import parse_dataclass
@@ -69,7 +69,6 @@ from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dtype, train_child
 
 ROOT = Path(__file__).resolve().parents[1]
-PROXY_EPOCHS, PROXY_TRAIN = 5, 45_000  # the fidelity children/hour is quoted at
 TARGETS = {"speedup_vs_reference": 2.5, "min_child_speedup": 1.0, "images_per_s": 13_000.0,
            "children_per_hour": 300.0}  # the issue's bars (H200, batch 512, sampled v1 children)
 BF16_PEAK_TFLOPS = 790.0  # the H200's measured bf16 matmul rate (device KINDS.md), for scale only

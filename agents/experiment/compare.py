@@ -6,8 +6,8 @@ later run instead of being trained again (its reward is the same either way).
 
 Children are ranked by their reward; with the shared store an architecture met again gets its stored result,
 so this ranks architectures as the runner's mean-reward incumbent does. What is plotted and reported is
-the env's headline metric of the children so ranked: the validation perplexity (lower is better)
-when the env's records carry ``val_ppl`` (the language-model envs), else the validation accuracy.
+the env's headline metric of the children so ranked, the one its records name (``score_key``: the validation
+perplexity of the language-model envs, lower is better; the validation accuracy of the others).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from agents import AGENT_NAMES
 from agents.experiment.run_folder import can_be_best, score_text
+from agents.experiment.run_folder.records import score_lower_is_better, score_of
 from agents.experiment.search import SearchArgs, run_search
 from nas_env.checks import check_int
 from nas_env.cli import cli_entry, parse_dataclass
@@ -70,18 +71,25 @@ class Metric:
     """what it is, for axis labels and the printed table"""
     lower_is_better: bool
 
+    @classmethod
+    def named(cls, key: str, lower_is_better: bool) -> Metric:
+        """The metric of record key ``key``, with its name in words where it is known."""
+        return cls(key, METRIC_NAMES.get(key, key), lower_is_better)
+
     @property
     def direction(self) -> str:
         return "lower is better" if self.lower_is_better else "higher is better"
 
 
-ACCURACY = Metric("val_acc", "validation accuracy", lower_is_better=False)
-PERPLEXITY = Metric("val_ppl", "validation perplexity", lower_is_better=True)
+METRIC_NAMES = {"val_acc": "validation accuracy", "val_ppl": "validation perplexity"}
+ACCURACY = Metric.named("val_acc", lower_is_better=False)
 
 
 def metric_for(records: list[dict[str, Any]]) -> Metric:
-    """Perplexity when the env reported ``val_ppl`` for its children (a language model), else accuracy."""
-    return PERPLEXITY if any("val_ppl" in r for r in records) else ACCURACY
+    """The headline metric the records name (run_folder's :func:`score_of`); accuracy when there are none."""
+    if not records:
+        return ACCURACY
+    return Metric.named(score_of(records[0])[0], score_lower_is_better(records[0]))
 
 
 def _score(record: dict[str, Any], metric: Metric) -> float:
@@ -217,7 +225,7 @@ def compare(args: CompareArgs) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    metric = PERPLEXITY if summary.get("metric") == PERPLEXITY.key else ACCURACY
+    metric = Metric.named(summary["metric"], summary["lower_is_better"])
     print(f"\n{summary['env']}: {summary['episodes']} children per run, seeds {summary['seeds']}")
     print(f"{metric.name} ({metric.direction}), medians over seeds; best and top 5 by reward, "
           "top-5 mean over distinct architectures")
@@ -250,7 +258,7 @@ def _plot(curves: dict[str, dict[int, list[float]]], scores: dict[str, dict[int,
             ax.plot(x, np.nanmedian(runs, axis=0), label=f"{name} (median of {len(runs)} seeds)")
             ax.fill_between(x, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), alpha=0.2)
     title = f"{args.env} {json.dumps(args.env_kwargs)}" if args.env_kwargs else args.env
-    ylabel = "best validation accuracy so far" if metric is ACCURACY else \
+    ylabel = "best validation accuracy so far" if metric == ACCURACY else \
         f"{metric.name} of the best child so far ({metric.direction})"
     ax.set(xlabel="children evaluated", ylabel=ylabel, title=title)
     ax.legend()
@@ -267,7 +275,7 @@ def _plot(curves: dict[str, dict[int, list[float]]], scores: dict[str, dict[int,
             ys = [_nan_mean([top_k_mean(v[:p], k, archs[name][s][:p], scores[name][s][:p])
                              for s, v in per_seed.items()]) for p in points]
             ax.plot(points, ys, marker="o", color=f"C{a}", linestyle=styles[j % len(styles)], label=f"{name}, top {k}")
-    ylabel = "mean validation accuracy of the top k (mean over seeds)" if metric is ACCURACY else \
+    ylabel = "mean validation accuracy of the top k (mean over seeds)" if metric == ACCURACY else \
         f"mean {metric.name} of the top k by reward\n(mean over seeds; {metric.direction})"
     ax.set(xlabel="children evaluated", ylabel=ylabel, title=f"{title}: the paper's Figure 6 view")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: it would hide curves

@@ -59,10 +59,10 @@ def check_agent_kwargs(name: str, kwargs: Mapping[str, Any], flag: str = "--agen
         check_keywords(flag, kwargs, allowed, f"agent {name!r}", reserved)
 
 
-def check_search_kwargs(args: Any) -> None:
-    """A search's ``--env-kwargs`` and ``--agent-kwargs`` (``args``: a SearchArgs with a known env and agent)."""
-    check_env_kwargs(args.env, args.env_kwargs)
-    check_agent_kwargs(args.agent, args.agent_kwargs, reserved=SET_BY_SEARCH)
+def check_search_kwargs(env: str, env_kwargs: Mapping[str, Any], agent: str, agent_kwargs: Mapping[str, Any]) -> None:
+    """A search's ``--env-kwargs`` for ``env`` and ``--agent-kwargs`` for ``agent`` (both known names)."""
+    check_env_kwargs(env, env_kwargs)
+    check_agent_kwargs(agent, agent_kwargs, reserved=SET_BY_SEARCH)
 
 
 def check_run_config(run_dir: str, settings: type) -> None:

@@ -141,7 +141,8 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
     if args.env not in gym.registry:
         nas_ids = sorted(k for k in gym.registry if k.startswith("NASRL-"))
         raise ValueError(f"--env {args.env!r} is not a registered environment; NAS environments: {', '.join(nas_ids)}")
-    check_search_kwargs(args)  # an unknown --env-kwargs / --agent-kwargs key: named, with the allowed ones
+    # an unknown --env-kwargs / --agent-kwargs key: named, with the allowed ones
+    check_search_kwargs(args.env, args.env_kwargs, args.agent, args.agent_kwargs)
     budget = args.time_budget
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget < 0:
         raise ValueError(f"--time-budget must be a number of seconds >= 0 (0: no limit), got {budget!r}")
@@ -194,7 +195,7 @@ def check_ray_args(args: SearchArgs) -> None:
 
 def ray_config(args: SearchArgs) -> RayConfig:
     """The Ray settings of a search (a ValueError naming a bad one)."""
-    return RayConfig.of(args)
+    return RayConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RayConfig)})
 
 
 def make_envs(args: SearchArgs, store_path: Path) -> gym.vector.VectorEnv:

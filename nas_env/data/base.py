@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +62,14 @@ class ImageData:
         if self.classes and len(self.classes) != self.num_classes:
             raise ValueError(f"classes names {len(self.classes)} classes, num_classes is {self.num_classes}")
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+
+
+def image_data_from(source: ImageData | Callable[[], ImageData]) -> ImageData:
+    """``source`` itself, or what the factory ``source`` returns (a TypeError unless it is an ImageData)."""
+    image_data = source if isinstance(source, ImageData) else source()
+    if not isinstance(image_data, ImageData):
+        raise TypeError(f"data must be an ImageData or a factory returning one, got {type(image_data).__name__}")
+    return image_data
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:

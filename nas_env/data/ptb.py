@@ -14,15 +14,15 @@ The search's reward uses the validation file only; the test file is for final ev
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from nas_env.checks import is_int
-from nas_env.data.cifar10 import DATA_ROOT_ENV, ChecksumError, _fetch, default_data_root
+from nas_env.data.download import DATA_ROOT_ENV, all_files, data_root_path, fetch_checked, why_missing
 
 FOLDER = "ptb"
 FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
@@ -94,41 +94,24 @@ def to_ids(words: list[str], vocab: tuple[str, ...], what: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.int64)
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download_ptb(folder: Path, url: str = URL, md5s: dict[str, str] | None = None,
                  names: tuple[str, ...] = tuple(FILES.values())) -> None:
     """Download the missing ``names`` from ``url`` (a folder URL: the file name is appended) into ``folder``.
 
     Each file's MD5 is checked against ``md5s`` (default :data:`MD5S`); a mismatch removes it
-    and raises :class:`ChecksumError`. Network failures propagate as ``OSError``.
+    and raises :class:`~nas_env.data.download.ChecksumError`. Network failures propagate as ``OSError``.
     """
     md5s = MD5S if md5s is None else md5s
     folder.mkdir(parents=True, exist_ok=True)
     base = url if url.endswith("/") else url + "/"
     for name in names:
-        dest = folder / name
-        if dest.is_file() and (name not in md5s or _md5(dest) == md5s[name]):
-            continue
-        _fetch(base + name, dest)
-        if not dest.is_file():
-            raise OSError(f"downloading {base + name} produced no file at {dest}")
-        if name in md5s and (actual := _md5(dest)) != md5s[name]:
-            dest.unlink()
-            raise ChecksumError(f"MD5 mismatch for {base + name}: expected {md5s[name]}, got {actual}; the download "
-                                "is corrupted or not the standard PTB file (removed it)")
+        fetch_checked(base + name, folder / name, md5s.get(name), "the standard PTB file")
 
 
 def ptb_folder(data_root: str | Path | None) -> Path:
     """Where the files are read from: ``data_root`` itself when it holds them, else ``<data_root>/ptb``."""
-    root = default_data_root() if data_root is None else Path(data_root).expanduser()
-    if all((root / name).is_file() for name in FILES.values()):
+    root = data_root_path(data_root)
+    if all_files(root, tuple(FILES.values())):
         return root
     return root / FOLDER
 
@@ -139,7 +122,7 @@ def find_corpus(data_root: str | Path | None, splits: tuple[str, ...]) -> tuple[
     The name is ``"ptb"`` for Penn Treebank's file names (so its stored results keep their key),
     else ``"<layout>:<absolute folder>"``.
     """
-    root = default_data_root() if data_root is None else Path(data_root).expanduser()
+    root = data_root_path(data_root)
     for folder in (root, root / FOLDER):
         for layout, names in LAYOUTS.items():
             paths = {split: folder / names[split] for split in splits}
@@ -161,16 +144,10 @@ def _corpus(data_root: str | Path | None, download: bool, url: str, md5s: dict[s
 def _ensure_files(data_root: str | Path | None, download: bool, url: str, md5s: dict[str, str] | None,
                   needed: tuple[str, ...]) -> Path:
     folder = ptb_folder(data_root)
-    if all((folder / name).is_file() for name in needed):
+    reason = why_missing(partial(all_files, folder, needed),
+                         partial(download_ptb, folder, url, md5s, needed) if download else None, f"from {url}")
+    if reason is None:
         return folder
-    reason = "download=False"
-    if download:
-        try:
-            download_ptb(folder, url=url, md5s=md5s, names=needed)
-        except OSError as err:  # URLError (offline, refused, missing file) is an OSError; ChecksumError propagates
-            reason = f"downloading from {url} failed: {type(err).__name__}: {err}"
-        else:
-            return folder
     raise FileNotFoundError(
         f"Penn Treebank not found: expected {', '.join(needed)} in {folder} ({reason}). Put Mikolov's files "
         f"there (e.g. from {URL} or {MIRROR_URL}; in this project a copy is in ../shared/data/ptb, so pass "

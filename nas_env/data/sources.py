@@ -77,9 +77,7 @@ def official_test_note(dataset: str, data_root: str | Path | None) -> str | None
 def check_test_set(dataset: str, data_root: str | Path | None, download: bool) -> None:
     """Fail now, before any training, when the official test set is missing (nothing is read)."""
     if dataset == "cifar10":
-        from nas_env.data.cifar10 import MD5, TEST_BATCH, URL, _ensure_folder
-
-        _ensure_folder(data_root, download, URL, MD5, (TEST_BATCH,))
+        cifar10.cifar10_folder(data_root, download, needed=(cifar10.TEST_BATCH,))
     elif dataset in TORCHVISION_NAMES:
         dataset_folder(dataset, data_root, "test", download)
 

@@ -23,13 +23,14 @@ import gzip
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from nas_env.data.base import ImageData, split_image_data
-from nas_env.data.cifar10 import DATA_ROOT_ENV, default_data_root
+from nas_env.data.download import DATA_ROOT_ENV, data_root_path, why_missing
 
 DEFAULT_VAL_SIZE = 5000  # every official set: 5,000 training images held out for the reward
 IDX_UBYTE = 0x08  # the idx format's type code for unsigned bytes
@@ -170,23 +171,16 @@ def dataset_folder(name: str, data_root: str | Path | None, split: str, download
     if name not in SETS:
         raise ValueError(f"unknown torchvision dataset {name!r}; allowed: {', '.join(NAMES)}")
     spec = SETS[name]
-    root = default_data_root() if data_root is None else Path(data_root).expanduser()
+    root = data_root_path(data_root)
     needed = spec.files[split]
     if name == "svhn" and _present(root, needed):  # torchvision's own SVHN layout: the .mat files in the root
         return root
     folder = root / spec.folder
-    if _present(folder, needed):
+    # a failed download: offline (URLError), refused, or torchvision's md5 check failed (a RuntimeError)
+    reason = why_missing(partial(_present, folder, needed), partial(spec.download, root, split) if download else None,
+                         "with torchvision", (OSError, RuntimeError))
+    if reason is None:
         return folder
-    reason = "download=False"
-    if download:
-        try:
-            spec.download(root, split)
-        except (OSError, RuntimeError) as err:  # offline (URLError), refused, or torchvision's md5 check failed
-            reason = f"downloading with torchvision failed: {type(err).__name__}: {str(err).strip()[:300]}"
-        else:
-            if _present(folder, needed):
-                return folder
-            reason = "the download did not produce them"
     raise FileNotFoundError(
         f"{name} not found: expected {', '.join(needed)} in {folder} ({reason}). Put the official files there "
         f"(torchvision's layout; torchvision.datasets downloads them with download=True when online); the data "

@@ -33,7 +33,6 @@ statistics (``"batch"``, ENAS) or statistics recomputed for the child on fixed t
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import time
@@ -47,9 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_env.checks import check_int, check_number, check_optional, is_int
-from nas_env.data.base import ImageData
+from nas_env.data.base import ImageData, image_data_from
 from nas_env.evaluators.base import EvalResult, is_oom, oom_result
-from nas_env.fingerprint import package_version, source_digest, tensor_digest
+from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import BN_EPS, ChildCNN, build_model, concat_padded
 from nas_env.spaces.base import Architecture
 from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace
@@ -67,10 +66,6 @@ REWARD_DATA = ("subset", "minibatch")
 BN_EVAL = ("batch", "recalibrate")
 KERNEL_SHARING = ("crop", "separate")
 STATE_FORMAT = 1
-# The modules whose source decides a shared-weights reward (part of the fingerprint).
-RESULT_SOURCES = ("nas_env.evaluators.shared", "nas_env.evaluators.base", "nas_env.evaluators.train",
-                  "nas_env.training.image_trainer", "nas_env.models.cnn", "nas_env.spaces.cnn", "nas_env.spaces.base",
-                  "nas_env.data.base")
 
 
 @dataclass(frozen=True)
@@ -321,11 +316,7 @@ class SharedWeightsEvaluator:
     @property
     def data(self) -> DeviceData:
         if self._device_data is None:
-            source = self._data_source
-            image_data = source if isinstance(source, ImageData) else source()
-            if not isinstance(image_data, ImageData):
-                raise TypeError(f"data must be an ImageData or a factory returning one, "
-                                f"got {type(image_data).__name__}")
+            image_data = image_data_from(self._data_source)
             if len(image_data.train_y) < 2:
                 raise ValueError("shared training needs at least 2 training images (batch norm)")
             self._device_data = DeviceData(image_data, self.device, self.train_config.augment)
@@ -376,10 +367,8 @@ class SharedWeightsEvaluator:
         """``shared/<hash>``: never equal to a training evaluator's, so a store never serves one for the other."""
         if self._fingerprint is None:
             d = self.data.data
-            key = {"code": f"{package_version()}+{source_digest(RESULT_SOURCES)}", "torch": torch.__version__,
-                   "data": tensor_digest([d.train_x, d.train_y, d.val_x, d.val_y]), "settings": self.settings()}
-            digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            self._fingerprint = f"shared/{digest}"
+            data_digest = tensor_digest([d.train_x, d.train_y, d.val_x, d.val_y])
+            self._fingerprint = f"shared/{make_fingerprint('shared', data_digest, self.settings())}"
         return self._fingerprint
 
     # --- training ----------------------------------------------------------------------------------

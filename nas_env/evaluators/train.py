@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from nas_env.data.base import ImageData
+from nas_env.data.base import ImageData, image_data_from
 from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import build_model
@@ -56,9 +56,7 @@ class TrainingEvaluator:
     @property
     def data(self) -> DeviceData:
         if self._device_data is None:
-            source = self._data_source
-            image_data = source if isinstance(source, ImageData) else source()
-            self._device_data = DeviceData(image_data, self.device, self.config.augment)
+            self._device_data = DeviceData(image_data_from(self._data_source), self.device, self.config.augment)
         return self._device_data
 
     def fingerprint(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from nas_env.checks import is_int
 
@@ -52,6 +52,28 @@ class SearchSpace(Protocol):
 def canonical_json(data: dict[str, Any]) -> str:
     """One JSON text per value: sorted keys, no spaces, so equal architectures hash equally."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+A = TypeVar("A", bound="JsonArchitecture")
+
+
+class JsonArchitecture:
+    """An architecture's JSON text from its ``to_dict``, and back through its ``from_dict``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls: type[A], data: dict[str, Any]) -> A:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        """Canonical JSON: equal architectures give identical text."""
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_json(cls: type[A], text: str) -> A:
+        return cls.from_dict(json.loads(text))
 
 
 def check_actions(tokens: Sequence[TokenSpec], actions: Sequence[int]) -> None:

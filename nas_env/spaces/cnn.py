@@ -10,14 +10,13 @@ cost counter need no knowledge of the space that produced it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nas_env.checks import check_int, is_int
-from nas_env.spaces.base import TokenSpec, canonical_json, check_actions
+from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions
 
 # The paper's choice lists (section 4.1).
 FILTER_SIZES = (1, 3, 5, 7)
@@ -74,7 +73,7 @@ def pool_out(size: int) -> int:
 
 
 @dataclass(frozen=True)
-class CNNArchitecture:
+class CNNArchitecture(JsonArchitecture):
     """An immutable, hashable CNN child: its layers and the layers followed by max-pooling."""
 
     layers: tuple[ConvLayer, ...]
@@ -169,10 +168,6 @@ class CNNArchitecture:
             "pool_after": list(self.pool_after),
         }
 
-    def to_json(self) -> str:
-        """Canonical JSON: equal architectures give identical text."""
-        return canonical_json(self.to_dict())
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CNNArchitecture:
         if not isinstance(data, dict):
@@ -195,10 +190,6 @@ class CNNArchitecture:
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"malformed CNN architecture JSON: missing or bad field {e}") from e
         return cls(layers=layers, pool_after=pool_after)
-
-    @classmethod
-    def from_json(cls, text: str) -> CNNArchitecture:
-        return cls.from_dict(json.loads(text))
 
     def __str__(self) -> str:
         lines = [f"CNN, {self.num_layers} layers"]

@@ -13,13 +13,12 @@ NAS-Bench-201 table: index = int(key, 5) with key the six op indices as digits, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from nas_env.spaces.base import TokenSpec, canonical_json, check_actions
+from nas_env.spaces.base import JsonArchitecture, TokenSpec, canonical_json, check_actions
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # NAS-Bench-201's op order
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (source, target) in NAS-Bench-201's string order
@@ -38,7 +37,7 @@ def _check_ops(ops: Sequence[str]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class NB201Architecture:
+class NB201Architecture(JsonArchitecture):
     """An immutable, hashable NAS-Bench-201 cell: its op per edge, in :data:`EDGES` order."""
 
     ops: tuple[str, ...]
@@ -127,10 +126,6 @@ class NB201Architecture:
         if not isinstance(data, dict) or data.get("type", "nb201") != "nb201" or "ops" not in data:
             raise ValueError(f"not an NB201 cell (want {{'type': 'nb201', 'ops': [...]}}): {data!r:.80}")
         return cls(tuple(data["ops"]))
-
-    @classmethod
-    def from_json(cls, text: str) -> NB201Architecture:
-        return cls.from_dict(json.loads(text))
 
     def __str__(self) -> str:
         return self.to_arch_str()

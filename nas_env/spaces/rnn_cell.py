@@ -17,13 +17,12 @@ Tokens of one episode, in order (the paper's Figure 5 order):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from nas_env.checks import is_int
-from nas_env.spaces.base import TokenSpec, canonical_json, check_actions
+from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions
 
 # The paper's choice lists (section 3.4).
 COMBINATIONS = ("add", "elem_mult")
@@ -75,7 +74,7 @@ def _formula(combine: str, activation: str, left: str, right: str) -> str:
 
 
 @dataclass(frozen=True)
-class CellArchitecture:
+class CellArchitecture(JsonArchitecture):
     """An immutable, hashable recurrent cell: its tree nodes and where the memory state enters and leaves."""
 
     nodes: tuple[CellNode, ...]
@@ -126,10 +125,6 @@ class CellArchitecture:
             "cell_index": self.cell_index,
         }
 
-    def to_json(self) -> str:
-        """Canonical JSON: equal architectures give identical text."""
-        return canonical_json(self.to_dict())
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellArchitecture:
         if not isinstance(data, dict):
@@ -142,10 +137,6 @@ class CellArchitecture:
             return cls(nodes, inject["combine"], inject["activation"], inject["index"], data["cell_index"])
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"malformed cell architecture JSON: missing or bad field {e}") from e
-
-    @classmethod
-    def from_json(cls, text: str) -> CellArchitecture:
-        return cls.from_dict(json.loads(text))
 
     def __str__(self) -> str:
         lines = [f"RNN cell, base {self.base} ({self.num_nodes} nodes): h_t = a{self.root}, "

@@ -28,7 +28,7 @@ classes are plain classes that the driver wraps, so they can be read and tested 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nas_env.checks import check_bool, check_int, check_number
@@ -76,11 +76,6 @@ class RayConfig:
         check_int("--child-retries", self.child_retries, minimum=0)
         check_int("--num-cpus (0: all of this machine's)", self.num_cpus, minimum=0)
         check_bool("--sync", self.sync)
-
-    @classmethod
-    def of(cls, settings: Any) -> RayConfig:
-        """The Ray settings of anything that has attributes of these names (a search's arguments)."""
-        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
     def layout_changed(self) -> list[str]:
         """The parameter-server layout settings that differ from the defaults."""

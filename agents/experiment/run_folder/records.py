@@ -2,7 +2,7 @@
 
 A record names its own headline metric (``score_key``, from the env's final info), so nothing here knows
 what an accuracy or a perplexity is. Records written before they named it are read by the one rule
-:data:`LEGACY_SCORE_KEYS`.
+:data:`LEGACY_SCORE_KEYS` (and :data:`LEGACY_LOWER_IS_BETTER`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ CONFIG, RESULTS, BEST, CHECKPOINTS = "config.json", "results.jsonl", "best.json"
 # Records written before records named their score: the language-model envs' val_ppl where present (those records
 # also carried a val_acc of 0), else val_acc.
 LEGACY_SCORE_KEYS = ("val_ppl", "val_acc")
+LEGACY_LOWER_IS_BETTER = ("val_ppl",)  # of those, the one where lower is better (a perplexity)
 PASSED_THROUGH = ("test_acc", "regret")  # what a tabulated child reports besides its score
 
 
@@ -57,6 +58,12 @@ def score_of(record: dict[str, Any]) -> tuple[str, float | None]:
     """The headline metric of a record (or of a final info): its name and value (None: the child has none)."""
     key = record.get("score_key") or next((k for k in LEGACY_SCORE_KEYS if k in record), LEGACY_SCORE_KEYS[-1])
     return key, record.get(key)
+
+
+def score_lower_is_better(record: dict[str, Any]) -> bool:
+    """Whether a lower headline score is better: as the record says, else by :data:`LEGACY_LOWER_IS_BETTER`."""
+    lower = record.get("score_lower_is_better")
+    return bool(lower) if lower is not None else score_of(record)[0] in LEGACY_LOWER_IS_BETTER
 
 
 def format_score(value: float | None) -> str:

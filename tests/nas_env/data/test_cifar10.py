@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from nas_env.data import ImageData, load_cifar10, load_cifar10_test, load_dataset
-from nas_env.data.cifar10 import ARCHIVE, FOLDER, ChecksumError, read_cifar10
+from nas_env.data.cifar10 import ARCHIVE, FOLDER, read_cifar10
+from nas_env.data.download import ChecksumError
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 N_TRAIN, N_TEST, VAL = 2000, 200, 500

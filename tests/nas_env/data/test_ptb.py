@@ -13,7 +13,7 @@ import pytest
 import torch
 from shared_data import require_shared
 
-from nas_env.data.cifar10 import ChecksumError
+from nas_env.data.download import ChecksumError
 from nas_env.data.ptb import FILES, MD5S, TextData, load_ptb, load_ptb_test, unigram_perplexity
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
