@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -83,8 +84,8 @@ class ReinforceOptions(AgentOptions):
     clip_ratio: float | None = None
     """PPO's eps for the steps after the first, in (0, 1) (None: the unclipped surrogate; e.g. 0.2)."""
     unique_children: bool = False
-    """Never draw a known architecture again: at the last token, choices that would complete one already drawn
-    are masked (unless none is left), and learning uses those masks."""
+    """Never draw a known architecture again: a choice whose every completion was drawn before is masked (unless
+    every choice is), and learning uses those masks. Exact where the env's masks do not depend on earlier tokens."""
     top_fraction: float = 1.0
     """Risk-seeking policy gradient (Petersen et al. 2021): learn only from the batch's best ``top_fraction`` of
     children, with the batch's ``1 - top_fraction`` reward quantile as their baseline (1.0: every child, EMA baseline)."""
@@ -326,10 +327,11 @@ class ReinforceAgent(EpisodicSearchAgent):
         self._prev: torch.Tensor | None = None
         self._noise: torch.Tensor | None = None
         self._taken: list[np.ndarray] = []  # this batch's actions so far, per step
-        # unique_children: the architectures drawn, as a prefix -> last-token choices map; children of the
-        # update in progress are added at the update, so a resume replays them exactly
-        self.drawn: dict[tuple[int, ...], set[int]] = {}
+        # unique_children: the architectures drawn, and per prefix how many of them start with it; children of
+        # the update in progress are counted at once but committed at the update, so a resume replays them exactly
+        self.drawn: set[tuple[int, ...]] = set()
         self._drawing: list[tuple[int, ...]] = []
+        self._prefix_counts: Counter[tuple[int, ...]] = Counter()
         self.queue: list[Episode] = []  # queue_size > 0: the best distinct architectures seen, best first
         self._outer_threads = torch.get_num_threads()
 
@@ -357,6 +359,8 @@ class ReinforceAgent(EpisodicSearchAgent):
                                      tanh_constant=o.tanh_constant, op_tanh_reduce=o.op_tanh_reduce,
                                      **o.controller_kwargs).to(self.device)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=o.lr)
+        # the most architectures that can follow each prefix length (the product of the later tokens' choices)
+        self._completions = [math.prod(s.num_choices for s in token_specs[k:]) for k in range(len(token_specs) + 1)]
         types = self.controller.step_types
         self._steps_by_type = {n: np.array([t for t, s in enumerate(types) if s == n])
                                for n in self.controller.type_names}
@@ -380,33 +384,41 @@ class ReinforceAgent(EpisodicSearchAgent):
         scores = logits + self._noise[step, :, : logits.shape[1]]
         if not valid.all():  # usually the mask is exactly the token's choices: nothing to add
             scores = scores + torch.from_numpy(np.where(valid, 0.0, -np.inf)).to(self.device, scores.dtype)
-        if self.options.unique_children and step == self.controller.num_steps - 1:
-            actions = self._draw_unique(scores, masks, live)
+        if self.options.unique_children:
+            actions = self._draw_unique(step, scores, masks, live)
         else:
             actions = torch.argmax(scores, dim=1)
         self._prev = actions
         self._taken.append(actions.cpu().numpy())
         return self._taken[-1]
 
-    def _draw_unique(self, scores: torch.Tensor, masks: np.ndarray, live: np.ndarray) -> torch.Tensor:
-        """The last token of each live row, row by row, never completing an architecture drawn before.
+    def _draw_unique(self, step: int, scores: torch.Tensor, masks: np.ndarray, live: np.ndarray) -> torch.Tensor:
+        """Each live row's token, never entering a prefix whose every completion was drawn before.
 
-        Narrows ``masks`` in place (the loop records them, so the gradient is that of what was sampled).
-        A row whose every valid choice completes a known architecture keeps its masks and draws a repeat.
+        Narrows ``masks`` in place (the loop records them, so the gradient is that of what was sampled). A row
+        whose every valid choice is used up keeps its masks (and draws a repeat). Rows go one by one at the last
+        token, so one batch never draws an architecture twice either.
         """
-        prefixes = np.stack(self._taken, axis=1) if self._taken else np.zeros((len(live), 0), dtype=np.int64)
         actions = torch.argmax(scores, dim=1)
+        last = step == self.controller.num_steps - 1
+        width = scores.shape[1]
         for i in np.flatnonzero(live):
-            prefix = tuple(int(a) for a in prefixes[i])
-            known = self.drawn.get(prefix, set()) | {a[-1] for a in self._drawing if a[:-1] == prefix}
-            fresh = masks[i].copy()
-            fresh[list(known)] = False
-            if known and fresh[: scores.shape[1]].any():
-                masks[i] = fresh
-                row = scores[i].masked_fill(~torch.from_numpy(fresh[: scores.shape[1]]).to(self.device), -np.inf)
-                actions[i] = torch.argmax(row)
-            self._drawing.append((*prefix, int(actions[i])))
+            prefix = tuple(int(a[i]) for a in self._taken)
+            used = [a for a in np.flatnonzero(masks[i, :width])
+                    if self._prefix_counts[(*prefix, int(a))] >= self._completions[step + 1]]
+            if used and len(used) < masks[i, :width].sum():
+                masks[i, used] = False
+                actions[i] = torch.argmax(scores[i].masked_fill(~torch.from_numpy(masks[i, :width]), -np.inf))
+            if last:
+                self._count((*prefix, int(actions[i])))
+                self._drawing.append((*prefix, int(actions[i])))
         return actions
+
+    def _count(self, actions: tuple[int, ...]) -> None:
+        """Count a newly drawn architecture under each of its prefixes (a repeat counts once)."""
+        if actions not in self.drawn and actions not in self._drawing:
+            for k in range(1, len(actions) + 1):
+                self._prefix_counts[actions[:k]] += 1
 
     def _compute_scope(self) -> AbstractContextManager[None]:
         self._outer_threads = torch.get_num_threads()
@@ -467,8 +479,7 @@ class ReinforceAgent(EpisodicSearchAgent):
 
     def _remember(self, episodes: list[Episode]) -> None:
         """Take this update's children into the drawn architectures and the priority queue."""
-        for actions in self._drawing:
-            self.drawn.setdefault(actions[:-1], set()).add(actions[-1])
+        self.drawn.update(self._drawing)
         self._drawing = []
         if self.options.queue_size and self.options.queue_coef:
             best = {tuple(ep.actions.tolist()): ep for ep in self.queue}
@@ -541,7 +552,7 @@ class ReinforceAgent(EpisodicSearchAgent):
             "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
             "baseline": self.baseline,
             "reward_var": self.reward_var,
-            "drawn": sorted((*prefix, last) for prefix, lasts in self.drawn.items() for last in lasts),
+            "drawn": sorted(self.drawn),
             "queue": [(torch.from_numpy(ep.actions.copy()), torch.from_numpy(ep.masks.copy()), ep.reward)
                       for ep in self.queue],
         }
@@ -552,7 +563,8 @@ class ReinforceAgent(EpisodicSearchAgent):
             self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = None if state.get("baseline") is None else float(state["baseline"])
         self.reward_var = None if state.get("reward_var") is None else float(state["reward_var"])
-        self.drawn, self._drawing = {}, []
+        self.drawn, self._drawing, self._prefix_counts = set(), [], Counter()
         for actions in state.get("drawn", []):
-            self.drawn.setdefault(tuple(int(a) for a in actions[:-1]), set()).add(int(actions[-1]))
+            self._count(tuple(int(a) for a in actions))
+            self.drawn.add(tuple(int(a) for a in actions))
         self.queue = [Episode(-1, a.numpy().copy(), mk.numpy().copy(), float(r), {}) for a, mk, r in state.get("queue", [])]
