@@ -28,6 +28,9 @@ RESULT_SOURCES: dict[str, tuple[str, ...]] = {
     "image": ("nas_env.evaluators.base", "nas_env.evaluators.train", "nas_env.training.image_trainer",
               "nas_env.models.cnn", "nas_env.spaces.cnn", "nas_env.spaces.base", "nas_env.data.base",
               "nas_env.fingerprint"),
+    "nb201": ("nas_env.evaluators.base", "nas_env.evaluators.train", "nas_env.training.image_trainer",
+              "nas_env.models.nb201", "nas_env.spaces.nb201", "nas_env.spaces.base", "nas_env.data.base",
+              "nas_env.fingerprint"),
     "lm": ("nas_env.evaluators.lm", "nas_env.training.lm_trainer", "nas_env.models.rnn_cell",
            "nas_env.spaces.rnn_cell", "nas_env.spaces.base", "nas_env.evaluators.base", "nas_env.fingerprint"),
 }

@@ -170,3 +170,35 @@ def nb201_multiply_adds(arch: NB201Architecture, input_shape: Sequence[int] = (3
             total += (9 * half * c + 9 * c * c + half * c) * pixels
         total += N * pixels * sum(CONV_KERNELS[op] ** 2 * c * c for op in arch.ops if op in CONV_KERNELS)
     return total + 4 * C * num_classes
+
+
+class NB201Builder:
+    """NAS-Bench-201's networks at width ``C`` and ``N`` cells a stage, for :class:`TrainingEvaluator`'s ``builder``.
+
+    Its fingerprint kind is ``"nb201"`` and its settings ``C`` and ``N``: results at other widths, or the
+    CNN space's, never mix with these in a store. Metrics: ``params``, ``flops`` (multiply-adds of one
+    image) and ``model_size`` (millions of parameters: NAS-Bench-201's "MB").
+    """
+
+    kind = "nb201"
+
+    def __init__(self, C: int = NB201_C, N: int = NB201_N) -> None:
+        self.C, self.N = check_int("C", C, minimum=1), check_int("N", N, minimum=1)
+
+    def settings(self) -> dict[str, int]:
+        return {"C": self.C, "N": self.N}
+
+    @staticmethod
+    def _check(arch: object) -> NB201Architecture:
+        if not isinstance(arch, NB201Architecture):
+            raise TypeError(f"NB201Builder builds NB201 cells, got {type(arch).__name__}")
+        return arch
+
+    def metrics(self, arch: NB201Architecture, input_shape: Sequence[int], num_classes: int) -> dict[str, float]:
+        cell = self._check(arch)
+        params = nb201_num_params(cell, input_shape, num_classes, C=self.C, N=self.N)
+        return {"params": params, "flops": nb201_multiply_adds(cell, input_shape, num_classes, C=self.C, N=self.N),
+                "model_size": params / 1e6}
+
+    def build(self, arch: NB201Architecture, input_shape: Sequence[int], num_classes: int) -> NB201Network:
+        return build_nb201_model(self._check(arch), input_shape, num_classes, C=self.C, N=self.N)
