@@ -26,16 +26,16 @@ from nas_env.training.image_trainer import TrainConfig
 
 # The fidelities, one switch each; every entry can be overridden by its keyword.
 # "proxy" (default): CPU-affordable. NAS-Bench-201's skeleton at half its width and one cell a stage,
-#   2 epochs on 5,000 training images, validated on 2,000: 5-20 s a child on one CPU thread at 32x32
-#   (the all-conv3x3 cell is the slowest); its ranking of cells against NAS-Bench-201's own results is
-#   measured by scripts/bench_nb201_proxy.py (docs: NAS-Bench-201).
+#   2 epochs (batch 64) on 5,000 training images, validated on 2,000: 1-20 s a child on one CPU thread at
+#   32x32 (cells of 3x3 convolutions are the slowest); its ranking of cells against NAS-Bench-201's own
+#   results is measured by scripts/bench_nb201_proxy.py (docs: NAS-Bench-201).
 # "nb201": NAS-Bench-201's own training (Dong & Yang 2020, its hyper-parameters "200 epochs"): C=16, N=5,
 #   200 epochs of SGD (Nesterov momentum 0.9, lr 0.1 cosine-annealed to 0, weight decay 5e-4, batch 256)
 #   on every training image; reward = the last epoch's validation accuracy. A GPU's work.
 # Both score the last epoch (reward_window=1), as NAS-Bench-201 reports its cells.
 PRESETS: dict[str, dict[str, Any]] = {
     "proxy": {"C": 8, "N": 1, "epochs": 2, "train_subset": 5000, "val_subset": 2000,
-              "train_config": TrainConfig(epochs=2, batch_size=128, reward_window=1)},
+              "train_config": TrainConfig(epochs=2, batch_size=64, reward_window=1)},
     "nb201": {"C": 16, "N": 5, "epochs": 200, "train_subset": None, "val_subset": None,
               "train_config": TrainConfig(epochs=200, batch_size=256, lr=0.1, momentum=0.9, nesterov=True,
                                           weight_decay=5e-4, lr_schedule="cosine", reward_window=1)},
