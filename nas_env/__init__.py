@@ -18,6 +18,8 @@ Importing this package registers the environments (string entry points, nothing 
   with 3 seeds each (NASRL-Bench): an episode in microseconds, noisy like real training.
 * ``NASRL-Bench201-CIFAR10-v0``, ``NASRL-Bench201-CIFAR100-v0``, ``NASRL-Bench201-ImageNet16-v0``:
   NAS-Bench-201's cell space (6 edges x 5 ops) looked up in its published results (2-3 seeds per cell).
+* ``NASRL-NB201-CIFAR10-v0``: the same cell space and tokens with the child, NAS-Bench-201's network,
+  trained for real on CIFAR-10 (a CPU-affordable proxy by default; ``preset="nb201"``: its own training).
 """
 
 from __future__ import annotations
@@ -51,3 +53,7 @@ for _env_id, _dataset in (("NASRL-Bench201-CIFAR10-v0", "cifar10"), ("NASRL-Benc
                           ("NASRL-Bench201-ImageNet16-v0", "imagenet16")):
     if _env_id not in registry:
         register(id=_env_id, entry_point="nas_env.envs.bench201_env:Bench201NASEnv", kwargs={"dataset": _dataset})
+# NAS-Bench-201's space with the child trained for real (any image source through dataset= / data=).
+if "NASRL-NB201-CIFAR10-v0" not in registry:
+    register(id="NASRL-NB201-CIFAR10-v0", entry_point="nas_env.envs.nb201_env:NB201NASEnv",
+             kwargs={"dataset": "cifar10"})

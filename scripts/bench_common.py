@@ -98,9 +98,9 @@ def peak_conv_flops(device: torch.device, channels_last: bool, dtype: torch.dtyp
     return best
 
 
-def cifar10_root(data_root: str, scratch: Path) -> Path:
+def cifar10_root(data_root: str, scratch: Path, train_images: int = CONVERT_TRAIN) -> Path:
     """CIFAR-10's python batches: ``data_root``, else ``$NASRL_DATA_ROOT`` or ``~/.cache/nasrl/data``, else the
-    workspace's real-pixel PNG copy converted into ``scratch``."""
+    workspace's real-pixel PNG copy converted into ``scratch`` (its first ``train_images``, a multiple of 1,000)."""
     if data_root:
         return Path(data_root)
     root = default_data_root()
@@ -109,7 +109,7 @@ def cifar10_root(data_root: str, scratch: Path) -> Path:
     script = SHARED_DATA / "make_cifar10_batches.py"
     if not script.is_file():
         raise SystemExit(f"no CIFAR-10 in {root} and no shared copy at {SHARED_DATA}: pass --data-root")
-    subprocess.run([sys.executable, str(script), str(scratch), "--train", str(CONVERT_TRAIN), "--test", "1"],
+    subprocess.run([sys.executable, str(script), str(scratch), "--train", str(train_images), "--test", "1"],
                    check=True, capture_output=True)
     return scratch
 

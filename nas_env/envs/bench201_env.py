@@ -12,7 +12,28 @@ from nas_env.spaces.nb201 import OPS, NB201SearchSpace, cell_text
 from nas_env.store import ResultStore
 
 
-class Bench201NASEnv(NASEnv):
+class NB201TextMixin:
+    """The text rendering of the NAS-Bench-201 envs (table and training): the cell so far, then its result."""
+
+    _actions: list[int]
+    _episode_len: int
+    _done: bool
+    _last_info: dict[str, Any]
+
+    def _render_text(self) -> str:
+        """The cell so far, one line per node (undecided edges as ``?``), and the result once finished."""
+        lines = [f"step {len(self._actions)}/{self._episode_len}", cell_text([OPS[a] for a in self._actions])]
+        if self._done and self._last_info:
+            i = self._last_info
+            score = i["val_acc"]
+            shown = f"{score:.4f}" if isinstance(score, int | float) else score
+            regret = i.get("regret")
+            lines.append(i.get("arch_str") or "")
+            lines.append(f"status={i['status']} val_acc={shown}" + ("" if regret is None else f" regret={regret:.4f}"))
+        return "\n".join(line for line in lines if line)
+
+
+class Bench201NASEnv(NB201TextMixin, NASEnv):
     """
     ## Description
 
@@ -62,15 +83,3 @@ class Bench201NASEnv(NASEnv):
         super().__init__(NB201SearchSpace(), evaluator, reward_transform=reward_transform,
                          invalid_action=invalid_action, invalid_action_penalty=invalid_action_penalty,
                          render_mode=render_mode)
-
-    def _render_text(self) -> str:
-        """The cell so far, one line per node (undecided edges as ``?``), and the result once finished."""
-        lines = [f"step {len(self._actions)}/{self._episode_len}", cell_text([OPS[a] for a in self._actions])]
-        if self._done and self._last_info:
-            i = self._last_info
-            score = i["val_acc"]
-            shown = f"{score:.4f}" if isinstance(score, int | float) else score
-            regret = i.get("regret")
-            lines.append(i.get("arch_str") or "")
-            lines.append(f"status={i['status']} val_acc={shown}" + ("" if regret is None else f" regret={regret:.4f}"))
-        return "\n".join(line for line in lines if line)

@@ -1,10 +1,14 @@
-"""The paper's evaluator: build the child CNN, train it from scratch, reward its validation accuracy."""
+"""The paper's evaluator: build the child network, train it from scratch, reward its validation accuracy.
+
+The child is the paper's CNN by default; a :class:`ChildBuilder` (``builder=``) trains another
+family's networks with the same trainer, data and statuses (NAS-Bench-201's: :class:`NB201Builder`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -22,6 +26,46 @@ def cnn_cost_metrics(arch: CNNArchitecture, input_shape: Sequence[int], num_clas
     return {"params": arch.num_params(input_shape, num_classes), "flops": arch.multiply_adds(input_shape, num_classes)}
 
 
+class ChildBuilder(Protocol):
+    """How a :class:`TrainingEvaluator` turns an architecture into a model: one per network family.
+
+    ``kind`` names the family's result-deciding sources in the store's fingerprint (a key of
+    :data:`nas_env.fingerprint.RESULT_SOURCES`); ``settings()`` is whatever else decides the model
+    (widths, depths), also fingerprinted, so two families' or two widths' results never mix.
+    ``metrics`` are the costs known before training (``params``, ``flops``, ...); it and ``build``
+    raise ``TypeError`` for an architecture of another family.
+    """
+
+    kind: str
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def metrics(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]: ...
+
+    def build(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> torch.nn.Module: ...
+
+
+class CNNBuilder:
+    """The paper's child CNNs (:func:`build_model`): :class:`TrainingEvaluator`'s default builder."""
+
+    kind = "image"  # the CNN's fingerprint kind (named before there were other families)
+
+    def settings(self) -> dict[str, Any]:
+        return {}  # everything is in the architecture: the CNN's fingerprints stay what they were
+
+    @staticmethod
+    def _check(arch: Architecture) -> CNNArchitecture:
+        if not isinstance(arch, CNNArchitecture):
+            raise TypeError(f"TrainingEvaluator trains CNN architectures, got {type(arch).__name__}")
+        return arch
+
+    def metrics(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
+        return cnn_cost_metrics(self._check(arch), input_shape, num_classes)
+
+    def build(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> torch.nn.Module:
+        return build_model(self._check(arch), input_shape, num_classes)
+
+
 @torch.no_grad()
 def test_accuracy(model: torch.nn.Module, data: DeviceData, images: torch.Tensor, labels: torch.Tensor,
                   batch_size: int = 1024) -> float:
@@ -35,7 +79,8 @@ def test_accuracy(model: torch.nn.Module, data: DeviceData, images: torch.Tensor
 
 
 class TrainingEvaluator:
-    """Build the child with :func:`build_model`, train it with :func:`train_child`, report its accuracy.
+    """Build the child with ``builder`` (default: the paper's CNN, :func:`build_model`), train it with
+    :func:`train_child`, report its accuracy.
 
     The dataset is loaded lazily (``data`` may be an :class:`ImageData` or a zero-argument
     factory) and moved to the device once, then reused by every child.
@@ -43,8 +88,10 @@ class TrainingEvaluator:
 
     def __init__(self, data: ImageData | Callable[[], ImageData], config: TrainConfig | None = None,
                  device: str | torch.device | None = "auto",
-                 test_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 builder: ChildBuilder | None = None) -> None:
         self.config = config or TrainConfig()
+        self.builder: ChildBuilder = builder if builder is not None else CNNBuilder()
         # Optional (uint8 images, labels) never used for the reward: each child also reports test_acc on it.
         self.test_data = test_data
         self.device = resolve_device(device)
@@ -62,27 +109,28 @@ class TrainingEvaluator:
     def fingerprint(self) -> str:
         """A hash of everything that determines a child's result except the architecture and seed.
 
-        Code and torch versions, the data's content (hashed once per evaluator), the config and the
-        device type: see :mod:`nas_env.fingerprint`.
+        Code and torch versions, the data's content (hashed once per evaluator), the config, the
+        device type, and the builder's kind and settings: see :mod:`nas_env.fingerprint`.
         """
         if self._fingerprint is None:
             d = self.data.data
-            settings = {"data": [d.name, list(d.input_shape), d.num_classes], "config": asdict(self.config),
-                        "device": self.device.type}
+            settings: dict[str, Any] = {"data": [d.name, list(d.input_shape), d.num_classes],
+                                        "config": asdict(self.config), "device": self.device.type}
+            model = self.builder.settings()
+            if model:
+                settings["model"] = {"kind": self.builder.kind, **model}
             digest = tensor_digest([d.train_x, d.train_y, d.val_x, d.val_y, *(self.test_data or ())])
-            self._fingerprint = make_fingerprint("image", digest, settings)
+            self._fingerprint = make_fingerprint(self.builder.kind, digest, settings)
         return self._fingerprint
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
-        if not isinstance(arch, CNNArchitecture):
-            raise TypeError(f"TrainingEvaluator trains CNN architectures, got {type(arch).__name__}")
         data = self.data
-        metrics: dict[str, Any] = cnn_cost_metrics(arch, data.data.input_shape, data.data.num_classes)
+        metrics: dict[str, Any] = self.builder.metrics(arch, data.data.input_shape, data.data.num_classes)
         model = None
         try:
             with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
                 torch.manual_seed(int(seed))
-                model = build_model(arch, data.data.input_shape, data.data.num_classes)
+                model = self.builder.build(arch, data.data.input_shape, data.data.num_classes)
             outcome = train_child(model, data, self.config, seed, best_so_far=self.best_val_acc)
         except Exception as e:  # only OOM is turned into a result; everything else propagates
             if not is_oom(e):

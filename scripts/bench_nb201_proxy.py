@@ -1,0 +1,183 @@
+"""Does a cheap training proxy rank NAS-Bench-201's cells as its own 200-epoch training does?
+
+Run: ``python scripts/bench_nb201_proxy.py`` (the CPU proxy: 64 cells, about 15 minutes on one CPU
+thread). NAS-Bench-201's own settings on a GPU (C=16, N=5, NB201's optimiser, every training image;
+``--epochs 200`` for its full schedule):
+``python scripts/bench_nb201_proxy.py --preset nb201 --epochs 12 --device cuda --threads 0 --out nb201_gpu.jsonl``.
+
+Top to bottom:
+
+1. **Draw the cells.** The 15,625 cells sorted by the CIFAR-10 table's seed-mean 200-epoch
+   validation accuracy are cut into ``--cells`` bins of equal size (accuracy quantiles); one cell
+   is drawn from each bin with a generator seeded by ``--seed``, so the sample spans the whole
+   accuracy range. They are trained in a seeded random order, so a partial run spans it too.
+2. **Train each cell** in ``NASRL-NB201-CIFAR10-v0`` (one episode: the cell's six actions), at
+   ``--preset`` with the given overrides; CIFAR-10 comes from ``--data-root``, else where
+   ``bench_common.cifar10_root`` finds it. Each result is appended to ``--out`` (JSON lines) as
+   soon as it is made; a rerun with the same ``--out`` and settings skips the cells already in it
+   (rows are matched by the evaluator's fingerprint), so nothing is lost when a run is killed.
+3. **Compare** the proxy's accuracies with the table's: Kendall tau and Spearman rho
+   (``scipy.stats``), and the top-10% recall (the share of the sample's best 10% by the table that
+   are also among its best 10% by the proxy). The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from bench_common import cifar10_root, device_name  # scripts/ is on sys.path when this file runs
+from scipy import stats
+
+import nas_env  # noqa: F401  (registers the ids)
+from nas_env.bench.nb201 import load_table
+from nas_env.cli import parse_dataclass
+from nas_env.spaces.nb201 import NB201Architecture, NB201SearchSpace
+
+ENV_ID = "NASRL-NB201-CIFAR10-v0"
+CIFAR10_TRAIN = 50_000  # CIFAR-10's training images: the seeded 45,000 / 5,000 split is drawn from them all
+TOP_SHARE = 0.1  # the top-k recall's share of the sample
+
+
+@dataclass
+class Args:
+    """Arguments (one docstring per field)."""
+
+    cells: int = 64
+    """cells to train, one per accuracy-quantile bin of the CIFAR-10 table"""
+    preset: str = "proxy"
+    """the env's fidelity: proxy (CPU-affordable) or nb201 (NAS-Bench-201's own training)"""
+    C: int | None = None
+    """network width: stem channels, stages at C, 2C, 4C (default: the preset's)"""
+    N: int | None = None
+    """cells per stage (default: the preset's)"""
+    epochs: int | None = None
+    """training epochs per cell (default: the preset's)"""
+    batch_size: int | None = None
+    """training batch size (default: the preset's)"""
+    train_subset: int | None = None
+    """training images per cell (default: the preset's; nb201: all 45,000)"""
+    val_subset: int | None = None
+    """validation images per cell (default: the preset's; nb201: all 5,000)"""
+    device: str = "cpu"
+    """device to train on: cpu, cuda, auto"""
+    threads: int = 1
+    """torch threads on the CPU (0: torch's default)"""
+    seed: int = 0
+    """seed of the cell draw, the training order and the children's seeds"""
+    data_root: str = ""
+    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
+    out: str = "nb201_proxy.jsonl"
+    """JSON lines, one per trained cell, appended as they are made"""
+
+
+def env_kwargs(args: Args) -> dict[str, Any]:
+    """The env's keywords: the preset, the overrides given, the device."""
+    overrides = {"C": args.C, "N": args.N, "epochs": args.epochs, "batch_size": args.batch_size,
+                 "train_subset": args.train_subset, "val_subset": args.val_subset}
+    return {"preset": args.preset, "device": args.device, **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def draw_cells(accuracy: np.ndarray, n: int, seed: int) -> list[int]:
+    """One row from each of ``n`` equal-size bins of the rows sorted by ``accuracy``, in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    bins = np.array_split(np.argsort(accuracy, kind="stable"), n)
+    picks = [int(rng.choice(b)) for b in bins]
+    return [picks[i] for i in rng.permutation(n)]
+
+
+def top_recall(truth: np.ndarray, proxy: np.ndarray, share: float) -> float:
+    """The share of the ``share`` best by ``truth`` that are also among the ``share`` best by ``proxy``."""
+    k = max(1, round(share * len(truth)))
+    best = set(np.argsort(-truth, kind="stable")[:k].tolist())
+    return len(best & set(np.argsort(-proxy, kind="stable")[:k].tolist())) / k
+
+
+def read_done(path: Path, fingerprint: str) -> dict[int, dict[str, Any]]:
+    """Rows of ``path`` already trained under ``fingerprint``, by table row."""
+    if not path.is_file():
+        return {}
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {r["table_index"]: r for r in rows if r.get("fingerprint") == fingerprint}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, _, parser = parse_dataclass(Args, argv, prog="bench_nb201_proxy.py", description=__doc__)
+    if args.cells < 2:
+        parser.error(f"--cells must be at least 2 (a rank correlation needs pairs), got {args.cells}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    kwargs = env_kwargs(args)
+    table = load_table("cifar10")
+    table_acc = table.mean_val()
+    cells = draw_cells(table_acc, args.cells, args.seed)
+
+    # all 50,000 training images, whatever the subsets: the train / validation split is drawn from all of them
+    with tempfile.TemporaryDirectory() as scratch:
+        root = cifar10_root(args.data_root, Path(scratch), train_images=CIFAR10_TRAIN)
+        env = gym.make(ENV_ID, data_root=str(root), download=False, **kwargs)
+    unwrapped = env.unwrapped
+    fingerprint = unwrapped.evaluator.fingerprint()
+    device = device_name(unwrapped.device)
+    out = Path(args.out)
+    done = read_done(out, fingerprint)
+    print(f"{len(cells)} cells at {kwargs}: C={unwrapped.builder.C}, N={unwrapped.builder.N}, "
+          f"{unwrapped.train_config.epochs} epochs, batch {unwrapped.train_config.batch_size}; {device}; "
+          f"{len(done)} already in {out}", flush=True)
+
+    space = NB201SearchSpace()
+    rows: list[dict[str, Any]] = []
+    for k, row in enumerate(cells):
+        if row in done:
+            rows.append(done[row])
+            continue
+        arch = NB201Architecture.from_key(np.base_repr(row, 5).zfill(6))
+        start = time.perf_counter()
+        env.reset(seed=args.seed * 100_003 + row)
+        for action in space.encode(arch):
+            _, reward, terminated, _, info = env.step(action)
+        assert terminated
+        record = {"table_index": row, "key": arch.key, "arch_str": info["arch_str"],
+                  "table_val_acc": float(table_acc[row]), "proxy_val_acc": float(reward), "status": info["status"],
+                  "train_seconds": info["train_seconds"], "wall_seconds": time.perf_counter() - start,
+                  "params": info["params"], "settings": kwargs, "device": device, "fingerprint": fingerprint}
+        with out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        rows.append(record)
+        print(f"{k + 1:>3}/{len(cells)} {arch.key} table {record['table_val_acc']:.4f} proxy "
+              f"{record['proxy_val_acc']:.4f} ({record['status']}, {record['wall_seconds']:.1f} s)", flush=True)
+
+    truth = np.array([r["table_val_acc"] for r in rows])
+    proxy = np.array([r["proxy_val_acc"] for r in rows])
+    seconds = [r["wall_seconds"] for r in rows]
+    result = {
+        "cells": len(rows),
+        "kendall_tau": round(float(stats.kendalltau(truth, proxy).statistic), 4),
+        "spearman_rho": round(float(stats.spearmanr(truth, proxy).statistic), 4),
+        "top10_recall": round(top_recall(truth, proxy, TOP_SHARE), 4),
+        "seconds_per_child_mean": round(statistics.fmean(seconds), 2),
+        "seconds_per_child_median": round(statistics.median(seconds), 2),
+        "seconds_per_child_max": round(max(seconds), 2),
+        "not_ok": sum(r["status"] != "ok" for r in rows),
+        "settings": kwargs, "C": unwrapped.builder.C, "N": unwrapped.builder.N,
+        "epochs": unwrapped.train_config.epochs, "device": device, "seed": args.seed,
+    }
+    print(f"\nKendall tau {result['kendall_tau']:.3f}, Spearman rho {result['spearman_rho']:.3f}, top-10% recall "
+          f"{result['top10_recall']:.2f} over {len(rows)} cells; {result['seconds_per_child_mean']:.1f} s a child "
+          f"(median {result['seconds_per_child_median']:.1f}, max {result['seconds_per_child_max']:.1f})")
+    if not math.isfinite(result["kendall_tau"]):
+        print("(a constant accuracy list has no rank correlation)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
