@@ -11,11 +11,13 @@ baseline (except in the very first update, whose baseline is its own mean reward
 controller on the stored actions under the stored masks (teacher forcing), so :func:`reinforce_loss`
 can be checked against an independent gradient.
 
-Our default (:class:`ReinforceOptions`) is the paper's controller and REINFORCE with two changes, lr 0.01
-and an entropy bonus of 0.02: on NASRL-Bench-Digits the paper's 0.0006 ties random search within 200
-children, and without the bonus the policy collapses next to the best architecture. ``preset="paper"`` is
-Zoph & Le's training exactly. The study, the preset's reading and each option's exact definition:
-docs/controller_study.md.
+Our default (:class:`ReinforceOptions`) is the paper's controller and REINFORCE with four changes: lr 0.05, an
+entropy bonus of 0.02, never drawing a known architecture again (``unique_children``) and priority-queue
+training on the 10 best architectures seen (``queue_size``, ``queue_coef``; Abolafia et al. 2018). On
+NAS-Bench-201 the paper's settings tie random search within 200 children and the earlier default (lr 0.01
+and the bonus) never caught regularized evolution; this one does (docs/controller_study.md).
+``preset="paper"`` is Zoph & Le's training exactly. The study, the preset's reading and each option's exact
+definition: docs/controller_study.md.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class ReinforceOptions(AgentOptions):
     A knob's check runs here, so a bad value is a ValueError naming it wherever the options come from.
     """
 
-    lr: float = 0.01
+    lr: float = 0.05
     """Adam learning rate (the paper: 0.0006, which ties random search on NASRL-Bench-Digits)."""
     baseline_decay: float = 0.95
     """EMA decay of the baseline per child, ``b <- d*b + (1-d)*R``, in [0, 1)."""
@@ -83,15 +85,15 @@ class ReinforceOptions(AgentOptions):
     """Gradient steps per batch: 1 is plain REINFORCE, later steps are PPO's surrogate (local backend only)."""
     clip_ratio: float | None = None
     """PPO's eps for the steps after the first, in (0, 1) (None: the unclipped surrogate; e.g. 0.2)."""
-    unique_children: bool = False
+    unique_children: bool = True
     """Never draw a known architecture again: a choice whose every completion was drawn before is masked (unless
     every choice is), and learning uses those masks. Exact where the env's masks do not depend on earlier tokens."""
     top_fraction: float = 1.0
     """Risk-seeking policy gradient (Petersen et al. 2021): learn only from the batch's best ``top_fraction`` of
     children, with the batch's ``1 - top_fraction`` reward quantile as their baseline (1.0: every child, EMA baseline)."""
-    queue_size: int = 0
+    queue_size: int = 10
     """Priority-queue training (Abolafia et al. 2018): keep the best ``queue_size`` distinct architectures seen (0: off)."""
-    queue_coef: float = 0.0
+    queue_coef: float = 0.5
     """Weight of the queue's log-likelihood (maximised beside the policy gradient; 0: off)."""
     controller_kwargs: dict[str, Any] = field(default_factory=dict)
     """Passed to :class:`Controller` (``hidden_size``, ``init_range``...); default: the paper's 2 x 35 LSTM."""
@@ -136,10 +138,12 @@ class ReinforceOptions(AgentOptions):
 
 DEFAULTS = ReinforceOptions()  # our default (preset=None)
 PRESETS: dict[str, ReinforceOptions] = {
-    # Zoph & Le (2017), section 4.1: our default less its two changes; m and the decay are the repo's reading.
-    "paper": ReinforceOptions(lr=0.0006, entropy_coef=0.0),
+    # Zoph & Le (2017), section 4.1: our default less its changes; m and the decay are the repo's reading.
+    "paper": ReinforceOptions(lr=0.0006, entropy_coef=0.0, unique_children=False, queue_size=0, queue_coef=0.0),
 }
 STUDY_KNOBS: tuple[str, ...] = ReinforceOptions.names()  # what a preset fixes
+# Knobs added after checkpoints were written, with the value such a checkpoint's run had: a resume keeps it.
+ADDED_KNOBS = {"unique_children": False, "top_fraction": 1.0, "queue_size": 0, "queue_coef": 0.0}
 
 
 def resolve_options(preset: str | None, options: ReinforceOptions | None, knobs: dict[str, Any]) -> ReinforceOptions:
@@ -332,6 +336,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         self.drawn: set[tuple[int, ...]] = set()
         self._drawing: list[tuple[int, ...]] = []
         self._prefix_counts: Counter[tuple[int, ...]] = Counter()
+        self._remembering = True  # False in sample_actions: the policy's own draws, neither narrowed nor counted
         self.queue: list[Episode] = []  # queue_size > 0: the best distinct architectures seen, best first
         self._outer_threads = torch.get_num_threads()
 
@@ -384,7 +389,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         scores = logits + self._noise[step, :, : logits.shape[1]]
         if not valid.all():  # usually the mask is exactly the token's choices: nothing to add
             scores = scores + torch.from_numpy(np.where(valid, 0.0, -np.inf)).to(self.device, scores.dtype)
-        if self.options.unique_children:
+        if self.options.unique_children and self._remembering:
             actions = self._draw_unique(step, scores, masks, live)
         else:
             actions = torch.argmax(scores, dim=1)
@@ -419,6 +424,14 @@ class ReinforceAgent(EpisodicSearchAgent):
         if actions not in self.drawn and actions not in self._drawing:
             for k in range(1, len(actions) + 1):
                 self._prefix_counts[actions[:k]] += 1
+
+    def sample_actions(self, masks: np.ndarray, batch_size: int) -> np.ndarray:
+        """Draws of the policy itself (see the base class): ``unique_children`` neither narrows nor counts them."""
+        self._remembering = False
+        try:
+            return super().sample_actions(masks, batch_size)
+        finally:
+            self._remembering = True
 
     def _compute_scope(self) -> AbstractContextManager[None]:
         self._outer_threads = torch.get_num_threads()
@@ -556,6 +569,13 @@ class ReinforceAgent(EpisodicSearchAgent):
             "queue": [(torch.from_numpy(ep.actions.copy()), torch.from_numpy(ep.masks.copy()), ep.reward)
                       for ep in self.queue],
         }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot; a checkpoint older than a knob runs on with the value that knob had then."""
+        older = {k: v for k, v in ADDED_KNOBS.items() if k not in state.get("config", {})}
+        if older:
+            self.options = dataclasses.replace(self.options, **older)
+        super().load_state_dict(state)
 
     def _load_policy_state(self, state: dict[str, Any]) -> None:
         if state.get("controller") is not None:

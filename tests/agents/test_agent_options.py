@@ -20,7 +20,7 @@ from agents import EvolutionAgent, RandomSearchAgent, ReinforceAgent, make_agent
 from agents.base import AgentOptions
 from agents.evolution import EvolutionOptions
 from agents.random_search import RandomSearchOptions
-from agents.reinforce import PRESETS, ReinforceOptions
+from agents.reinforce import ADDED_KNOBS, PRESETS, ReinforceOptions
 
 # What the agents' checkpoints held before the options dataclasses: the top-level keys, and a config of every
 # constructor argument in the order the old ``config()`` wrote them.
@@ -87,9 +87,10 @@ def test_an_unknown_keyword_is_named_with_the_allowed_ones(agent: str, options_t
 
 def test_preset_is_the_paper_options_and_fixes_an_options_object_too() -> None:
     paper = ReinforceAgent(preset="paper")
-    assert paper.options == PRESETS["paper"] == ReinforceOptions(lr=0.0006, entropy_coef=0.0)
+    assert paper.options == PRESETS["paper"] == ReinforceOptions(lr=0.0006, entropy_coef=0.0, unique_children=False,
+                                                                 queue_size=0, queue_coef=0.0)
     assert ReinforceAgent(preset="paper", options=PRESETS["paper"]).options == PRESETS["paper"]
-    with pytest.raises(ValueError, match=r"preset='paper' fixes lr=0\.0006, got lr=0\.01"):
+    with pytest.raises(ValueError, match=r"preset='paper' fixes lr=0\.0006, got lr=0\.05"):
         ReinforceAgent(preset="paper", options=ReinforceOptions())
     with pytest.raises(ValueError, match=r"unknown argument\(s\) lr_typo"):
         ReinforceAgent(preset="paper", lr_typo=1)
@@ -97,8 +98,11 @@ def test_preset_is_the_paper_options_and_fixes_an_options_object_too() -> None:
 
 @pytest.mark.parametrize("config", [OLD_REINFORCE_CONFIG, OLD_PAPER_CONFIG], ids=["default", "paper"])
 def test_a_checkpoint_in_the_old_format_resumes_exactly(config: dict[str, Any], tmp_path: Path) -> None:
-    """A checkpoint whose config spells out every knob in the old order loads and continues like the full run."""
-    kwargs = dict(config)
+    """A checkpoint whose config spells out every knob in the old order loads and continues like the full run.
+
+    The old code's run had none of the knobs added since (ADDED_KNOBS): the resumed agent runs on without them.
+    """
+    kwargs = {**config, **ADDED_KNOBS}
     full = ReinforceAgent(**kwargs)
     children, _ = run_agent(full, digits_env(), 40)
     first = ReinforceAgent(**kwargs)
@@ -110,7 +114,7 @@ def test_a_checkpoint_in_the_old_format_resumes_exactly(config: dict[str, Any], 
     old = {**{k: state[k] for k in OLD_REINFORCE_KEYS}, "config": dict(config)}
     torch.save(old, tmp_path / "agent.pt")
     resumed = ReinforceAgent.load(tmp_path / "agent.pt")
-    assert {k: resumed.config()[k] for k in config} == config and resumed.children_done == 20
+    assert resumed.config() == {**config, **ADDED_KNOBS} and resumed.children_done == 20
     rest, _ = run_agent(resumed, digits_env(), 40)
     assert [c.info["arch"] for c in rest] == [c.info["arch"] for c in children[20:]]
     assert torch.equal(params(resumed), params(full)) and resumed.baseline == full.baseline

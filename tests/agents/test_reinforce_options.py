@@ -46,6 +46,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "queue": {"queue_size": 3, "queue_coef": 0.5},
 }
 SHAPING = {"temperature": 1.7, "tanh_constant": 1.5, "op_tanh_reduce": 2.5}
+# REINFORCE alone (our default adds unique children and a priority queue): the base each option is checked on
+PLAIN = {"unique_children": False, "queue_size": 0, "queue_coef": 0.0}
 
 
 def tiny_specs() -> tuple[TokenSpec, ...]:
@@ -275,9 +277,9 @@ def test_skip_penalty_pulls_the_skip_probability_to_the_target(target: float) ->
         return float(logp[:, skip_t, 1].exp().mean())
 
     # no entropy bonus: the KL term is the only force (the default's bonus would move weights on its own)
-    penalised = ReinforceAgent(seed=0, children_per_update=8, lr=0.02, skip_penalty=1.0, skip_target=target,
+    penalised = ReinforceAgent(seed=0, children_per_update=8, lr=0.02, skip_penalty=1.0, skip_target=target, **PLAIN,
                                entropy_coef=0.0)
-    control = ReinforceAgent(seed=0, children_per_update=8, lr=0.02, entropy_coef=0.0)
+    control = ReinforceAgent(seed=0, children_per_update=8, lr=0.02, entropy_coef=0.0, **PLAIN)
     for agent in (penalised, control):
         agent.prepare(specs, num_actions)
     start, before = skip_prob(penalised, penalised.sample_actions(masks, 64)), params(control)
@@ -311,7 +313,7 @@ def test_normalized_gradient_is_the_plain_one_over_the_std() -> None:
     specs, num_actions = digits_specs()
     masks = full_masks(specs, num_actions)
     # no entropy bonus: only the advantage term is scaled by 1/s
-    plain, normed = ReinforceAgent(seed=5, entropy_coef=0.0), ReinforceAgent(seed=5, normalize_advantage=True,
+    plain, normed = ReinforceAgent(seed=5, entropy_coef=0.0, **PLAIN), ReinforceAgent(seed=5, normalize_advantage=True, **PLAIN,
                                                                              entropy_coef=0.0)
     for agent in (plain, normed):
         agent.prepare(specs, num_actions)
@@ -361,8 +363,8 @@ def test_several_epochs_take_several_steps_and_stay_local() -> None:
     masks = full_masks(specs, num_actions)
     # lr 0.05: steps large enough for the clip to bind
     # no entropy bonus: the hand-made steps below are the clipped surrogate alone
-    one = ReinforceAgent(seed=1, lr=0.05, entropy_coef=0.0)
-    three = ReinforceAgent(seed=1, lr=0.05, ppo_epochs=3, clip_ratio=0.2, entropy_coef=0.0)
+    one = ReinforceAgent(seed=1, lr=0.05, entropy_coef=0.0, **PLAIN)
+    three = ReinforceAgent(seed=1, lr=0.05, ppo_epochs=3, clip_ratio=0.2, entropy_coef=0.0, **PLAIN)
     for agent in (one, three):
         agent.prepare(specs, num_actions)
     rewards = [0.2, 0.9, 0.4, 0.6, 0.1]
@@ -396,12 +398,12 @@ def test_several_epochs_take_several_steps_and_stay_local() -> None:
 # --- every option: changes behaviour, resumes exactly ----------------------------------------------
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_option_changes_behaviour_and_resumes_exactly(option: str, tmp_path: Any) -> None:
-    kwargs = {"seed": 11, "children_per_update": 4, **OPTIONS[option]}
+    kwargs = {"seed": 11, "children_per_update": 4, **PLAIN, **OPTIONS[option]}
     # unique children: a space of 8 architectures, where 24 children must repeat some
     make_env = small_digits_env if option == "unique" else digits_env
     full_agent = ReinforceAgent(**kwargs)
     full, full_updates = run_agent(full_agent, make_env(), 24)
-    plain_agent = ReinforceAgent(seed=11, children_per_update=4)
+    plain_agent = ReinforceAgent(seed=11, children_per_update=4, **PLAIN)
     run_agent(plain_agent, make_env(), 24)
     assert not torch.equal(params(full_agent), params(plain_agent)), option
 
@@ -431,7 +433,7 @@ def test_option_changes_behaviour_and_resumes_exactly(option: str, tmp_path: Any
 def test_unique_children_draws_every_architecture_once_before_any_repeat() -> None:
     env = small_digits_env()
     assert len(all_sequences(env.unwrapped.token_specs)) == 8
-    plain, _ = run_agent(ReinforceAgent(seed=0, children_per_update=4, lr=0.3), env, 8)
+    plain, _ = run_agent(ReinforceAgent(seed=0, children_per_update=4, lr=0.3, **PLAIN), env, 8)
     assert len(set(archs(plain))) < 8  # without the option, repeats come early in a space of 8
     agent = ReinforceAgent(seed=0, children_per_update=4, lr=0.3, unique_children=True)
     unique, _ = run_agent(agent, env, 12)
@@ -455,7 +457,7 @@ def test_risk_seeking_learns_only_from_the_top_children() -> None:
     masks = full_masks(specs, num_actions)
     actions = np.array(all_sequences(specs)[:4])
     rewards = [0.1, 0.9, 0.5, 0.7]
-    agent = ReinforceAgent(seed=0, children_per_update=4, top_fraction=0.5)
+    agent = ReinforceAgent(seed=0, children_per_update=4, top_fraction=0.5, **PLAIN)
     agent.prepare(specs, num_actions)
     before = params(agent)
     stats = agent.policy_gradient(episodes_of(actions, masks, rewards))
