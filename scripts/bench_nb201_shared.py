@@ -1,7 +1,7 @@
 """Does a weight-sharing supernet rank NAS-Bench-201's cells as their own training does, and what do searches find?
 
 Run: ``python scripts/bench_nb201_shared.py`` (the CPU setting: C=8, N=1, 10,000 CIFAR-10 training
-images, 1,000 cells, 3 searches of 200 children; about 20 minutes on one CPU thread). NAS-Bench-201's
+images, 1,000 cells, 3 searches of 200 children; about 15 minutes on one CPU thread). NAS-Bench-201's
 own network on a GPU (C=16, N=5, every training image, all 15,625 cells):
 ``python scripts/bench_nb201_shared.py --C 16 --N 5 --train-subset 0 --val-subset 0 --batch-size 256
 --warmup-steps 5000 20000 --cells 15625 --recalibrate-cells 2000 --search-episodes 1000
