@@ -110,7 +110,8 @@ class Args:
 def env_kwargs(args: Args, shared: dict[str, Any]) -> dict[str, Any]:
     """The shared env's keywords (``shared``: its SharedConfig fields)."""
     return {"evaluator": "shared", "C": args.C, "N": args.N, "batch_size": args.batch_size,
-            "train_subset": args.train_subset or None, "val_subset": args.val_subset or None,
+            "train_subset": args.train_subset or CIFAR10_TRAIN - DEFAULT_VAL_SIZE,
+            "val_subset": args.val_subset or DEFAULT_VAL_SIZE,
             "device": args.device, "shared_config": shared}
 
 
