@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from nas_env.checks import check_int, is_int
+from nas_env.spaces.base import Architecture
 from nas_env.spaces.nb201 import EDGES, NUM_NODES, NB201Architecture
 
 NB201_C, NB201_N = 16, 5  # NAS-Bench-201's own width (stem channels) and cells per stage
@@ -189,16 +190,16 @@ class NB201Builder:
         return {"C": self.C, "N": self.N}
 
     @staticmethod
-    def _check(arch: object) -> NB201Architecture:
+    def _check(arch: Architecture) -> NB201Architecture:
         if not isinstance(arch, NB201Architecture):
             raise TypeError(f"NB201Builder builds NB201 cells, got {type(arch).__name__}")
         return arch
 
-    def metrics(self, arch: NB201Architecture, input_shape: Sequence[int], num_classes: int) -> dict[str, float]:
+    def metrics(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> dict[str, float]:
         cell = self._check(arch)
         params = nb201_num_params(cell, input_shape, num_classes, C=self.C, N=self.N)
         return {"params": params, "flops": nb201_multiply_adds(cell, input_shape, num_classes, C=self.C, N=self.N),
                 "model_size": params / 1e6}
 
-    def build(self, arch: NB201Architecture, input_shape: Sequence[int], num_classes: int) -> NB201Network:
+    def build(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> NB201Network:
         return build_nb201_model(self._check(arch), input_shape, num_classes, C=self.C, N=self.N)
