@@ -114,7 +114,7 @@ def test_presets_and_overrides() -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"dataset": "cifar11"}, r"dataset must be one of .*'cifar10'.*, got 'cifar11'"),
     ({"preset": "paper"}, r"preset must be one of 'proxy', 'nb201', got 'paper'"),
-    ({"evaluator": "shared"}, r"evaluator must be one of 'train', got 'shared'"),
+    ({"evaluator": "table"}, r"evaluator must be one of 'train', 'shared', got 'table'"),
     ({"C": 0}, r"C must be an integer >= 1, got 0"),
     ({"N": "5"}, r"N must be an integer >= 1, got '5'"),
     ({"epochs": 0}, r"epochs must be an integer >= 1, got 0"),
