@@ -36,6 +36,9 @@ RESULT_SOURCES: dict[str, tuple[str, ...]] = {
     "shared": ("nas_env.evaluators.shared", "nas_env.evaluators.base", "nas_env.evaluators.train",
                "nas_env.training.image_trainer", "nas_env.models.cnn", "nas_env.spaces.cnn", "nas_env.spaces.base",
                "nas_env.data.base", "nas_env.fingerprint"),
+    "shared_nb201": ("nas_env.evaluators.shared", "nas_env.evaluators.shared_nb201", "nas_env.evaluators.base",
+                     "nas_env.evaluators.train", "nas_env.training.image_trainer", "nas_env.models.nb201",
+                     "nas_env.spaces.nb201", "nas_env.spaces.base", "nas_env.data.base", "nas_env.fingerprint"),
 }
 
 

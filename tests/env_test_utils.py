@@ -17,3 +17,12 @@ def play(env: gym.Env, rng: np.random.Generator, seed: int | None = 0) -> tuple[
         if terminated or truncated:
             return float(reward), info, actions
         assert reward == 0.0  # the reward is sparse: only the last step has one
+
+
+def episode(env: gym.Env, actions: list[int], seed: int) -> tuple[float, dict]:
+    """One episode of the given actions; returns the final reward and info (the episode must end on the last)."""
+    env.reset(seed=seed)
+    for a in actions:
+        _, reward, terminated, truncated, info = env.step(a)
+    assert terminated and not truncated
+    return float(reward), info

@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # The preset's subsets apply to these large sets only; a smaller source (digits, a folder, data=...) is used whole.
 SUBSET_SOURCES = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn")
-EVALUATOR_NAMES = ("train",)
+EVALUATOR_NAMES = ("train", "shared")
 
 
 class NB201NASEnv(NB201TextMixin, NASEnv):
@@ -67,7 +67,8 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
     | `dataset`, `data`, `data_root`, `download` | the image source, as the CNN envs take it (see below) |
     | `image_size`, `val_size`, `val_fraction`, `split_seed` | as the CNN envs: the folder's image size, the split |
     | `device` | `"auto"` (CUDA when present), `"cpu"`, `"cuda"`, ... |
-    | `evaluator` | `"train"` (default) or any callable `(arch, seed) -> EvalResult` |
+    | `evaluator` | `"train"` (default), `"shared"` (weight sharing, see Rewards) or a callable `(arch, seed) -> ...` |
+    | `shared_config` | `evaluator="shared"`: a dict of :class:`~nas_env.evaluators.shared.SharedConfig`'s fields |
     | `store` | a path or `ResultStore`: serve cells already trained under the same fingerprint |
     | `reward_transform`, `invalid_action`, `invalid_action_penalty`, `render_mode`, `cost_*` | as :class:`NASEnv` |
 
@@ -79,7 +80,10 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
 
     ## Rewards
 
-    The child's validation accuracy after its last epoch, a fraction (0..1); 0 for a diverged child.
+    The child's validation accuracy after its last epoch, a fraction (0..1); 0 for a diverged child. With
+    `evaluator="shared"`: the supernet's accuracy on the cell's path after `shared_steps` minibatches on it
+    (train_config's optimiser and batch size; its epochs are not used). The supernet
+    (:mod:`nas_env.evaluators.shared_nb201`) holds every op of every edge at this C and N; a cell is a path.
 
     ## Info
 
@@ -122,6 +126,7 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
         cost_metric: str | None = None,
         cost_target: float | None = None,
         cost_exponent: float = MNASNET_COST_EXPONENT,
+        shared_config: dict[str, Any] | None = None,
     ) -> None:
         check_choice("dataset", dataset, SOURCES)
         if dataset == MEMORY and data is None:
@@ -129,6 +134,8 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
         chosen_preset = PRESETS[check_choice("preset", preset, tuple(PRESETS))]
         if not callable(evaluator):
             check_choice("evaluator", evaluator, EVALUATOR_NAMES)
+        if shared_config is not None and evaluator != "shared":
+            raise ValueError(f"shared_config applies to evaluator='shared' only, got evaluator={evaluator!r}")
         self.builder = NB201Builder(C if C is not None else chosen_preset["C"],
                                     N if N is not None else chosen_preset["N"])
         config = train_config_from(train_config, chosen_preset["train_config"])
@@ -156,9 +163,16 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
         else:
             image_data = self._load_data()
             check_skeleton(image_data.input_shape, image_data.num_classes, self.builder.C, self.builder.N)
-            chosen = TrainingEvaluator(image_data, config, self.device, builder=self.builder)
-        if store is not None:
-            chosen = CachedEvaluator(chosen, store)
+            if evaluator == "shared":  # one supernet trained with train_config's optimiser and batch size
+                from nas_env.evaluators.shared import SharedWeightsEvaluator
+                from nas_env.evaluators.shared_nb201 import NB201SupernetSpec
+
+                chosen = SharedWeightsEvaluator(image_data, NB201SupernetSpec(self.builder.C, self.builder.N),
+                                                shared_config, config, self.device)
+            else:
+                chosen = TrainingEvaluator(image_data, config, self.device, builder=self.builder)
+        if store is not None:  # a supernet's reward depends on its state then: recorded in the store, never served
+            chosen = CachedEvaluator(chosen, store, serve=evaluator != "shared")
         super().__init__(NB201SearchSpace(), chosen, reward_transform=reward_transform, invalid_action=invalid_action,
                          invalid_action_penalty=invalid_action_penalty, render_mode=render_mode,
                          cost_metric=cost_metric, cost_target=cost_target, cost_exponent=cost_exponent)

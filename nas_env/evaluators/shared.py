@@ -1,11 +1,17 @@
-"""Weight sharing (ENAS-style, Pham et al. 2018) for the CNN space: one supernet holds every child's weights.
+"""Weight sharing (ENAS-style, Pham et al. 2018): one supernet holds every child's weights.
 
 A child is not trained from scratch: the shared weights are trained on it for a few minibatches and
 its reward is the accuracy of the shared weights, restricted to it, on validation images. A search
 of thousands of children then costs minutes instead of GPU-weeks, at the price of a weaker ranking
 (Yu et al. 2020): ``scripts/shared_ranking.py`` measures it against stand-alone training.
 
-The supernet (:class:`SuperNet`), for a :class:`CNNSearchSpace` with filter sizes up to ``KH x KW``
+One evaluator (:class:`SharedWeightsEvaluator`) serves every space that has a supernet: the space's
+part is a :class:`SupernetSpec` (its search space, settings, source modules, metrics, and how to
+build its :class:`Supernet`), so shared training, scoring, BN recalibration, checkpoints and the
+fingerprint are written once. This module holds the CNN space's (:class:`CNNSupernetSpec`);
+:mod:`nas_env.evaluators.shared_nb201` holds NAS-Bench-201's cell space's.
+
+The CNN supernet (:class:`SuperNet`), for a :class:`CNNSearchSpace` with filter sizes up to ``KH x KW``
 and up to ``F`` filters:
 
 * per layer ``i`` and per possible input ``j`` (the image, or an earlier layer) one weight block of
@@ -38,7 +44,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -50,7 +56,7 @@ from nas_env.data.base import ImageData, image_data_from
 from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import BN_EPS, ChildCNN, build_model, concat_padded
-from nas_env.spaces.base import Architecture
+from nas_env.spaces.base import Architecture, SearchSpace
 from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import (
@@ -133,7 +139,50 @@ class ChildPlan:
     final_size: tuple[int, int]
 
 
-BNStats = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (mean, unbiased var) of the conv output
+BNStats = list[tuple[torch.Tensor, torch.Tensor]]  # per batch norm, in forward order: (mean, unbiased var)
+
+
+class Supernet(Protocol):
+    """What the evaluator needs of a supernet (an ``nn.Module``): lay out a child, run it, export it.
+
+    ``plan(arch)`` checks that ``arch`` is one of its children (TypeError / ValueError) and returns
+    whatever ``forward`` needs to run it; ``forward(x, plan, stats, collect)`` gives the child's logits,
+    its batch norms using ``stats`` (per batch norm in forward order, ``(mean, unbiased var)``) when
+    given, else the batch's own statistics, appended to ``collect`` when given (recalibration);
+    ``child_model(arch, stats)`` is a stand-alone model with copies of the child's weights.
+    """
+
+    def plan(self, arch: Any) -> Any: ...
+
+    def __call__(self, x: torch.Tensor, plan: Any, stats: BNStats | None = None,
+                 collect: BNStats | None = None) -> torch.Tensor: ...
+
+    def child_model(self, arch: Any, stats: BNStats | None = None) -> nn.Module: ...
+
+    def parameters(self) -> Any: ...  # nn.Module's
+
+
+class SupernetSpec(Protocol):
+    """A space's part of weight sharing: what :class:`SharedWeightsEvaluator` needs beyond images and a config.
+
+    ``space`` draws random children (its tokens, uniformly); ``settings()`` (JSON-friendly) enter the
+    fingerprint and the checkpoint's settings, and ``fingerprint_kind`` names the source files that decide a
+    reward (a key of :data:`nas_env.fingerprint.RESULT_SOURCES`); ``check_config``
+    refuses :class:`SharedConfig` options that do not apply to the space (ValueError); ``build``
+    makes the supernet for the data's image shape and classes; ``metrics`` are a child's recorded
+    cost metrics (``params``, ``flops``, ...).
+    """
+
+    space: SearchSpace
+    fingerprint_kind: str
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def check_config(self, config: SharedConfig) -> None: ...
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int, config: SharedConfig) -> Supernet: ...
+
+    def metrics(self, arch: Any, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]: ...
 
 
 class SuperNet(nn.Module):
@@ -265,6 +314,32 @@ class SuperNet(nn.Module):
         return model.to(self.classifier_bias.device)
 
 
+@dataclass(frozen=True)
+class CNNSupernetSpec:
+    """The CNN space's weight sharing: :class:`SuperNet` over ``space`` (``kernel_sharing`` from the config)."""
+
+    space: CNNSearchSpace
+    fingerprint_kind: str = "shared"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.space, CNNSearchSpace):
+            raise TypeError(f"CNNSupernetSpec needs a CNNSearchSpace, got {type(self.space).__name__}")
+
+    def settings(self) -> dict[str, Any]:
+        """The space's fields (as the CNN evaluator has always recorded them)."""
+        return {f.name: getattr(self.space, f.name) for f in fields(self.space) if f.init}
+
+    def check_config(self, config: SharedConfig) -> None:
+        """Every option applies to the CNN space."""
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int, config: SharedConfig) -> SuperNet:
+        return SuperNet(self.space, input_shape, num_classes, kernel_sharing=config.kernel_sharing)
+
+    def metrics(self, arch: CNNArchitecture, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+        return {"params": arch.num_params(input_shape, num_classes),
+                "flops": arch.multiply_adds(input_shape, num_classes)}
+
+
 def _cpu_copy(obj: Any) -> Any:
     """A deep copy with every tensor cloned to the CPU: a snapshot that later training cannot change."""
     if isinstance(obj, torch.Tensor):
@@ -286,30 +361,37 @@ class SharedWeightsEvaluator:
     seeded stream (``config.seed``) draws minibatches, augmentation and warm-up children, so the
     supernet's history does not depend on the agent's seeding.
 
-    ``data``: an :class:`ImageData` or a zero-argument factory (loaded on first use);
-    ``config``: a :class:`SharedConfig` or a dict of its fields; ``train_config``: the optimiser, batch
-    size, augmentation, precision and memory format (a :class:`TrainConfig`; its epochs and schedule
-    are not used).
+    ``data``: an :class:`ImageData` or a zero-argument factory (loaded on first use); ``space``: a
+    :class:`CNNSearchSpace` (its :class:`SuperNet`) or any space's :class:`SupernetSpec` (e.g.
+    :class:`~nas_env.evaluators.shared_nb201.NB201SupernetSpec`); ``config``: a :class:`SharedConfig`
+    or a dict of its fields; ``train_config``: the optimiser, batch size, augmentation, precision and
+    memory format (a :class:`TrainConfig`; its epochs and schedule are not used).
     """
 
-    def __init__(self, data: ImageData | Callable[[], ImageData], space: CNNSearchSpace,
+    def __init__(self, data: ImageData | Callable[[], ImageData], space: CNNSearchSpace | SupernetSpec,
                  config: SharedConfig | dict[str, Any] | None = None, train_config: TrainConfig | None = None,
                  device: str | torch.device | None = "auto") -> None:
-        if not isinstance(space, CNNSearchSpace):
-            raise TypeError(f"SharedWeightsEvaluator needs a CNNSearchSpace, got {type(space).__name__}")
+        if isinstance(space, CNNSearchSpace):
+            space = CNNSupernetSpec(space)
+        if not all(hasattr(space, name) for name in ("space", "fingerprint_kind", "settings", "check_config", "build",
+                                                      "metrics")):
+            raise TypeError(f"SharedWeightsEvaluator needs a CNNSearchSpace or a SupernetSpec, "
+                            f"got {type(space).__name__}")
         if isinstance(config, dict):
             config = SharedConfig.from_dict(config)
         if config is not None and not isinstance(config, SharedConfig):
             raise TypeError(f"config must be a SharedConfig, a dict of its fields or None, got {type(config).__name__}")
         if train_config is not None and not isinstance(train_config, TrainConfig):
             raise TypeError(f"train_config must be a TrainConfig or None, got {type(train_config).__name__}")
-        self.space = space
+        self.spec: SupernetSpec = space
+        self.space = space.space
         self.config = config or SharedConfig()
+        self.spec.check_config(self.config)
         self.train_config = train_config or TrainConfig()
         self.device = resolve_device(device)
         self._data_source = data
         self._device_data: DeviceData | None = None
-        self._net: SuperNet | None = None
+        self._net: Supernet | None = None
         self._fingerprint: str | None = None
 
     # --- lazy set-up -------------------------------------------------------------------------------
@@ -323,7 +405,7 @@ class SharedWeightsEvaluator:
         return self._device_data
 
     @property
-    def supernet(self) -> SuperNet:
+    def supernet(self) -> Supernet:
         self._setup()
         assert self._net is not None
         return self._net
@@ -335,11 +417,11 @@ class SharedWeightsEvaluator:
         d = data.data
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
             torch.manual_seed(cfg.seed)
-            net = SuperNet(self.space, d.input_shape, d.num_classes, kernel_sharing=cfg.kernel_sharing)
+            net = self.spec.build(d.input_shape, d.num_classes, cfg)
         self._memory_format = (torch.channels_last if use_channels_last(tc, self.device, d.input_shape)
                                else torch.contiguous_format)
         self._dtype = autocast_dtype(tc, self.device)
-        self._net = net.to(self.device)
+        self._net = net.to(self.device)  # type: ignore[attr-defined]
         self._batch = min(tc.batch_size, data.num_train)
         # the project's lr convention: TrainConfig's lr, linearly scaled to the batch actually used
         lr = tc.lr if tc.lr_reference_batch is None else tc.lr * self._batch / tc.lr_reference_batch
@@ -358,8 +440,7 @@ class SharedWeightsEvaluator:
     def settings(self) -> dict[str, Any]:
         """Everything besides the code and the data content that decides a reward (JSON-friendly)."""
         d = self.data.data
-        space = {f.name: getattr(self.space, f.name) for f in fields(self.space) if f.init}
-        return {"evaluator": "shared_weights/1", "space": space, "shared": asdict(self.config),
+        return {"evaluator": "shared_weights/1", "space": self.spec.settings(), "shared": asdict(self.config),
                 "train": asdict(self.train_config), "data": [d.name, list(d.input_shape), d.num_classes],
                 "device": self.device.type}
 
@@ -368,7 +449,7 @@ class SharedWeightsEvaluator:
         if self._fingerprint is None:
             d = self.data.data
             data_digest = tensor_digest([d.train_x, d.train_y, d.val_x, d.val_y])
-            self._fingerprint = f"shared/{make_fingerprint('shared', data_digest, self.settings())}"
+            self._fingerprint = f"shared/{make_fingerprint(self.spec.fingerprint_kind, data_digest, self.settings())}"
         return self._fingerprint
 
     # --- training ----------------------------------------------------------------------------------
@@ -381,7 +462,7 @@ class SharedWeightsEvaluator:
         self._cursor += bs
         return idx
 
-    def _train_steps(self, plan: ChildPlan, steps: int) -> tuple[list[float], int]:
+    def _train_steps(self, plan: Any, steps: int) -> tuple[list[float], int]:
         """``steps`` shared SGD steps on one child: the finite losses, and how many steps were skipped as non-finite."""
         net, opt, data = self.supernet, self._optimizer, self.data
         net.train()
@@ -407,7 +488,7 @@ class SharedWeightsEvaluator:
             losses.append(loss_value)
         return losses, skipped
 
-    def random_arch(self) -> CNNArchitecture:
+    def random_arch(self) -> Architecture:
         """A uniformly random child of the space (every token uniform), from the evaluator's seeded stream."""
         self._setup()
         return self.space.decode([int(self._arch_rng.integers(s.num_choices)) for s in self.space.tokens()])
@@ -434,8 +515,8 @@ class SharedWeightsEvaluator:
         return self.data.normalise(x).contiguous(memory_format=self._memory_format)
 
     @torch.no_grad()
-    def recalibrate(self, plan: ChildPlan) -> BNStats:
-        """Per-layer batch-norm statistics of this child over the first ``recalibrate_images`` training images
+    def recalibrate(self, plan: Any) -> BNStats:
+        """Per-batch-norm statistics of this child over the first ``recalibrate_images`` training images
         (un-augmented, as validation images are), averaged over ``eval_batch_size`` chunks."""
         data, net = self.data, self.supernet
         if self._recal_x is None:
@@ -460,7 +541,7 @@ class SharedWeightsEvaluator:
         return [(m / chunks, v / chunks) for m, v in sums]
 
     @torch.no_grad()
-    def score(self, plan: ChildPlan, bn_eval: str | None = None) -> float:
+    def score(self, plan: Any, bn_eval: str | None = None) -> float:
         """Accuracy of the shared weights restricted to the child on the validation images of ``reward_data``,
         with batch norm as ``bn_eval`` says (default: the config's; the ranking script compares both)."""
         data, net, cfg = self.data, self.supernet, self.config
@@ -485,13 +566,9 @@ class SharedWeightsEvaluator:
         return correct.item() / len(ys)
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
-        if not isinstance(arch, CNNArchitecture):
-            raise TypeError(f"SharedWeightsEvaluator scores CNN architectures, got {type(arch).__name__}")
         data = self.data
-        plan = self.supernet.plan(arch)
-        shape, classes = data.data.input_shape, data.data.num_classes
-        metrics: dict[str, Any] = {"params": arch.num_params(shape, classes),
-                                   "flops": arch.multiply_adds(shape, classes)}
+        plan = self.supernet.plan(arch)  # TypeError / ValueError for anything but a child of the space
+        metrics: dict[str, Any] = self.spec.metrics(arch, data.data.input_shape, data.data.num_classes)
         start = time.perf_counter()
         try:
             warmup_seconds = self.warmup()

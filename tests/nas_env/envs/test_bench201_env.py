@@ -7,6 +7,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from env_test_utils import episode
 from gymnasium.utils.env_checker import check_env
 
 import nas_env  # noqa: F401  (registers the environments)
@@ -16,14 +17,6 @@ from nas_env.spaces.nb201 import NB201Architecture, NB201SearchSpace
 IDS = {"NASRL-Bench201-CIFAR10-v0": "cifar10", "NASRL-Bench201-CIFAR100-v0": "cifar100",
        "NASRL-Bench201-ImageNet16-v0": "imagenet16"}
 BEST_CIFAR100 = [3, 3, 3, 1, 3, 3]
-
-
-def episode(env: gym.Env, actions: list[int], seed: int) -> tuple[float, dict]:
-    env.reset(seed=seed)
-    for a in actions:
-        _, reward, terminated, truncated, info = env.step(a)
-    assert terminated and not truncated
-    return float(reward), info
 
 
 @pytest.mark.parametrize("env_id", list(IDS))

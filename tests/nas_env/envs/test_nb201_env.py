@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import pytest
 import torch
+from env_test_utils import episode
 from gymnasium.utils.env_checker import check_env
 
 import nas_env  # noqa: F401  (registers the environments)
@@ -32,14 +33,6 @@ def tiny_data(seed: int = 0) -> tuple[torch.Tensor, ...]:
 
 def make(**kwargs: Any) -> gym.Env:
     return gym.make(ENV_ID, **{"data": tiny_data(), **SMALL, **kwargs})
-
-
-def episode(env: gym.Env, actions: list[int], seed: int) -> tuple[float, dict]:
-    env.reset(seed=seed)
-    for a in actions:
-        _, reward, terminated, truncated, info = env.step(a)
-    assert terminated and not truncated
-    return float(reward), info
 
 
 def test_gymnasium_and_sb3_check_env() -> None:
@@ -121,7 +114,7 @@ def test_presets_and_overrides() -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"dataset": "cifar11"}, r"dataset must be one of .*'cifar10'.*, got 'cifar11'"),
     ({"preset": "paper"}, r"preset must be one of 'proxy', 'nb201', got 'paper'"),
-    ({"evaluator": "shared"}, r"evaluator must be one of 'train', got 'shared'"),
+    ({"evaluator": "table"}, r"evaluator must be one of 'train', 'shared', got 'table'"),
     ({"C": 0}, r"C must be an integer >= 1, got 0"),
     ({"N": "5"}, r"N must be an integer >= 1, got '5'"),
     ({"epochs": 0}, r"epochs must be an integer >= 1, got 0"),

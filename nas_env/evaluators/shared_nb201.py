@@ -1,0 +1,230 @@
+"""Weight sharing on NAS-Bench-201's cell space: a supernet holding every op of every edge.
+
+NAS-Bench-201's own skeleton (:mod:`nas_env.models.nb201`: stem, three stages of ``N`` cells at
+``C``, 2C and 4C channels joined by residual reduction blocks, classifier), with every cell holding
+all five ops on each of its six edges: per edge one ReLU-Conv-BN weight for ``nor_conv_1x1`` and one
+for ``nor_conv_3x3`` (each cell of each stage its own); ``avg_pool_3x3`` and ``skip_connect`` have no
+parameters, ``none`` is zero (the edge is dropped from its node's sum, as in the stand-alone network).
+A child, one op per edge, is a path through it (single-path one-shot, as in SPOS / RSPS): the same
+cell in every position of the skeleton, the other ops unused. An op no child used in a step gets no
+gradient, so the optimiser leaves it untouched (no weight decay, no momentum drift).
+
+:class:`NB201SuperNet.child_model` copies a path's weights into :func:`build_nb201_model`'s
+network, which computes the same logits. Batch norm keeps no running statistics (they would mix
+children): training uses the minibatch's, scoring the validation batch's or per-child recalibrated
+ones (``SharedConfig.bn_eval``), as the CNN supernet does. :class:`NB201SupernetSpec` plugs it into
+:class:`~nas_env.evaluators.shared.SharedWeightsEvaluator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_env.evaluators.shared import BNStats, SharedConfig
+from nas_env.models.nb201 import (
+    CONV_KERNELS,
+    NB201_C,
+    NB201_N,
+    STAGES,
+    NB201Builder,
+    NB201Cell,
+    NB201Network,
+    ResidualReduction,
+    build_nb201_model,
+    check_skeleton,
+)
+from nas_env.spaces.nb201 import EDGES, NUM_NODES, NB201Architecture, NB201SearchSpace
+
+
+def is_parameter_free(arch: NB201Architecture) -> bool:
+    """Whether the cell has no convolution (its network's only weights are the skeleton's)."""
+    return not any(op in CONV_KERNELS for op in arch.ops)
+
+
+class _ConvBN(nn.Module):
+    """One ReLU-Conv-BN op's weights: a conv without bias and a batch-norm affine (no running statistics)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, track_running_stats=False)
+
+
+class _SuperCell(nn.Module):
+    """A cell's weights for every op: ``edges[str(i)][op]`` for the two conv ops of edge ``i``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.edges = nn.ModuleDict({str(i): nn.ModuleDict({op: _ConvBN(channels, channels, k)
+                                                           for op, k in CONV_KERNELS.items()})
+                                    for i in range(len(EDGES))})
+
+
+class _SuperReduction(nn.Module):
+    """The residual reduction block's weights (fixed: every child uses all of them)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = _ConvBN(c_in, c_out, 3, stride=2)
+        self.conv_b = _ConvBN(c_out, c_out, 3)
+        self.shortcut = nn.Conv2d(c_in, c_out, kernel_size=1, bias=False)
+
+
+class _Norms:
+    """Batch norm for one forward pass: given statistics in order, or the batch's own (optionally collected)."""
+
+    def __init__(self, stats: BNStats | None, collect: BNStats | None) -> None:
+        self.stats, self.collect, self.used = stats, collect, 0
+
+    def __call__(self, h: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+        if self.stats is not None:
+            if self.used >= len(self.stats):
+                raise ValueError(f"stats holds {len(self.stats)} batch norms' statistics; this child has more")
+            mean, var = self.stats[self.used]
+            self.used += 1
+            return F.batch_norm(h, mean, var, bn.weight, bn.bias, training=False, eps=bn.eps)
+        if self.collect is not None:
+            hf = h.detach().float()
+            self.collect.append((hf.mean(dim=(0, 2, 3)), hf.var(dim=(0, 2, 3), unbiased=True)))
+        return F.batch_norm(h, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+
+
+class NB201SuperNet(nn.Module):
+    """Every NAS-Bench-201 cell as a path through one network of width ``C`` and ``N`` cells a stage."""
+
+    def __init__(self, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, C: int = NB201_C,
+                 N: int = NB201_N) -> None:
+        super().__init__()
+        self.input_shape = check_skeleton(input_shape, num_classes, C, N)
+        self.num_classes, self.C, self.N = int(num_classes), int(C), int(N)
+        self.stem = nn.Conv2d(self.input_shape[0], C, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(C, track_running_stats=False)
+        blocks: list[nn.Module] = []
+        channels = C
+        for stage in range(STAGES):
+            if stage:
+                blocks.append(_SuperReduction(channels, 2 * channels))
+                channels *= 2
+            blocks.extend(_SuperCell(channels) for _ in range(N))
+        self.cells = nn.ModuleList(blocks)
+        self.last_bn = nn.BatchNorm2d(channels, track_running_stats=False)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def plan(self, arch: NB201Architecture) -> NB201Architecture:
+        """The cell itself (every cell is a child); TypeError for anything else."""
+        if not isinstance(arch, NB201Architecture):
+            raise TypeError(f"the NB201 supernet runs NB201 cells (NB201Architecture), got {type(arch).__name__}")
+        return arch
+
+    def _cell(self, h: torch.Tensor, cell: _SuperCell, ops: tuple[str, ...], norm: _Norms) -> torch.Tensor:
+        nodes = [h]
+        for node in range(1, NUM_NODES):
+            total: torch.Tensor | None = None
+            for i, ((source, target), op) in enumerate(zip(EDGES, ops, strict=True)):
+                if target != node or op == "none":
+                    continue
+                x = nodes[source]
+                if op in CONV_KERNELS:
+                    m = cell.edges[str(i)][op]
+                    term = norm(m.conv(F.relu(x)), m.bn)
+                elif op == "avg_pool_3x3":
+                    term = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+                else:  # skip_connect
+                    term = x
+                total = term if total is None else total + term
+            nodes.append(torch.zeros_like(h) if total is None else total)
+        return nodes[-1]
+
+    def forward(self, x: torch.Tensor, plan: NB201Architecture, stats: BNStats | None = None,
+                collect: BNStats | None = None) -> torch.Tensor:
+        """The cell's logits; batch norms (in forward order) as :class:`~nas_env.evaluators.shared.Supernet` says."""
+        norm = _Norms(stats, collect)
+        h = norm(self.stem(x), self.stem_bn)
+        for block in self.cells:
+            if isinstance(block, _SuperReduction):
+                a = norm(block.conv_a.conv(F.relu(h)), block.conv_a.bn)
+                b = norm(block.conv_b.conv(F.relu(a)), block.conv_b.bn)
+                h = block.shortcut(F.avg_pool2d(h, kernel_size=2, stride=2)) + b
+            else:
+                h = self._cell(h, block, plan.ops, norm)
+        h = F.relu(norm(h, self.last_bn))
+        return self.classifier(h.mean(dim=(2, 3)))
+
+    @torch.no_grad()
+    def child_model(self, arch: NB201Architecture, stats: BNStats | None = None) -> NB201Network:
+        """A stand-alone :func:`build_nb201_model` network holding copies of the cell's weights (and ``stats`` as
+        its batch norms' running statistics, when given): it computes what the supernet computes for the cell."""
+        cell_ops = self.plan(arch).ops
+        model = build_nb201_model(arch, self.input_shape, self.num_classes, C=self.C, N=self.N)
+
+        def copy_conv_bn(target: nn.Sequential, source: _ConvBN) -> None:  # ReLUConvBN: (ReLU, Conv, BN)
+            target[1].weight.copy_(source.conv.weight)
+            target[2].weight.copy_(source.bn.weight)
+            target[2].bias.copy_(source.bn.bias)
+
+        model.stem[0].weight.copy_(self.stem.weight)
+        model.stem[1].weight.copy_(self.stem_bn.weight)
+        model.stem[1].bias.copy_(self.stem_bn.bias)
+        for block, source in zip(model.cells, self.cells, strict=True):
+            if isinstance(block, ResidualReduction):
+                copy_conv_bn(block.conv_a, source.conv_a)
+                copy_conv_bn(block.conv_b, source.conv_b)
+                block.shortcut[1].weight.copy_(source.shortcut.weight)
+            else:
+                assert isinstance(block, NB201Cell)
+                for name, module in block.edges.items():
+                    op = cell_ops[int(name)]
+                    if op in CONV_KERNELS:
+                        copy_conv_bn(module, source.edges[name][op])
+        model.last_act[0].weight.copy_(self.last_bn.weight)
+        model.last_act[0].bias.copy_(self.last_bn.bias)
+        model.classifier.load_state_dict(self.classifier.state_dict())
+        if stats is not None:
+            norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]  # forward order
+            if len(norms) != len(stats):
+                raise ValueError(f"stats holds {len(stats)} batch norms' statistics; the cell's network has "
+                                 f"{len(norms)}")
+            for bn, (mean, var) in zip(norms, stats, strict=True):
+                bn.running_mean.copy_(mean)
+                bn.running_var.copy_(var)
+        return model.to(self.classifier.weight.device)
+
+
+class NB201SupernetSpec:
+    """NAS-Bench-201's space for :class:`~nas_env.evaluators.shared.SharedWeightsEvaluator`: an
+    :class:`NB201SuperNet` of width ``C`` and ``N`` cells a stage; metrics as :class:`NB201Builder`'s."""
+
+    fingerprint_kind = "shared_nb201"
+
+    def __init__(self, C: int = NB201_C, N: int = NB201_N) -> None:
+        self.builder = NB201Builder(C, N)
+        self.space = NB201SearchSpace()
+
+    @property
+    def C(self) -> int:
+        return self.builder.C
+
+    @property
+    def N(self) -> int:
+        return self.builder.N
+
+    def settings(self) -> dict[str, Any]:
+        return {"kind": "nb201", **self.builder.settings()}
+
+    def check_config(self, config: SharedConfig) -> None:
+        """``kernel_sharing`` is the CNN space's (filter sizes cropped from one kernel): here each conv op of
+        each edge always has its own weights, so only the default is accepted."""
+        if config.kernel_sharing != "crop":
+            raise ValueError(f"kernel_sharing applies to the CNN space only (NB201's 1x1 and 3x3 convs always have "
+                             f"their own weights); leave it at its default 'crop', got {config.kernel_sharing!r}")
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int, config: SharedConfig) -> NB201SuperNet:
+        return NB201SuperNet(input_shape, num_classes, C=self.C, N=self.N)
+
+    def metrics(self, arch: NB201Architecture, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+        return self.builder.metrics(arch, input_shape, num_classes)
