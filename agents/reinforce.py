@@ -87,12 +87,15 @@ class ReinforceOptions(AgentOptions):
     """PPO's eps for the steps after the first, in (0, 1) (None: the unclipped surrogate; e.g. 0.2)."""
     unique_children: bool = True
     """Never draw a known architecture again: a choice whose every completion was drawn before is masked (unless
-    every choice is), and learning uses those masks. Exact where the env's masks do not depend on earlier tokens."""
+    every choice is), and learning uses those masks. Exact where the env's masks do not depend on earlier
+    tokens."""
     top_fraction: float = 1.0
     """Risk-seeking policy gradient (Petersen et al. 2021): learn only from the batch's best ``top_fraction`` of
-    children, with the batch's ``1 - top_fraction`` reward quantile as their baseline (1.0: every child, EMA baseline)."""
+    children, with the batch's ``1 - top_fraction`` reward quantile as their baseline (1.0: every child, the EMA
+    baseline)."""
     queue_size: int = 10
-    """Priority-queue training (Abolafia et al. 2018): keep the best ``queue_size`` distinct architectures seen (0: off)."""
+    """Priority-queue training (Abolafia et al. 2018): keep the best ``queue_size`` distinct architectures seen
+    (0: off)."""
     queue_coef: float = 0.5
     """Weight of the queue's log-likelihood (maximised beside the policy gradient; 0: off)."""
     controller_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -587,4 +590,5 @@ class ReinforceAgent(EpisodicSearchAgent):
         for actions in state.get("drawn", []):
             self._count(tuple(int(a) for a in actions))
             self.drawn.add(tuple(int(a) for a in actions))
-        self.queue = [Episode(-1, a.numpy().copy(), mk.numpy().copy(), float(r), {}) for a, mk, r in state.get("queue", [])]
+        self.queue = [Episode(-1, a.numpy().copy(), mk.numpy().copy(), float(r), {})
+                      for a, mk, r in state.get("queue", [])]

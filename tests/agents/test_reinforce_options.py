@@ -313,8 +313,8 @@ def test_normalized_gradient_is_the_plain_one_over_the_std() -> None:
     specs, num_actions = digits_specs()
     masks = full_masks(specs, num_actions)
     # no entropy bonus: only the advantage term is scaled by 1/s
-    plain, normed = ReinforceAgent(seed=5, entropy_coef=0.0, **PLAIN), ReinforceAgent(seed=5, normalize_advantage=True, **PLAIN,
-                                                                             entropy_coef=0.0)
+    plain = ReinforceAgent(seed=5, entropy_coef=0.0, **PLAIN)
+    normed = ReinforceAgent(seed=5, normalize_advantage=True, entropy_coef=0.0, **PLAIN)
     for agent in (plain, normed):
         agent.prepare(specs, num_actions)
     rewards = np.array([0.2, 0.9, 0.4, 0.6, 0.1])
