@@ -145,6 +145,9 @@ PRESETS: dict[str, ReinforceOptions] = {
     "paper": ReinforceOptions(lr=0.0006, entropy_coef=0.0, unique_children=False, queue_size=0, queue_coef=0.0),
 }
 STUDY_KNOBS: tuple[str, ...] = ReinforceOptions.names()  # what a preset fixes
+# unique_children counts drawn architectures only under prefixes with at most this many completions (the last
+# tokens' prefixes): a prefix with more is never used up by a search, and counting it would cost memory per token.
+TRACKED_COMPLETIONS = 1_000_000
 # Knobs added after checkpoints were written, with the value such a checkpoint's run had: a resume keeps it.
 ADDED_KNOBS = {"unique_children": False, "top_fraction": 1.0, "queue_size": 0, "queue_coef": 0.0}
 
@@ -166,6 +169,11 @@ def resolve_options(preset: str | None, options: ReinforceOptions | None, knobs:
             raise ValueError(f"preset={preset!r} fixes {k}={getattr(base, k)!r}, got {k}={given[k]!r}: a preset "
                              f"fixes {', '.join(STUDY_KNOBS)}; drop the preset or the {k} argument")
     return base
+
+
+def prefix_key(actions: tuple[int, ...]) -> bytes:
+    """A compact dictionary key for an action prefix (tuples of 150 ints would cost a kilobyte each)."""
+    return np.asarray(actions, dtype=np.int32).tobytes()
 
 
 @contextmanager
@@ -338,7 +346,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         # the update in progress are counted at once but committed at the update, so a resume replays them exactly
         self.drawn: set[tuple[int, ...]] = set()
         self._drawing: list[tuple[int, ...]] = []
-        self._prefix_counts: Counter[tuple[int, ...]] = Counter()
+        self._prefix_counts: Counter[bytes] = Counter()  # prefix (as prefix_key) -> architectures drawn under it
         self._remembering = True  # False in sample_actions: the policy's own draws, neither narrowed nor counted
         self.queue: list[Episode] = []  # queue_size > 0: the best distinct architectures seen, best first
         self._outer_threads = torch.get_num_threads()
@@ -409,11 +417,14 @@ class ReinforceAgent(EpisodicSearchAgent):
         """
         actions = torch.argmax(scores, dim=1)
         last = step == self.controller.num_steps - 1
+        capacity = self._completions[step + 1]
+        if capacity > TRACKED_COMPLETIONS and not last:  # no search draws that many children: nothing is used up
+            return actions
         width = scores.shape[1]
         for i in np.flatnonzero(live):
             prefix = tuple(int(a[i]) for a in self._taken)
             used = [a for a in np.flatnonzero(masks[i, :width])
-                    if self._prefix_counts[(*prefix, int(a))] >= self._completions[step + 1]]
+                    if self._prefix_counts[prefix_key((*prefix, int(a)))] >= capacity]
             if used and len(used) < masks[i, :width].sum():
                 masks[i, used] = False
                 actions[i] = torch.argmax(scores[i].masked_fill(~torch.from_numpy(masks[i, :width]), -np.inf))
@@ -423,10 +434,12 @@ class ReinforceAgent(EpisodicSearchAgent):
         return actions
 
     def _count(self, actions: tuple[int, ...]) -> None:
-        """Count a newly drawn architecture under each of its prefixes (a repeat counts once)."""
+        """Count a newly drawn architecture under each prefix that could be used up (a repeat counts once)."""
         if actions not in self.drawn and actions not in self._drawing:
-            for k in range(1, len(actions) + 1):
-                self._prefix_counts[actions[:k]] += 1
+            for k in range(len(actions), 0, -1):
+                if self._completions[k] > TRACKED_COMPLETIONS:
+                    break  # shorter prefixes have even more completions
+                self._prefix_counts[prefix_key(actions[:k])] += 1
 
     def sample_actions(self, masks: np.ndarray, batch_size: int) -> np.ndarray:
         """Draws of the policy itself (see the base class): ``unique_children`` neither narrows nor counts them."""

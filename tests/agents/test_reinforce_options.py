@@ -17,7 +17,7 @@ import pytest
 import torch
 from agent_test_utils import actions_of, digits_env, run_agent
 
-from agents import ReinforceAgent, UpdateStats, make_agent
+from agents import ReinforceAgent, UpdateStats, make_agent, reinforce
 from agents.base import Episode
 from agents.controller import SKIP_TOKEN, Controller
 from agents.experiment.runner import parse_args, run_search
@@ -439,6 +439,19 @@ def test_unique_children_draws_every_architecture_once_before_any_repeat() -> No
     unique, _ = run_agent(agent, env, 12)
     assert len(set(archs(unique[:8]))) == 8 and set(archs(unique[8:])) <= set(archs(unique[:8]))
     assert agent.drawn == {tuple(actions_of(env, c)) for c in unique}
+
+
+def test_unique_children_counts_only_prefixes_that_can_be_used_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefixes with more completions than TRACKED_COMPLETIONS are not counted (memory on 150-token spaces)."""
+    monkeypatch.setattr(reinforce, "TRACKED_COMPLETIONS", 2)  # of the 3 tokens, only the last two's prefixes
+    env = small_digits_env()
+    agent = ReinforceAgent(seed=0, children_per_update=4, lr=0.3, unique_children=True)
+    children, _ = run_agent(agent, env, 8)
+    assert {len(key) // 4 for key in agent._prefix_counts} == {2, 3}  # int32 keys of 2 and 3 actions
+    drawn = [tuple(actions_of(env, c)) for c in children]
+    for k, a in enumerate(drawn):  # a repeat only once both completions of its two-token prefix were drawn
+        if a in drawn[:k]:
+            assert {b[-1] for b in drawn[:k] if b[:-1] == a[:-1]} == {0, 1}
 
 
 def test_unique_children_learns_under_the_masks_it_sampled_with() -> None:
