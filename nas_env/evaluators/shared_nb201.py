@@ -30,13 +30,13 @@ from nas_env.models.nb201 import (
     CONV_KERNELS,
     NB201_C,
     NB201_N,
-    STAGES,
     NB201Builder,
     NB201Cell,
     NB201Network,
     ResidualReduction,
     build_nb201_model,
     check_skeleton,
+    stage_blocks,
 )
 from nas_env.spaces.nb201 import EDGES, NUM_NODES, NB201Architecture, NB201SearchSpace
 
@@ -104,13 +104,7 @@ class NB201SuperNet(nn.Module):
         self.num_classes, self.C, self.N = int(num_classes), int(C), int(N)
         self.stem = nn.Conv2d(self.input_shape[0], C, 3, padding=1, bias=False)
         self.stem_bn = nn.BatchNorm2d(C, track_running_stats=False)
-        blocks: list[nn.Module] = []
-        channels = C
-        for stage in range(STAGES):
-            if stage:
-                blocks.append(_SuperReduction(channels, 2 * channels))
-                channels *= 2
-            blocks.extend(_SuperCell(channels) for _ in range(N))
+        blocks, channels = stage_blocks(C, N, _SuperCell, _SuperReduction)
         self.cells = nn.ModuleList(blocks)
         self.last_bn = nn.BatchNorm2d(channels, track_running_stats=False)
         self.classifier = nn.Linear(channels, num_classes)

@@ -18,7 +18,7 @@ then BatchNorm-ReLU, global average pooling and a linear classifier. NAS-Bench-2
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -106,6 +106,20 @@ def check_skeleton(input_shape: Sequence[int], num_classes: int, C: int, N: int)
     return tuple(int(v) for v in input_shape)  # type: ignore[return-value]
 
 
+def stage_blocks(C: int, N: int, cell: Callable[[int], nn.Module], reduction: Callable[[int, int], nn.Module]
+                 ) -> tuple[list[nn.Module], int]:
+    """The skeleton's body: ``N`` cells a stage at C, 2C, 4C channels, a reduction between stages; and its last
+    width (the stand-alone network and the supernet share it)."""
+    blocks: list[nn.Module] = []
+    channels = C
+    for stage in range(STAGES):
+        if stage:
+            blocks.append(reduction(channels, 2 * channels))
+            channels *= 2
+        blocks.extend(cell(channels) for _ in range(N))
+    return blocks, channels
+
+
 class NB201Network(nn.Module):
     """NAS-Bench-201's ``TinyNetwork`` around one cell: stem, 3 stages of ``N`` cells (``C``, 2C, 4C), classifier."""
 
@@ -117,13 +131,7 @@ class NB201Network(nn.Module):
         self.input_shape = check_skeleton(input_shape, num_classes, C, N)
         self.arch, self.C, self.N = arch, int(C), int(N)
         self.stem = nn.Sequential(nn.Conv2d(self.input_shape[0], C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        blocks: list[nn.Module] = []
-        channels = C
-        for stage in range(STAGES):
-            if stage:
-                blocks.append(ResidualReduction(channels, 2 * channels))
-                channels *= 2
-            blocks.extend(NB201Cell(arch, channels) for _ in range(N))
+        blocks, channels = stage_blocks(C, N, lambda c: NB201Cell(arch, c), ResidualReduction)
         self.cells = nn.Sequential(*blocks)
         self.last_act = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=False))
         self.pool = nn.AdaptiveAvgPool2d(1)
