@@ -6,8 +6,8 @@ Run: ``python scripts/bench.py --quick`` (about two minutes on 2 idle CPU cores)
 What is measured, all in this one run on this one device:
 
 * **trainer vs reference.** For each child (the paper's v1 space: 15 layers, every token sampled
-  uniformly, plus one child with every layer at 36 filters), both trainers train the same
-  initial weights on the same real CIFAR-10 images for one epoch: ours (:func:`train_child`:
+  uniformly, plus one child with every layer at 36 filters), both trainers start from the same
+  initial weights and train on the same real CIFAR-10 images for one epoch: ours (:func:`train_child`:
   data on the device, batched crop/flip there, channels_last, bf16 on CUDA) and the reference
   (:func:`train_reference`: in-memory CIFAR10-style dataset, ``DataLoader``, torchvision
   transforms, float32 NCHW). Each is warmed up on one batch first and measured with a
@@ -26,11 +26,10 @@ Data: ``--data-root`` (official python layout), else where ``bench_common.cifar1
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -43,29 +42,25 @@ from bench_common import (  # scripts/ is on sys.path when this file runs
     cifar10_root,
     device_name,
     eval_images_per_s,
+    loader_workers,
+    parse_quick,
     peak_conv_flops,
     print_report,
     proxy_child_seconds,
+    reference_images_per_s,
     sample_children,
-    time_ours,
+    subset,
+    train_images_per_s,
 )
-from bench_controller import agent_only_ms
+from bench_controller import agent_only_ms, prepared_agent
 from bench_env import median_step_us
-from reference_trainer import InMemoryImages, reference_transform, train_reference
+from reference_trainer import InMemoryImages, reference_transform
 
 import nas_env  # noqa: F401  (registers the ids)
-from agents import ReinforceAgent
-from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
 from nas_env.data.cifar10 import load_cifar10
-from nas_env.models.cnn import build_model
-from nas_env.spaces.cnn import CNNArchitecture
 from nas_env.training.device import resolve_device
-from nas_env.training.image_trainer import (
-    TrainConfig,
-    autocast_dtype,
-    use_channels_last,
-)
+from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dtype, use_channels_last
 
 
 @dataclass
@@ -92,21 +87,6 @@ class Args:
     """seed of the sampled children and their weights"""
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    """The flags, with ``--quick``'s sizes applied over the others."""
-    args, _, _ = parse_dataclass(Args, argv, prog="bench.py", description=__doc__)
-    if args.quick:
-        args = replace(args, children=1, train_images=64, batch_size=64, val_images=128)
-    return args
-
-
-def time_reference(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device, seed: int,
-                   workers: int) -> float:
-    torch.manual_seed(seed)
-    model = build_model(arch, data.input_shape, data.num_classes)
-    return train_reference(model, data, config, seed, num_workers=workers, device=device).seconds
-
-
 def loader_images_per_s(data: ImageData, batch_size: int, workers: int) -> float:
     """The reference's data pipeline alone (PIL, crop, flip, to tensor, normalise, collate): its ceiling."""
     loader = torch.utils.data.DataLoader(InMemoryImages(data.train_x, data.train_y, reference_transform(data, True)),
@@ -117,36 +97,32 @@ def loader_images_per_s(data: ImageData, batch_size: int, workers: int) -> float
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parse_quick(Args, argv, "bench.py", __doc__, children=1, train_images=64, batch_size=64, val_images=128)
     device = resolve_device(args.device)
-    workers = args.reference_workers if args.reference_workers >= 0 else (
-        min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    workers = loader_workers(device, args.reference_workers)
     config = TrainConfig(epochs=1, batch_size=args.batch_size)
 
     with tempfile.TemporaryDirectory() as scratch:
         root = cifar10_root(args.data_root, Path(scratch))
         full = load_cifar10(root, download=False, val_size=PROXY_VAL, train_subset=args.train_images,
                             val_subset=args.val_images)
-    timed = replace(full, val_x=full.val_x[:2], val_y=full.val_y[:2])  # training rate: validation negligible
-    warm = replace(timed, train_x=timed.train_x[:args.batch_size], train_y=timed.train_y[:args.batch_size])
+    measured, warm = subset(full, args.train_images), subset(full, args.batch_size)
+    measured_dev, warm_dev = DeviceData(measured, device), DeviceData(warm, device)
 
     rows: list[tuple[str, str]] = []
     ours_rates, ref_rates, child_seconds, flops_done, ours_seconds = [], [], [], 0.0, 0.0
     for k, (name, arch) in enumerate(sample_children(args.children, args.seed)):
         seed = args.seed + k
-        time_ours(arch, warm, config, device, seed)  # warm-up: kernels for these shapes, allocator
-        time_reference(arch, warm, config, device, seed, workers)
-        t_ours = time_ours(arch, timed, config, device, seed)
-        t_ref = time_reference(arch, timed, config, device, seed, workers)
-        ours_ips, ref_ips = len(timed.train_y) / t_ours, len(timed.train_y) / t_ref
+        ours_ips, _ = train_images_per_s(arch, warm_dev, measured_dev, config, seed)
+        ref_ips = reference_images_per_s(arch, warm, measured, args.batch_size, device, seed, workers)
         macs = arch.multiply_adds(full.input_shape, full.num_classes)
         if name.startswith("v1 sample"):
             ours_rates.append(ours_ips)
             ref_rates.append(ref_ips)
             eval_ips = eval_images_per_s(arch, full, config, device)
             child_seconds.append(proxy_child_seconds(ours_ips, eval_ips))
-            flops_done += 6 * macs * len(timed.train_y)
-            ours_seconds += t_ours
+            flops_done += 6 * macs * len(measured.train_y)
+            ours_seconds += len(measured.train_y) / ours_ips
         rows.append((f"{name}: {macs / 1e9:.2f} GMAC/image, ours / reference",
                      f"{ours_ips:,.1f} / {ref_ips:,.1f} img/s ({ours_ips / ref_ips:.2f}x)"))
         print(*rows[-1], sep="  ", flush=True)
@@ -165,11 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = 2000 if args.quick else 20000
     token_us = median_step_us(env, steps, rng, skip_final=True)
     cartpole_us = median_step_us(gym.make("CartPole-v1"), steps, rng, skip_final=False)
-    specs = env.unwrapped.token_specs
-    num_actions = int(env.action_space.n)
-    masks = np.arange(num_actions)[None, :] < np.array([s.num_choices for s in specs])[:, None]
-    agent = ReinforceAgent(seed=args.seed, children_per_update=8)
-    agent.prepare(specs, num_actions)
+    agent, masks = prepared_agent(env, args.seed, 8)
     controller = [sum(agent_only_ms(agent, masks, 8, lockstep=True)) for _ in range(4 if args.quick else 11)][1:]
 
     result = {
@@ -186,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         "cartpole_step_us": round(cartpole_us, 2),
         "controller_ms_per_update": round(statistics.median(controller), 2),
         "children_measured": len(ours_rates),
-        "train_images_per_child": len(timed.train_y),
+        "train_images_per_child": len(measured.train_y),
         "batch_size": args.batch_size,
         "quick": args.quick,
     }

@@ -1,7 +1,8 @@
-"""What the training benchmarks share: CIFAR-10's location, the sampled children, the device clock, the ceiling.
+"""What the benchmarks share: CIFAR-10's location, the sampled children, the device clock, the ceiling, the tables.
 
 ``scripts/bench.py``, ``scripts/bench_shared.py`` and ``scripts/gpu_check.py`` measure the same
-children the same way, so their figures can be set side by side; this module is that common ground.
+children the same way, so their figures can be set side by side; this module is that common ground
+(and that of the two NAS-Bench-201 benchmarks, ``scripts/bench_nb201_*.py``).
 """
 
 from __future__ import annotations
@@ -12,29 +13,47 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
+import gymnasium as gym
 import numpy as np
 import torch
+from reference_trainer import train_reference  # scripts/ is on sys.path when a benchmark runs
 
+from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
 from nas_env.data.cifar10 import FOLDER
 from nas_env.data.download import default_data_root
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
+from nas_env.spaces.nb201 import NB201Architecture
 from nas_env.training.image_trainer import (
     DeviceData,
     TrainConfig,
+    TrainOutcome,
     autocast_dtype,
     evaluate_accuracy,
     train_child,
     use_channels_last,
 )
 
+T = TypeVar("T")
 # Where a checkout of this project's workspace keeps real CIFAR-10 pixels (PNG batches and their converter).
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CONVERT_TRAIN = 10_000  # images converted from the shared PNG copy: enough for the 5,000-image validation split
 PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # NASRL-CIFAR10-v0's proxy fidelity: children/hour's
+NB201_ENV_ID = "NASRL-NB201-CIFAR10-v0"
+CIFAR10_TRAIN = 50_000  # CIFAR-10's training images: the seeded 45,000 / 5,000 split is drawn from them all
+TOP_SHARE = 0.1  # the top-k recall's share of the sample
+
+
+def parse_quick(cls: type[T], argv: list[str] | None, prog: str, description: str, **quick: Any) -> T:
+    """The flags of the dataclass ``cls``, with the ``quick`` sizes applied over the others under ``--quick``."""
+    args, _, _ = parse_dataclass(cls, argv, prog=prog, description=description)
+    return replace(args, **quick) if args.quick else args
 
 
 def sample_children(n: int, seed: int, num_layers: int | None = None,
@@ -53,6 +72,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(device: torch.device, run: Callable[[], T]) -> tuple[float, T]:
+    """Seconds ``run()`` takes, the device's queued work waited for before and after, and what it returned."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = run()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
 def device_name(device: torch.device) -> str:
     """The device in words, with what decides its speed (GPU and cuDNN, or CPU model, threads and cores)."""
     if device.type == "cuda":
@@ -63,6 +91,13 @@ def device_name(device: torch.device) -> str:
                   if line.startswith("model name")), "") if cpuinfo.exists() else ""
     return (f"CPU: {model or platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
             f"{os.cpu_count()} cores, torch {torch.__version__}")
+
+
+def loader_workers(device: torch.device, requested: int = -1) -> int:
+    """The reference loop's DataLoader workers: ``requested``, or (-1) 0 on the CPU and min(8, CPUs) on CUDA."""
+    if requested >= 0:
+        return requested
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
 def peak_conv_flops(device: torch.device, channels_last: bool, dtype: torch.dtype | None, batch: int) -> float:
@@ -86,16 +121,9 @@ def peak_conv_flops(device: torch.device, channels_last: bool, dtype: torch.dtyp
     torch.backends.cudnn.benchmark = True
     try:
         step()
-        best = 0.0
-        for _ in range(3):
-            synchronize(device)
-            start = time.perf_counter()
-            step()
-            synchronize(device)
-            best = max(best, flops / (time.perf_counter() - start))
+        return max(flops / timed(device, step)[0] for _ in range(3))
     finally:
         torch.backends.cudnn.benchmark = previous
-    return best
 
 
 def cifar10_root(data_root: str, scratch: Path, train_images: int = CONVERT_TRAIN) -> Path:
@@ -114,17 +142,38 @@ def cifar10_root(data_root: str, scratch: Path, train_images: int = CONVERT_TRAI
     return scratch
 
 
-def time_ours(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device,
-              seed: int) -> float:
-    """Seconds for one epoch of our trainer over ``data`` (model built and moved before the clock starts)."""
+def with_cifar10_root(env_id: str, env_kwargs: dict[str, Any], data_root: str, scratch: Path) -> dict[str, Any]:
+    """``env_kwargs``, plus :func:`cifar10_root`'s folder where the env reads CIFAR-10 and is given no data."""
+    dataset = env_kwargs.get("dataset", gym.spec(env_id).kwargs.get("dataset"))
+    if dataset != "cifar10" or "data_root" in env_kwargs or "data" in env_kwargs:
+        return dict(env_kwargs)
+    return {**env_kwargs, "data_root": str(cifar10_root(data_root, scratch)), "download": False}
+
+
+def subset(data: ImageData, n: int) -> ImageData:
+    """The first ``n`` training images, and two validation images: timing measures training."""
+    return replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n], val_x=data.val_x[:2],
+                   val_y=data.val_y[:2])
+
+
+def train_images_per_s(arch: CNNArchitecture, warm: DeviceData, data: DeviceData, config: TrainConfig,
+                       seed: int) -> tuple[float, TrainOutcome]:
+    """Our trainer's images/s over one epoch of ``data`` after one over ``warm`` (the format trial's cost excluded)."""
     torch.manual_seed(seed)
-    model = build_model(arch, data.input_shape, data.num_classes)
-    device_data = DeviceData(data, device)
-    synchronize(device)
-    start = time.perf_counter()
-    train_child(model, device_data, config, seed)
-    synchronize(device)
-    return time.perf_counter() - start
+    model = build_model(arch, warm.data.input_shape, warm.data.num_classes)
+    train_child(model, warm, config, seed)  # kernels for these shapes, the allocator
+    seconds, outcome = timed(data.device, lambda: train_child(model, data, config, seed))
+    return data.num_train / (seconds - outcome.trial_seconds), outcome
+
+
+def reference_images_per_s(arch: CNNArchitecture, warm: ImageData, data: ImageData, batch: int,
+                           device: torch.device, seed: int, workers: int) -> float:
+    """The plain loop's training images/s (DataLoader, torchvision transforms, float32 NCHW), after a warm-up."""
+    config = TrainConfig(epochs=1, batch_size=batch)
+    torch.manual_seed(seed)
+    model = build_model(arch, warm.input_shape, warm.num_classes)
+    train_reference(model, warm, config, seed, num_workers=workers, device=device)
+    return len(data.train_y) / train_reference(model, data, config, seed, num_workers=workers, device=device).seconds
 
 
 def eval_images_per_s(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device) -> float:
@@ -135,11 +184,7 @@ def eval_images_per_s(arch: CNNArchitecture, data: ImageData, config: TrainConfi
     model.to(memory_format=fmt)
     dtype = autocast_dtype(config, device)
     evaluate_accuracy(model, device_data, config, fmt, dtype)  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    evaluate_accuracy(model, device_data, config, fmt, dtype)
-    synchronize(device)
-    return len(data.val_y) / (time.perf_counter() - start)
+    return len(data.val_y) / timed(device, lambda: evaluate_accuracy(model, device_data, config, fmt, dtype))[0]
 
 
 def proxy_child_seconds(train_images_per_s: float, eval_images_per_s: float) -> float:
@@ -154,3 +199,34 @@ def print_report(rows: list[tuple[str, str]], result: dict[str, object]) -> None
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
     print(json.dumps(result))
+
+
+def nb201_cell(row: int) -> NB201Architecture:
+    """The NAS-Bench-201 cell of a table row (its key is the row in base 5)."""
+    return NB201Architecture.from_key(np.base_repr(row, 5).zfill(6))
+
+
+def draw_cells(accuracy: np.ndarray, n: int, seed: int) -> list[int]:
+    """One row from each of ``n`` equal-size bins of the rows sorted by ``accuracy``, in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    bins = np.array_split(np.argsort(accuracy, kind="stable"), n)
+    picks = [int(rng.choice(b)) for b in bins]
+    return [picks[i] for i in rng.permutation(n)]
+
+
+def top_recall(truth: np.ndarray, proxy: np.ndarray, share: float) -> float:
+    """The share of the ``share`` best by ``truth`` that are also among the ``share`` best by ``proxy``."""
+    k = max(1, round(share * len(truth)))
+    best = set(np.argsort(-truth, kind="stable")[:k].tolist())
+    return len(best & set(np.argsort(-proxy, kind="stable")[:k].tolist())) / k
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file (blank lines skipped)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to ``path`` as one JSON line, as soon as it is made."""
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -19,7 +19,6 @@ Rows:
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
+from bench_common import print_report  # scripts/ is on sys.path when this file runs
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents import Episode, ReinforceAgent
@@ -49,6 +49,15 @@ class Args:
 
 def make_env() -> gym.Env:
     return gym.make(ENV_ID, evaluator="synthetic")
+
+
+def prepared_agent(env: gym.Env, seed: int, m: int) -> tuple[ReinforceAgent, np.ndarray]:
+    """A REINFORCE agent prepared for ``env``'s tokens, and the action masks of every step."""
+    specs = env.unwrapped.token_specs
+    num_actions = int(env.action_space.n)
+    agent = ReinforceAgent(seed=seed, children_per_update=m)
+    agent.prepare(specs, num_actions)
+    return agent, np.arange(num_actions)[None, :] < np.array([s.num_choices for s in specs])[:, None]
 
 
 def agent_only_ms(agent: ReinforceAgent, masks: np.ndarray, m: int, lockstep: bool) -> tuple[float, float]:
@@ -87,10 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
     env = make_env()
     specs = env.unwrapped.token_specs
-    num_actions = int(env.action_space.n)
-    masks = np.arange(num_actions)[None, :] < np.array([s.num_choices for s in specs])[:, None]
-    agent = ReinforceAgent(seed=args.seed, children_per_update=m)
-    agent.prepare(specs, num_actions)
+    agent, masks = prepared_agent(env, args.seed, m)
 
     results: dict[str, list[float]] = {k: [] for k in (
         "lockstep_sample", "lockstep_update", "sequential_sample", "sequential_update",
@@ -99,17 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     single_agent = ReinforceAgent(seed=args.seed, children_per_update=m)
     vec_agent = ReinforceAgent(seed=args.seed, children_per_update=m)
     for rep in range(args.repeats + 1):  # rep 0 warms up (allocator, oneDNN kernels)
-        ls, lu = agent_only_ms(agent, masks, m, lockstep=True)
-        ss, su = agent_only_ms(agent, masks, m, lockstep=False)
-        ev = through_env_ms(vec_agent, vec, m)
-        es = through_env_ms(single_agent, env, m)
-        eo = env_only_ms(env, m)
+        values = (*agent_only_ms(agent, masks, m, lockstep=True), *agent_only_ms(agent, masks, m, lockstep=False),
+                  through_env_ms(vec_agent, vec, m), through_env_ms(single_agent, env, m), env_only_ms(env, m))
         if rep:
-            for key, value in zip(results, (ls, lu, ss, su, ev, es, eo), strict=True):
+            for key, value in zip(results, values, strict=True):
                 results[key].append(value)
     med = {k: statistics.median(v) for k, v in results.items()}
 
-    rows = [
+    rows = [(label, f"{value:8.1f} ms") for label, value in [
         (f"agent only, lockstep ({m} children as one batch): sample", med["lockstep_sample"]),
         ("agent only, lockstep: update", med["lockstep_update"]),
         ("agent only, lockstep: sample + update", med["lockstep_sample"] + med["lockstep_update"]),
@@ -118,13 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         (f"through the env, SyncVectorEnv x {m}: run({m} children)", med["env_vec"]),
         (f"through the env, single env: run({m} children)", med["env_single"]),
         (f"env only: {m} children x {len(specs)} steps, fixed actions", med["env_only"]),
-    ]
-    width = max(len(r[0]) for r in rows)
+    ]]
     print(f"{ENV_ID} (synthetic), {len(specs)} tokens, m = {m}, median of {args.repeats}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value:8.1f} ms")
-    print(json.dumps({
+    print_report(rows, {
         "tokens": len(specs),
         "children_per_update": m,
         "agent_lockstep_sample_ms": round(med["lockstep_sample"], 2),
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         "through_env_single_ms": round(med["env_single"], 2),
         "env_only_ms": round(med["env_only"], 2),
         "target_ms": 50,
-    }))
+    })
 
 
 if __name__ == "__main__":

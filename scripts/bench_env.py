@@ -7,13 +7,13 @@ this same run.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+from bench_common import print_report  # scripts/ is on sys.path when this file runs
 
 import nas_env  # noqa: F401  (registers the ids)
 from nas_env.cli import parse_dataclass
@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         ("digits child val acc min / median / max",
          f"{min(accs):.3f} / {statistics.median(accs):.3f} / {max(accs):.3f}"),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print(json.dumps({
+    print_report(rows, {
         "env_step_median_us": round(nas_us, 2),
         "env_step_unwrapped_median_us": round(raw_us, 2),
         "cartpole_step_median_us": round(cart_us, 2),
@@ -98,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         "digits_child_train_median_s": round(statistics.median(seconds), 3),
         "digits_child_val_acc_median": round(statistics.median(accs), 4),
         "digits_epochs": cfg.epochs,
-    }))
+    })
 
 
 if __name__ == "__main__":

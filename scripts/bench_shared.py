@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,22 +34,21 @@ from bench_common import (  # scripts/ is on sys.path when this file runs
     PROXY_VAL,
     cifar10_root,
     eval_images_per_s,
+    parse_quick,
     print_report,
     proxy_child_seconds,
     sample_children,
-    synchronize,
-    time_ours,
+    subset,
+    timed,
+    train_images_per_s,
 )
 
-from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
 from nas_env.data.cifar10 import load_cifar10
 from nas_env.evaluators.shared import SharedConfig, SharedWeightsEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.training.device import resolve_device
-from nas_env.training.image_trainer import (
-    TrainConfig,
-)
+from nas_env.training.image_trainer import DeviceData, TrainConfig
 
 
 @dataclass
@@ -82,27 +81,17 @@ class Args:
     """seed of the sampled children and of both evaluators"""
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    """The flags, with ``--quick``'s sizes applied over the others."""
-    args, _, _ = parse_dataclass(Args, argv, prog="bench_shared.py", description=__doc__)
-    if args.quick:
-        args = replace(args, children=1, train_images=128)
-    return args
-
-
 def scratch_child_seconds(arch: CNNArchitecture, data: ImageData, config: TrainConfig, device: torch.device,
-                          seed: int, eval_images: int) -> float:
+                          seed: int, train_images: int, eval_images: int) -> float:
     """The from-scratch cost of one child at the proxy fidelity, from its measured training and evaluation rates."""
-    timed = replace(data, val_x=data.val_x[:2], val_y=data.val_y[:2])  # training rate: validation negligible
-    warm = replace(timed, train_x=timed.train_x[: config.batch_size], train_y=timed.train_y[: config.batch_size])
-    time_ours(arch, warm, config, device, seed)  # warms kernels and the allocator up
-    train_ips = len(timed.train_y) / time_ours(arch, timed, config, device, seed)
+    warm, measured = (DeviceData(subset(data, n), device) for n in (config.batch_size, train_images))
+    train_ips, _ = train_images_per_s(arch, warm, measured, config, seed)
     evaluated = replace(data, val_x=data.val_x[:eval_images], val_y=data.val_y[:eval_images])
     return proxy_child_seconds(train_ips, eval_images_per_s(arch, evaluated, config, device))
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    args = parse_args(argv)
+    args = parse_quick(Args, argv, "bench_shared.py", __doc__, children=1, train_images=128)
     device = resolve_device(args.device)
     space = cnn_space("v1")  # NASRL-CIFAR10-v0's space
     children = [arch for _, arch in sample_children(args.children, args.seed, with_36_filters=False)]
@@ -110,30 +99,23 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as scratch:
         root = cifar10_root(args.data_root, Path(scratch))
         data = load_cifar10(root, download=False, val_size=PROXY_VAL)
-    small = replace(data, train_x=data.train_x[: args.train_images], train_y=data.train_y[: args.train_images])
 
     rows: list[tuple[str, str]] = []
     scratch_seconds = []
     for k, arch in enumerate(children):
-        scratch_seconds.append(scratch_child_seconds(arch, small, scratch_config, device, args.seed + k,
-                                                     args.eval_images))
+        scratch_seconds.append(scratch_child_seconds(arch, data, scratch_config, device, args.seed + k,
+                                                     args.train_images, args.eval_images))
         rows.append((f"child {k}: from scratch, {PROXY_EPOCHS} epochs (extrapolated)", f"{scratch_seconds[-1]:,.0f} s"))
         print(*rows[-1], sep="  ", flush=True)
 
     shared_config = SharedConfig(shared_steps=args.shared_steps, warmup_steps=args.warmup_steps,
                                  val_images=args.val_images, bn_eval=args.bn_eval, seed=args.seed)
     evaluator = SharedWeightsEvaluator(data, space, shared_config, TrainConfig(batch_size=args.batch_size), device)
-    start = time.perf_counter()
-    evaluator.warmup()  # builds the supernet, moves the data, and trains on random children
-    synchronize(device)
-    setup_seconds = time.perf_counter() - start
-    shared_seconds, rewards = [], []
+    setup_seconds, _ = timed(device, evaluator.warmup)  # builds the supernet, moves the data, trains random children
+    shared_seconds = []
     for k, arch in enumerate(children):
-        start = time.perf_counter()
-        result = evaluator(arch, args.seed + k)
-        synchronize(device)
-        shared_seconds.append(time.perf_counter() - start)
-        rewards.append(result.reward)
+        seconds, result = timed(device, partial(evaluator, arch, args.seed + k))
+        shared_seconds.append(seconds)
         rows.append((f"child {k}: shared ({args.shared_steps} steps + {min(args.val_images, len(data.val_y))} "
                      "val images)", f"{shared_seconds[-1]:,.2f} s, reward {result.reward:.3f}"))
         print(*rows[-1], sep="  ", flush=True)
@@ -154,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "val_images": min(args.val_images, len(data.val_y)),
         "bn_eval": args.bn_eval,
         "batch_size": args.batch_size,
-        "scratch_train_images_measured": len(small.train_y),
+        "scratch_train_images_measured": min(args.train_images, len(data.train_y)),
     }
     rows += [
         (f"from scratch, {PROXY_EPOCHS}-epoch proxy ({PROXY_TRAIN:,} + {PROXY_VAL:,} images)",

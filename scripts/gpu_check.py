@@ -1,32 +1,18 @@
 """One prepared GPU check of child training (issue 15): where the time goes, and which options pay.
 
 Run on a fresh GPU machine (docs/gpu_check.md gives the whole command, with the data and the
-wheels to carry); it finishes in under 8 minutes on an H200::
+wheels to carry, and what each section measures); it finishes in under 8 minutes on an H200::
 
     python scripts/gpu_check.py --png-dir gpu_data --out $OUT
 
 and on the CPU, tiny, for its test: ``python scripts/gpu_check.py --quick --png-dir ../shared/data/cifar10-png
 --out /tmp/check``. It reads the carried CIFAR-10 PNG sprites (``cifar10_batch_N.png`` and
-``cifar10_labels.js``, ../shared/data/README.md) into memory and writes everything under
-``--out``: ``gpu_check.txt`` (what it printed), ``gpu_check.json``, ``profile.txt``, ``bench.log``
-and ``search.log``. Sections, each with its own time cap so the whole stays inside the budget:
-
-1. **kernel profile**: torch.profiler over a few training steps (batch 512) of 2 sampled v1
-   children and the all-36-filter child, as built and with every option on: the top 25 kernels
-   by self CUDA time (self CPU time on the CPU), and the device time by kind of kernel.
-2. **variants**: training images/s of every child (3 sampled + the 36-filter one) for bf16 / fp32
-   (TF32) x channels_last / NCHW x each option alone and all together x batch 128 / 512, the
-   plain DataLoader loop (scripts/reference_trainer.py) beside them, the format trial's
-   pick, and achieved / ceiling TFLOP/s (the ceiling: one large conv in the same format and
-   precision). Most important rows first; rows past the section's time cap are listed as skipped.
-3. **children at once**: 1, 2, 4 and 8 processes each training a child on the one GPU, started
-   together; the total images/s.
-4. ``scripts/bench.py``'s JSON last line (batch 512, 15,000 / 5,000 images, 3 children).
-5. **search**: a real ``nasrl-search`` (REINFORCE, ``NASRL-CIFAR10-v0``) for a fixed time with
-   the best number of children at once from 3 (at most 4: children finish in lockstep waves, and two
-   waves must fit); children/hour measured and extrapolated to the 5-epoch x 45,000-image proxy.
-6. **targets**: the issue's bars (>= 2.5x the reference, no child below 1x, >= 13,000 img/s over
-   the sampled children at batch 512, >= 300 children/hour) against the best measured settings.
+``cifar10_labels.js``) into memory and writes ``gpu_check.txt`` (what it printed), ``gpu_check.json``,
+``profile.txt``, ``bench.log`` and ``search.log`` under ``--out``. Sections, each with its own time cap:
+1. kernel profile (torch.profiler), 2. variants (training images/s of every child for each precision,
+memory format, option and batch, beside the plain DataLoader loop), 3. children at once (1, 2, 4, 8
+processes on the one GPU), 4. ``scripts/bench.py``'s JSON last line, 5. a real ``nasrl-search`` for a
+fixed time, 6. targets (the issue's bars against the best measured settings).
 
 Needs gymnasium (importing ``nas_env`` registers the environments): carry its wheels to a machine
 without it (docs/gpu_check.md).
@@ -46,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +44,18 @@ try:
 except ModuleNotFoundError as _missing:
     raise SystemExit(f"gpu_check needs {_missing.name!r}: carry its wheel (see docs/gpu_check.md) or install it") \
         from None
-from bench_common import PROXY_EPOCHS, PROXY_TRAIN, device_name, peak_conv_flops, sample_children, synchronize
-from reference_trainer import train_reference
+from bench_common import (
+    PROXY_EPOCHS,
+    PROXY_TRAIN,
+    device_name,
+    loader_workers,
+    peak_conv_flops,
+    reference_images_per_s,
+    sample_children,
+    subset,
+    synchronize,
+    train_images_per_s,
+)
 
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData, channel_stats, split_indices
@@ -203,48 +199,6 @@ def write_python_batches(images: np.ndarray, labels: np.ndarray, root: Path) -> 
     return root
 
 
-def subset(data: ImageData, n: int) -> ImageData:
-    """The first ``n`` training images, and two validation images: timing measures training."""
-    return replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n], val_x=data.val_x[:2],
-                   val_y=data.val_y[:2])
-
-
-# --- children and timing -----------------------------------------------------------------------
-
-
-def train_config(batch: int, precision: str, channels_last: bool, options: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(epochs=1, batch_size=batch, precision=precision, channels_last=channels_last, **options)
-
-
-def time_ours(arch: CNNArchitecture, warm: DeviceData, timed: DeviceData, config: TrainConfig,
-              seed: int) -> tuple[float, Any]:
-    """Training images/s of one epoch over ``timed`` after a one-batch warm-up (the format trial's cost excluded)."""
-    torch.manual_seed(seed)
-    model = build_model(arch, warm.data.input_shape, warm.data.num_classes)
-    train_child(model, warm, config, seed)
-    synchronize(timed.device)
-    start = time.perf_counter()
-    outcome = train_child(model, timed, config, seed)
-    synchronize(timed.device)
-    seconds = time.perf_counter() - start - outcome.trial_seconds
-    return timed.num_train / seconds, outcome
-
-
-def time_reference(arch: CNNArchitecture, warm: ImageData, timed: ImageData, batch: int, device: torch.device,
-                   seed: int, workers: int) -> float:
-    """The plain loop's training images/s (DataLoader, torchvision transforms, float32 NCHW)."""
-    config = TrainConfig(epochs=1, batch_size=batch)
-    torch.manual_seed(seed)
-    model = build_model(arch, warm.input_shape, warm.num_classes)
-    train_reference(model, warm, config, seed, num_workers=workers, device=device)
-    return len(timed.train_y) / train_reference(model, timed, config, seed, num_workers=workers, device=device).seconds
-
-
-def ceiling_tflops(device: torch.device, channels_last: bool, dtype: torch.dtype | None, batch: int) -> float:
-    """Training TFLOP/s of one large 5x5 conv (128 -> 128 channels, 32x32) in the given format and precision."""
-    return peak_conv_flops(device, channels_last, dtype, batch) / 1e12
-
-
 # --- sections ----------------------------------------------------------------------------------
 
 
@@ -374,16 +328,14 @@ def variant_plan(children: list[tuple[str, CNNArchitecture]], sizes: Sizes,
 def variants_section(report: Report, children: list[tuple[str, CNNArchitecture]], data: ImageData,
                      device: torch.device, sizes: Sizes, seed: int) -> list[dict[str, Any]]:
     report.heading("variants: training images/s per child (one epoch after a one-batch warm-up)")
-    workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    workers = loader_workers(device)
     archs = dict(children)
     timed_data = subset(data, sizes.timed_images)
     warm_data = subset(data, max(sizes.batch_sizes))
     timed, warm = DeviceData(timed_data, device), DeviceData(warm_data, device)
-    ceilings: dict[tuple[bool, str], float] = {}
-    for cl in (True, False):
-        for prec in ("bf16", "fp32"):
-            dtype = torch.bfloat16 if prec == "bf16" else None
-            ceilings[(cl, prec)] = ceiling_tflops(device, cl, dtype, sizes.ceiling_batch)
+    ceilings = {(cl, prec): peak_conv_flops(device, cl, torch.bfloat16 if prec == "bf16" else None,
+                                            sizes.ceiling_batch) / 1e12
+                for cl in (True, False) for prec in ("bf16", "fp32")}
     report.data["ceiling_tflops"] = {f"{'channels_last' if k[0] else 'nchw'}/{k[1]}": round(v, 4)
                                      for k, v in ceilings.items()}
     deadline = time.perf_counter() + sizes.variants_seconds
@@ -399,14 +351,13 @@ def variants_section(report: Report, children: list[tuple[str, CNNArchitecture]]
             continue
         try:
             if variant == "reference":
-                ips = time_reference(arch, subset(data, batch), timed_data, batch, device, seed, workers)
+                ips = reference_images_per_s(arch, subset(data, batch), timed_data, batch, device, seed, workers)
             else:
-                options = {"format_trial": True} if variant == "format trial" else OPTION_SETS[variant]
-                config = train_config(batch, prec, cl, options)
-                if variant == "format trial":
-                    config = replace(config, channels_last=None)
-                ips, outcome = time_ours(arch, warm, timed, config, seed)
-                if variant == "format trial":
+                trial = variant == "format trial"
+                config = TrainConfig(epochs=1, batch_size=batch, precision=prec, channels_last=None if trial else cl,
+                                     **({"format_trial": True} if trial else OPTION_SETS[variant]))
+                ips, outcome = train_images_per_s(arch, warm, timed, config, seed)
+                if trial:
                     row["picked"] = f"{outcome.memory_format}/{outcome.precision}"
                     row["trial_seconds"] = round(outcome.trial_seconds, 3)
                     prec, cl = outcome.precision, outcome.memory_format == "channels_last"
@@ -525,8 +476,11 @@ def concurrency_section(report: Report, children: list[tuple[str, CNNArchitectur
     return rows
 
 
-def run_logged(command: list[str], log: Path, timeout: float, env: dict[str, str]) -> tuple[int | None, str]:
-    """Run ``command`` in its own session, output to ``log``; kill the whole session at ``timeout``."""
+def run_logged(command: list[str], log: Path, timeout: float) -> tuple[int | None, str]:
+    """Run ``command`` (this checkout on its path) in its own session, output to ``log``; kill the whole session at
+    ``timeout``."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     with open(log, "w") as f:
         proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
                                 start_new_session=True)
@@ -539,18 +493,12 @@ def run_logged(command: list[str], log: Path, timeout: float, env: dict[str, str
     return code, log.read_text(errors="replace")
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def bench_section(report: Report, data_root: Path, sizes: Sizes) -> None:
+def bench_section(report: Report, data_root: Path, sizes: Sizes, seconds: float) -> None:
     report.heading("scripts/bench.py (batch 512, 15,000 / 5,000 images, 3 children)")
     command = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--batch-size", "512", "--train-images",
                str(sizes.train_images), "--val-images", str(sizes.val_images), "--children", "3", "--data-root",
                str(data_root)]
-    code, text = run_logged(command, report.out / "bench.log", sizes.bench_seconds, child_env())
+    code, text = run_logged(command, report.out / "bench.log", seconds)
     last = text.strip().splitlines()[-1] if text.strip() else ""
     try:
         report.data["bench"] = json.loads(last)
@@ -574,8 +522,15 @@ def search_config(arg: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
     return {"validate": "reward_window", **(ALL_OPTIONS if faster else {})}
 
 
-def search_section(report: Report, data_root: Path, sizes: Sizes, num_envs: int, config: dict[str, Any],
-                   seconds: float) -> None:
+def search_section(report: Report, data_root: Path, sizes: Sizes, args: Args, concurrency: list[dict[str, Any]],
+                   variants: list[dict[str, Any]], seconds: float) -> None:
+    if seconds < sizes.search_min_seconds:
+        report.print(f"search skipped: {seconds:.0f} s left of the {sizes.budget_seconds:.0f} s budget")
+        return
+    ok = [r for r in concurrency if r["status"] == "ok"]
+    best = max(ok, key=lambda r: r["total_images_per_s"])["children"] if ok else 1
+    num_envs = args.search_num_envs or min(best, sizes.search_max_envs)
+    config = search_config(args.search_train_config, variants)
     report.heading(f"search: nasrl-search, REINFORCE, NASRL-CIFAR10-v0, {num_envs} at once, {seconds:.0f} s")
     logdir = Path(tempfile.mkdtemp(prefix="gpu_check_runs_"))
     env_kwargs = {"data_root": str(data_root), "download": False, "train_subset": sizes.train_images,
@@ -584,7 +539,7 @@ def search_section(report: Report, data_root: Path, sizes: Sizes, num_envs: int,
                "--num-envs", str(num_envs), "--logdir", str(logdir), "--run-name", "gpu_check", "--no-progress",
                "--env-kwargs", json.dumps(env_kwargs)]
     started = time.time()
-    code, _text = run_logged(command, report.out / "search.log", seconds, child_env())
+    code, _text = run_logged(command, report.out / "search.log", seconds)
     records = []
     for path in logdir.glob("*/results.jsonl"):
         for line in path.read_text().splitlines():
@@ -667,43 +622,31 @@ def main(argv: list[str] | None = None) -> None:
     for name, arch in children:
         report.print(f"  {name}: {arch.multiply_adds(data.input_shape, 10) / 1e9:.2f} GMAC/img, filters "
                      f"{[layer.num_filters for layer in arch.layers]}")
-    variants: list[dict[str, Any]] = []
-    concurrency: list[dict[str, Any]] = []
-    sections: list[tuple[str, Callable[[], Any]]] = [
-        ("profile", lambda: profile_section(report, children, data, device, sizes, args.seed)),
-        ("variants", lambda: variants.extend(variants_section(report, children, data, device, sizes, args.seed))),
-        ("concurrency", lambda: concurrency.extend(concurrency_section(report, children, data, device, sizes))),
-    ]
     timings: dict[str, float] = report.data.setdefault("section_seconds", {})
-    for name, run in sections:
+
+    def run(name: str, section: Callable[[], Any]) -> None:
         if name in wanted:
             start = time.perf_counter()
-            run()
+            section()
             timings[name] = round(time.perf_counter() - start, 1)
             report.save()
-    if wanted & {"bench", "search"}:
-        with tempfile.TemporaryDirectory() as scratch:
-            root = write_python_batches(images, labels, Path(scratch))
-            left = sizes.budget_seconds - (time.perf_counter() - begun)
-            if "bench" in wanted:
-                start = time.perf_counter()
-                search_reserve = sizes.search_min_seconds if "search" in wanted else 0.0
-                bench_section(report, root, replace(sizes, bench_seconds=min(sizes.bench_seconds,
-                                                                             max(30.0, left - search_reserve))))
-                timings["bench"] = round(time.perf_counter() - start, 1)
-                report.save()
-            if "search" in wanted:
-                ok = [r for r in concurrency if r["status"] == "ok"]
-                best = max(ok, key=lambda r: r["total_images_per_s"])["children"] if ok else 1
-                num_envs = args.search_num_envs or min(best, sizes.search_max_envs)
-                start = time.perf_counter()
-                seconds = min(sizes.search_seconds, sizes.budget_seconds - (time.perf_counter() - begun))
-                if seconds >= sizes.search_min_seconds:
-                    search_section(report, root, sizes, num_envs, search_config(args.search_train_config, variants),
-                                   seconds)
-                else:
-                    report.print(f"search skipped: {seconds:.0f} s left of the {sizes.budget_seconds:.0f} s budget")
-                timings["search"] = round(time.perf_counter() - start, 1)
+
+    def left() -> float:  # of the whole check's budget: bench and search shrink to fit
+        return sizes.budget_seconds - (time.perf_counter() - begun)
+
+    variants: list[dict[str, Any]] = []
+    concurrency: list[dict[str, Any]] = []
+    run("profile", lambda: profile_section(report, children, data, device, sizes, args.seed))
+    run("variants", lambda: variants.extend(variants_section(report, children, data, device, sizes, args.seed)))
+    run("concurrency", lambda: concurrency.extend(concurrency_section(report, children, data, device, sizes)))
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        if wanted & {"bench", "search"}:
+            write_python_batches(images, labels, root)
+        reserve = sizes.search_min_seconds if "search" in wanted else 0.0
+        run("bench", lambda: bench_section(report, root, sizes, min(sizes.bench_seconds, max(30.0, left() - reserve))))
+        run("search", lambda: search_section(report, root, sizes, args, concurrency, variants,
+                                             min(sizes.search_seconds, left())))
     if variants:
         targets_section(report, variants, sizes)
     report.data["seconds"] = round(time.perf_counter() - begun, 1)
