@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from reference_trainer import train_reference  # scripts/ is on sys.path when a benchmark runs
+from scipy import stats
 
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
@@ -46,7 +47,6 @@ SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CONVERT_TRAIN = 10_000  # images converted from the shared PNG copy: enough for the 5,000-image validation split
 PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # NASRL-CIFAR10-v0's proxy fidelity: children/hour's
 NB201_ENV_ID = "NASRL-NB201-CIFAR10-v0"
-CIFAR10_TRAIN = 50_000  # CIFAR-10's training images: the seeded 45,000 / 5,000 split is drawn from them all
 TOP_SHARE = 0.1  # the top-k recall's share of the sample
 
 
@@ -201,17 +201,18 @@ def print_report(rows: list[tuple[str, str]], result: dict[str, object]) -> None
     print(json.dumps(result))
 
 
-def nb201_cell(row: int) -> NB201Architecture:
-    """The NAS-Bench-201 cell of a table row (its key is the row in base 5)."""
-    return NB201Architecture.from_key(np.base_repr(row, 5).zfill(6))
+def draw_cells(accuracy: np.ndarray, n: int, seed: int) -> list[NB201Architecture]:
+    """One NAS-Bench-201 cell from each of ``n`` equal-size bins of the table's rows sorted by ``accuracy``, in a
+    seeded random order (every cell, in row order, where ``n`` covers the table)."""
+    def cell(row: int) -> NB201Architecture:  # a cell's key is its table row in base 5
+        return NB201Architecture.from_key(np.base_repr(row, 5).zfill(6))
 
-
-def draw_cells(accuracy: np.ndarray, n: int, seed: int) -> list[int]:
-    """One row from each of ``n`` equal-size bins of the rows sorted by ``accuracy``, in a seeded random order."""
+    if n >= len(accuracy):
+        return [cell(row) for row in range(len(accuracy))]
     rng = np.random.default_rng(seed)
     bins = np.array_split(np.argsort(accuracy, kind="stable"), n)
     picks = [int(rng.choice(b)) for b in bins]
-    return [picks[i] for i in rng.permutation(n)]
+    return [cell(picks[i]) for i in rng.permutation(n)]
 
 
 def top_recall(truth: np.ndarray, proxy: np.ndarray, share: float) -> float:
@@ -221,9 +222,11 @@ def top_recall(truth: np.ndarray, proxy: np.ndarray, share: float) -> float:
     return len(best & set(np.argsort(-proxy, kind="stable")[:k].tolist())) / k
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file (blank lines skipped)."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def rank_agreement(truth: np.ndarray, scores: np.ndarray, recall_key: str) -> dict[str, float]:
+    """Kendall tau, Spearman rho and (under ``recall_key``) the top-10% recall of ``scores`` against ``truth``."""
+    return {"kendall_tau": round(float(stats.kendalltau(truth, scores).statistic), 4),
+            "spearman_rho": round(float(stats.spearmanr(truth, scores).statistic), 4),
+            recall_key: round(top_recall(truth, scores, TOP_SHARE), 4)}
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:

@@ -35,17 +35,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from bench_common import cifar10_root, device_name  # scripts/ is on sys.path when this file runs
-from scipy import stats
+from bench_common import NB201_ENV_ID, append_jsonl, cifar10_root, device_name, draw_cells, rank_agreement
 
 import nas_env  # noqa: F401  (registers the ids)
+from agents.experiment.run_folder.records import read_results
 from nas_env.bench.nb201 import load_table
 from nas_env.cli import parse_dataclass
-from nas_env.spaces.nb201 import NB201Architecture, NB201SearchSpace
-
-ENV_ID = "NASRL-NB201-CIFAR10-v0"
-CIFAR10_TRAIN = 50_000  # CIFAR-10's training images: the seeded 45,000 / 5,000 split is drawn from them all
-TOP_SHARE = 0.1  # the top-k recall's share of the sample
+from nas_env.spaces.nb201 import NB201SearchSpace
 
 
 @dataclass
@@ -87,29 +83,6 @@ def env_kwargs(args: Args) -> dict[str, Any]:
     return {"preset": args.preset, "device": args.device, **{k: v for k, v in overrides.items() if v is not None}}
 
 
-def draw_cells(accuracy: np.ndarray, n: int, seed: int) -> list[int]:
-    """One row from each of ``n`` equal-size bins of the rows sorted by ``accuracy``, in a seeded random order."""
-    rng = np.random.default_rng(seed)
-    bins = np.array_split(np.argsort(accuracy, kind="stable"), n)
-    picks = [int(rng.choice(b)) for b in bins]
-    return [picks[i] for i in rng.permutation(n)]
-
-
-def top_recall(truth: np.ndarray, proxy: np.ndarray, share: float) -> float:
-    """The share of the ``share`` best by ``truth`` that are also among the ``share`` best by ``proxy``."""
-    k = max(1, round(share * len(truth)))
-    best = set(np.argsort(-truth, kind="stable")[:k].tolist())
-    return len(best & set(np.argsort(-proxy, kind="stable")[:k].tolist())) / k
-
-
-def read_done(path: Path, fingerprint: str) -> dict[int, dict[str, Any]]:
-    """Rows of ``path`` already trained under ``fingerprint``, by table row."""
-    if not path.is_file():
-        return {}
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["table_index"]: r for r in rows if r.get("fingerprint") == fingerprint}
-
-
 def main(argv: list[str] | None = None) -> None:
     args, _, parser = parse_dataclass(Args, argv, prog="bench_nb201_proxy.py", description=__doc__)
     if args.cells < 2:
@@ -123,24 +96,24 @@ def main(argv: list[str] | None = None) -> None:
 
     # all 50,000 training images, whatever the subsets: the train / validation split is drawn from all of them
     with tempfile.TemporaryDirectory() as scratch:
-        root = cifar10_root(args.data_root, Path(scratch), train_images=CIFAR10_TRAIN)
-        env = gym.make(ENV_ID, data_root=str(root), download=False, **kwargs)
+        root = cifar10_root(args.data_root, Path(scratch), train_images=50_000)
+        env = gym.make(NB201_ENV_ID, data_root=str(root), download=False, **kwargs)
     unwrapped = env.unwrapped
     fingerprint = unwrapped.evaluator.fingerprint()
     device = device_name(unwrapped.device)
     out = Path(args.out)
-    done = read_done(out, fingerprint)
+    done = {r["table_index"]: r for r in read_results(out) if r.get("fingerprint") == fingerprint}
     print(f"{len(cells)} cells at {kwargs}: C={unwrapped.builder.C}, N={unwrapped.builder.N}, "
           f"{unwrapped.train_config.epochs} epochs, batch {unwrapped.train_config.batch_size}; {device}; "
           f"{len(done)} already in {out}", flush=True)
 
     space = NB201SearchSpace()
     rows: list[dict[str, Any]] = []
-    for k, row in enumerate(cells):
+    for k, arch in enumerate(cells):
+        row = arch.index
         if row in done:
             rows.append(done[row])
             continue
-        arch = NB201Architecture.from_key(np.base_repr(row, 5).zfill(6))
         start = time.perf_counter()
         env.reset(seed=args.seed * 100_003 + row)
         for action in space.encode(arch):
@@ -150,8 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                   "table_val_acc": float(table_acc[row]), "proxy_val_acc": float(reward), "status": info["status"],
                   "train_seconds": info["train_seconds"], "wall_seconds": time.perf_counter() - start,
                   "params": info["params"], "settings": kwargs, "device": device, "fingerprint": fingerprint}
-        with out.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(out, record)
         rows.append(record)
         print(f"{k + 1:>3}/{len(cells)} {arch.key} table {record['table_val_acc']:.4f} proxy "
               f"{record['proxy_val_acc']:.4f} ({record['status']}, {record['wall_seconds']:.1f} s)", flush=True)
@@ -161,9 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds = [r["wall_seconds"] for r in rows]
     result = {
         "cells": len(rows),
-        "kendall_tau": round(float(stats.kendalltau(truth, proxy).statistic), 4),
-        "spearman_rho": round(float(stats.spearmanr(truth, proxy).statistic), 4),
-        "top10_recall": round(top_recall(truth, proxy, TOP_SHARE), 4),
+        **rank_agreement(truth, proxy, "top10_recall"),
         "seconds_per_child_mean": round(statistics.fmean(seconds), 2),
         "seconds_per_child_median": round(statistics.median(seconds), 2),
         "seconds_per_child_max": round(max(seconds), 2),

@@ -40,20 +40,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from bench_common import cifar10_root, device_name  # scripts/ is on sys.path when this file runs
-from bench_nb201_proxy import CIFAR10_TRAIN, TOP_SHARE, draw_cells, top_recall
-from scipy import stats
+from bench_common import NB201_ENV_ID, append_jsonl, cifar10_root, device_name, draw_cells, rank_agreement
 
 import nas_env  # noqa: F401  (registers the ids)
+from agents.experiment.run_folder.records import RESULTS, read_results
 from agents.experiment.search import SearchArgs, run_search
-from nas_env.bench.nb201 import NUM_CELLS, load_table
+from nas_env.bench.nb201 import load_table
 from nas_env.cli import parse_dataclass
 from nas_env.data.cifar10 import DEFAULT_VAL_SIZE
 from nas_env.evaluators.shared import BN_EVAL, SharedWeightsEvaluator
 from nas_env.evaluators.shared_nb201 import is_parameter_free
 from nas_env.spaces.nb201 import NB201Architecture
 
-ENV_ID = "NASRL-NB201-CIFAR10-v0"
+CIFAR10_TRAIN = 50_000  # CIFAR-10's training images, of which 5,000 are the validation split
 TOP_K = 10  # the supernet's top cells checked for parameter-free collapse
 
 
@@ -118,33 +117,20 @@ def env_kwargs(args: Args, shared: dict[str, Any]) -> dict[str, Any]:
 def ranking(truth: np.ndarray, shared: np.ndarray, free: np.ndarray) -> dict[str, Any]:
     """Rank agreement of ``shared`` with ``truth``, and the parameter-free share of the shared top ``TOP_K``."""
     top = np.argsort(-shared, kind="stable")[:TOP_K]
-    return {"n": len(truth), "kendall_tau": round(float(stats.kendalltau(truth, shared).statistic), 4),
-            "spearman_rho": round(float(stats.spearmanr(truth, shared).statistic), 4),
-            "top10pct_recall": round(top_recall(truth, shared, TOP_SHARE), 4),
+    return {"n": len(truth), **rank_agreement(truth, shared, "top10pct_recall"),
             "param_free_in_top10": round(float(free[top].mean()), 2),
             "top10_table_acc_mean": round(float(truth[top].mean()), 4)}
 
 
-class Writer:
-    """Appends one JSON line per result to ``path`` as it is made."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __call__(self, row: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def rank_cells(args: Args, root: Path, table_acc: np.ndarray, write: Writer) -> list[dict[str, Any]]:
+def rank_cells(args: Args, root: Path, table_acc: np.ndarray, out: Path) -> list[dict[str, Any]]:
     """Steps 1-2: one supernet, scored at every warm-up total; the ranking rows."""
     shared = {"val_images": args.val_images, "recalibrate_images": args.recalibrate_images, "seed": args.seed,
               "bn_eval": args.bn_eval}
-    env = gym.make(ENV_ID, data_root=str(root), download=False, **env_kwargs(args, shared))
+    env = gym.make(NB201_ENV_ID, data_root=str(root), download=False, **env_kwargs(args, shared))
     ev = env.unwrapped.evaluator
     assert isinstance(ev, SharedWeightsEvaluator)
-    rows = draw_cells(table_acc, args.cells, args.seed) if args.cells < NUM_CELLS else list(range(NUM_CELLS))
-    cells = [NB201Architecture.from_key(np.base_repr(r, 5).zfill(6)) for r in rows]
+    cells = draw_cells(table_acc, args.cells, args.seed)
+    rows = [c.index for c in cells]
     truth = table_acc[rows]
     free = np.array([is_parameter_free(c) for c in cells])
     params = sum(p.numel() for p in ev.supernet.parameters())
@@ -164,9 +150,9 @@ def rank_cells(args: Args, root: Path, table_acc: np.ndarray, write: Writer) -> 
             for row, cell in zip(rows, scored, strict=False):
                 acc = ev.score(ev.supernet.plan(cell), bn_eval=mode)
                 accs.append(acc)
-                write({"kind": "cell", "warmup_steps": total, "bn_eval": mode, "table_index": row, "key": cell.key,
-                       "arch_str": cell.arch_str, "table_val_acc": float(table_acc[row]), "shared_acc": acc,
-                       "parameter_free": bool(is_parameter_free(cell))})
+                append_jsonl(out, {"kind": "cell", "warmup_steps": total, "bn_eval": mode, "table_index": row,
+                                   "key": cell.key, "arch_str": cell.arch_str, "table_val_acc": float(table_acc[row]),
+                                   "shared_acc": acc, "parameter_free": bool(is_parameter_free(cell))})
             score_seconds = time.perf_counter() - start
             scores[mode] = accs
             n = len(accs)
@@ -177,7 +163,7 @@ def rank_cells(args: Args, root: Path, table_acc: np.ndarray, write: Writer) -> 
             if mode != args.bn_eval:  # the same cells with the main mode, for a like-for-like comparison
                 main = np.array(scores[args.bn_eval][:n])
                 result["same_cells_" + args.bn_eval] = ranking(truth[:n], main, free[:n])
-            write(result)
+            append_jsonl(out, result)
             results.append(result)
             print(f"{total} steps ({train_seconds:.0f} s), bn {mode}: tau {result['kendall_tau']:.3f}, rho "
                   f"{result['spearman_rho']:.3f}, top-10% recall {result['top10pct_recall']:.2f}, parameter-free in "
@@ -192,11 +178,11 @@ def search(args: Args, root: Path, logdir: Path, seed: int, table_acc: np.ndarra
               "val_images": args.val_images, "seed": seed}
     kwargs = {**env_kwargs(args, shared), "data_root": str(root), "download": False}
     start = time.perf_counter()
-    run = run_search(SearchArgs(env=ENV_ID, agent=args.search_agent, episodes=args.search_episodes, seed=seed,
+    run = run_search(SearchArgs(env=NB201_ENV_ID, agent=args.search_agent, episodes=args.search_episodes, seed=seed,
                                 logdir=str(logdir), run_name=f"{args.search_agent}_shared_seed{seed}",
                                 env_kwargs=kwargs, progress=False))
     seconds = time.perf_counter() - start
-    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
+    records = read_results(run / RESULTS)
     best = max(records, key=lambda r: r["reward"])  # the first of equal rewards, as best.json keeps it
     cell = NB201Architecture.from_json(best["arch"])
     acc = float(table_acc[cell.index])
@@ -225,19 +211,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     table_acc = load_table("cifar10").mean_val()
-    write = Writer(Path(args.out))
-    write({"kind": "args", **asdict(args)})
+    out = Path(args.out)
+    append_jsonl(out, {"kind": "args", **asdict(args)})
     needed = CIFAR10_TRAIN if not args.train_subset else min(CIFAR10_TRAIN, DEFAULT_VAL_SIZE + args.train_subset)
     with tempfile.TemporaryDirectory() as scratch:
         root = cifar10_root(args.data_root, Path(scratch), train_images=-(-needed // 1000) * 1000)
         start = time.perf_counter()
-        ranked = rank_cells(args, root, table_acc, write)
+        ranked = rank_cells(args, root, table_acc, out)
         rank_seconds = time.perf_counter() - start
         searches = []
         logdir = Path(args.logdir) if args.logdir else Path(scratch) / "runs"
         for seed in range(args.search_seeds):
             result = search(args, root, logdir, seed, table_acc)
-            write(result)
+            append_jsonl(out, result)
             searches.append(result)
             print(f"search seed {seed}: best {result['best_arch_str']} (reward {result['best_reward']:.3f}) has "
                   f"table accuracy {result['best_table_val_acc']:.4f} ({result['best_table_percentile']:.1f}th "
@@ -250,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "searches_table_val_acc": [s["best_table_val_acc"] for s in searches],
                "table_best_val_acc": round(float(table_acc.max()), 4), "C": args.C, "N": args.N,
                "device": args.device, "threads": args.threads}
-    write(summary)
+    append_jsonl(out, summary)
     print(json.dumps(summary))
     return summary
 
