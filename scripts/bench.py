@@ -2,24 +2,17 @@
 
 Run: ``python scripts/bench.py --quick`` (about two minutes on 2 idle CPU cores) or without
 ``--quick`` for more children and images. Prints a table and, as its last line, one JSON object.
+All in this one run on this one device (docs/benchmarks.md):
 
-What is measured, all in this one run on this one device:
-
-* **trainer vs reference.** For each child (the paper's v1 space: 15 layers, every token sampled
-  uniformly, plus one child with every layer at 36 filters), both trainers start from the same
-  initial weights and train on the same real CIFAR-10 images for one epoch: ours (:func:`train_child`:
-  data on the device, batched crop/flip there, channels_last, bf16 on CUDA) and the reference
-  (:func:`train_reference`: in-memory CIFAR10-style dataset, ``DataLoader``, torchvision
-  transforms, float32 NCHW). Each is warmed up on one batch first and measured with a
-  two-image validation split, so ``*_images_per_s`` are training images per second.
-* **children_per_hour** is an extrapolation, not a measurement of whole children: per sampled
-  v1 child, 5 epochs x 45,000 images at its measured training rate plus 5 x 5,000 validation
-  images at its measured evaluation rate; the hour divided by the mean child time.
-* **achieved_gflops / peak_gflops**: training FLOPs (6 x multiply-adds per image) per second,
-  against the same device's rate on one large convolution (forward + backward) in the
-  trainer's own memory format and precision.
-* ``token_step_us`` / ``cartpole_step_us`` (``scripts/bench_env.py``) and
-  ``controller_ms_per_update`` (``scripts/bench_controller.py``: sample 8 children as one batch + update).
+* **trainer vs reference**: per child (v1 samples plus the all-36-filter child), ours
+  (:func:`train_child`) and the plain loop (``scripts/reference_trainer.py``) train the same initial
+  weights for one epoch after a one-batch warm-up (two validation images: training images per second);
+* **children_per_hour**: extrapolated per sampled child to 5 epochs x 45,000 images plus 5 x 5,000
+  validation images at its measured rates, not measured on whole children;
+* **achieved_gflops / peak_gflops**: 6 x multiply-adds per image per second, against one large
+  convolution's rate in the trainer's memory format and precision;
+* ``token_step_us`` / ``cartpole_step_us`` (``scripts/bench_env.py``) and ``controller_ms_per_update``
+  (``scripts/bench_controller.py``: sample 8 children as one batch + update).
 
 Data: ``--data-root`` (official python layout), else where ``bench_common.cifar10_root`` finds CIFAR-10.
 """

@@ -7,6 +7,8 @@ children the same way, so their figures can be set side by side; this module is 
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import os
 import platform
@@ -54,6 +56,12 @@ def parse_quick(cls: type[T], argv: list[str] | None, prog: str, description: st
     """The flags of the dataclass ``cls``, with the ``quick`` sizes applied over the others under ``--quick``."""
     args, _, _ = parse_dataclass(cls, argv, prog=prog, description=description)
     return replace(args, **quick) if args.quick else args
+
+
+def check_totals(parser: argparse.ArgumentParser, flag: str, totals: list[int]) -> None:
+    """``parser.error`` unless ``totals`` (a flag's several step counts) increase from >= 0."""
+    if not totals or totals[0] < 0 or any(b <= a for a, b in itertools.pairwise(totals)):
+        parser.error(f"{flag} must be increasing totals >= 0, got {totals}")
 
 
 def sample_children(n: int, seed: int, num_layers: int | None = None,

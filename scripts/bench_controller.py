@@ -1,20 +1,13 @@
 """Benchmark the REINFORCE controller: sampling m children plus one policy update, with and without the env.
 
-The space is NASRL-CIFAR10-v0's (the paper's v1: 15 layers with skip connections, 150
-tokens a child). ``evaluator="synthetic"`` scores children instantly and loads no data, so
-what is timed is the agent (and, in the "through the env" rows, the env's own steps).
+On NASRL-CIFAR10-v0's space (the paper's v1: 150 tokens a child) with ``evaluator="synthetic"`` (instant
+scores, no data), so what is timed is the agent and, in the "through the env" rows, the env's steps.
 
-Run: ``python scripts/bench_controller.py`` (about a minute on 2 CPU cores). Prints a
-table and, as its last line, one JSON object with the medians in milliseconds.
-
-Rows:
-
-* agent only, lockstep: the agent's own sampling code for m children as one batch (what
-  it does with an m-env vector env) plus the update, env masks precomputed;
-* agent only, sequential: the same m children one at a time (a 1-env search), plus the update;
-* through the env: ``agent.run`` for m more children on an m-env ``SyncVectorEnv`` and on
-  a single env (sampling, env steps, info handling and the update);
-* env only: the env steps of m children with fixed valid actions, for reference.
+Run: ``python scripts/bench_controller.py`` (about a minute on 2 CPU cores). Prints a table and, as its
+last line, one JSON object with the medians in milliseconds. Rows: the agent's own sampling of m
+children as one batch (lockstep, as with an m-env vector env) or one at a time (sequential), each plus
+the update; ``agent.run`` for m children on an m-env ``SyncVectorEnv`` and on a single env; and the env
+steps of m children alone.
 """
 
 from __future__ import annotations

@@ -5,20 +5,11 @@ thread). NAS-Bench-201's own settings on a GPU (C=16, N=5, NB201's optimiser, ev
 ``--epochs 200`` for its full schedule):
 ``python scripts/bench_nb201_proxy.py --preset nb201 --epochs 12 --device cuda --threads 0 --out nb201_gpu.jsonl``.
 
-Top to bottom:
-
-1. **Draw the cells.** The 15,625 cells sorted by the CIFAR-10 table's seed-mean 200-epoch
-   validation accuracy are cut into ``--cells`` bins of equal size (accuracy quantiles); one cell
-   is drawn from each bin with a generator seeded by ``--seed``, so the sample spans the whole
-   accuracy range. They are trained in a seeded random order, so a partial run spans it too.
-2. **Train each cell** in ``NASRL-NB201-CIFAR10-v0`` (one episode: the cell's six actions), at
-   ``--preset`` with the given overrides; CIFAR-10 comes from ``--data-root``, else where
-   ``bench_common.cifar10_root`` finds it. Each result is appended to ``--out`` (JSON lines) as
-   soon as it is made; a rerun with the same ``--out`` and settings skips the cells already in it
-   (rows are matched by the evaluator's fingerprint), so nothing is lost when a run is killed.
-3. **Compare** the proxy's accuracies with the table's: Kendall tau and Spearman rho
-   (``scipy.stats``), and the top-10% recall (the share of the sample's best 10% by the table that
-   are also among its best 10% by the proxy). The last line is one JSON object.
+It draws ``--cells`` cells, one per accuracy-quantile bin of the CIFAR-10 table (seeded, trained in a
+seeded order), trains each in ``NASRL-NB201-CIFAR10-v0`` at ``--preset`` with the overrides given, and
+appends each result to ``--out`` as it is made (a rerun at the same settings skips the cells already
+there: rows are matched by the evaluator's fingerprint). Then Kendall tau, Spearman rho and the top-10%
+recall against the table (docs/nb201-training.md); the last line is one JSON object.
 """
 
 from __future__ import annotations

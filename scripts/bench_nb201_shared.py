@@ -7,28 +7,20 @@ own network on a GPU (C=16, N=5, every training image, all 15,625 cells):
 --warmup-steps 5000 20000 --cells 15625 --recalibrate-cells 2000 --search-episodes 1000
 --search-warmup-steps 2000 --search-shared-steps 5 --device cuda --threads 0 --out nb201_shared_gpu.jsonl``.
 
-Top to bottom:
-
-1. **The supernet** (``NASRL-NB201-CIFAR10-v0`` with ``evaluator="shared"``: every op of every edge,
-   a cell is a path) trains on uniformly random paths, one minibatch each, up to each total of
-   ``--warmup-steps``; after each total it is frozen and scores ``--cells`` cells (one per
-   accuracy-quantile bin of the CIFAR-10 table, or all 15,625) by its accuracy on one fixed batch of
-   the first ``--val-images`` validation images, batch norm as ``--bn-eval`` says. At the last total
-   the first ``--recalibrate-cells`` of them are also scored with per-cell recalibrated batch norm.
-2. **Ranking**: Kendall tau and Spearman rho against the table's seed-mean 200-epoch validation
-   accuracy, the top-10% recall, and the share of parameter-free cells (no convolution) among the
-   supernet's top 10, the collapse reported for NAS-Bench-201's weight-sharing methods.
-3. **Searches**: ``--search-seeds`` searches of ``--search-episodes`` children with ``--search-agent``
-   (``nasrl-search``'s loop, :func:`agents.experiment.search.run_search`) on the shared env, each with
-   its own supernet; the cell each reports (its best reward) is looked up in the table.
+1. **The supernet** (``evaluator="shared"``) trains on random paths up to each total of ``--warmup-steps``,
+   then scores ``--cells`` cells (one per accuracy-quantile bin of the table) on one fixed validation
+   batch; at the last total the first ``--recalibrate-cells`` also with recalibrated batch norm.
+2. **Ranking** against the table: Kendall tau, Spearman rho, the top-10% recall and the share of
+   parameter-free cells in the supernet's top 10 (the collapse reported for weight sharing).
+3. **Searches**: ``--search-seeds`` runs of ``nasrl-search``'s loop with ``--search-agent`` on the shared
+   env; the cell each reports is looked up in the table.
 
 Every cell, ranking and search is appended to ``--out`` (JSON lines, ``kind`` says which) as it is
-made; the last line printed is one JSON summary.
+made (docs/weight-sharing.md); the last line printed is one JSON summary.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import statistics
 import tempfile
@@ -40,7 +32,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from bench_common import NB201_ENV_ID, append_jsonl, cifar10_root, device_name, draw_cells, rank_agreement
+from bench_common import (
+    NB201_ENV_ID,
+    append_jsonl,
+    check_totals,
+    cifar10_root,
+    device_name,
+    draw_cells,
+    rank_agreement,
+)
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents.experiment.run_folder.records import RESULTS, read_results
@@ -199,9 +199,7 @@ def search(args: Args, root: Path, logdir: Path, seed: int, table_acc: np.ndarra
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, _, parser = parse_dataclass(Args, argv, prog="bench_nb201_shared.py", description=__doc__)
-    steps = args.warmup_steps
-    if not steps or any(b <= a for a, b in itertools.pairwise(steps)) or steps[0] < 0:
-        parser.error(f"--warmup-steps must be increasing totals >= 0, got {steps}")
+    check_totals(parser, "--warmup-steps", args.warmup_steps)
     if args.cells < 3:
         parser.error(f"--cells must be at least 3 (a rank correlation needs pairs), got {args.cells}")
     if args.bn_eval not in BN_EVAL:

@@ -2,22 +2,13 @@
 
 ``python scripts/bench_parallel.py [--children 8] [--epochs 5]``
 
-The same fixed children (architectures drawn once from a seeded generator on NASRL-Digits-v0,
-each a real training of about a second, one torch thread per worker) are trained:
-
-* **vector env**: ``nas_env.vector.make_parallel_envs`` with 1 and with 2 sub-env processes,
-  stepped in lockstep as the runner's ``--num-envs`` does;
-* **ray**: :func:`agents.experiment.distributed.child.evaluate_child` tasks on a local 2-CPU Ray, one at a
-  time (each task asks for 2 CPUs) and two at a time (1 CPU each);
-* **ray vector env**: :class:`agents.experiment.distributed.vector.RayVectorEnv` (``--backend ray`` for
-  evolution and random search) with 1 and 2 sub-envs in lockstep, the children of a step
-  trained as 1-CPU Ray tasks (no result store, so every child is trained). Not with
-  ``--one-architecture``: the two copies of a step would share one task.
-
-Each backend is warmed up first (processes started, data loaded), as it is after the first
-children of a search. Ray's overhead per child (scheduling and result transfer) is the round
-trip of a task whose evaluator is instant (the synthetic one) minus the same call made in
-this process. Prints a table, then one JSON line.
+The same fixed children (drawn once on NASRL-Digits-v0, about a second of real training each, one
+torch thread per worker) are trained by: the **vector env** (``make_parallel_envs``, 1 and 2 processes
+in lockstep, as ``--num-envs``); **ray** (:func:`evaluate_child` tasks on a local 2-CPU Ray, one and two
+at a time); the **ray vector env** (:class:`RayVectorEnv`, 1 and 2 sub-envs, children as 1-CPU tasks;
+not with ``--one-architecture``: the copies of a step would share one task). Each backend is warmed
+up first. Ray's overhead per child is the round trip of a task with the instant synthetic evaluator
+minus the same call in this process. Prints a table, then one JSON line (docs/parallel.md).
 """
 
 from __future__ import annotations
@@ -25,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,19 +94,16 @@ def ray_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any]) ->
 
 def ray_overhead_ms(children: list[list[int]], rounds: int = 40) -> tuple[float, float]:
     """(Ray round trip per child, the same evaluation in-process), in ms, with the instant synthetic evaluator."""
-    kwargs = {"evaluator": "synthetic"}
     task = ray.remote(evaluate_child).options(num_cpus=1)
-    ray.get(task.remote(ENV, kwargs, children[0], 0, 1))
-    start = time.perf_counter()
-    for i in range(rounds):
-        ray.get(task.remote(ENV, kwargs, children[i % len(children)], i, 1))
-    remote = (time.perf_counter() - start) / rounds * 1000
-    evaluate_child(ENV, kwargs, children[0], 0, 1)
-    start = time.perf_counter()
-    for i in range(rounds):
-        evaluate_child(ENV, kwargs, children[i % len(children)], i, 1)
-    local = (time.perf_counter() - start) / rounds * 1000
-    return remote, local
+
+    def mean_ms(evaluate: Callable[..., Any]) -> float:
+        evaluate(ENV, {"evaluator": "synthetic"}, children[0], 0, 1)  # warm-up
+        start = time.perf_counter()
+        for i in range(rounds):
+            evaluate(ENV, {"evaluator": "synthetic"}, children[i % len(children)], i, 1)
+        return (time.perf_counter() - start) / rounds * 1000
+
+    return mean_ms(lambda *a: ray.get(task.remote(*a))), mean_ms(evaluate_child)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,23 +116,17 @@ def main(argv: list[str] | None = None) -> None:
     kwargs = {"epochs": a.epochs, "device": "cpu"}
 
     load_before = os.getloadavg()[0]  # other processes on the machine: a 2-worker speedup needs 2 idle cores
-    vec1, train_s = vector_rate(children, 1, kwargs)
-    vec2, _ = vector_rate(children, 2, kwargs)
+    (vec1, train_s), (vec2, _) = (vector_rate(children, workers, kwargs) for workers in (1, 2))
+    rows = [("vector env", vec1, vec2)]  # (backend, children/s with 1 worker, with 2)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="error")
     try:
-        ray1 = ray_rate(children, 1, kwargs)
-        ray2 = ray_rate(children, 2, kwargs)
+        rows.append(("ray", ray_rate(children, 1, kwargs), ray_rate(children, 2, kwargs)))
         if not a.one_architecture:
-            rvec1, _ = vector_rate(children, 1, kwargs, on_ray=True)
-            rvec2, _ = vector_rate(children, 2, kwargs, on_ray=True)
+            rows.append(("ray vector env", *(vector_rate(children, w, kwargs, on_ray=True)[0] for w in (1, 2))))
         remote_ms, local_ms = ray_overhead_ms(children)
     finally:
         ray.shutdown()
-
     load_after = os.getloadavg()[0]
-    rows = [("vector env", vec1, vec2), ("ray", ray1, ray2)]
-    if not a.one_architecture:
-        rows.append(("ray vector env", rvec1, rvec2))
     kind = "copies of one digits child" if a.one_architecture else "different digits children"
     print(f"{a.children} {kind}, {a.epochs} epochs each, one torch thread per worker "
           f"(mean training time of a child alone: {train_s:.2f} s); load average {load_before:.1f} before, "
@@ -156,10 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({
         "children": a.children, "one_architecture": a.one_architecture, "epochs": a.epochs,
         "child_train_seconds": round(train_s, 3),
-        "vector_env": {"workers_1": round(vec1, 4), "workers_2": round(vec2, 4), "speedup": round(vec2 / vec1, 3)},
-        "ray": {"workers_1": round(ray1, 4), "workers_2": round(ray2, 4), "speedup": round(ray2 / ray1, 3)},
-        **({} if a.one_architecture else {"ray_vector_env": {
-            "workers_1": round(rvec1, 4), "workers_2": round(rvec2, 4), "speedup": round(rvec2 / rvec1, 3)}}),
+        **{name.replace(" ", "_"): {"workers_1": round(one, 4), "workers_2": round(two, 4),
+                                    "speedup": round(two / one, 3)} for name, one, two in rows},
         "ray_overhead_ms": round(remote_ms - local_ms, 2), "load_average": [load_before, load_after],
     }))
 

@@ -1,20 +1,13 @@
 """Benchmark weight sharing against training from scratch: children evaluated per hour, side by side in one run.
 
 Run: ``python scripts/bench_shared.py`` (about 5 minutes on 2 idle CPU cores; ``--quick`` about half).
-Prints a table and, as its last line, one JSON object.
+Prints a table and, as its last line, one JSON object. For the same uniformly sampled children of
+NASRL-CIFAR10-v0 (real CIFAR-10 pixels):
 
-On NASRL-CIFAR10-v0's space and data (the paper's v1 space, real CIFAR-10 pixels), for the same
-uniformly sampled children:
-
-* **from scratch** at the 5-epoch proxy: each child's training rate is measured over one epoch of
-  ``--train-images`` images (after a one-batch warm-up) and its evaluation rate over
-  ``--eval-images`` validation images; a child then costs ``5 x (45,000 / train rate + 5,000 / eval rate)`` seconds, as
-  ``scripts/bench.py`` extrapolates it (training a whole child would take an hour on a CPU);
-* **shared** (:class:`SharedWeightsEvaluator`): each child is evaluated for real, end to end
-  (``shared_steps`` minibatches of shared training, then the reward on the fixed validation
-  subset) and timed. The supernet's one-off costs (building it, ``--warmup-steps`` random-child
-  steps) are timed separately and left out of the per-child figure; the table also gives the
-  warm-up's cost per step, so a search's amortised rate can be worked out.
+* **from scratch** at the 5-epoch proxy, extrapolated as ``scripts/bench.py`` does from the training rate
+  over ``--train-images`` and the evaluation rate over ``--eval-images``;
+* **shared** (:class:`SharedWeightsEvaluator`): each child evaluated for real (``shared_steps`` minibatches,
+  then the reward) and timed; the supernet's one-off set-up and ``--warmup-steps`` are timed apart.
 
 Data: ``--data-root`` (official python layout), else where ``bench_common.cifar10_root`` finds CIFAR-10.
 """

@@ -58,7 +58,7 @@ from bench_common import (
 )
 
 from nas_env.cli import parse_dataclass
-from nas_env.data.base import ImageData, channel_stats, split_indices
+from nas_env.data.base import ImageData, split_image_data
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture
 from nas_env.training.device import resolve_device
@@ -179,16 +179,7 @@ def read_png_cifar10(png_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]
     return np.ascontiguousarray(np.concatenate(images)[:count]), labels[:count]
 
 
-def make_image_data(images: np.ndarray, labels: np.ndarray, val_images: int) -> ImageData:
-    """Train / validation split as :func:`nas_env.data.load_cifar10` makes it (seeded split, train statistics)."""
-    train_idx, val_idx = split_indices(len(images), val_images, 0)
-    train_x = torch.from_numpy(images[train_idx])
-    mean, std = channel_stats(train_x)
-    return ImageData("cifar10", train_x, torch.from_numpy(labels[train_idx]), torch.from_numpy(images[val_idx]),
-                     torch.from_numpy(labels[val_idx]), 10, mean, std, True)
-
-
-def write_python_batches(images: np.ndarray, labels: np.ndarray, root: Path) -> Path:
+def write_python_batches(images: np.ndarray, labels: np.ndarray, root: Path) -> None:
     """The official python layout (``data_batch_1..5``) for the tools that read a data root (bench, search)."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,7 +187,6 @@ def write_python_batches(images: np.ndarray, labels: np.ndarray, root: Path) -> 
         batch = {b"data": images[part].reshape(len(part), -1), b"labels": labels[part].tolist()}
         with open(folder / f"data_batch_{i}", "wb") as f:
             pickle.dump(batch, f, protocol=2)
-    return root
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -614,7 +604,8 @@ def main(argv: list[str] | None = None) -> None:
     report.data.update(device=device_name(device), quick=args.quick, sizes=asdict(sizes), seed=args.seed)
     report.print(f"gpu_check on {report.data['device']}; sections {sorted(wanted)}")
     images, labels = read_png_cifar10(args.png_dir, sizes.train_images + sizes.val_images)
-    data = make_image_data(images, labels, sizes.val_images)
+    data = split_image_data("cifar10", torch.from_numpy(images), torch.from_numpy(labels), 10, True,
+                            val_size=sizes.val_images, default_val_size=sizes.val_images)  # as load_cifar10 splits
     children = sample_children(sizes.children, args.seed, sizes.num_layers)
     report.print(f"data: {len(data.train_y):,} train / {len(data.val_y):,} validation real CIFAR-10 images from "
                  f"{args.png_dir}; default precision on this device: "

@@ -1,29 +1,20 @@
 """How well do weight-sharing rewards rank architectures? Kendall tau and Spearman against stand-alone accuracies.
 
 Run: ``python scripts/shared_ranking.py RESULTS --env NASRL-Digits-v0 --warmup-steps 2000``
-(``--warmup-steps 250 1000``: score after 250 steps, train on to 1,000, score again: the longer-warm-up remedy)
+(``--warmup-steps 250 1000``: score after 250 steps, train on to 1,000, score again).
 
-``RESULTS``: architectures with known stand-alone accuracies, as JSON lines or one JSON list of
-objects, each with ``arch`` (the architecture's JSON, as text or an object) and an accuracy
-(``--acc-key``, default ``val_acc``): a run's ``results.jsonl`` (only ``status == "ok"`` children
-count; an architecture met several times gets its mean accuracy), or a NASRL-Bench table exported
-to that form.
-
-Protocol: one :class:`SharedWeightsEvaluator` is built for the env's space, data and training
-settings (the same keywords as the env: ``--env-kwargs '{"train_subset": 10000}'``), trained on
-``--warmup-steps`` uniformly random children, then every listed architecture is scored. With
-``--shared-steps 0`` (the default) the weights are frozen while scoring, so every architecture is
-judged by the same supernet; with ``--shared-steps N`` each architecture is first trained on for N
-minibatches, in file order, as during a search. Each architecture is scored under every
-``--bn-eval`` mode from the same weights: ``batch`` (the validation batch's statistics, ENAS) and
-``recalibrate`` (per-child statistics from training images, a known remedy).
+``RESULTS``: JSON lines or one JSON list of objects with ``arch`` (its JSON, as text or an object) and an
+accuracy (``--acc-key``), e.g. a run's ``results.jsonl`` (only ``status == "ok"`` children count; an
+architecture met several times gets its mean accuracy). One :class:`SharedWeightsEvaluator` for the env's
+space, data and training settings (``--env-kwargs``) trains on ``--warmup-steps`` random children, then
+scores every architecture, frozen (``--shared-steps 0``) or after N minibatches on it, under every
+``--bn-eval`` mode from the same weights (docs/weight-sharing.md).
 
 Prints one line per mode and, as the last line, one JSON object (also written to ``--out``).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import tempfile
@@ -35,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from bench_common import cifar10_root  # scripts/ is on sys.path when this file runs
+from bench_common import check_totals, with_cifar10_root  # scripts/ is on sys.path when this file runs
 from scipy import stats
 
 import nas_env  # noqa: F401  (registers the ids)
@@ -122,17 +113,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if len(pairs) < 3:
         p.error(f"{args.results}: {len(pairs)} usable architectures; a rank correlation needs at least 3")
 
-    env_kwargs = dict(args.env_kwargs)
     with tempfile.TemporaryDirectory() as scratch:
-        dataset = env_kwargs.get("dataset", gym.spec(args.env).kwargs.get("dataset"))
-        if dataset == "cifar10" and "data_root" not in env_kwargs and "data" not in env_kwargs:
-            env_kwargs = {**env_kwargs, "data_root": str(cifar10_root(args.data_root, Path(scratch))),
-                          "download": False}
+        env_kwargs = with_cifar10_root(args.env, args.env_kwargs, args.data_root, Path(scratch))
         env = gym.make(args.env, evaluator="train", device=args.device, **env_kwargs).unwrapped
         data = env.evaluator.data.data  # the env's own data (subsets, split) as loaded for training
     stages = args.warmup_steps
-    if not stages or any(b <= a for a, b in itertools.pairwise(stages)) or stages[0] < 0:
-        p.error(f"--warmup-steps must be increasing totals >= 0, got {stages}")
+    check_totals(p, "--warmup-steps", stages)
     if args.shared_steps and len(stages) > 1:
         p.error("--shared-steps trains on the scored architectures: give one --warmup-steps with it")
     options = {"warmup_steps": stages[0], "shared_steps": args.shared_steps, "seed": args.seed,

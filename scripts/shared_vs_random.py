@@ -1,22 +1,17 @@
 """A REINFORCE search with weight sharing against random search with real training, at equal wall-clock.
 
 Run: ``python scripts/shared_vs_random.py --env NASRL-CIFAR10-v0 --episodes 300 --env-kwargs '{...}'``
-(the README's weight-sharing section gives the CIFAR-10 command and what it measured).
+(docs/weight-sharing.md gives the CIFAR-10 command and what it measured).
 
 1. **shared**: ``nasrl-search --agent reinforce`` with ``evaluator="shared"`` (``--shared-config``) for
-   ``--episodes`` children; its wall-clock T is timed end to end (data loading and warm-up included).
+   ``--episodes`` children, timed end to end (T: data loading and warm-up included, so random search,
+   whose budget counts from its first child, gets slightly more time).
 2. **random**: ``nasrl-search --agent random`` with real training (``--random-env-kwargs`` on top of
-   ``--env-kwargs``: the from-scratch fidelity), stopped by ``--time-budget T``.
-3. **retrain**: each search's best architecture (``best.json``) is trained from scratch at one common
-   fidelity (``--retrain-env-kwargs``) with ``--retrain-seeds`` seeds; the table gives the mean validation
-   and test accuracy of each, and the best's mean search reward.
+   ``--env-kwargs``), stopped by ``--time-budget T``.
+3. **retrain**: each search's ``best.json`` architecture trained from scratch (``--retrain-env-kwargs``)
+   with ``--retrain-seeds`` seeds.
 
-T includes the shared search's set-up (data, supernet, warm-up) while random search's budget counts from
-its first child, after its own set-up: random search gets slightly more time. Both end-to-end times are
-reported.
-
-Both searches see the same space and data (``--env-kwargs``). Prints a table and, as its last line, one
-JSON object (also written to ``<logdir>/<name>/report.json``).
+Prints a table and, as its last line, one JSON object (also written to ``<logdir>/<name>/report.json``).
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from bench_common import cifar10_root  # scripts/ is on sys.path when this file runs
+from bench_common import with_cifar10_root  # scripts/ is on sys.path when this file runs
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents.experiment.search import SearchArgs, run_search
@@ -94,10 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if out.exists():
         parser.error(f"{out} exists: pick another --name")
     with tempfile.TemporaryDirectory() as scratch:
-        common = dict(args.env_kwargs)
-        dataset = common.get("dataset", gym.spec(args.env).kwargs.get("dataset"))
-        if dataset == "cifar10" and "data_root" not in common:
-            common |= {"data_root": str(cifar10_root(args.data_root, Path(scratch))), "download": False}
+        common = with_cifar10_root(args.env, args.env_kwargs, args.data_root, Path(scratch))
 
         start = time.perf_counter()
         shared_dir = run_search(SearchArgs(
