@@ -5,10 +5,11 @@
 The same fixed children (drawn once on NASRL-Digits-v0, about a second of real training each, one
 torch thread per worker) are trained by: the **vector env** (``make_parallel_envs``, 1 and 2 processes
 in lockstep, as ``--num-envs``); **ray** (:func:`evaluate_child` tasks on a local 2-CPU Ray, one and two
-at a time); the **ray vector env** (:class:`RayVectorEnv`, 1 and 2 sub-envs, children as 1-CPU tasks;
-not with ``--one-architecture``: the copies of a step would share one task). Each backend is warmed
-up first. Ray's overhead per child is the round trip of a task with the instant synthetic evaluator
-minus the same call in this process. Prints a table, then one JSON line (docs/parallel.md).
+at a time); the **ray vector env** (:class:`RayVectorEnv`, ``--backend ray`` for evolution and random
+search: 1 and 2 sub-envs, children as 1-CPU tasks; not with ``--one-architecture``: the copies of a step
+would share one task). Each backend is warmed up first. Ray's overhead per child is the round trip of a
+task with the instant synthetic evaluator minus the same call in this process. Prints a table, then one
+JSON line (docs/parallel.md).
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ import json
 import statistics
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import SHARED_DATA  # scripts/ is on sys.path when this file runs
 
 from nas_env.cli import parse_dataclass
 from nas_env.data.ptb import TextData, load_ptb
@@ -25,8 +25,6 @@ from nas_env.models.rnn_cell import CellLanguageModel, count_params
 from nas_env.spaces.rnn_cell import CellArchitecture, RNNCellSearchSpace, lstm_like_cell
 from nas_env.training.device import resolve_device
 from nas_env.training.lm_trainer import LMTrainConfig, batchify, evaluate_perplexity, train_lm
-
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 @dataclass
@@ -43,7 +41,7 @@ class Args:
     """timed runs per model after one warm-up (median)"""
     device: str = "auto"
     """auto, cpu, cuda"""
-    data_root: str = str(SHARED)
+    data_root: str = str(SHARED_DATA)
     """folder with the PTB files (or their ptb/ folder)"""
     seed: int = 0
     """seed of the random tree and of the models"""
@@ -77,20 +75,15 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None and value < 1:
             parser.error(f"{flag} must be >= 1, got {value}")
     device = resolve_device(args.device)
-    config = LMTrainConfig()
-    if args.hidden is not None:
-        config = replace(config, hidden_size=args.hidden, embedding_size=args.hidden)
-    if args.batch_size is not None:
-        config = replace(config, batch_size=args.batch_size)
+    overrides = {"hidden_size": args.hidden, "embedding_size": args.hidden, "batch_size": args.batch_size}
+    config = replace(LMTrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
     data = load_ptb(args.data_root, download=False, train_subset=args.tokens, val_subset=4 * config.eval_batch_size)
     space = RNNCellSearchSpace()
     rng = np.random.default_rng(args.seed)
     random_tree = space.decode([int(rng.integers(spec.num_choices)) for spec in space.tokens()])
 
-    results = {}
-    for name, cell in (("lstm_like_tree", lstm_like_cell()), ("random_tree", random_tree), ("torch_lstm", "lstm")):
-        rate, params = tokens_per_second(cell, data, config, device, args.repeats, args.seed)
-        results[name] = (rate, params)
+    results = {name: tokens_per_second(cell, data, config, device, args.repeats, args.seed) for name, cell in
+               (("lstm_like_tree", lstm_like_cell()), ("random_tree", random_tree), ("torch_lstm", "lstm"))}
     lstm_rate = results["torch_lstm"][0]
     print(f"device {device}, threads {torch.get_num_threads()}, {args.tokens} tokens, batch {config.batch_size}, "
           f"bptt {config.bptt}, hidden {config.hidden_size}, 2 layers, vocab {data.vocab_size}")

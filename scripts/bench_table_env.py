@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -36,27 +37,16 @@ class Args:
     """seed of the actions"""
 
 
-def table_episode_us(env: gym.Env, actions: np.ndarray) -> list[float]:
-    """Microseconds of each whole episode: reset, every token's step, the final lookup."""
-    times = []
-    for k, episode in enumerate(actions):
-        start = time.perf_counter()
-        env.reset(seed=k)
-        for a in episode:
-            env.step(a)
-        times.append((time.perf_counter() - start) * 1e6)
-    return times
-
-
-def cartpole_episode_us(env: gym.Env, steps: int, episodes: int) -> list[float]:
-    """Microseconds of ``steps`` CartPole steps after a reset (reset again if the pole falls)."""
+def episode_us(env: gym.Env, episodes: int, steps: int, action: Callable[[int, int], int]) -> list[float]:
+    """Microseconds of each of ``episodes`` episodes: a reset, then ``steps`` steps of ``action(episode, step)``
+    (reset again where an episode ends early: CartPole's pole falls)."""
     times = []
     for k in range(episodes):
         start = time.perf_counter()
         env.reset(seed=k)
-        for _ in range(steps):
-            _, _, terminated, truncated, _ = env.step(k % 2)
-            if terminated or truncated:
+        for t in range(steps):
+            _, _, terminated, truncated, _ = env.step(action(k, t))
+            if (terminated or truncated) and t < steps - 1:
                 env.reset()
         times.append((time.perf_counter() - start) * 1e6)
     return times
@@ -69,11 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     choices = np.array([s.num_choices for s in env.unwrapped.token_specs])
     rng = np.random.default_rng(args.seed)
     actions = (rng.random((args.episodes, len(choices))) * choices).astype(np.int64)  # valid at every step
-    table_episode_us(env, actions[:200])  # warm-up
-    ours = statistics.median(table_episode_us(env, actions))
-    cartpole = gym.make("CartPole-v1")
-    cartpole_episode_us(cartpole, len(choices), 200)
-    theirs = statistics.median(cartpole_episode_us(cartpole, len(choices), args.episodes))
+    medians = []
+    for timed_env, action in ((env, lambda k, t: actions[k, t]), (gym.make("CartPole-v1"), lambda k, t: k % 2)):
+        episode_us(timed_env, min(200, args.episodes), len(choices), action)  # warm-up
+        medians.append(statistics.median(episode_us(timed_env, args.episodes, len(choices), action)))
+    ours, theirs = medians
     print(f"{'env':<28} {'steps/episode':>13} {'median us/episode':>18} {'episodes/s':>11}")
     print(f"{args.env:<28} {len(choices):>13} {ours:>18.1f} {1e6 / ours:>11,.0f}")
     print(f"{'CartPole-v1':<28} {len(choices):>13} {theirs:>18.1f} {1e6 / theirs:>11,.0f}")
