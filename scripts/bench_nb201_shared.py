@@ -70,10 +70,10 @@ class Args:
     """CIFAR-10 validation images held (0: all 5,000); the fixed scoring batch is the first --val-images"""
     batch_size: int = 64
     """minibatch of a shared step (lr 0.1 at any batch, constant, Nesterov momentum: the env's TrainConfig)"""
-    val_images: int = 500
-    """the fixed validation batch every cell is scored on"""
     warmup_steps: list[int] = field(default_factory=lambda: [1000, 3000])
     """increasing totals of random-path steps; the cells are scored after each (one supernet trained on)"""
+    val_images: int = 500
+    """the fixed validation batch every cell is scored on"""
     cells: int = 1000
     """cells scored, one per accuracy-quantile bin of the table (>= 15,625: all of them)"""
     bn_eval: str = "batch"
@@ -84,10 +84,10 @@ class Args:
     """training images a cell's batch-norm statistics are recalibrated on"""
     search_seeds: int = 3
     """searches run (seeds 0, 1, ...; 0: none)"""
-    search_episodes: int = 200
-    """children per search"""
     search_agent: str = "reinforce"
     """the searches' agent (agents.make_agent's names)"""
+    search_episodes: int = 200
+    """children per search"""
     search_shared_steps: int = 2
     """shared minibatches on each child of a search before its reward"""
     search_warmup_steps: int = 400

@@ -48,10 +48,10 @@ from nas_env.training.image_trainer import DeviceData, TrainConfig
 class Args:
     """Arguments (one docstring per field)."""
 
-    quick: bool = False
-    """a shorter run: 1 child, 128 training images for the from-scratch rate"""
     children: int = 2
     """sampled v1 children, measured both ways"""
+    quick: bool = False
+    """a shorter run: 1 child, 128 training images for the from-scratch rate"""
     train_images: int = 256
     """training images of the from-scratch training rate measurement (one epoch)"""
     eval_images: int = 256

@@ -27,12 +27,12 @@ from nas_env.cli import parse_dataclass
 class Args:
     """Arguments (one docstring per field)."""
 
-    table: str = "digits"
-    """NASRL-Bench table: a shipped name or a .json.gz path (for NASRL-Bench-Digits-v0)"""
     env: str = "NASRL-Bench-Digits-v0"
     """the table env to time: NASRL-Bench-Digits-v0 (with --table) or a NASRL-Bench201-*-v0 id"""
     episodes: int = 20000
     """episodes of each env to time"""
+    table: str = "digits"
+    """NASRL-Bench table: a shipped name or a .json.gz path (for NASRL-Bench-Digits-v0)"""
     seed: int = 0
     """seed of the actions"""
 
