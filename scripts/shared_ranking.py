@@ -82,8 +82,7 @@ def read_results(path: Path, acc_key: str) -> list[tuple[CNNArchitecture, float]
             raise ValueError(f"{path}: record {k} needs 'arch' and {acc_key!r}, got {str(r)[:120]}")
         if r.get("status", "ok") not in OK_STATUSES or r["arch"] is None:
             continue
-        arch = CNNArchitecture.from_json(r["arch"]) if isinstance(r["arch"], str) else CNNArchitecture.from_dict(
-            r["arch"])
+        arch = CNNArchitecture.from_dict(json.loads(r["arch"]) if isinstance(r["arch"], str) else r["arch"])
         key = arch.to_json()
         archs.setdefault(key, arch)
         accs[key].append(float(r[acc_key]))

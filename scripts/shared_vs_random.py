@@ -28,6 +28,7 @@ import gymnasium as gym
 from bench_common import with_cifar10_root  # scripts/ is on sys.path when this file runs
 
 import nas_env  # noqa: F401  (registers the ids)
+from agents.experiment.run_folder.records import BEST, RESULTS, read_results
 from agents.experiment.search import SearchArgs, run_search
 from nas_env.cli import parse_dataclass
 from nas_env.evaluators import as_result
@@ -91,27 +92,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         common = with_cifar10_root(args.env, args.env_kwargs, args.data_root, Path(scratch))
 
-        start = time.perf_counter()
-        shared_dir = run_search(SearchArgs(
-            env=args.env, agent="reinforce", episodes=args.episodes, seed=args.seed, logdir=str(out),
-            run_name="shared", progress=False, agent_kwargs=args.agent_kwargs,
-            env_kwargs={**common, "evaluator": "shared", "shared_config": args.shared_config}))
-        budget = time.perf_counter() - start
-        start = time.perf_counter()
-        random_dir = run_search(SearchArgs(
-            env=args.env, agent="random", episodes=1_000_000, time_budget=budget, seed=args.seed, logdir=str(out),
-            run_name="random", progress=False, env_kwargs={**common, **args.random_env_kwargs}))
-        random_seconds = time.perf_counter() - start
+        def search(**search_args: Any) -> tuple[Path, float]:  # its run folder and its wall-clock, end to end
+            start = time.perf_counter()
+            run = run_search(SearchArgs(env=args.env, seed=args.seed, logdir=str(out), progress=False, **search_args))
+            return run, time.perf_counter() - start
+
+        shared_dir, budget = search(agent="reinforce", episodes=args.episodes, run_name="shared",
+                                    agent_kwargs=args.agent_kwargs,
+                                    env_kwargs={**common, "evaluator": "shared", "shared_config": args.shared_config})
+        random_dir, random_seconds = search(agent="random", episodes=1_000_000, time_budget=budget, run_name="random",
+                                            env_kwargs={**common, **args.random_env_kwargs})
 
         report: dict[str, Any] = {"env": args.env, "env_kwargs": {k: v for k, v in common.items() if k != "data_root"},
                                   "shared_config": args.shared_config, "random_env_kwargs": args.random_env_kwargs,
                                   "retrain_env_kwargs": args.retrain_env_kwargs, "searches": {}}
         for label, folder, seconds in (("shared", shared_dir, budget), ("random", random_dir, random_seconds)):
-            children = sum(1 for line in (folder / "results.jsonl").read_text().splitlines() if line.strip())
-            entry: dict[str, Any] = {"children": children, "seconds": round(seconds, 1), "best_arch": None,
-                                     "best_search_reward": None, "retrained": None}
-            if (folder / "best.json").is_file():  # no best.json: no child of this search trained successfully
-                best = json.loads((folder / "best.json").read_text())
+            entry: dict[str, Any] = {"children": len(read_results(folder / RESULTS)), "seconds": round(seconds, 1),
+                                     "best_arch": None, "best_search_reward": None, "retrained": None}
+            if (folder / BEST).is_file():  # no best.json: no child of this search trained successfully
+                best = json.loads((folder / BEST).read_text())
                 entry |= {"best_arch": best["arch"], "best_search_reward": best["mean_reward"],
                           "retrained": retrain(args.env, {**common, **args.retrain_env_kwargs}, best["arch"],
                                                args.retrain_seeds)}
