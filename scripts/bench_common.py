@@ -164,12 +164,19 @@ def subset(data: ImageData, n: int) -> ImageData:
                    val_y=data.val_y[:2])
 
 
+def warmed_up(arch: CNNArchitecture, warm: DeviceData, config: TrainConfig, seed: int) -> torch.nn.Module:
+    """A child built from ``seed`` and trained one epoch over ``warm``: its kernels chosen, its memory allocated."""
+    torch.manual_seed(seed)
+    model = build_model(arch, warm.data.input_shape, warm.data.num_classes)
+    train_child(model, warm, config, seed)
+    synchronize(warm.device)
+    return model
+
+
 def train_images_per_s(arch: CNNArchitecture, warm: DeviceData, data: DeviceData, config: TrainConfig,
                        seed: int) -> tuple[float, TrainOutcome]:
     """Our trainer's images/s over one epoch of ``data`` after one over ``warm`` (the format trial's cost excluded)."""
-    torch.manual_seed(seed)
-    model = build_model(arch, warm.data.input_shape, warm.data.num_classes)
-    train_child(model, warm, config, seed)  # kernels for these shapes, the allocator
+    model = warmed_up(arch, warm, config, seed)
     seconds, outcome = timed(data.device, lambda: train_child(model, data, config, seed))
     return data.num_train / (seconds - outcome.trial_seconds), outcome
 

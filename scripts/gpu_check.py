@@ -55,11 +55,11 @@ from bench_common import (
     subset,
     synchronize,
     train_images_per_s,
+    warmed_up,
 )
 
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData, split_image_data
-from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dtype, train_child
@@ -252,10 +252,7 @@ def profile_section(report: Report, children: list[tuple[str, CNNArchitecture]],
             report.print(f"{name}, {label}: skipped (time cap {sizes.profile_seconds:.0f} s)")
             continue
         config = TrainConfig(epochs=1, batch_size=batch, **options)
-        torch.manual_seed(seed)
-        model = build_model(arch, data.input_shape, data.num_classes)
-        train_child(model, warm, config, seed)  # kernels chosen and memory allocated before profiling
-        synchronize(device)
+        model = warmed_up(arch, warm, config, seed)  # kernels chosen and memory allocated before profiling
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with profile(activities=activities) as prof:
             train_child(model, steps, config, seed)
@@ -389,10 +386,7 @@ def _concurrency_worker(rank: int, payload: dict[str, Any], commands: Any, resul
         arch = CNNArchitecture.from_json(payload["arch"])
         dev = DeviceData(data, device)
         warm = DeviceData(subset(data, config.batch_size), device)
-        torch.manual_seed(rank)
-        model = build_model(arch, data.input_shape, data.num_classes)
-        train_child(model, warm, config, rank)
-        synchronize(device)
+        model = warmed_up(arch, warm, config, rank)
         results.put(("ready", rank))
         while True:
             command = commands.get()
