@@ -58,6 +58,7 @@ from bench_common import (
     warmed_up,
 )
 
+from agents.experiment.run_folder.records import RESULTS, read_results
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData, split_image_data
 from nas_env.spaces.cnn import CNNArchitecture
@@ -524,13 +525,7 @@ def search_section(report: Report, data_root: Path, sizes: Sizes, args: Args, co
                "--env-kwargs", json.dumps(env_kwargs)]
     started = time.time()
     code, _text = run_logged(command, report.out / "search.log", seconds)
-    records = []
-    for path in logdir.glob("*/results.jsonl"):
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line torn by the kill
-                pass
+    records = [r for path in logdir.glob(f"*/{RESULTS}") for r in read_results(path)]  # a line torn by the kill: cut
     times = sorted(r["time"] for r in records if isinstance(r.get("time"), int | float))
     result: dict[str, Any] = {"num_envs": num_envs, "train_config": config, "children": len(times),
                               "seconds": seconds, "exit": "stopped at its time" if code is None else code,
