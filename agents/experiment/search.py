@@ -22,13 +22,12 @@ import nas_env  # noqa: F401  (registers the environment ids)
 from agents import AGENT_NAMES, AGENTS, make_agent
 from agents.base import ChildRecord, EpisodicSearchAgent, SearchAgent, UpdateStats
 from agents.experiment.curriculum import DepthCurriculum, env_max_layers, set_env_layers
-from agents.experiment.distributed import RayConfig, check_ray_agent, check_ray_installed, task_summary
+from agents.experiment.distributed import BACKENDS, RayConfig, check_ray_agent, check_ray_installed, flag, task_summary
 from agents.experiment.keywords import check_search_kwargs
 from agents.experiment.run_folder import RunFolder
 from agents.sb3 import SB3_ALGOS
 from nas_env.vector import VECTORIZATION_MODES, make_parallel_envs, make_sync_envs
 
-BACKENDS = ("local", "ray")
 AGENT_CHECKPOINT = "agent.pt"
 # Settings a resume may change: how far to go and how to show it. Everything else must match the run's.
 RESUMABLE_CHANGES = ("episodes", "progress", "resume", "time_budget")
@@ -126,18 +125,14 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
         changed = sorted(k for k, v in given.items() if k not in RESUMABLE_CHANGES and saved[k] != v)
         if changed:
             k = changed[0]
-            raise ValueError(f"--{k.replace('_', '-')} {given[k]!r} differs from the run's {saved[k]!r}: a resumed "
+            raise ValueError(f"{flag(k)} {given[k]!r} differs from the run's {saved[k]!r}: a resumed "
                              f"run keeps its settings (allowed to change: --episodes, --progress, --time-budget)")
         kept = {k: getattr(args, k) for k in RESUMABLE_CHANGES if k in explicit}
         args = SearchArgs(**{**saved, **kept, "resume": str(folder.path)})
         explicit = set()  # the saved m was already settled when the run started
-    if args.agent not in AGENT_NAMES:
-        raise ValueError(f"--agent {args.agent!r} is not one of {', '.join(AGENT_NAMES)}")
-    for name in ("episodes", "children_per_update", "num_envs", "curriculum_start_layers", "curriculum_layers_step",
-                 "curriculum_every"):
-        value = getattr(args, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}")
+    check_one_of("agent", args.agent, AGENT_NAMES)
+    check_counts(args, ("episodes", "children_per_update", "num_envs", "curriculum_start_layers",
+                        "curriculum_layers_step", "curriculum_every"))
     if args.env not in gym.registry:
         nas_ids = sorted(k for k in gym.registry if k.startswith("NASRL-"))
         raise ValueError(f"--env {args.env!r} is not a registered environment; NAS environments: {', '.join(nas_ids)}")
@@ -163,12 +158,24 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
     return args
 
 
+def check_one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """A ValueError unless setting ``name`` is one of ``allowed``: ``--backend 'spark' is not one of local, ray``."""
+    if value not in allowed:
+        raise ValueError(f"{flag(name)} {value!r} is not one of {', '.join(allowed)}")
+
+
+def check_counts(args: Any, names: tuple[str, ...]) -> None:
+    """A ValueError naming the first of the settings ``names`` of ``args`` that is not an integer of at least 1."""
+    for name in names:
+        value = getattr(args, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{flag(name)} must be an integer of at least 1, got {value!r}")
+
+
 def check_parallel_args(args: SearchArgs) -> None:
     """Bad --vectorization / --backend / Ray settings as a ValueError naming the value and what is allowed."""
-    if args.vectorization not in VECTORIZATION_MODES:
-        raise ValueError(f"--vectorization {args.vectorization!r} is not one of {', '.join(VECTORIZATION_MODES)}")
-    if args.backend not in BACKENDS:
-        raise ValueError(f"--backend {args.backend!r} is not one of {', '.join(BACKENDS)}")
+    check_one_of("vectorization", args.vectorization, VECTORIZATION_MODES)
+    check_one_of("backend", args.backend, BACKENDS)
     if args.vectorization == "async" and args.agent in SB3_ALGOS:
         raise ValueError(f"--vectorization async does not work with --agent {args.agent!r}: SB3 agents step a "
                          f"sync vector env; use --vectorization sync or auto")
@@ -260,9 +267,7 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
     if args.backend == "ray" and args.agent == "reinforce":  # the paper's parameter-server layout
         from agents.experiment.distributed.driver import run_ray_search  # Ray is imported only when it is used
 
-        return run_ray_search(ray_config(args), folder, store_path, env_id=args.env, env_kwargs=args.env_kwargs,
-                              seed=args.seed, episodes=args.episodes, agent_kwargs=args.agent_kwargs,
-                              run_config=dataclasses.asdict(args), resume=bool(args.resume), progress=args.progress)
+        return run_ray_search(args, folder, store_path)
 
     # Build the agent and the envs first: bad --agent-kwargs or --env-kwargs fail before a run folder exists.
     agent = build_agent(args)
