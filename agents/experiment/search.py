@@ -141,9 +141,6 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
     budget = args.time_budget
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget < 0:
         raise ValueError(f"--time-budget must be a number of seconds >= 0 (0: no limit), got {budget!r}")
-    if budget and args.backend == "ray" and args.agent == "reinforce":
-        raise ValueError("--time-budget does not work with --backend ray --agent reinforce (the parameter-server "
-                         "driver has its own rounds); use --backend local, or another agent on Ray")
     check_parallel_args(args)
     m, n = args.children_per_update, args.num_envs
     lockstep = (args.backend == "local" or args.agent != "reinforce") and isinstance(
@@ -173,26 +170,24 @@ def check_counts(args: Any, names: tuple[str, ...]) -> None:
 
 
 def check_parallel_args(args: SearchArgs) -> None:
-    """Bad --vectorization / --backend / Ray settings as a ValueError naming the value and what is allowed."""
+    """Bad --vectorization / --backend / Ray settings (those wrong whatever the cluster) as a ValueError naming them."""
     check_one_of("vectorization", args.vectorization, VECTORIZATION_MODES)
     check_one_of("backend", args.backend, BACKENDS)
     if args.vectorization == "async" and args.agent in SB3_ALGOS:
         raise ValueError(f"--vectorization async does not work with --agent {args.agent!r}: SB3 agents step a "
                          f"sync vector env; use --vectorization sync or auto")
-    if args.backend == "ray":
-        check_ray_args(args)
-
-
-def check_ray_args(args: SearchArgs) -> None:
-    """Settings of a ``--backend ray`` search that are wrong whatever the cluster: a ValueError naming them."""
+    if args.backend != "ray":
+        return
     check_ray_installed()
-    config = ray_config(args)
     if args.vectorization == "async" and not args.resume:  # older reinforce runs saved it, unused
         raise ValueError("--vectorization async does not apply to --backend ray: children train as Ray tasks "
                          "(use auto or sync)")
-    check_ray_agent(config, args.agent)
+    check_ray_agent(ray_config(args), args.agent)
     if args.agent != "reinforce":
         return
+    if args.time_budget:
+        raise ValueError("--time-budget does not work with --backend ray --agent reinforce (the parameter-server "
+                         "driver has its own rounds); use --backend local, or another agent on Ray")
     if args.curriculum:
         raise ValueError("--curriculum is not supported with --backend ray --agent reinforce (use the local backend)")
     if args.num_envs != 1 and not args.resume:  # older runs saved it, unused
@@ -241,22 +236,10 @@ def agent_checkpoint(agent: SearchAgent, curriculum: DepthCurriculum | None, env
     state = agent.state_dict()
     if curriculum is not None:
         state["curriculum"] = curriculum.state(int(state["children_done"]))
-    evaluators = evaluator_states(envs)
-    if evaluators is not None:
-        state["evaluators"] = evaluators
+    evaluators = envs.unwrapped.get_attr("evaluator_state")  # one per sub-env; None: an evaluator without state
+    if any(e is not None for e in evaluators):
+        state["evaluators"] = list(evaluators)
     return state
-
-
-def evaluator_states(envs: gym.vector.VectorEnv) -> list[dict[str, Any]] | None:
-    """The sub-envs' evaluator states when their evaluators keep one (a weight-sharing supernet), else None."""
-    states = envs.unwrapped.get_attr("evaluator_state")
-    return None if all(s is None for s in states) else list(states)
-
-
-def restore_evaluators(envs: gym.vector.VectorEnv, states: list[dict[str, Any]] | None) -> None:
-    """Give each sub-env's evaluator back its checkpointed state (one per sub-env)."""
-    if states is not None:
-        envs.unwrapped.set_attr("evaluator_state", list(states))
 
 
 def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
@@ -283,7 +266,8 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
             saved = folder.load_checkpoint(AGENT_CHECKPOINT)
             if saved is not None:
                 agent.load_state_dict(saved)
-                restore_evaluators(envs, saved.get("evaluators"))
+                if saved.get("evaluators") is not None:  # each sub-env's evaluator gets its state back
+                    envs.unwrapped.set_attr("evaluator_state", list(saved["evaluators"]))
             where = f" (children as Ray tasks, {args.num_envs} at once)" if args.backend == "ray" else ""
             folder.start(config, args.episodes, f"{args.agent} on {args.env}{where}", args.progress,
                          agent.children_done, getattr(agent, "exact_replay", True))
@@ -332,11 +316,8 @@ def _search(args: SearchArgs, agent: SearchAgent, envs: gym.vector.VectorEnv, fo
         folder.add_scalar("search/num_layers", depth, agent.children_done)
 
     def on_child(child: ChildRecord) -> None:
-        """Record the child; under a curriculum, set the depth for the children after it.
-
-        The depth is set per child, not per update, so the schedule does not depend on where updates
-        (or a resume) fall; our agents reset all sub-envs at each lockstep batch, so it applies from the next one.
-        """
+        """Record the child; under a curriculum, set the depth for the children after it (per child, so the
+        schedule does not depend on where updates or a resume fall; it applies from the next lockstep batch)."""
         nonlocal depth
         folder.record_child(child)
         if curriculum is not None and (new := curriculum.num_layers_at(child.index + 1)) != depth:
