@@ -227,10 +227,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"{'agent':<14} {'best':>7} {'top-5 mean':>10} {'mean, last 50':>14} {'mean, all':>10} {'distinct':>9}")
     keys = ("best", "top5_mean", "mean_last_50", "mean_all", "distinct_architectures")
     for name, s in summary["agents"].items():
-        med = {}
-        for k in keys:
-            kept = [v for v in s[k].values() if v is not None]
-            med[k] = statistics.median(kept) if kept else math.nan
+        kept = {k: [v for v in s[k].values() if v is not None] for k in keys}
+        med = {k: statistics.median(values) if values else math.nan for k, values in kept.items()}
         f = ".2f" if metric.lower_is_better else ".4f"  # perplexities are in the tens to thousands
         print(f"{name:<14} {med['best']:>7{f}} {med['top5_mean']:>10{f}} {med['mean_last_50']:>14{f}} "
               f"{med['mean_all']:>10{f}} {med['distinct_architectures']:>9.0f}")

@@ -108,11 +108,9 @@ class SearchArgs:
 def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchArgs:
     """Validate every setting and settle the ones that depend on others; raises ValueError naming the bad value.
 
-    ``explicit`` names the fields the user set (None, as for an API caller: those that differ from the
-    defaults; the command line knows exactly which flags were given). On
-    ``--resume`` the run's config.json gives the settings; an explicit flag may change only
-    :data:`RESUMABLE_CHANGES`. An m that was not given explicitly is rounded up to a multiple of
-    ``--num-envs`` (with a message); an explicit one that is not a multiple is an error.
+    ``explicit`` names the fields the user set (None: those that differ from the defaults). On ``--resume`` the
+    run's config.json gives the settings; an explicit flag may change only :data:`RESUMABLE_CHANGES`. An m not
+    given explicitly is rounded up to a multiple of ``--num-envs``; an explicit one that is not is an error.
     """
     if explicit is None:
         defaults = SearchArgs()

@@ -1,10 +1,8 @@
 """``nasrl-tabulate``: train every architecture of a small space with k seeds into a NASRL-Bench table.
 
-The env's own evaluator trains each (architecture, seed); each result is committed to the result
-store the moment it finishes (under the evaluator's fingerprint plus the seed), so a run killed
-with -9 resumes where it stopped. Children train in parallel with ``--num-envs`` worker processes
-(one torch thread each) or as Ray tasks (``--backend ray``). When every result is in, the table
-is exported (see :mod:`nas_env.bench.table`). ``--describe TABLE`` prints a table's facts.
+The env's own evaluator trains each (architecture, seed), in ``--num-envs`` worker processes or as Ray tasks;
+each result is committed to the result store as it finishes, so a killed run resumes where it stopped. When
+every result is in, the table is exported (:mod:`nas_env.bench.table`). ``--describe TABLE`` prints its facts.
 
 Make the shipped digits table (resumable; rerun the same command to continue)::
 

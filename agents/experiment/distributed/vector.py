@@ -96,7 +96,7 @@ class RayChildEvaluator:
 
     def prefetch(self, requests: list[tuple[Architecture, int]]) -> None:
         """Evaluate ``(arch, seed)`` pairs at once; ``__call__`` then returns each one's result."""
-        results: list[EvalResult | None] = [None] * len(requests)
+        results: dict[int, EvalResult] = {}  # request index -> result
         tasks: dict[Any, Architecture] = {}
         for i, (arch, seed) in enumerate(requests):
             answer = self.children.ask(arch, seed, i)
@@ -109,16 +109,12 @@ class RayChildEvaluator:
             while tasks or self.children.waiting:  # each result is stored as its task finishes: a crash loses none
                 for ref in next_ready(tasks, self.children.waiting):
                     try:
-                        served = finish_task(self.children, tasks.pop(ref), ref, self.score_key)
+                        results.update(finish_task(self.children, tasks.pop(ref), ref, self.score_key))
                     except Exception as e:  # the evaluator raised: raised once the batch's other children are stored
                         error = error or e
-                        continue
-                    for i, tagged in served:
-                        results[i] = tagged
                 if self.children.waiting:  # children another worker trains: served, or trained here if it gave up
                     served, to_train = self.children.poll()
-                    for i, tagged in served:
-                        results[i] = tagged
+                    results.update(served)
                     for _, arch, seed in to_train:
                         tasks[self._submit(arch, seed)] = arch
         except BaseException:
@@ -126,8 +122,8 @@ class RayChildEvaluator:
             raise
         if error is not None:
             raise error
-        for (arch, seed), result in zip(requests, results, strict=True):
-            self._ready[(arch_key(arch), seed)].append(result)
+        for i, (arch, seed) in enumerate(requests):
+            self._ready[(arch_key(arch), seed)].append(results[i])
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
         key = (arch_key(arch), int(seed))
