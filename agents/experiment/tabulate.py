@@ -133,17 +133,13 @@ def seed_fingerprint(fingerprint: str, seed: int) -> str:
     return f"{fingerprint}/tabulate/seed={seed}"
 
 
-def check_args(args: TabulateArgs) -> None:
+def tabulate(args: TabulateArgs) -> Path:
+    """Train what the store lacks, record it, and export the table; returns the table path."""
     check_counts(args, ("seeds", "max_archs", "num_envs"))
     check_one_of("backend", args.backend, BACKENDS)
     if args.env not in gym.registry:
         raise ValueError(f"--env {args.env!r} is not a registered environment")
     check_env_kwargs(args.env, args.env_kwargs)
-
-
-def tabulate(args: TabulateArgs) -> Path:
-    """Train what the store lacks, record it, and export the table; returns the table path."""
-    check_args(args)
     env, evaluator = tabulated_evaluator(args.env, args.env_kwargs)
     space = env.unwrapped.space
     specs = space.tokens()

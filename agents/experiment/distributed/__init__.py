@@ -63,11 +63,6 @@ class RayConfig:
         check_int("--num-cpus (0: all of this machine's)", self.num_cpus, minimum=0)
         check_bool("--sync", self.sync)
 
-    def layout_changed(self) -> list[str]:
-        """The parameter-server layout settings that differ from the defaults."""
-        defaults = RayConfig()
-        return [name for name in REINFORCE_LAYOUT if getattr(self, name) != getattr(defaults, name)]
-
     @property
     def task_options(self) -> dict[str, Any]:
         """Ray options of a child's training task."""
@@ -90,7 +85,7 @@ def check_ray_installed() -> None:
 def check_ray_agent(config: RayConfig, agent: str) -> None:
     """The agents Ray runs: reinforce (the paper's layout) or :data:`RAY_VECTOR_AGENTS` (without layout flags)."""
     if agent in RAY_VECTOR_AGENTS:
-        changed = config.layout_changed()
+        changed = [name for name in REINFORCE_LAYOUT if getattr(config, name) != getattr(RayConfig(), name)]
         if changed:
             name = flag(changed[0])
             raise ValueError(f"{name} sets the paper's parameter-server layout of --agent reinforce; --agent {agent} "

@@ -207,10 +207,6 @@ class RaySearch:
         return state
 
     # --- start -----------------------------------------------------------------------------
-    @property
-    def duplicates_avoided(self) -> int:
-        return self.children.duplicates_avoided if self.children is not None else 0
-
     def _start_actors(self, saved: dict[str, Any] | None) -> None:
         args = self.args
         if saved is None:
@@ -309,13 +305,6 @@ class RaySearch:
         arch = self.space.decode(c["actions"])
         self._finish_all(finish_task(self.children, arch, ref, self.env.unwrapped.score_key))
 
-    def _poll_elsewhere(self) -> None:
-        """Children waiting on another worker's claim: served once it records, trained here if it gave up."""
-        served, to_train = self.children.poll()
-        for (r, slot), _, _ in to_train:
-            self._start_task(r, slot)
-        self._finish_all(served)
-
     def _finish_all(self, results: list[tuple[tuple[int, int], EvalResult]]) -> None:
         for (r, slot), result in results:
             self._finish(r, slot, result)
@@ -390,8 +379,11 @@ class RaySearch:
                     self._on_sample(r, ray.get(ref))
                 else:
                     self._on_learn(r, ray.get(ref))
-            if self.children.waiting:
-                self._poll_elsewhere()
+            if self.children.waiting:  # children on another worker's claim: served, or trained here if it gave up
+                served, to_train = self.children.poll()
+                for (r, slot), _, _ in to_train:
+                    self._start_task(r, slot)
+                self._finish_all(served)
             self._schedule()
         self._checkpoint()
 
@@ -413,5 +405,5 @@ def run_ray_search(args: SearchArgs, folder: RunFolder, store_path: Path) -> Pat
     with ray_session(search.config), contextlib.closing(search):
         check_cluster(search.config)
         search.run()
-    print(folder.summary(f"{task_summary(folder, search.duplicates_avoided)}, {search.updates_done} updates"))
+    print(folder.summary(f"{task_summary(folder, search.children.duplicates_avoided)}, {search.updates_done} updates"))
     return folder.path
