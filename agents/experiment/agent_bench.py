@@ -347,10 +347,8 @@ def _time_rows(by_label: dict[str, list[dict[str, Any]]], seconds: list[float]) 
     return rows
 
 
-def _write_table(out: Path, rows: list[dict[str, Any]], checkpoints: list[int], args: AgentBenchArgs,
-                 unit: str = "validation accuracy (fraction)", time_rows: list[dict[str, Any]] | None = None,
-                 seconds: list[float] | None = None) -> None:
-    time_rows, seconds = time_rows or [], seconds or []
+def _write_table(out: Path, rows: list[dict[str, Any]], checkpoints: list[int], args: AgentBenchArgs, unit: str,
+                 time_rows: list[dict[str, Any]], seconds: list[float]) -> None:
     with (out / "table.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["axis", *rows[0], "seconds", "reached"], restval="")
         writer.writeheader()
@@ -407,7 +405,7 @@ def _write_curves(out: Path, regrets: dict[str, np.ndarray], tests: dict[str, np
 
 
 def _plot(out: Path, regrets: dict[str, np.ndarray], timed: dict[str, np.ndarray], grid: np.ndarray,
-          name: str, unit: str = "validation accuracy (fraction)", seconds: list[float] | None = None) -> None:
+          name: str, unit: str, seconds: list[float]) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 4.5))
@@ -427,7 +425,7 @@ def _plot(out: Path, regrets: dict[str, np.ndarray], timed: dict[str, np.ndarray
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"regret of the incumbent\n({unit})")
         ax.grid(alpha=0.3)
-    for s in seconds or ():
+    for s in seconds:
         axes[1].axvline(s, color="#888888", lw=0.8, ls="--")
     axes[0].legend(fontsize=8)
     title = name if name.startswith(NB201_PREFIX) else f"NASRL-Bench-{name}"

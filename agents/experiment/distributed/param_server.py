@@ -55,19 +55,16 @@ class ParameterServer:
         (steps applied since the replica pulled) and the ``version`` after.
         """
         staleness = self.version - sampled_version
-
-        def reply(applied: bool, duplicate: bool = False) -> dict[str, Any]:
-            return {"applied": applied, "duplicate": duplicate, "staleness": staleness, "version": self.version}
-
-        if batch <= self.applied.get(replica, -1) or self.pending.get(replica, (-1, None))[0] == batch:
-            return reply(False, duplicate=True)
+        done = batch <= self.applied.get(replica, -1) or self.pending.get(replica, (-1, None))[0] == batch
+        if done:
+            return {"applied": False, "duplicate": True, "staleness": staleness, "version": self.version}
         if grad.shape != self.param.shape:
             raise ValueError(f"shard {self.shard}: gradient of shape {tuple(grad.shape)}, expected "
                              f"{tuple(self.param.shape)}")
         if round_size > 0:
             self.pending[replica] = (batch, grad)
             if len(self.pending) < round_size:
-                return reply(False)
+                return {"applied": False, "duplicate": False, "staleness": staleness, "version": self.version}
             grads = [self.pending[r][1] for r in sorted(self.pending)]
             for r, (b, _) in self.pending.items():
                 self.applied[r] = b
@@ -79,7 +76,7 @@ class ParameterServer:
         self.optimizer.step()
         self.param.grad = None
         self.version += 1
-        return reply(True)
+        return {"applied": True, "duplicate": False, "staleness": staleness, "version": self.version}
 
     def state(self) -> dict[str, Any]:
         """Everything a resume needs (tensors and plain types only: loads with ``weights_only=True``)."""
