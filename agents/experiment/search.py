@@ -292,12 +292,9 @@ def open_envs(args: SearchArgs, store_path: Path) -> Iterator[gym.vector.VectorE
 
         with ray_envs(ray_config(args), args.env, args.env_kwargs, args.num_envs, store_path) as envs:
             yield envs
-        return
-    envs = make_envs(args, store_path)
-    try:
-        yield envs
-    finally:
-        envs.close()
+    else:
+        with contextlib.closing(make_envs(args, store_path)) as envs:
+            yield envs
 
 
 class TimeBudgetReached(Exception):

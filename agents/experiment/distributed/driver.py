@@ -69,11 +69,8 @@ def connect(config: RayConfig) -> bool:
     """Join ``config.address`` or start a local Ray (``config.num_cpus`` CPUs, 0: all); False if already connected."""
     if ray.is_initialized():
         return False
-    options: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
-    if config.address:
-        ray.init(address=config.address, **options)
-    else:
-        ray.init(num_cpus=config.num_cpus or None, **options)
+    where = {"address": config.address} if config.address else {"num_cpus": config.num_cpus or None}
+    ray.init(**where, include_dashboard=False, logging_level="warning")
     return True
 
 
