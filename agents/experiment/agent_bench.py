@@ -2,24 +2,13 @@
 
 Each (agent, seed) searches ``--children`` children on ``NASRL-Bench-<table>`` (``--table digits`` or a
 .json.gz path), or on NAS-Bench-201 (``--table nb201-cifar10``, ``nb201-cifar100``, ``nb201-imagenet16``):
-rewards are one trained seed's validation accuracy (noisy like real training). The *incumbent* after n
-children is what a search would report (``--incumbent``, :mod:`agents.experiment.incumbent`): by default
-the architecture with the highest mean reward over its evaluations so far, or with ``max`` the one of the
-single highest reward. It is judged by the table's truth:
-
-* regret = the table's best mean val accuracy minus the incumbent's mean val accuracy;
-* the incumbent's mean test accuracy (a split that never fed a reward);
-
-against children and against simulated wall-clock (the sum of the children's stored training seconds;
-on NAS-Bench-201 its 12-epoch charge, approximated). NAS-Bench-201's regrets are in points of validation
-accuracy (percent), as its literature writes them, and it has no test accuracy.
-Outputs in ``--out``: ``curves.csv`` and ``regret.png`` (median and interquartile band over seeds),
-``table.md`` / ``table.csv`` (at 50, 100, 200, 500, 1,000 children, and at ``--seconds`` of simulated time,
-by default NAS-Bench-201's budget of 12,000 s and 2x, 4x on its tables: median regret and test accuracy,
-and the one-sided Mann-Whitney U p-values of "regret below the baseline's" for each baseline that ran:
-random search, evolution, REA and the two TPEs),
-``runs.jsonl`` (per run: the incumbent's regret after every child, and every child's table row, reward and
-status, so that another incumbent rule can be applied afterwards) and ``summary.json``.
+rewards are one trained seed's validation accuracy. The *incumbent* after n children (``--incumbent``,
+:mod:`agents.experiment.incumbent`) is judged by the table's truth: its regret (the table's best mean val
+accuracy minus the incumbent's; points of percent on NAS-Bench-201) and its mean test accuracy, against
+children and against simulated wall-clock (the children's stored training seconds). Outputs in ``--out``:
+``curves.csv``, ``regret.png``, ``table.md`` / ``table.csv`` (at 50 to 1,000 children and at ``--seconds``:
+median regret, test accuracy and one-sided Mann-Whitney U p-values against each baseline that ran),
+``runs.jsonl`` (every run's regret curve and children) and ``summary.json`` (see docs/bench.md).
 
 Agents are labels: the built-in ones (:data:`AGENT_SPECS`) or your own through ``--variants``
 ('{"label": {"agent": "reinforce", "kwargs": {"lr": 0.003}}}').
@@ -42,6 +31,7 @@ import numpy as np
 from agents import AGENT_NAMES
 from agents.experiment.incumbent import INCUMBENT_RULES, Incumbent
 from agents.experiment.keywords import check_agent_kwargs
+from agents.experiment.search import check_counts
 from nas_env.cli import cli_entry, parse_dataclass
 
 ROLLOUT = "rollout"  # a PPO batch_size of one minibatch per rollout (m children x the episode's tokens)
@@ -258,9 +248,7 @@ def benchmark(args: AgentBenchArgs) -> dict[str, Any]:
     """Run every (agent, seed), write the outputs, return the summary."""
     source = open_source(args.table, args.epochs)
     agents = resolve_agents(args, source.agents)
-    for name in ("seeds", "children", "children_per_update", "workers"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    check_counts(args, ("seeds", "children", "children_per_update", "workers"))
     if args.incumbent not in INCUMBENT_RULES:
         raise ValueError(f"--incumbent must be one of {', '.join(INCUMBENT_RULES)}, got {args.incumbent!r}")
     if args.noise not in ("seed", "mean"):
@@ -312,6 +300,12 @@ def benchmark(args: AgentBenchArgs) -> dict[str, Any]:
     return summary
 
 
+def _quartiles(values: np.ndarray) -> dict[str, float]:
+    """The median and quartiles of regrets ``values``, ignoring NaN."""
+    return {"median_regret": float(np.nanmedian(values)), "q25_regret": float(np.nanpercentile(values, 25)),
+            "q75_regret": float(np.nanpercentile(values, 75))}
+
+
 def _table_rows(regrets: dict[str, np.ndarray], tests: dict[str, np.ndarray],
                 checkpoints: list[int]) -> list[dict[str, Any]]:
     rows = []
@@ -320,9 +314,7 @@ def _table_rows(regrets: dict[str, np.ndarray], tests: dict[str, np.ndarray],
             r, t = reg[:, c - 1], tests[label][:, c - 1]
             p = _p_values(label, r, {base: regrets[base][:, c - 1] for base in BASELINES if base in regrets})
             test = float(np.nanmedian(t)) if not np.isnan(t).all() else None  # None: the table has no test split
-            rows.append({"agent": label, "children": c, "median_regret": float(np.nanmedian(r)),
-                         "q25_regret": float(np.nanpercentile(r, 25)), "q75_regret": float(np.nanpercentile(r, 75)),
-                         "median_test_acc": test, **p})
+            rows.append({"agent": label, "children": c, **_quartiles(r), "median_test_acc": test, **p})
     return rows
 
 
@@ -336,31 +328,27 @@ def _p_values(label: str, values: np.ndarray, baselines: dict[str, np.ndarray]) 
     return out
 
 
+def _regret_at(run: dict[str, Any], s: float) -> float:
+    """A run's incumbent regret at simulated time ``s`` (NaN when its children did not reach it)."""
+    return at_times(run["regret"], run["seconds"], np.array([s]))[0] if np.sum(run["seconds"]) >= s else np.nan
+
+
 def _time_rows(by_label: dict[str, list[dict[str, Any]]], seconds: list[float]) -> list[dict[str, Any]]:
     """At each simulated time: the incumbent's regret over the runs whose children reached it (``reached``)."""
-    values: dict[str, dict[float, np.ndarray]] = {}
-    for label, runs in by_label.items():
-        values[label] = {}
-        for s in seconds:
-            v = np.array([at_times(r["regret"], r["seconds"], np.array([s]))[0] if np.sum(r["seconds"]) >= s
-                          else np.nan for r in runs])
-            values[label][s] = v
+    values = {label: {s: np.array([_regret_at(r, s) for r in runs]) for s in seconds}
+              for label, runs in by_label.items()}
     rows = []
     for label, per_time in values.items():
         for s, v in per_time.items():
             reached = float(np.mean(~np.isnan(v)))
-            stats = {"median_regret": float(np.nanmedian(v)), "q25_regret": float(np.nanpercentile(v, 25)),
-                     "q75_regret": float(np.nanpercentile(v, 75))} if reached else {
-                "median_regret": None, "q25_regret": None, "q75_regret": None}
+            stats = _quartiles(v) if reached else dict.fromkeys(("median_regret", "q25_regret", "q75_regret"))
             p = _p_values(label, v, {b: values[b][s] for b in BASELINES if b in values})
             rows.append({"agent": label, "seconds": s, "reached": reached, **stats, **p})
     return rows
 
 
-def _write_table(out: Path, rows: list[dict[str, Any]], checkpoints: list[int], args: AgentBenchArgs,
-                 unit: str = "validation accuracy (fraction)", time_rows: list[dict[str, Any]] | None = None,
-                 seconds: list[float] | None = None) -> None:
-    time_rows, seconds = time_rows or [], seconds or []
+def _write_table(out: Path, rows: list[dict[str, Any]], checkpoints: list[int], args: AgentBenchArgs, unit: str,
+                 time_rows: list[dict[str, Any]], seconds: list[float]) -> None:
     with (out / "table.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["axis", *rows[0], "seconds", "reached"], restval="")
         writer.writeheader()
@@ -368,24 +356,25 @@ def _write_table(out: Path, rows: list[dict[str, Any]], checkpoints: list[int], 
         writer.writerows({"axis": "simulated_seconds", **r} for r in time_rows)
     labels = list(dict.fromkeys(r["agent"] for r in rows))
     # the p-values shown: BASELINE and STRONG_BASELINE always (a "-" when absent), the other baselines when they ran
-    shown_bases = [b for b in BASELINES if b in (BASELINE, STRONG_BASELINE) or b in labels]
+    bases = [b for b in BASELINES if b in (BASELINE, STRONG_BASELINE) or b in labels]
     lines = [f"Median regret (IQR) of the incumbent ({args.incumbent} rule), {args.seeds} seeds, in {unit}; p: "
-             f"one-sided Mann-Whitney U, regret lower than {' / '.join(b + chr(39) + 's' for b in shown_bases)}",
-             "", "| agent | " + " | ".join(f"{c} children" for c in checkpoints) + " |",
-             "|---|" + "---|" * len(checkpoints)]
-    for label in labels:
-        cells = [_cell(next(x for x in rows if x["agent"] == label and x["children"] == c), shown_bases)
-                 for c in checkpoints]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+             f"one-sided Mann-Whitney U, regret lower than {' / '.join(b + chr(39) + 's' for b in bases)}", "",
+             *_markdown(rows, labels, "children", checkpoints, [f"{c} children" for c in checkpoints], bases)]
     if seconds:
         lines += ["", "At simulated training seconds (the incumbent among the children finished by then; "
                   "n/a when a run's children did not reach that time):", "",
-                  "| agent | " + " | ".join(f"{s:,.0f} s" for s in seconds) + " |", "|---|" + "---|" * len(seconds)]
-        for label in labels:
-            cells = [_cell(next(x for x in time_rows if x["agent"] == label and x["seconds"] == s), shown_bases)
-                     for s in seconds]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+                  *_markdown(time_rows, labels, "seconds", seconds, [f"{s:,.0f} s" for s in seconds], bases)]
     (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def _markdown(rows: list[dict[str, Any]], labels: list[str], axis: str, points: list[Any], heads: list[str],
+              bases: list[str]) -> list[str]:
+    """A Markdown table of ``rows``: one line per agent, one :func:`_cell` per point of ``axis``."""
+    lines = ["| agent | " + " | ".join(heads) + " |", "|---|" + "---|" * len(points)]
+    for label in labels:
+        cells = [_cell(next(x for x in rows if x["agent"] == label and x[axis] == p), bases) for p in points]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _cell(row: dict[str, Any], bases: list[str]) -> str:
@@ -416,7 +405,7 @@ def _write_curves(out: Path, regrets: dict[str, np.ndarray], tests: dict[str, np
 
 
 def _plot(out: Path, regrets: dict[str, np.ndarray], timed: dict[str, np.ndarray], grid: np.ndarray,
-          name: str, unit: str = "validation accuracy (fraction)", seconds: list[float] | None = None) -> None:
+          name: str, unit: str, seconds: list[float]) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 4.5))
@@ -436,7 +425,7 @@ def _plot(out: Path, regrets: dict[str, np.ndarray], timed: dict[str, np.ndarray
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"regret of the incumbent\n({unit})")
         ax.grid(alpha=0.3)
-    for s in seconds or ():
+    for s in seconds:
         axes[1].axvline(s, color="#888888", lw=0.8, ls="--")
     axes[0].legend(fontsize=8)
     title = name if name.startswith(NB201_PREFIX) else f"NASRL-Bench-{name}"

@@ -1,13 +1,10 @@
 """Compare search agents on one env and one child budget: a CSV, two PNG plots and a summary table.
 
-Each (agent, seed) pair is an ordinary :func:`agents.experiment.runner.run_search` run; all of them share
-one result store, so an architecture trained once under the same settings is served to every
-later run instead of being trained again (its reward is the same either way).
-
-Children are ranked by their reward; with the shared store an architecture met again gets its stored result,
-so this ranks architectures as the runner's mean-reward incumbent does. What is plotted and reported is
-the env's headline metric of the children so ranked, the one its records name (``score_key``: the validation
-perplexity of the language-model envs, lower is better; the validation accuracy of the others).
+Each (agent, seed) pair is an ordinary :func:`agents.experiment.search.run_search` run; all of them share
+one result store, so an architecture met again gets its stored result. Children are ranked by their reward
+(as the runner's mean-reward incumbent does); what is plotted and reported is the env's headline metric of
+the children so ranked (``score_key``: the validation perplexity of the language-model envs, lower is
+better; the validation accuracy of the others).
 """
 
 from __future__ import annotations
@@ -65,10 +62,8 @@ class CompareArgs:
 class Metric:
     """The headline metric reported for each child (ranking is always by reward)."""
 
-    key: str
-    """key of a results.jsonl record"""
-    name: str
-    """what it is, for axis labels and the printed table"""
+    key: str  # key of a results.jsonl record
+    name: str  # what it is, for axis labels and the printed table
     lower_is_better: bool
 
     @classmethod
@@ -156,8 +151,6 @@ def compare(args: CompareArgs) -> dict[str, Any]:
     store = out / "store.sqlite"
     overall = tqdm(total=len(args.agents) * len(args.seeds), unit="run", desc="comparison", position=0,
                    disable=not args.progress, dynamic_ncols=True)  # each run shows its own child bar below
-    curves: dict[str, dict[int, list[float]]] = {}  # rewards: what ranks the children
-    archs: dict[str, dict[int, list[str]]] = {}  # so that top-k counts distinct architectures
     records: dict[str, dict[int, list[dict[str, Any]]]] = {}
     for name in args.agents:
         for seed in args.seeds:
@@ -172,14 +165,16 @@ def compare(args: CompareArgs) -> dict[str, Any]:
             run_search(search)
             lines = (run_dir / "results.jsonl").read_text().splitlines()
             run = records.setdefault(name, {})[seed] = [json.loads(line) for line in lines][: args.episodes]
-            curves.setdefault(name, {})[seed] = [float(r["reward"]) for r in run]
-            archs.setdefault(name, {})[seed] = [r["arch"] or f"invalid-{r['index']}" for r in run]
             overall.update(1)
             run_metric = metric_for(run)
-            best = score_of_best_so_far(curves[name][seed], [_score(r, run_metric) for r in run])
+            best = score_of_best_so_far([float(r["reward"]) for r in run], [_score(r, run_metric) for r in run])
             overall.set_postfix(agent=name, seed=seed, best=f"{run_metric.key} {best[-1] if best else 0:.4f}")
     overall.close()
     metric = metric_for([r for per_seed in records.values() for run in per_seed.values() for r in run])
+    # rewards rank the children; archs let top-k count distinct architectures
+    curves = {n: {s: [float(r["reward"]) for r in run] for s, run in ps.items()} for n, ps in records.items()}
+    archs = {n: {s: [r["arch"] or f"invalid-{r['index']}" for r in run] for s, run in ps.items()}
+             for n, ps in records.items()}
     scores = {n: {s: [_score(r, metric) for r in run] for s, run in ps.items()} for n, ps in records.items()}
 
     with (out / "results.csv").open("w", newline="") as f:
@@ -232,10 +227,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"{'agent':<14} {'best':>7} {'top-5 mean':>10} {'mean, last 50':>14} {'mean, all':>10} {'distinct':>9}")
     keys = ("best", "top5_mean", "mean_last_50", "mean_all", "distinct_architectures")
     for name, s in summary["agents"].items():
-        med = {}
-        for k in keys:
-            kept = [v for v in s[k].values() if v is not None]
-            med[k] = statistics.median(kept) if kept else math.nan
+        kept = {k: [v for v in s[k].values() if v is not None] for k in keys}
+        med = {k: statistics.median(values) if values else math.nan for k, values in kept.items()}
         f = ".2f" if metric.lower_is_better else ".4f"  # perplexities are in the tens to thousands
         print(f"{name:<14} {med['best']:>7{f}} {med['top5_mean']:>10{f}} {med['mean_last_50']:>14{f}} "
               f"{med['mean_all']:>10{f}} {med['distinct_architectures']:>9.0f}")
@@ -243,12 +236,10 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def _plot(curves: dict[str, dict[int, list[float]]], scores: dict[str, dict[int, list[float]]],
           archs: dict[str, dict[int, list[str]]], args: CompareArgs, out: Path, metric: Metric = ACCURACY) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # files only, no display
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for name, per_seed in curves.items():
         n = min(len(v) for v in per_seed.values())
         runs = np.array([score_of_best_so_far(v[:n], scores[name][s][:n]) for s, v in per_seed.items()])
@@ -264,9 +255,9 @@ def _plot(curves: dict[str, dict[int, list[float]]], scores: dict[str, dict[int,
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "best_so_far.png", dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.subplots()
     styles = ["-", "--", ":", "-."]
     for a, (name, per_seed) in enumerate(curves.items()):  # one colour per agent, one line style per k
         n = min(len(v) for v in per_seed.values())
@@ -281,7 +272,6 @@ def _plot(curves: dict[str, dict[int, list[float]]], scores: dict[str, dict[int,
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: it would hide curves
     fig.tight_layout()
     fig.savefig(out / "top_k.png", dpi=120)
-    plt.close(fig)
 
 
 @cli_entry("nasrl-compare")

@@ -1,14 +1,9 @@
-"""The paper's depth curriculum: children start shallow and grow as the search goes on.
+"""The paper's depth curriculum: children start shallow and grow as the search goes on (docs/searching.md).
 
-Zoph & Le (2017, section 4.1) start the controller at 6 layers and add 2 layers every 1,600
-sampled children, up to the space's maximum. The environment keeps its spaces at the
-maximum depth and emits only the current depth's tokens (``NASEnv.set_num_layers``), so the
-controller, built once for the maximum, just stops earlier: its anchor attention over
-previous layers only ever looks back, so a prefix of the full sequence is scored exactly as
-a shallower controller with the same weights would score it.
-
-The schedule is a pure function of the number of children sampled, and its current value is
-also written into the runner's checkpoint, so a resumed run continues at the right depth.
+Zoph & Le (2017, section 4.1) start at 6 layers and add 2 every 1,600 children, up to the space's maximum.
+The env keeps its spaces at the maximum depth and emits only the current depth's tokens
+(``NASEnv.set_num_layers``); the schedule is a pure function of the children sampled, and its value is
+kept in the runner's checkpoint, so a resumed run continues at the right depth.
 """
 
 from __future__ import annotations
@@ -19,6 +14,8 @@ from typing import Any
 import gymnasium as gym
 
 from nas_env.checks import check_int
+
+SCHEDULE = ("max_layers", "start_layers", "layers_step", "every")  # the fields a checkpoint must agree on
 
 
 @dataclass(frozen=True)
@@ -38,7 +35,7 @@ class DepthCurriculum:
     every: int = 1600
 
     def __post_init__(self) -> None:
-        for name in ("max_layers", "start_layers", "layers_step", "every"):
+        for name in SCHEDULE:
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))
         if self.start_layers > self.max_layers:
             raise ValueError(f"start_layers={self.start_layers} is deeper than the space's {self.max_layers} layers: "
@@ -51,8 +48,8 @@ class DepthCurriculum:
 
     def state(self, children_done: int) -> dict[str, int]:
         """What a checkpoint keeps: the schedule, the children count and the depth in force after it."""
-        return {"max_layers": self.max_layers, "start_layers": self.start_layers, "layers_step": self.layers_step,
-                "every": self.every, "children_done": children_done, "num_layers": self.num_layers_at(children_done)}
+        return {**{k: getattr(self, k) for k in SCHEDULE}, "children_done": children_done,
+                "num_layers": self.num_layers_at(children_done)}
 
     def resume_num_layers(self, saved: dict[str, Any] | None, children_done: int) -> int:
         """The depth to continue at: the checkpoint's when it was written at ``children_done``, else the schedule's.
@@ -63,7 +60,7 @@ class DepthCurriculum:
         if not saved:
             return self.num_layers_at(children_done)
         mine = self.state(children_done)
-        for key in ("max_layers", "start_layers", "layers_step", "every"):
+        for key in SCHEDULE:
             if int(saved.get(key, mine[key])) != mine[key]:
                 raise ValueError(f"the checkpoint's curriculum has {key}={saved.get(key)}, this run {mine[key]}: "
                                  "resume with the run's own curriculum settings")

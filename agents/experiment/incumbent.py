@@ -1,14 +1,9 @@
 """The incumbent: the architecture a search reports as its best so far.
 
 A search that samples an architecture again trains it again (another seed), so it holds several noisy
-rewards for it. Two rules pick the incumbent:
-
-* ``"mean"`` (the default): the architecture with the highest mean reward over its evaluations. A
-  repeated architecture is judged by its average rather than by its luckiest seed; an architecture
-  seen once is judged by its one reward, exactly as under ``"max"``.
-* ``"max"``: the architecture of the single highest reward (NAS-Bench-101's protocol). It rewards luck:
-  an agent that re-evaluates a good architecture a hundred times keeps its best seed forever, and a
-  better architecture whose best seed only ties it can never take over.
+rewards for it. ``"mean"`` (the default) picks the architecture with the highest mean reward over its
+evaluations (one seen once: its one reward); ``"max"`` the one of the single highest reward
+(NAS-Bench-101's protocol), which rewards luck: a re-evaluated architecture keeps its best seed forever.
 
 On a tie the incumbent stays; when its own mean falls, the earliest-seen of the leaders takes over.
 """

@@ -1,9 +1,7 @@
 """``--env-kwargs`` and ``--agent-kwargs`` checked before anything runs: an unknown key names itself and the allowed.
 
-The allowed agent keywords are the agent's constructor's (see :mod:`nas_env.keywords`) and, for an agent whose
-knobs are a frozen options dataclass (its ``options`` parameter's type), that dataclass's fields; an SB3 agent passes
-its other keywords on to the SB3 algorithm, so the algorithm's constructor adds its own (less those the
-agent sets itself). The search sets ``seed`` and ``children_per_update`` from their flags.
+An agent's keywords are its constructor's (:mod:`nas_env.keywords`), its options dataclass's fields, or for an
+SB3 agent also its algorithm's (less those the agent sets). The search sets ``seed`` and ``children_per_update``.
 """
 
 from __future__ import annotations

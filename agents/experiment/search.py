@@ -22,13 +22,12 @@ import nas_env  # noqa: F401  (registers the environment ids)
 from agents import AGENT_NAMES, AGENTS, make_agent
 from agents.base import ChildRecord, EpisodicSearchAgent, SearchAgent, UpdateStats
 from agents.experiment.curriculum import DepthCurriculum, env_max_layers, set_env_layers
-from agents.experiment.distributed import RayConfig, check_ray_agent, check_ray_installed, task_summary
+from agents.experiment.distributed import BACKENDS, RayConfig, check_ray_agent, check_ray_installed, flag, task_summary
 from agents.experiment.keywords import check_search_kwargs
 from agents.experiment.run_folder import RunFolder
 from agents.sb3 import SB3_ALGOS
 from nas_env.vector import VECTORIZATION_MODES, make_parallel_envs, make_sync_envs
 
-BACKENDS = ("local", "ray")
 AGENT_CHECKPOINT = "agent.pt"
 # Settings a resume may change: how far to go and how to show it. Everything else must match the run's.
 RESUMABLE_CHANGES = ("episodes", "progress", "resume", "time_budget")
@@ -109,11 +108,9 @@ class SearchArgs:
 def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchArgs:
     """Validate every setting and settle the ones that depend on others; raises ValueError naming the bad value.
 
-    ``explicit`` names the fields the user set (None, as for an API caller: those that differ from the
-    defaults; the command line knows exactly which flags were given). On
-    ``--resume`` the run's config.json gives the settings; an explicit flag may change only
-    :data:`RESUMABLE_CHANGES`. An m that was not given explicitly is rounded up to a multiple of
-    ``--num-envs`` (with a message); an explicit one that is not a multiple is an error.
+    ``explicit`` names the fields the user set (None: those that differ from the defaults). On ``--resume`` the
+    run's config.json gives the settings; an explicit flag may change only :data:`RESUMABLE_CHANGES`. An m not
+    given explicitly is rounded up to a multiple of ``--num-envs``; an explicit one that is not is an error.
     """
     if explicit is None:
         defaults = SearchArgs()
@@ -126,18 +123,14 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
         changed = sorted(k for k, v in given.items() if k not in RESUMABLE_CHANGES and saved[k] != v)
         if changed:
             k = changed[0]
-            raise ValueError(f"--{k.replace('_', '-')} {given[k]!r} differs from the run's {saved[k]!r}: a resumed "
+            raise ValueError(f"{flag(k)} {given[k]!r} differs from the run's {saved[k]!r}: a resumed "
                              f"run keeps its settings (allowed to change: --episodes, --progress, --time-budget)")
         kept = {k: getattr(args, k) for k in RESUMABLE_CHANGES if k in explicit}
         args = SearchArgs(**{**saved, **kept, "resume": str(folder.path)})
         explicit = set()  # the saved m was already settled when the run started
-    if args.agent not in AGENT_NAMES:
-        raise ValueError(f"--agent {args.agent!r} is not one of {', '.join(AGENT_NAMES)}")
-    for name in ("episodes", "children_per_update", "num_envs", "curriculum_start_layers", "curriculum_layers_step",
-                 "curriculum_every"):
-        value = getattr(args, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}")
+    check_one_of("agent", args.agent, AGENT_NAMES)
+    check_counts(args, ("episodes", "children_per_update", "num_envs", "curriculum_start_layers",
+                        "curriculum_layers_step", "curriculum_every"))
     if args.env not in gym.registry:
         nas_ids = sorted(k for k in gym.registry if k.startswith("NASRL-"))
         raise ValueError(f"--env {args.env!r} is not a registered environment; NAS environments: {', '.join(nas_ids)}")
@@ -146,9 +139,6 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
     budget = args.time_budget
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget < 0:
         raise ValueError(f"--time-budget must be a number of seconds >= 0 (0: no limit), got {budget!r}")
-    if budget and args.backend == "ray" and args.agent == "reinforce":
-        raise ValueError("--time-budget does not work with --backend ray --agent reinforce (the parameter-server "
-                         "driver has its own rounds); use --backend local, or another agent on Ray")
     check_parallel_args(args)
     m, n = args.children_per_update, args.num_envs
     lockstep = (args.backend == "local" or args.agent != "reinforce") and isinstance(
@@ -163,29 +153,39 @@ def resolve_args(args: SearchArgs, explicit: set[str] | None = None) -> SearchAr
     return args
 
 
+def check_one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """A ValueError unless setting ``name`` is one of ``allowed``: ``--backend 'spark' is not one of local, ray``."""
+    if value not in allowed:
+        raise ValueError(f"{flag(name)} {value!r} is not one of {', '.join(allowed)}")
+
+
+def check_counts(args: Any, names: tuple[str, ...]) -> None:
+    """A ValueError naming the first of the settings ``names`` of ``args`` that is not an integer of at least 1."""
+    for name in names:
+        value = getattr(args, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{flag(name)} must be an integer of at least 1, got {value!r}")
+
+
 def check_parallel_args(args: SearchArgs) -> None:
-    """Bad --vectorization / --backend / Ray settings as a ValueError naming the value and what is allowed."""
-    if args.vectorization not in VECTORIZATION_MODES:
-        raise ValueError(f"--vectorization {args.vectorization!r} is not one of {', '.join(VECTORIZATION_MODES)}")
-    if args.backend not in BACKENDS:
-        raise ValueError(f"--backend {args.backend!r} is not one of {', '.join(BACKENDS)}")
+    """Bad --vectorization / --backend / Ray settings (those wrong whatever the cluster) as a ValueError naming them."""
+    check_one_of("vectorization", args.vectorization, VECTORIZATION_MODES)
+    check_one_of("backend", args.backend, BACKENDS)
     if args.vectorization == "async" and args.agent in SB3_ALGOS:
         raise ValueError(f"--vectorization async does not work with --agent {args.agent!r}: SB3 agents step a "
                          f"sync vector env; use --vectorization sync or auto")
-    if args.backend == "ray":
-        check_ray_args(args)
-
-
-def check_ray_args(args: SearchArgs) -> None:
-    """Settings of a ``--backend ray`` search that are wrong whatever the cluster: a ValueError naming them."""
+    if args.backend != "ray":
+        return
     check_ray_installed()
-    config = ray_config(args)
     if args.vectorization == "async" and not args.resume:  # older reinforce runs saved it, unused
         raise ValueError("--vectorization async does not apply to --backend ray: children train as Ray tasks "
                          "(use auto or sync)")
-    check_ray_agent(config, args.agent)
+    check_ray_agent(ray_config(args), args.agent)
     if args.agent != "reinforce":
         return
+    if args.time_budget:
+        raise ValueError("--time-budget does not work with --backend ray --agent reinforce (the parameter-server "
+                         "driver has its own rounds); use --backend local, or another agent on Ray")
     if args.curriculum:
         raise ValueError("--curriculum is not supported with --backend ray --agent reinforce (use the local backend)")
     if args.num_envs != 1 and not args.resume:  # older runs saved it, unused
@@ -234,22 +234,10 @@ def agent_checkpoint(agent: SearchAgent, curriculum: DepthCurriculum | None, env
     state = agent.state_dict()
     if curriculum is not None:
         state["curriculum"] = curriculum.state(int(state["children_done"]))
-    evaluators = evaluator_states(envs)
-    if evaluators is not None:
-        state["evaluators"] = evaluators
+    evaluators = envs.unwrapped.get_attr("evaluator_state")  # one per sub-env; None: an evaluator without state
+    if any(e is not None for e in evaluators):
+        state["evaluators"] = list(evaluators)
     return state
-
-
-def evaluator_states(envs: gym.vector.VectorEnv) -> list[dict[str, Any]] | None:
-    """The sub-envs' evaluator states when their evaluators keep one (a weight-sharing supernet), else None."""
-    states = envs.unwrapped.get_attr("evaluator_state")
-    return None if all(s is None for s in states) else list(states)
-
-
-def restore_evaluators(envs: gym.vector.VectorEnv, states: list[dict[str, Any]] | None) -> None:
-    """Give each sub-env's evaluator back its checkpointed state (one per sub-env)."""
-    if states is not None:
-        envs.unwrapped.set_attr("evaluator_state", list(states))
 
 
 def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
@@ -260,9 +248,7 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
     if args.backend == "ray" and args.agent == "reinforce":  # the paper's parameter-server layout
         from agents.experiment.distributed.driver import run_ray_search  # Ray is imported only when it is used
 
-        return run_ray_search(ray_config(args), folder, store_path, env_id=args.env, env_kwargs=args.env_kwargs,
-                              seed=args.seed, episodes=args.episodes, agent_kwargs=args.agent_kwargs,
-                              run_config=dataclasses.asdict(args), resume=bool(args.resume), progress=args.progress)
+        return run_ray_search(args, folder, store_path)
 
     # Build the agent and the envs first: bad --agent-kwargs or --env-kwargs fail before a run folder exists.
     agent = build_agent(args)
@@ -278,7 +264,8 @@ def run_search(args: SearchArgs, explicit: set[str] | None = None) -> Path:
             saved = folder.load_checkpoint(AGENT_CHECKPOINT)
             if saved is not None:
                 agent.load_state_dict(saved)
-                restore_evaluators(envs, saved.get("evaluators"))
+                if saved.get("evaluators") is not None:  # each sub-env's evaluator gets its state back
+                    envs.unwrapped.set_attr("evaluator_state", list(saved["evaluators"]))
             where = f" (children as Ray tasks, {args.num_envs} at once)" if args.backend == "ray" else ""
             folder.start(config, args.episodes, f"{args.agent} on {args.env}{where}", args.progress,
                          agent.children_done, getattr(agent, "exact_replay", True))
@@ -305,12 +292,9 @@ def open_envs(args: SearchArgs, store_path: Path) -> Iterator[gym.vector.VectorE
 
         with ray_envs(ray_config(args), args.env, args.env_kwargs, args.num_envs, store_path) as envs:
             yield envs
-        return
-    envs = make_envs(args, store_path)
-    try:
-        yield envs
-    finally:
-        envs.close()
+    else:
+        with contextlib.closing(make_envs(args, store_path)) as envs:
+            yield envs
 
 
 class TimeBudgetReached(Exception):
@@ -327,11 +311,8 @@ def _search(args: SearchArgs, agent: SearchAgent, envs: gym.vector.VectorEnv, fo
         folder.add_scalar("search/num_layers", depth, agent.children_done)
 
     def on_child(child: ChildRecord) -> None:
-        """Record the child; under a curriculum, set the depth for the children after it.
-
-        The depth is set per child, not per update, so the schedule does not depend on where updates
-        (or a resume) fall; our agents reset all sub-envs at each lockstep batch, so it applies from the next one.
-        """
+        """Record the child; under a curriculum, set the depth for the children after it (per child, so the
+        schedule does not depend on where updates or a resume fall; it applies from the next lockstep batch)."""
         nonlocal depth
         folder.record_child(child)
         if curriculum is not None and (new := curriculum.num_layers_at(child.index + 1)) != depth:

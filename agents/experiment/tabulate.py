@@ -1,10 +1,8 @@
 """``nasrl-tabulate``: train every architecture of a small space with k seeds into a NASRL-Bench table.
 
-The env's own evaluator trains each (architecture, seed); each result is committed to the result
-store the moment it finishes (under the evaluator's fingerprint plus the seed), so a run killed
-with -9 resumes where it stopped. Children train in parallel with ``--num-envs`` worker processes
-(one torch thread each) or as Ray tasks (``--backend ray``). When every result is in, the table
-is exported (see :mod:`nas_env.bench.table`). ``--describe TABLE`` prints a table's facts.
+The env's own evaluator trains each (architecture, seed), in ``--num-envs`` worker processes or as Ray tasks;
+each result is committed to the result store as it finishes, so a killed run resumes where it stopped. When
+every result is in, the table is exported (:mod:`nas_env.bench.table`). ``--describe TABLE`` prints its facts.
 
 Make the shipped digits table (resumable; rerun the same command to continue)::
 
@@ -15,10 +13,13 @@ Make the shipped digits table (resumable; rerun the same command to continue)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ import torch
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents.base import ChildRecord
+from agents.experiment.distributed import BACKENDS, RayConfig
 from agents.experiment.run_folder import RunFolder
+from agents.experiment.search import check_counts, check_one_of
 from nas_env.bench.table import BenchTable, actions_of, describe
 from nas_env.cli import cli_entry, parse_dataclass
 from nas_env.evaluators import EvalResult, TrainingEvaluator
@@ -37,7 +40,6 @@ from nas_env.keywords import check_env_kwargs
 from nas_env.store import ResultStore
 
 DIGITS_TEST_SIZE = 297  # the tail of the digits training split, never trained on at train_subset <= 1203
-BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -131,21 +133,13 @@ def seed_fingerprint(fingerprint: str, seed: int) -> str:
     return f"{fingerprint}/tabulate/seed={seed}"
 
 
-def check_args(args: TabulateArgs) -> None:
-    for name in ("seeds", "max_archs", "num_envs"):
-        value = getattr(args, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}")
-    if args.backend not in BACKENDS:
-        raise ValueError(f"--backend {args.backend!r} is not one of {', '.join(BACKENDS)}")
+def tabulate(args: TabulateArgs) -> Path:
+    """Train what the store lacks, record it, and export the table; returns the table path."""
+    check_counts(args, ("seeds", "max_archs", "num_envs"))
+    check_one_of("backend", args.backend, BACKENDS)
     if args.env not in gym.registry:
         raise ValueError(f"--env {args.env!r} is not a registered environment")
     check_env_kwargs(args.env, args.env_kwargs)
-
-
-def tabulate(args: TabulateArgs) -> Path:
-    """Train what the store lacks, record it, and export the table; returns the table path."""
-    check_args(args)
     env, evaluator = tabulated_evaluator(args.env, args.env_kwargs)
     space = env.unwrapped.space
     specs = space.tokens()
@@ -187,23 +181,24 @@ def tabulate(args: TabulateArgs) -> Path:
     return out
 
 
-def _run(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]):
+def _run(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]) -> Iterator[tuple[int, int, EvalResult]]:
     """Yield ``(arch index, seed, result)`` as children finish, in worker processes or Ray tasks."""
-    if args.backend == "ray":
-        yield from _run_ray(args, todo, choices)
-        return
-    if args.num_envs == 1:
+    if args.backend == "local" and args.num_envs == 1:
         for i, k in todo:
             yield i, k, evaluate(args.env, args.env_kwargs, actions_of(i, choices), k)
         return
-    window = 4 * args.num_envs  # a few tasks queued per worker; results come back as they finish
-    with ProcessPoolExecutor(args.num_envs, mp_context=get_context("forkserver"), initializer=torch.set_num_threads,
-                             initargs=(1,)) as pool:  # one torch thread per worker process
-        pending: dict[Future, tuple[int, int]] = {}
+    with contextlib.ExitStack() as stack:
+        if args.backend == "ray":
+            submit, window = _ray_tasks(stack)
+        else:  # one torch thread per worker process
+            pool = stack.enter_context(ProcessPoolExecutor(args.num_envs, mp_context=get_context("forkserver"),
+                                                           initializer=torch.set_num_threads, initargs=(1,)))
+            submit, window = partial(pool.submit, evaluate), 4 * args.num_envs
+        pending: dict[Future, tuple[int, int]] = {}  # a few tasks queued per worker; results come as they finish
         queue = iter(todo)
         while True:
             for i, k in queue:
-                pending[pool.submit(evaluate, args.env, args.env_kwargs, actions_of(i, choices), k)] = (i, k)
+                pending[submit(args.env, args.env_kwargs, actions_of(i, choices), k)] = (i, k)
                 if len(pending) >= window:
                     break
             if not pending:
@@ -214,30 +209,15 @@ def _run(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]):
                 yield i, k, future.result()
 
 
-def _run_ray(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]):
+def _ray_tasks(stack: contextlib.ExitStack) -> tuple[Callable[..., Future], int]:
+    """Submit :func:`evaluate_one_thread` as a Ray task (a future), and the window: 4 tasks per cluster CPU."""
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(include_dashboard=False, logging_level="warning")
+    from agents.experiment.distributed.driver import ray_session
+
+    stack.enter_context(ray_session(RayConfig()))
     task = ray.remote(evaluate_one_thread).options(num_cpus=1)
-    try:
-        window = 4 * int(ray.cluster_resources().get("CPU", 1))
-        pending: dict[Any, tuple[int, int]] = {}
-        queue = iter(todo)
-        while True:
-            for i, k in queue:
-                pending[task.remote(args.env, args.env_kwargs, actions_of(i, choices), k)] = (i, k)
-                if len(pending) >= window:
-                    break
-            if not pending:
-                return
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            i, k = pending.pop(ref)
-            yield i, k, ray.get(ref)
-    finally:
-        if started:
-            ray.shutdown()
+    return lambda *task_args: task.remote(*task_args).future(), 4 * int(ray.cluster_resources().get("CPU", 1))
 
 
 def export(store: ResultStore, args: TabulateArgs, space: Any, fingerprint: str, total: int,

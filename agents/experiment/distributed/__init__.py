@@ -1,28 +1,13 @@
 """The paper's distributed search (Zoph & Le, section 3.3) on Ray: parameter servers, controller replicas, child tasks.
 
-Layout (``nasrl-search --backend ray --replicas K --children-per-replica m --param-servers S``):
-
-* S :class:`~agents.experiment.distributed.param_server.ParameterServer` actors each hold one contiguous
-  slice of the controller's flattened parameters and its Adam state. Adam is elementwise, so
-  S shards step exactly as one optimizer over the whole vector would.
-* K :class:`~agents.experiment.distributed.replica.ControllerReplica` actors pull the parameters, sample m
-  children with their own seeded generator, and later turn the children's rewards into a
-  REINFORCE gradient that they push, sliced, to the shards. Asynchronous by default (each push
-  is one Adam step, applied as it comes; its staleness is logged), or synchronous (``--sync``:
-  each round's K gradients are averaged into one step).
-* Each child is trained by one Ray task (:func:`~agents.experiment.distributed.child.evaluate_child`) with
-  the resources the flags ask for (``--cpus-per-child``, ``--gpus-per-child``, fractions allowed).
-* The driver (:mod:`agents.experiment.distributed.driver`) submits the tasks, writes every child to the
-  result store, results.jsonl and TensorBoard as it finishes (the run's ``RunFolder``),
-  and checkpoints everything needed to resume.
-
-The other episodic agents (``--agent evolution`` or ``random``) run on Ray differently: their own
-loop stays in the driver's process, over a :class:`~agents.experiment.distributed.vector.RayVectorEnv` whose
-``--num-envs`` lockstep children train as Ray tasks at once; checkpoints and resume are the local
-backend's (see :mod:`agents.experiment.distributed.vector`).
-
-Only :mod:`agents.experiment.distributed.driver` and :mod:`agents.experiment.distributed.vector` import Ray; the actor
-classes are plain classes that the driver wraps, so they can be read and tested on their own.
+``nasrl-search --backend ray --agent reinforce`` runs the paper's layout (docs/parallel.md): S
+:class:`~agents.experiment.distributed.param_server.ParameterServer` shards of the controller's parameters,
+K :class:`~agents.experiment.distributed.replica.ControllerReplica` actors that sample m children and push
+their gradient, and the driver (:mod:`agents.experiment.distributed.driver`), which trains each child as a
+Ray task (:func:`~agents.experiment.distributed.child.evaluate_child`), records and checkpoints. The other
+episodic agents (``evolution``, ``random``) run their own loop over a
+:class:`~agents.experiment.distributed.vector.RayVectorEnv` instead. Only the driver and the vector env
+import Ray; the actor classes are plain classes, readable and testable on their own.
 """
 
 from __future__ import annotations
@@ -37,6 +22,7 @@ if TYPE_CHECKING:
     from agents.experiment.run_folder import RunFolder
 
 
+BACKENDS = ("local", "ray")  # where children train: this machine, or Ray tasks
 # Agents that run their own loop over a RayVectorEnv; reinforce runs the parameter-server layout instead.
 RAY_VECTOR_AGENTS = ("evolution", "random")
 REINFORCE_LAYOUT = ("replicas", "children_per_replica", "param_servers", "sync")
@@ -77,11 +63,6 @@ class RayConfig:
         check_int("--num-cpus (0: all of this machine's)", self.num_cpus, minimum=0)
         check_bool("--sync", self.sync)
 
-    def layout_changed(self) -> list[str]:
-        """The parameter-server layout settings that differ from the defaults."""
-        defaults = RayConfig()
-        return [name for name in REINFORCE_LAYOUT if getattr(self, name) != getattr(defaults, name)]
-
     @property
     def task_options(self) -> dict[str, Any]:
         """Ray options of a child's training task."""
@@ -104,7 +85,7 @@ def check_ray_installed() -> None:
 def check_ray_agent(config: RayConfig, agent: str) -> None:
     """The agents Ray runs: reinforce (the paper's layout) or :data:`RAY_VECTOR_AGENTS` (without layout flags)."""
     if agent in RAY_VECTOR_AGENTS:
-        changed = config.layout_changed()
+        changed = [name for name in REINFORCE_LAYOUT if getattr(config, name) != getattr(RayConfig(), name)]
         if changed:
             name = flag(changed[0])
             raise ValueError(f"{name} sets the paper's parameter-server layout of --agent reinforce; --agent {agent} "
@@ -122,4 +103,6 @@ def task_summary(folder: RunFolder, duplicates_avoided: int) -> str:
     return f", {failed} failed, {duplicates_avoided} duplicates trained once"
 
 
-__all__ = ["RAY_VECTOR_AGENTS", "RayConfig", "check_ray_agent", "check_ray_installed", "flag", "task_summary"]
+__all__ = [
+    "BACKENDS", "RAY_VECTOR_AGENTS", "RayConfig", "check_ray_agent", "check_ray_installed", "flag", "task_summary",
+]

@@ -1,16 +1,10 @@
 """What runs where a child is trained (a Ray task), and the local envs that sample and replay children.
 
-The split keeps every child's reward and info exactly what the single-process env gives:
-
-* A replica samples with a *local* copy of the env whose evaluator is a :class:`PresetEvaluator`
-  (no data loaded, nothing trained): the env supplies the masks, the architecture and the
-  child's evaluation seed, as it does for any agent.
-* :func:`evaluate_child` / :func:`evaluate_arch` (the Ray tasks) build the real env once per
-  worker process and run only its evaluator on the architecture with that seed.
-* The driver replays the actions in another local env whose preset evaluator returns the
-  task's result, so the reward transform and the final info come from the env itself.
-
-The result store is the driver's (one SQLite file on its machine); the tasks never touch it.
+A replica samples with a *local* copy of the env whose evaluator is a :class:`PresetEvaluator` (nothing
+trained); :func:`evaluate_child` / :func:`evaluate_arch` (the Ray tasks) build the real env once per worker
+process and run only its evaluator; the driver replays the actions in another local env whose preset
+evaluator returns the task's result, so every reward and info is what the single-process env gives. The
+result store is the driver's; the tasks never touch it.
 """
 
 from __future__ import annotations

@@ -1,39 +1,26 @@
-"""The Ray driver: starts the parameter servers and replicas, trains children as tasks, records and checkpoints.
+"""The Ray driver of the paper's layout: starts the parameter servers and replicas, trains children as tasks.
 
 One event loop over Ray futures: a replica's ``sample`` (a batch of m children), each child's
-training task, and a replica's ``learn`` (its gradient pushed to the shards). The driver,
-not the replica, submits the child tasks: Ray ties an object to the process that submitted
-its task, so results owned by the driver survive a replica's death and restart.
+training task, and a replica's ``learn`` (its gradient pushed to the shards). The driver, not the
+replica, submits the child tasks, so their results survive a replica's death and restart. Every
+finished child is replayed through a local copy of the env (the reward and info of a single-process
+run) and recorded by the run's :class:`~agents.experiment.run_folder.RunFolder`; the store's rule
+(:class:`~nas_env.store.BatchEvaluations`) decides which children train, and the driver holds the claims.
 
-Every finished child is replayed through a local copy of the env (the same reward
-transform and info as a single-process run), written to the result store, results.jsonl
-and TensorBoard by the run's :class:`~agents.experiment.run_folder.RunFolder` (plus
-``update/staleness``), in the order children finish. The store's rule decides which children
-train (:class:`~nas_env.store.BatchEvaluations`): a child already stored is served; two
-replicas that draw the same architecture while it trains share one task; one that another
-worker (a local run, another Ray driver sharing the store file) has claimed waits for its
-result (``duplicates_avoided`` in the summary). The driver holds the claims of its tasks.
-
-Checkpoints (``checkpoints/ray.pt``) hold the shards (values, Adam state, versions), each
-replica's state and its pending batch with the parameters it was sampled under and the
-results of its finished children. One is written after every batch is sampled and before
-its children are submitted (asynchronous mode also after every update; synchronous mode
-once a round's batches are all sampled), so every child recorded since the last checkpoint
-belongs to a batch in it: a resume matches those children to their results.jsonl lines by
-(architecture, evaluation seed) instead of training them again, submits the rest, and
-learns each batch once (shards ignore a push they already applied).
-
-Faults: a child whose worker dies is retried by Ray ``--child-retries`` times, then recorded
-with status "failed" (reward 0, and left out of its replica's gradient: a crash says nothing
-about the architecture). A replica that dies is restarted by Ray and its call retried (the
-driver passes it all its state). A parameter server that dies ends the search: resume it.
+``checkpoints/ray.pt`` holds the shards, each replica's state and its pending batch (with the parameters
+it was sampled under and its finished children's results). It is written after every batch is sampled,
+before its children are submitted (also after every asynchronous update), so a resume matches the
+children recorded since to their results.jsonl lines by (architecture, evaluation seed) and learns each
+batch once. Faults and resume: see docs/parallel.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +42,9 @@ from agents.experiment.distributed.child import (
 from agents.experiment.distributed.param_server import ParameterServer, shard_bounds
 from agents.experiment.distributed.replica import ControllerReplica, initial_parameters, make_agent
 from agents.experiment.run_folder import RunFolder
+from agents.experiment.search import SearchArgs, ray_config
 from nas_env.evaluators import EvalResult
+from nas_env.spaces.base import Architecture
 from nas_env.store import POLL_S, BatchEvaluations, ResultStore
 
 CHECKPOINT_FORMAT = 1
@@ -80,12 +69,20 @@ def connect(config: RayConfig) -> bool:
     """Join ``config.address`` or start a local Ray (``config.num_cpus`` CPUs, 0: all); False if already connected."""
     if ray.is_initialized():
         return False
-    options: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
-    if config.address:
-        ray.init(address=config.address, **options)
-    else:
-        ray.init(num_cpus=config.num_cpus or None, **options)
+    where = {"address": config.address} if config.address else {"num_cpus": config.num_cpus or None}
+    ray.init(**where, include_dashboard=False, logging_level="warning")
     return True
+
+
+@contextlib.contextmanager
+def ray_session(config: RayConfig) -> Iterator[None]:
+    """Connected to ``config``'s cluster (:func:`connect`); a Ray started here is shut down after."""
+    started = connect(config)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def check_cluster(config: RayConfig) -> None:
@@ -110,31 +107,58 @@ def remote_error(e: ray.exceptions.RayTaskError) -> BaseException:
     return cause if isinstance(cause, BaseException) else e
 
 
-class RaySearch:
-    """One Ray search into ``folder`` (see the module docstring).
+def describe_on_cluster(options: dict[str, Any], env_id: str, env_kwargs: dict[str, Any]) -> str:
+    """The fingerprint of the env built where children train (a task with ``options``): its keywords are
+    checked there, before anything is trained or written."""
+    try:
+        return ray.get(ray.remote(describe_env).options(**options).remote(env_id, env_kwargs))
+    except ray.exceptions.RayTaskError as e:
+        raise remote_error(e) from None
 
-    ``run_config``: the run's settings as config.json keeps them (written on a fresh run); ``resume``: the
-    folder holds a run to continue.
+
+def next_ready(refs: Collection[Any], polling: bool) -> list[Any]:
+    """The next finished future of ``refs``; while children wait on another worker's claim, at most every POLL_S."""
+    if not refs:
+        time.sleep(POLL_S)
+        return []
+    ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S if polling else None)
+    return ready
+
+
+def finish_task(children: BatchEvaluations[Any], arch: Architecture, ref: Any, score_key: str
+                ) -> list[tuple[Any, EvalResult]]:
+    """Hand a finished child task's result to the store's rule; returns the waiters it serves.
+
+    A worker that died past its retries gives a "failed" result; an evaluator that raised (a bug, as in a
+    single-process run) gives up the claim and raises its own exception.
     """
+    try:
+        result, fingerprint = ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        children.abandon(arch)
+        raise remote_error(e) from None
+    except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost)
+        result, fingerprint = lost_worker_result(score_key, e), ""
+    # Stored under the fingerprint of the node that trained it (a node with other code or data differs).
+    return children.done(arch, result, fingerprint or None)
 
-    def __init__(self, config: RayConfig, folder: RunFolder, store_path: Path, *, env_id: str,
-                 env_kwargs: dict[str, Any], seed: int, episodes: int, agent_kwargs: dict[str, Any],
-                 run_config: dict[str, Any], resume: bool = False, progress: bool = False) -> None:
-        self.config = config
-        self.env_id, self.env_kwargs, self.seed, self.episodes = env_id, env_kwargs, seed, episodes
-        self.agent_kwargs, self.run_config, self.resume, self.progress = agent_kwargs, run_config, resume, progress
+
+class RaySearch:
+    """One Ray search of ``args`` (settled :class:`~agents.experiment.search.SearchArgs`) into ``folder``."""
+
+    def __init__(self, args: SearchArgs, folder: RunFolder, store_path: Path) -> None:
+        self.args = args
+        self.config = config = ray_config(args)
         self.folder = folder
-        self.run_dir = folder.path
         self.K, self.m, self.S = config.replicas, config.children_per_replica, config.param_servers
         # Checked here, before Ray: bad env or agent keywords fail before anything starts.
         self.preset = PresetEvaluator()
-        self.env = local_env(env_id, env_kwargs, self.preset)
-        make_agent(seed, self.m, agent_kwargs)
+        self.env = local_env(args.env, args.env_kwargs, self.preset)
+        make_agent(args.seed, self.m, args.agent_kwargs)
         self.space = self.env.unwrapped.space
-        self.remote_kwargs = remote_kwargs(env_kwargs)
+        self.remote_kwargs = remote_kwargs(args.env_kwargs)
         self.store_path = store_path
         self.store: ResultStore | None = None
-        self.recorder: RunFolder | None = None  # set once recording starts
         self.shards: list[Any] = []
         self.replicas: list[Any] = []
         self.states: list[dict[str, Any]] = []
@@ -145,21 +169,24 @@ class RaySearch:
         self.inflight: dict[Any, tuple[str, int, int]] = {}  # future -> (kind, replica, slot)
         self.reserved = [0] * self.K  # children of a sample in flight
         self.submitted = 0  # child tasks submitted by this driver (names them: child-<n>)
-        self.fingerprint = ""
         self.children: BatchEvaluations[tuple[int, int]] | None = None  # the store's rule; waiters: (replica, slot)
 
     # --- checkpoint ------------------------------------------------------------------------
+    @property
+    def layout(self) -> dict[str, int]:
+        return {"replicas": self.K, "children_per_replica": self.m, "param_servers": self.S}
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
-            "layout": {"replicas": self.K, "children_per_replica": self.m, "param_servers": self.S},
+            "layout": self.layout,
             "shards": ray.get([s.state.remote() for s in self.shards]),
             "replicas": self.states,
             "pending": [dataclasses.asdict(p) if p is not None else None for p in self.pending],
             "batch_numbers": list(self.batch_numbers),
             "learned": self.learned,
             "updates_done": self.updates_done,
-            "children_done": self.recorder.written,
+            "children_done": self.folder.written,
         }
 
     def _checkpoint(self) -> None:
@@ -172,26 +199,22 @@ class RaySearch:
         path = self.folder.checkpoint_path(CHECKPOINT_NAME)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"unsupported Ray checkpoint format {state.get('format')!r} in {path}")
-        layout = {"replicas": self.K, "children_per_replica": self.m, "param_servers": self.S}
-        if state["layout"] != layout:
-            raise ValueError(f"{path} was written by a search with {state['layout']}, not {layout}")
+        if state["layout"] != self.layout:
+            raise ValueError(f"{path} was written by a search with {state['layout']}, not {self.layout}")
         return state
 
     # --- start -----------------------------------------------------------------------------
-    @property
-    def duplicates_avoided(self) -> int:
-        return self.children.duplicates_avoided if self.children is not None else 0
-
     def _start_actors(self, saved: dict[str, Any] | None) -> None:
+        args = self.args
         if saved is None:
-            flat = initial_parameters(self.env_id, self.env_kwargs, self.seed, self.agent_kwargs)
+            flat = initial_parameters(args.env, args.env_kwargs, args.seed, args.agent_kwargs)
             shard_states: list[dict[str, Any] | None] = [None] * self.S
         else:
             flat = torch.cat([s["values"] for s in saved["shards"]])
             shard_states = saved["shards"]
         bounds = shard_bounds(flat.numel(), self.S)
-        lr = float(self.agent_kwargs.get("lr", make_agent(self.seed, 1, self.agent_kwargs).lr))
-        tag = f"nasrl:{self.run_dir.name}"
+        lr = float(args.agent_kwargs.get("lr", make_agent(args.seed, 1, args.agent_kwargs).lr))
+        tag = f"nasrl:{self.folder.path.name}"
         # num_cpus=0 and one torch thread: parameter servers and replicas are light (a few thousand
         # floats, a tiny LSTM); every CPU the cluster has goes to the children's tasks.
         server = ray.remote(ParameterServer)
@@ -203,7 +226,7 @@ class RaySearch:
         self.replicas = [replica.options(
             num_cpus=0, max_restarts=REPLICA_RESTARTS, max_task_retries=REPLICA_RESTARTS,
             name=f"{tag}:replica{r}:{os.getpid()}").remote(
-            r, self.env_id, self.env_kwargs, self.seed, self.m, self.agent_kwargs, names, bounds, num_threads=1)
+            r, args.env, args.env_kwargs, args.seed, self.m, args.agent_kwargs, names, bounds, num_threads=1)
             for r in range(self.K)]
         if saved is None:
             self.states = ray.get([rep.state.remote() for rep in self.replicas])
@@ -215,7 +238,7 @@ class RaySearch:
 
     def _match_recorded(self, saved: dict[str, Any]) -> None:
         """Children recorded after the checkpoint: the pending children they are (by architecture and seed)."""
-        later = {(r["arch"], r["seed"]): r for r in self.recorder.records[int(saved["children_done"]):]}
+        later = {(r["arch"], r["seed"]): r for r in self.folder.records[int(saved["children_done"]):]}
         for p in self.pending:
             if p is None:
                 continue
@@ -227,7 +250,7 @@ class RaySearch:
     # --- the loop --------------------------------------------------------------------------
     def _budget_left(self) -> int:
         promised = self.learned + sum(len(p.batch["children"]) for p in self.pending if p is not None)
-        return self.episodes - promised - sum(self.reserved)
+        return self.args.episodes - promised - sum(self.reserved)
 
     def _busy(self, r: int) -> bool:
         return self.reserved[r] > 0 or any(kind == "learn" and rr == r for kind, rr, _ in self.inflight.values())
@@ -271,28 +294,13 @@ class RaySearch:
         c = self.pending[r].batch["children"][slot]
         task = self._task.options(name=f"child-{self.submitted}", **self.config.task_options)
         self.submitted += 1
-        ref = task.remote(self.env_id, self.remote_kwargs, c["actions"], c["seed"], self.config.task_threads)
+        ref = task.remote(self.args.env, self.remote_kwargs, c["actions"], c["seed"], self.config.task_threads)
         self.inflight[ref] = ("child", r, slot)
 
     def _on_child(self, r: int, slot: int, ref: Any) -> None:
         c = self.pending[r].batch["children"][slot]
         arch = self.space.decode(c["actions"])
-        try:
-            result, fingerprint = ray.get(ref)
-        except ray.exceptions.RayTaskError as e:  # the evaluator raised: a bug, as in a single-process run
-            self.children.abandon(arch)
-            raise remote_error(e) from None
-        except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost) past the retries
-            result, fingerprint = lost_worker_result(self.env.unwrapped.score_key, e), ""
-        # Stored under the fingerprint of the node that trained it (a node with other code or data differs).
-        self._finish_all(self.children.done(arch, result, fingerprint or None))
-
-    def _poll_elsewhere(self) -> None:
-        """Children waiting on another worker's claim: served once it records, trained here if it gave up."""
-        served, to_train = self.children.poll()
-        for (r, slot), _, _ in to_train:
-            self._start_task(r, slot)
-        self._finish_all(served)
+        self._finish_all(finish_task(self.children, arch, ref, self.env.unwrapped.score_key))
 
     def _finish_all(self, results: list[tuple[tuple[int, int], EvalResult]]) -> None:
         for (r, slot), result in results:
@@ -306,8 +314,8 @@ class RaySearch:
         reward, info = replay(self.env, self.preset, c["actions"], c["env_seed"], result)
         if info.get("arch") != c["arch"] or int(info.get("seed", -1)) != c["seed"]:
             raise RuntimeError("replaying a child gave another architecture or seed than its sampling did")
-        index = self.recorder.written
-        self.recorder.record_child(ChildRecord(index, reward, info))
+        index = self.folder.written
+        self.folder.record_child(ChildRecord(index, reward, info))
         p.done[slot] = (reward, result.status, index)
 
     def _maybe_learn(self, r: int) -> None:
@@ -333,31 +341,25 @@ class RaySearch:
         self.pending[r] = None
         if out["stats"] is not None:
             stats = UpdateStats(**out["stats"])
-            stats.update, stats.children_done = self.updates_done, self.recorder.written
+            stats.update, stats.children_done = self.updates_done, self.folder.written
             stats.num_children = sum(st != "failed" for _, st, _ in p.done.values())
             self.updates_done += 1
-            self.recorder.record_update(stats)
-            self.recorder.add_scalar("update/staleness", out["staleness"], stats.children_done)
+            self.folder.record_update(stats)
+            self.folder.add_scalar("update/staleness", out["staleness"], stats.children_done)
         if not self.config.sync:
             self._checkpoint()
 
     def run(self) -> None:
+        args, run_config = self.args, dataclasses.asdict(self.args)
         self._task = ray.remote(evaluate_child)
-        describe = ray.remote(describe_env).options(num_cpus=self.config.cpus_per_child,
-                                                    num_gpus=self.config.gpus_per_child,
-                                                    max_retries=self.config.child_retries)
-        try:  # builds the env where children train: its keywords are checked there before anything is written
-            self.fingerprint = ray.get(describe.remote(self.env_id, self.remote_kwargs))
-        except ray.exceptions.RayTaskError as e:
-            raise remote_error(e) from None
+        fingerprint = describe_on_cluster(self.config.task_options, args.env, self.remote_kwargs)
         saved = self._load_checkpoint()
-        if not self.resume:
-            self.folder.write_config(self.run_config)
+        if not args.resume:
+            self.folder.write_config(run_config)
         self.store = ResultStore(self.store_path)
-        self.children = BatchEvaluations(self.store, self.fingerprint)
-        self.folder.start(self.run_config, self.episodes, f"ray K={self.K} m={self.m} S={self.S} on {self.env_id}",
-                          self.progress, int(saved["children_done"]) if saved else 0, exact_replay=True)
-        self.recorder = self.folder
+        self.children = BatchEvaluations(self.store, fingerprint)
+        self.folder.start(run_config, args.episodes, f"ray K={self.K} m={self.m} S={self.S} on {args.env}",
+                          args.progress, int(saved["children_done"]) if saved else 0, exact_replay=True)
         self._start_actors(saved)
         if saved is not None:
             self._match_recorded(saved)
@@ -366,8 +368,7 @@ class RaySearch:
                     self._submit(r)
         self._schedule()
         while self.inflight or self.children.waiting:
-            ready = self._wait()
-            for ref in ready:
+            for ref in next_ready(self.inflight, self.children.waiting):
                 kind, r, slot = self.inflight.pop(ref)
                 if kind == "child":
                     self._on_child(r, slot, ref)
@@ -375,18 +376,13 @@ class RaySearch:
                     self._on_sample(r, ray.get(ref))
                 else:
                     self._on_learn(r, ray.get(ref))
-            if self.children.waiting:
-                self._poll_elsewhere()
+            if self.children.waiting:  # children on another worker's claim: served, or trained here if it gave up
+                served, to_train = self.children.poll()
+                for (r, slot), _, _ in to_train:
+                    self._start_task(r, slot)
+                self._finish_all(served)
             self._schedule()
         self._checkpoint()
-
-    def _wait(self) -> list[Any]:
-        """The next finished future; while children wait on another worker's claim, at most every POLL_S."""
-        if not self.inflight:
-            time.sleep(POLL_S)
-            return []
-        ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=POLL_S if self.children.waiting else None)
-        return ready
 
     def close(self) -> None:
         for actor in self.replicas + self.shards:
@@ -399,24 +395,12 @@ class RaySearch:
         self.env.close()
 
 
-def run_ray_search(config: RayConfig, folder: RunFolder, store_path: Path, *, env_id: str,
-                   env_kwargs: dict[str, Any], seed: int, episodes: int, agent_kwargs: dict[str, Any],
-                   run_config: dict[str, Any], resume: bool = False, progress: bool = False) -> Path:
-    """Run (or resume) the paper's layout; returns the run folder. Starts a local Ray unless one is connected.
-
-    The keywords are the search's (see :class:`RaySearch`).
-    """
-    search = RaySearch(config, folder, store_path, env_id=env_id, env_kwargs=env_kwargs, seed=seed,
-                       episodes=episodes, agent_kwargs=agent_kwargs, run_config=run_config, resume=resume,
-                       progress=progress)  # env and agent keywords checked before Ray starts
-    started = connect(config)
-    try:
-        check_cluster(config)
+def run_ray_search(args: SearchArgs, folder: RunFolder, store_path: Path) -> Path:
+    """Run (or resume) the paper's layout for settled ``args``; returns the run folder. Starts a local Ray unless
+    one is connected."""
+    search = RaySearch(args, folder, store_path)  # env and agent keywords checked before Ray starts
+    with ray_session(search.config), contextlib.closing(search):
+        check_cluster(search.config)
         search.run()
-    finally:
-        search.close()
-        if started:
-            ray.shutdown()
-    if search.recorder is not None:
-        print(folder.summary(f"{task_summary(folder, search.duplicates_avoided)}, {search.updates_done} updates"))
+    print(folder.summary(f"{task_summary(folder, search.children.duplicates_avoided)}, {search.updates_done} updates"))
     return folder.path

@@ -1,10 +1,8 @@
 """A controller replica: pull the parameters, sample m children, turn their rewards into a pushed gradient.
 
-The replica keeps no state between calls that a restart could lose: the driver passes in
-its generator state, baseline and counters (and the batch it learns from, with the
-parameters it was sampled under) and gets the new ones back. A replica actor that dies is
-restarted by Ray and the call retried on it; pushes are idempotent on the shards. The
-driver's copy of these states is also what it checkpoints.
+The replica keeps no state between calls that a restart could lose: the driver passes in its generator
+state, baseline and counters (and the batch it learns from, with the parameters it was sampled under),
+gets the new ones back and checkpoints them. A replica that dies is restarted by Ray and the call retried.
 """
 
 from __future__ import annotations
@@ -84,9 +82,6 @@ class ControllerReplica:
     def state(self) -> dict[str, Any]:
         return self.agent.sampling_state()
 
-    def _load(self, state: dict[str, Any]) -> None:
-        self.agent.load_sampling_state(state)
-
     @property
     def shards(self) -> list[Any]:
         if self._shards is None:
@@ -103,7 +98,7 @@ class ControllerReplica:
         """Pull the parameters and sample ``size`` children; returns the batch and the replica's new state."""
         import ray  # only inside an actor
 
-        self._load(state)
+        self.agent.load_sampling_state(state)
         pulled = ray.get([shard.pull.remote() for shard in self.shards])
         versions = [int(v) for v, _ in pulled]
         flat = torch.cat([values for _, values in pulled])
@@ -125,7 +120,7 @@ class ControllerReplica:
         """
         import ray
 
-        self._load(state)
+        self.agent.load_sampling_state(state)
         self._set_parameters(batch["params"])
         episodes = [Episode(i, np.asarray(c["actions"], dtype=np.int64), c["masks"].numpy(), float(r), {})
                     for i, (c, r, ok) in enumerate(zip(batch["children"], rewards, learnable, strict=True)) if ok]

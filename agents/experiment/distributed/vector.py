@@ -1,33 +1,22 @@
 """Our other agents on Ray: a vector env whose children train as Ray tasks, all of a lockstep batch at once.
 
-``nasrl-search --backend ray --agent evolution --num-envs N`` (or ``random``): the agent runs its
-usual loop in this process, over N sub-envs stepped in lockstep, exactly as with ``--backend
-local``; only the children's training moves to the cluster. The run folder, the agent's
-checkpoint (``checkpoints/agent.pt``) and the resume are the local backend's, so a resumed
-search continues exactly, and a Ray run records the same children as a local run with the same
-settings (the same architectures and seeds; the rewards too where training is deterministic).
+``nasrl-search --backend ray --agent evolution --num-envs N`` (or ``random``): the agent runs its usual loop
+here, exactly as with ``--backend local`` (the same run folder, checkpoint and resume); only the children's
+training moves to the cluster (see docs/parallel.md).
 
-How a lockstep step trains its children at once: each sub-env has a *probe*, a copy that gets
-the same resets, actions and depth settings but whose evaluator only records what it is asked
-(:class:`RecordingEvaluator`). :meth:`RayVectorEnv.step` steps the probes first: the sub-envs
-whose episode ends at this step are the ones whose probe asked for an evaluation. Their
-architectures go to :meth:`RayChildEvaluator.prefetch`, which trains them as Ray tasks at once,
-then the real sub-envs step and their evaluator (the same :class:`RayChildEvaluator`) returns
-the results. Called without a prefetch (a lone env), it trains the child on the spot.
-
-The result store stays in this process, as with the paper's layout (:mod:`agents.experiment.distributed.driver`),
-and the store's rule decides which children train (:class:`~nas_env.store.BatchEvaluations`): a child
-already in it is served without a task, two sub-envs that draw one architecture share one task, a
-child another worker has claimed (a local run sharing the store file) is waited for, and every
-result is put in the store as its task finishes. A child whose worker dies is retried
-``--child-retries`` times, then recorded with status "failed".
+How a lockstep step trains its children at once: each sub-env has a *probe*, a copy that gets the same
+resets, actions and depth settings but whose evaluator only records what it is asked
+(:class:`RecordingEvaluator`). :meth:`RayVectorEnv.step` steps the probes first; the architectures they
+ask for go to :meth:`RayChildEvaluator.prefetch`, which trains them as Ray tasks at once, then the real
+sub-envs step and their evaluator (the same :class:`RayChildEvaluator`) returns the results. The result
+store stays in this process and its rule decides which children train
+(:class:`~nas_env.store.BatchEvaluations`), as in :mod:`agents.experiment.distributed.driver`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from functools import partial
@@ -40,18 +29,17 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import iterate
 
 from agents.experiment.distributed import RayConfig
-from agents.experiment.distributed.child import (
-    PresetEvaluator,
-    describe_env,
-    evaluate_arch,
-    local_env,
-    lost_worker_result,
-    remote_kwargs,
+from agents.experiment.distributed.child import PresetEvaluator, evaluate_arch, local_env, remote_kwargs
+from agents.experiment.distributed.driver import (
+    check_cluster,
+    describe_on_cluster,
+    finish_task,
+    next_ready,
+    ray_session,
 )
-from agents.experiment.distributed.driver import check_cluster, connect, remote_error
 from nas_env.evaluators import EvalResult
 from nas_env.spaces.base import Architecture
-from nas_env.store import POLL_S, BatchEvaluations, ResultStore, arch_key
+from nas_env.store import BatchEvaluations, ResultStore, arch_key
 from nas_env.vector import NASSyncVectorEnv
 
 # Env methods that change the episodes to come: a call is made on the probes too (any other call only reads).
@@ -83,14 +71,9 @@ class RayChildEvaluator:
         self.env_id = env_id
         self.env_kwargs = remote_kwargs(env_kwargs)
         self.score_key = score_key
-        self.options = {"num_cpus": cpus_per_child, "num_gpus": gpus_per_child, "max_retries": child_retries,
-                        "retry_exceptions": False}
-        self.num_threads = max(1, int(cpus_per_child))
-        describe = ray.remote(describe_env).options(**self.options)
-        try:  # builds the env where children train: its keywords are checked there before anything is trained
-            self._fingerprint = ray.get(describe.remote(self.env_id, self.env_kwargs))
-        except ray.exceptions.RayTaskError as e:
-            raise remote_error(e) from None
+        config = RayConfig(cpus_per_child=cpus_per_child, gpus_per_child=gpus_per_child, child_retries=child_retries)
+        self.options, self.num_threads = config.task_options, config.task_threads
+        self._fingerprint = describe_on_cluster(self.options, self.env_id, self.env_kwargs)
         self._task = ray.remote(evaluate_arch)
         self.store = ResultStore(store_path) if store_path is not None else None
         self.children: BatchEvaluations[int] = BatchEvaluations(self.store, self._fingerprint)
@@ -113,7 +96,7 @@ class RayChildEvaluator:
 
     def prefetch(self, requests: list[tuple[Architecture, int]]) -> None:
         """Evaluate ``(arch, seed)`` pairs at once; ``__call__`` then returns each one's result."""
-        results: list[EvalResult | None] = [None] * len(requests)
+        results: dict[int, EvalResult] = {}  # request index -> result
         tasks: dict[Any, Architecture] = {}
         for i, (arch, seed) in enumerate(requests):
             answer = self.children.ask(arch, seed, i)
@@ -124,29 +107,14 @@ class RayChildEvaluator:
         error = None
         try:
             while tasks or self.children.waiting:  # each result is stored as its task finishes: a crash loses none
-                if tasks:
-                    ready, _ = ray.wait(list(tasks), num_returns=1,
-                                        timeout=POLL_S if self.children.waiting else None)
-                else:
-                    ready = []
-                    time.sleep(POLL_S)
-                for ref in ready:
-                    arch = tasks.pop(ref)
+                for ref in next_ready(tasks, self.children.waiting):
                     try:
-                        result, fingerprint = ray.get(ref)
-                    except ray.exceptions.RayTaskError as e:  # the evaluator raised: a bug, as in one process
-                        error = error or remote_error(e)  # raised once the batch's other children are stored
-                        self.children.abandon(arch)
-                        continue
-                    except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost)
-                        result, fingerprint = lost_worker_result(self.score_key, e), ""
-                    # Stored under the fingerprint of the node that trained it (other code or data differ).
-                    for i, tagged in self.children.done(arch, result, fingerprint or None):
-                        results[i] = tagged
+                        results.update(finish_task(self.children, tasks.pop(ref), ref, self.score_key))
+                    except Exception as e:  # the evaluator raised: raised once the batch's other children are stored
+                        error = error or e
                 if self.children.waiting:  # children another worker trains: served, or trained here if it gave up
                     served, to_train = self.children.poll()
-                    for i, tagged in served:
-                        results[i] = tagged
+                    results.update(served)
                     for _, arch, seed in to_train:
                         tasks[self._submit(arch, seed)] = arch
         except BaseException:
@@ -154,8 +122,8 @@ class RayChildEvaluator:
             raise
         if error is not None:
             raise error
-        for (arch, seed), result in zip(requests, results, strict=True):
-            self._ready[(arch_key(arch), seed)].append(result)
+        for i, (arch, seed) in enumerate(requests):
+            self._ready[(arch_key(arch), seed)].append(results[i])
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
         key = (arch_key(arch), int(seed))
@@ -250,8 +218,7 @@ class RayVectorEnv(NASSyncVectorEnv):
 def ray_envs(config: RayConfig, env_id: str, env_kwargs: dict[str, Any], num_envs: int,
              store_path: Path | None) -> Iterator[RayVectorEnv]:
     """A search's :class:`RayVectorEnv` on the cluster ``config`` names (a local Ray if none; shut down after)."""
-    started = connect(config)
-    try:
+    with ray_session(config):
         check_cluster(config)
         probe = local_env(env_id, env_kwargs, PresetEvaluator())  # bad env keywords fail here, before Ray work
         score_key = probe.unwrapped.score_key
@@ -259,11 +226,5 @@ def ray_envs(config: RayConfig, env_id: str, env_kwargs: dict[str, Any], num_env
         evaluator = RayChildEvaluator(env_id, env_kwargs, store_path, score_key=score_key,
                                       cpus_per_child=config.cpus_per_child, gpus_per_child=config.gpus_per_child,
                                       child_retries=config.child_retries)
-        envs = RayVectorEnv(env_id, env_kwargs, num_envs, evaluator)
-        try:
+        with contextlib.closing(RayVectorEnv(env_id, env_kwargs, num_envs, evaluator)) as envs:
             yield envs
-        finally:
-            envs.close()
-    finally:
-        if started:
-            ray.shutdown()

@@ -1,18 +1,10 @@
 """Final training of a found architecture: grid search on validation, full training, one test evaluation.
 
-The paper's protocol after a search (Zoph & Le 2017, section 4.1), for one architecture (a run's
-``best.json``, any results record, or an architecture JSON):
-
-1. every point of a small grid over the learning rate, the weight decay, the batch-norm epsilon and
-   the epoch at which the learning rate drops (``lr * lr_decay_factor``) trains on the search's
-   training split and is scored by its validation accuracy after its last epoch; when the grid
-   runs are shorter (``grid_epochs < epochs``), each decay epoch moves to the same fraction of them;
-2. the best point retrains from scratch on train + validation for the full schedule;
-3. the test set is read and evaluated once, at the very end (:mod:`.source` says which it is);
-4. the result is printed as a row of Table 1 (Model, Depth, Parameters, Error rate (%)) and written
-   to ``report.json``, with the weights, a self-contained ``torch.export`` model (``model.pt2``:
-   ``torch.export.load(path).module()`` predicts from float 0-255 images without this project) and
-   TensorBoard events.
+The paper's protocol after a search (Zoph & Le 2017, section 4.1; docs/final-training.md) for a run's
+``best.json``, any results record or an architecture JSON: every point of a small grid (learning rate,
+weight decay, batch-norm epsilon, lr decay epoch) trains on the search's split and is scored on validation;
+the best retrains on train + validation; the test set is read once, at the end; the result is a row of
+Table 1 in ``report.json``, with the weights and a self-contained ``torch.export`` model (``model.pt2``).
 
 Modules: :mod:`.config` (the settings and their checks), :mod:`.source` (the search's architecture, config and
 data), :mod:`.training` (the procedure), :mod:`.outputs` (the model files and the report), :mod:`.cli`.

@@ -51,10 +51,6 @@ class RunFolder:
     def config_path(self) -> Path:
         return self.path / CONFIG
 
-    @property
-    def results_path(self) -> Path:
-        return self.path / RESULTS
-
     def exists(self) -> bool:
         """Whether a run was started here (its config.json is written)."""
         return self.config_path.is_file()
@@ -102,7 +98,7 @@ class RunFolder:
         results.jsonl (they stay in the store) and the agent's new children take their indices.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        self.records = read_results(self.results_path, None if exact_replay else resumed_children)
+        self.records = read_results(self.path / RESULTS, None if exact_replay else resumed_children)
         self.written = len(self.records)
         self._tracker = BestRecord(self.incumbent_rule)
         for record in self.records:
@@ -114,7 +110,7 @@ class RunFolder:
         elif not best_path.is_file() or json.loads(best_path.read_text(encoding="utf-8")) != self.best:
             atomic_write(best_path, json.dumps(self.best, indent=2))
         self.cache_hits = sum(bool(r.get("cache_hit")) for r in self.records)
-        self._file = self.results_path.open("a", encoding="utf-8")
+        self._file = (self.path / RESULTS).open("a", encoding="utf-8")
         self.board = SearchBoard(self.path, config, first_open=not self.written, pictures=self.pictures)
         self.bar = tqdm(total=total, initial=min(self.written, total), unit="child", disable=not progress,
                         dynamic_ncols=True, desc=desc)
