@@ -1,13 +1,6 @@
-"""The interface the runner drives, and the batched-episode loop our own agents share.
+"""The interface the runner drives, and the batched-episode loop our own agents share (docs/agents.md).
 
-:class:`SearchAgent` is all a runner needs: ``run`` evaluates children and reports each one
-(:class:`ChildRecord`) and each policy update (:class:`UpdateStats`); ``state_dict`` /
-``load_state_dict`` / ``save`` / ``load`` checkpoint everything an exact resume needs.
-Stable-baselines3 adapters implement the same interface.
-
-:class:`EpisodicSearchAgent` is the solid core under our agents: it rolls ``num_envs``
-episodes in lockstep, reads the action masks, records children in index order, and
-calls an update every ``children_per_update`` children. A subclass only says how to act
+:class:`EpisodicSearchAgent` is the core under our agents; a subclass only says how to act
 (``_act``), how to learn (``_update``) and what its state is.
 
 Seeding: child ``k`` of a search resets its env with :func:`child_seed` ``(seed, k)``, and
@@ -17,9 +10,7 @@ autoreset: a sub-env that ended is never asked for a meaningful step again; unti
 batch ends it is fed a valid dummy action and its outputs are ignored.
 
 Token specs: our agents size their policy from the env's ``token_specs``, read once per
-``run`` with ``envs.unwrapped.get_attr("token_specs")`` (a vector wrapper has no
-``get_attr`` of its own; the sub-env lookup goes through single-env wrappers). Nothing
-else is read from env internals.
+``run`` through any wrappers (:func:`read_token_specs`). Nothing else is read from env internals.
 """
 
 from __future__ import annotations
@@ -42,6 +33,7 @@ from nas_env.checks import check_int
 from nas_env.spaces.base import TokenSpec
 
 STATE_FORMAT = 1
+AnyEnv = gym.vector.VectorEnv | gym.Env
 
 
 @dataclass
@@ -80,6 +72,10 @@ class UpdateStats:
         return out
 
 
+OnChild = Callable[[ChildRecord], None]
+OnUpdate = Callable[[UpdateStats], None]
+
+
 class SearchAgent(ABC):
     """What the runner drives: evaluate children, report them, checkpoint exactly."""
 
@@ -87,13 +83,7 @@ class SearchAgent(ABC):
     children_done: int
 
     @abstractmethod
-    def run(
-        self,
-        envs: gym.vector.VectorEnv | gym.Env,
-        num_children: int,
-        on_child: Callable[[ChildRecord], None],
-        on_update: Callable[[UpdateStats], None] | None = None,
-    ) -> None:
+    def run(self, envs: AnyEnv, num_children: int, on_child: OnChild, on_update: OnUpdate | None = None) -> None:
         """Evaluate children until ``self.children_done == num_children`` (a total, not an increment).
 
         ``on_child`` gets every finished child in index order; ``on_update`` follows each policy update.
@@ -128,8 +118,11 @@ class AgentOptions:
     """m, the children per policy update; a multiple of the vector env's ``num_envs``."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "children_per_update", check_int("children_per_update", self.children_per_update,
-                                                                  minimum=1))
+        self._check("children_per_update", check_int, minimum=1)
+
+    def _check(self, name: str, check: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Replace field ``name`` by ``check(name, value, *args, **kwargs)`` (frozen: once, in ``__post_init__``)."""
+        object.__setattr__(self, name, check(name, getattr(self, name), *args, **kwargs))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -164,7 +157,7 @@ def child_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def as_vector_env(env: gym.vector.VectorEnv | gym.Env) -> gym.vector.VectorEnv:
+def as_vector_env(env: AnyEnv) -> gym.vector.VectorEnv:
     """A vector env as is; a single env wrapped (not copied) in a 1-env ``SyncVectorEnv``."""
     if isinstance(env, VectorEnv | gym.vector.VectorWrapper):
         return env
@@ -175,7 +168,7 @@ def as_vector_env(env: gym.vector.VectorEnv | gym.Env) -> gym.vector.VectorEnv:
 
 def read_token_specs(envs: gym.vector.VectorEnv) -> tuple[TokenSpec, ...]:
     """The sub-envs' ``token_specs`` (they must agree), looked up through any wrappers."""
-    try:
+    try:  # a vector wrapper has no get_attr of its own; the sub-env lookup goes through single-env wrappers
         all_specs = envs.unwrapped.get_attr("token_specs")
     except AttributeError as e:
         raise TypeError("the env has no `token_specs`: our agents need a nasrl NASEnv or an env defining them") from e
@@ -251,10 +244,6 @@ class EpisodicSearchAgent(SearchAgent):
         self.num_actions: int | None = None
         self._committed: dict[str, Any] | None = None  # counters and RNG state at the last update boundary
         self._unlearned: list[Episode] = []  # children of an unfinished update (a run that stopped mid-batch)
-
-    @property
-    def children_per_update(self) -> int:
-        return self.options.children_per_update
 
     def __getattr__(self, name: str) -> Any:
         """A knob by name: ``agent.lr`` is ``agent.options.lr`` (only called when no attribute has the name)."""
@@ -401,13 +390,7 @@ class EpisodicSearchAgent(SearchAgent):
         self._commit()
 
     # --- the loop ------------------------------------------------------------------------
-    def run(
-        self,
-        envs: gym.vector.VectorEnv | gym.Env,
-        num_children: int,
-        on_child: Callable[[ChildRecord], None],
-        on_update: Callable[[UpdateStats], None] | None = None,
-    ) -> None:
+    def run(self, envs: AnyEnv, num_children: int, on_child: OnChild, on_update: OnUpdate | None = None) -> None:
         if num_children < self.children_done:
             raise ValueError(f"num_children={num_children} is below the {self.children_done} children already done")
         venv = as_vector_env(envs)

@@ -29,12 +29,9 @@ batch of episodes in lockstep (sampling, with the LSTM state carried in a
 with teacher forcing through one fused ``nn.LSTM`` call (training: cheaper than a Python
 loop and it recomputes log-probabilities exactly from the stored actions).
 
-Logit shaping (ENAS, Pham et al. 2018; off by default, so the paper's controller is unchanged):
-every head's logits become ``logits / temperature`` and then, with a ``tanh_constant`` C,
-``C' * tanh(logits / temperature)``, where C' = C for skip tokens and C / ``op_tanh_reduce``
-for every other token (ENAS's micro controller; its macro code reads only C, i.e. a reduce
-of 1). A skip token's logit pair (0, s) becomes (0, C tanh(s / T)), since tanh(0) = 0. Both
-code paths apply it in :meth:`Controller._shape`, so sampling and the teacher-forced
+Logit shaping (ENAS, Pham et al. 2018; off by default): every head's logits are divided by a
+``temperature`` and, with a ``tanh_constant``, squashed by ``C' * tanh`` (see :class:`Controller`'s
+arguments). Both code paths apply it in :meth:`Controller._shape`, so sampling and the teacher-forced
 log-probabilities (hence the gradient) see the same distribution.
 """
 
@@ -102,15 +99,6 @@ def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None =
     return torch.argmax(logits + gumbel_noise(logits.shape, generator, logits.device, logits.dtype), dim=-1)
 
 
-def check_logit_shaping(temperature: float, tanh_constant: float | None, op_tanh_reduce: float
-                        ) -> tuple[float, float | None, float]:
-    """The logit shaping as floats, or a ValueError naming a bad temperature, tanh constant or op tanh reduction."""
-    positive = {"minimum": 0, "above": True}
-    return (check_number("temperature", temperature, **positive),
-            check_optional("tanh_constant", tanh_constant, check_number, none="no squashing", **positive),
-            check_number("op_tanh_reduce", op_tanh_reduce, **positive))
-
-
 class Controller(nn.Module):
     """The NAS controller RNN over a fixed token sequence (see the module docstring).
 
@@ -145,8 +133,11 @@ class Controller(nn.Module):
         op_tanh_reduce: float = 1.0,
     ) -> None:
         super().__init__()
-        self.temperature, self.tanh_constant, self.op_tanh_reduce = check_logit_shaping(
-            temperature, tanh_constant, op_tanh_reduce)
+        positive = {"minimum": 0, "above": True}
+        self.temperature = check_number("temperature", temperature, **positive)
+        self.tanh_constant = check_optional("tanh_constant", tanh_constant, check_number, none="no squashing",
+                                            **positive)
+        self.op_tanh_reduce = check_number("op_tanh_reduce", op_tanh_reduce, **positive)
         specs = tuple(token_specs)
         if not specs:
             raise ValueError("token_specs is empty")
@@ -162,10 +153,7 @@ class Controller(nn.Module):
         attention_size = attention_size or hidden_size
 
         # Token types in order of first appearance; a type's head has as many outputs as its largest token.
-        names: list[str] = []
-        for s in specs:
-            if s.name not in names:
-                names.append(s.name)
+        names = list(dict.fromkeys(s.name for s in specs))
         self.type_names: tuple[str, ...] = tuple(names)
         self.type_choices = {n: max(s.num_choices for s in specs if s.name == n) for n in names}
         self.step_types: tuple[str, ...] = tuple(s.name for s in specs)
@@ -179,7 +167,7 @@ class Controller(nn.Module):
             offsets[n] = row
             row += self.type_choices[n]
         self._input_offsets = [0] + [offsets[s.name] for s in specs[:-1]]  # step t reads token t-1's block
-        self.register_buffer("_input_offset_t", torch.tensor(self._input_offsets, dtype=torch.long), persistent=False)
+        self._index_buffer("_input_offset_t", self._input_offsets)
 
         self._anchor_source = self._plan_skips(specs)  # skip step -> anchor step of its source layer
         self._anchor_steps = frozenset(self._anchor_source.values())
@@ -197,24 +185,21 @@ class Controller(nn.Module):
         self.reset_parameters(generator)
         # The fused LSTM's parameters per layer, for the one-cell-at-a-time path. Loading a
         # state dict or moving devices updates these Parameter objects in place.
-        self._cell_weights = [tuple(getattr(self.lstm, f"{w}_l{k}") for w in ("weight_ih", "weight_hh", "bias_ih",
-                                                                               "bias_hh"))
-                              for k in range(num_layers)]
+        weights = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        self._cell_weights = [tuple(getattr(self.lstm, f"{w}_l{k}") for w in weights) for k in range(num_layers)]
 
         # Teacher-forced forward: pieces are computed per type and put back in step order.
         order = [t for n in names if n != SKIP_TOKEN for t in self._steps_by_type[n]]
         skip_steps = sorted(self._anchor_source)
-        order += skip_steps
-        inverse = [0] * len(order)
-        for pos, t in enumerate(order):
-            inverse[t] = pos
-        self.register_buffer("_inverse_order", torch.tensor(inverse, dtype=torch.long), persistent=False)
-        self.register_buffer("_skip_steps", torch.tensor(skip_steps, dtype=torch.long), persistent=False)
-        self.register_buffer("_skip_sources", torch.tensor([self._anchor_source[t] for t in skip_steps],
-                                                           dtype=torch.long), persistent=False)
+        self._index_buffer("_inverse_order", torch.argsort(torch.tensor(order + skip_steps)))  # step -> position
+        self._index_buffer("_skip_steps", skip_steps)
+        self._index_buffer("_skip_sources", [self._anchor_source[t] for t in skip_steps])
         for n in self.heads:
-            self.register_buffer(f"_steps_{n}", torch.tensor(self._steps_by_type[n], dtype=torch.long),
-                                 persistent=False)
+            self._index_buffer(f"_steps_{n}", self._steps_by_type[n])
+
+    def _index_buffer(self, name: str, indices: Sequence[int] | torch.Tensor) -> None:
+        """Register step indices (long) that move with the module but stay out of its state dict."""
+        self.register_buffer(name, torch.as_tensor(indices, dtype=torch.long), persistent=False)
 
     @staticmethod
     def _plan_skips(specs: tuple[TokenSpec, ...]) -> dict[int, int]:
@@ -301,7 +286,7 @@ class Controller(nn.Module):
             anchors = {**anchors, t: self.w_prev(x)}  # projected once, reused by every later skip bit
         name = self.step_types[t]
         if name == SKIP_TOKEN:
-            logits = F.pad(self.v(torch.tanh(anchors[self._anchor_source[t]] + self.w_curr(x))), (1, 0))
+            logits = self._skip_logits(anchors[self._anchor_source[t]], x)
         else:
             logits = self.heads[name](x)
         return self._shape(logits, name == SKIP_TOKEN), ControllerState(tuple(hs), tuple(cs), anchors, t + 1)
@@ -315,9 +300,12 @@ class Controller(nn.Module):
             logits = c * torch.tanh(logits)
         return logits
 
-    def _skip_logits(self, h_prev: torch.Tensor, h_curr: torch.Tensor) -> torch.Tensor:
-        """Two logits (no, yes) whose softmax is (1 - P, P), P = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))."""
-        return F.pad(self.v(torch.tanh(self.w_prev(h_prev) + self.w_curr(h_curr))), (1, 0))  # (0, score)
+    def _skip_logits(self, anchor: torch.Tensor, h_curr: torch.Tensor) -> torch.Tensor:
+        """Two logits (no, yes) whose softmax is (1 - P, P), P = sigmoid(v^T tanh(anchor + W_curr h_i)).
+
+        ``anchor`` is ``W_prev h_j``, the source layer's projected anchor.
+        """
+        return F.pad(self.v(torch.tanh(anchor + self.w_curr(h_curr))), (1, 0))  # (0, score)
 
     @torch.inference_mode()
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -345,7 +333,7 @@ class Controller(nn.Module):
         pieces = [_pad_to(self._shape(head(out[:, getattr(self, f"_steps_{n}")]), False), self.num_actions)
                   for n, head in self.heads.items()]
         if self._anchor_source:
-            skip_logits = self._skip_logits(out[:, self._skip_sources], out[:, self._skip_steps])
+            skip_logits = self._skip_logits(self.w_prev(out[:, self._skip_sources]), out[:, self._skip_steps])
             pieces.append(_pad_to(self._shape(skip_logits, True), self.num_actions))
         return torch.cat(pieces, dim=1)[:, self._inverse_order]
 

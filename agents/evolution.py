@@ -60,7 +60,7 @@ class EvolutionOptions(AgentOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "population_size", check_int("population_size", self.population_size, minimum=1))
+        self._check("population_size", check_int, minimum=1)
         if not is_int(self.sample_size) or not 1 <= self.sample_size <= self.population_size:
             raise ValueError(f"sample_size must be an integer in 1..population_size={self.population_size}, "
                              f"got {self.sample_size!r}")

@@ -11,11 +11,7 @@ baseline (except in the very first update, whose baseline is its own mean reward
 controller on the stored actions under the stored masks (teacher forcing), so :func:`reinforce_loss`
 can be checked against an independent gradient.
 
-Our default (:class:`ReinforceOptions`) is the paper's controller and REINFORCE with four changes: lr 0.05, an
-entropy bonus of 0.02, never drawing a known architecture again (``unique_children``) and priority-queue
-training on the 10 best architectures seen (``queue_size``, ``queue_coef``; Abolafia et al. 2018). On
-NAS-Bench-201 the paper's settings tie random search within 200 children and the earlier default (lr 0.01
-and the bonus) never caught regularized evolution; this one does (docs/controller_study.md).
+Our default (:class:`ReinforceOptions`) is the paper's controller and REINFORCE with four changes (docs/agents.md);
 ``preset="paper"`` is Zoph & Le's training exactly. The study, the preset's reading and each option's exact
 definition: docs/controller_study.md.
 """
@@ -104,29 +100,23 @@ class ReinforceOptions(AgentOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         positive = {"minimum": 0, "above": True}
-        checked = {
-            "lr": check_number("lr", self.lr, **positive),
-            "baseline_decay": check_fraction("baseline_decay", self.baseline_decay),
-            "baseline_init": check_optional("baseline_init", self.baseline_init, check_number,
-                                            none="the first update's mean reward"),
-            "entropy_coef": check_number("entropy_coef", self.entropy_coef, minimum=0),
-            "max_grad_norm": check_optional("max_grad_norm", self.max_grad_norm, check_number, none="no clipping",
-                                            **positive),
-            "temperature": check_number("temperature", self.temperature, **positive),
-            "tanh_constant": check_optional("tanh_constant", self.tanh_constant, check_number, none="no squashing",
-                                            **positive),
-            "op_tanh_reduce": check_number("op_tanh_reduce", self.op_tanh_reduce, **positive),
-            "skip_penalty": check_number("skip_penalty", self.skip_penalty, minimum=0),
-            "skip_target": check_fraction("skip_target", self.skip_target, zero=False),
-            "normalize_advantage": check_bool("normalize_advantage", self.normalize_advantage),
-            "ppo_epochs": check_int("ppo_epochs", self.ppo_epochs, minimum=1),
-            "clip_ratio": check_optional("clip_ratio", self.clip_ratio, check_fraction, zero=False,
-                                         none="the unclipped surrogate"),
-            "unique_children": check_bool("unique_children", self.unique_children),
-            "top_fraction": check_fraction("top_fraction", self.top_fraction, zero=False, one=True),
-            "queue_size": check_int("queue_size", self.queue_size, minimum=0),
-            "queue_coef": check_number("queue_coef", self.queue_coef, minimum=0),
-        }
+        self._check("lr", check_number, **positive)
+        self._check("baseline_decay", check_fraction)
+        self._check("baseline_init", check_optional, check_number, none="the first update's mean reward")
+        self._check("entropy_coef", check_number, minimum=0)
+        self._check("max_grad_norm", check_optional, check_number, none="no clipping", **positive)
+        self._check("temperature", check_number, **positive)
+        self._check("tanh_constant", check_optional, check_number, none="no squashing", **positive)
+        self._check("op_tanh_reduce", check_number, **positive)
+        self._check("skip_penalty", check_number, minimum=0)
+        self._check("skip_target", check_fraction, zero=False)
+        self._check("normalize_advantage", check_bool)
+        self._check("ppo_epochs", check_int, minimum=1)
+        self._check("clip_ratio", check_optional, check_fraction, zero=False, none="the unclipped surrogate")
+        self._check("unique_children", check_bool)
+        self._check("top_fraction", check_fraction, zero=False, one=True)
+        self._check("queue_size", check_int, minimum=0)
+        self._check("queue_coef", check_number, minimum=0)
         if not isinstance(self.controller_kwargs, dict):
             raise ValueError(f"controller_kwargs must be a dict of Controller arguments, "
                              f"got {self.controller_kwargs!r}")
@@ -134,9 +124,7 @@ class ReinforceOptions(AgentOptions):
         if reserved:
             raise ValueError(f"controller_kwargs may not set {reserved}: the agent sets them (temperature, "
                              f"tanh_constant and op_tanh_reduce are agent arguments)")
-        checked["controller_kwargs"] = copy.deepcopy(self.controller_kwargs)
-        for name, value in checked.items():  # frozen: the checked values replace the given ones once, here
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "controller_kwargs", copy.deepcopy(self.controller_kwargs))
 
 
 DEFAULTS = ReinforceOptions()  # our default (preset=None)
@@ -314,10 +302,9 @@ class ReinforceAgent(EpisodicSearchAgent):
         device: torch device of the controller (it is tiny: "cpu" is fastest).
         num_threads: torch intra-op threads for the agent's own work (sampling and updates; None:
             leave torch's setting). The caller's setting is restored after each batch and around
-            the env steps that evaluate a child (the last token), so a child's training keeps it.
-            1 by default: on tensors this small, extra threads only add synchronisation (on 2
-            busy cores, an 8-row LSTM cell took 92 us at 2 threads vs 28 us at 1; an update of
-            8 x 150 tokens 126 ms vs 7 ms).
+            the env steps that evaluate a child, so a child's training keeps it. 1 by default: on tensors
+            this small, extra threads only add synchronisation (2 threads on 2 busy cores: an LSTM cell
+            3x, an update 18x slower).
         **knobs: any field of :class:`ReinforceOptions` (``lr=0.003``), on top of ``options`` or the preset.
 
     ``agent.lr`` (any option) reads ``agent.options``; :meth:`config` records every option.
@@ -464,10 +451,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         stats, batch = self._first_gradient(episodes)
         self.optimizer.step()
         for _ in range(1, self.options.ppo_epochs):  # PPO's further steps on the same batch (docs/controller_study.md)
-            out = self._loss(batch, old_log_probs=batch.old_log_probs)
-            self.controller.zero_grad(set_to_none=True)
-            out.loss.backward()
-            self._clip_gradient()
+            self._backward(self._loss(batch, old_log_probs=batch.old_log_probs).loss)
             self.optimizer.step()
         return stats
 
@@ -518,13 +502,15 @@ class ReinforceAgent(EpisodicSearchAgent):
                     best[key] = Episode(-1, ep.actions.copy(), ep.masks.copy(), float(ep.reward), {})
             self.queue = sorted(best.values(), key=lambda ep: -ep.reward)[: self.options.queue_size]
 
-    def _clip_gradient(self) -> float:
+    def _backward(self, loss: torch.Tensor) -> float:
+        """The gradient of ``loss`` in ``.grad``, clipped; returns its norm before clipping."""
+        self.controller.zero_grad(set_to_none=True)
+        loss.backward()
         max_norm = self.options.max_grad_norm if self.options.max_grad_norm is not None else float("inf")
         return float(torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm))
 
     def _first_gradient(self, episodes: list[Episode]) -> tuple[UpdateStats, _Batch]:
         """The plain REINFORCE gradient in ``.grad``, the update's stats and its batch; moves the baseline on."""
-        m = len(episodes)
         self._remember(episodes)
         rewards = np.array([ep.reward for ep in episodes], dtype=np.float64)
         baseline = ema = float(rewards.mean()) if self.baseline is None else self.baseline
@@ -543,9 +529,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         taken = batch.taken.cpu().numpy()
         out = self._loss(batch)
         batch.old_log_probs = out.log_probs.detach().sum(1)
-        self.controller.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = self._clip_gradient()
+        grad_norm = self._backward(out.loss)
 
         # The baseline (and variance) take in this update's rewards only after the advantages used the old values.
         b = ema
@@ -560,12 +544,10 @@ class ReinforceAgent(EpisodicSearchAgent):
         ent = out.entropies.detach().cpu().numpy()
         per_type = {name: float(ent[:, steps][taken[:, steps]].mean())
                     for name, steps in self._steps_by_type.items() if taken[:, steps].any()}
-        stats = UpdateStats(
-            update=self.updates_done, children_done=self.children_done, num_children=m,
-            reward_mean=float(rewards.mean()), reward_max=float(rewards.max()), baseline=baseline,
-            advantage_mean=float((rewards.mean() - baseline) / scale), policy_loss=float(out.policy_loss.detach()),
-            entropy=float(out.entropy.detach()), entropy_per_type=per_type, grad_norm=grad_norm,
-        )
+        stats = dataclasses.replace(
+            self._reward_stats(episodes), baseline=baseline, advantage_mean=float((rewards.mean() - baseline) / scale),
+            policy_loss=float(out.policy_loss.detach()), entropy=float(out.entropy.detach()),
+            entropy_per_type=per_type, grad_norm=grad_norm)
         return stats, batch
 
     # --- state ---------------------------------------------------------------------------

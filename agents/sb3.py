@@ -15,35 +15,33 @@ DQN keeps SB3's defaults, with its exploration schedule over the whole child bud
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from agents.base import ChildRecord, SearchAgent, UpdateStats
+from agents.base import AnyEnv, ChildRecord, OnChild, OnUpdate, SearchAgent, UpdateStats
 from nas_env.checks import check_int
 
-SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
+ALGO_CLASSES = {"ppo": ("stable_baselines3", "PPO"), "a2c": ("stable_baselines3", "A2C"),
+                "dqn": ("stable_baselines3", "DQN"), "maskable_ppo": ("sb3_contrib", "MaskablePPO"),
+                "recurrent_ppo": ("sb3_contrib", "RecurrentPPO")}  # name -> (module, class)
+SB3_ALGOS = tuple(ALGO_CLASSES)
 MAX_EPISODES_PER_CHILD = 200  # stop an agent that almost never emits a valid architecture
 
 
 def algorithm_class(name: str) -> type:
     """The SB3 class for ``name`` (imported lazily: sb3 is an optional extra)."""
+    if name not in ALGO_CLASSES:
+        raise ValueError(f"unknown SB3 algorithm {name!r}; allowed: {', '.join(SB3_ALGOS)}")
+    module, cls = ALGO_CLASSES[name]
     try:
-        if name in ("ppo", "a2c", "dqn"):
-            import stable_baselines3 as sb3
-
-            return {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[name]
-        if name in ("maskable_ppo", "recurrent_ppo"):
-            import sb3_contrib
-
-            return {"maskable_ppo": sb3_contrib.MaskablePPO, "recurrent_ppo": sb3_contrib.RecurrentPPO}[name]
+        return getattr(importlib.import_module(module), cls)
     except ImportError as e:
         raise ImportError(f"agent {name!r} needs stable-baselines3 and sb3-contrib: pip install -e '.[sb3]'") from e
-    raise ValueError(f"unknown SB3 algorithm {name!r}; allowed: {', '.join(SB3_ALGOS)}")
 
 
 def int_flatten_extractor() -> type:
@@ -86,8 +84,7 @@ class SB3Agent(SearchAgent):
         self._saved_model: bytes | None = None
 
     # --- SearchAgent -----------------------------------------------------------------------
-    def run(self, envs: gym.vector.VectorEnv | gym.Env, num_children: int, on_child: Callable[[ChildRecord], None],
-            on_update: Callable[[UpdateStats], None] | None = None) -> None:
+    def run(self, envs: AnyEnv, num_children: int, on_child: OnChild, on_update: OnUpdate | None = None) -> None:
         from stable_baselines3.common.callbacks import BaseCallback
 
         venv = self._vec_env(envs)
@@ -187,7 +184,7 @@ class SB3Agent(SearchAgent):
         return {}
 
     @staticmethod
-    def _vec_env(envs: gym.vector.VectorEnv | gym.Env) -> Any:
+    def _vec_env(envs: AnyEnv) -> Any:
         from stable_baselines3.common.monitor import Monitor
         from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -200,8 +197,7 @@ class SB3Agent(SearchAgent):
                             f"got {type(envs).__name__}")
         return DummyVecEnv([lambda e=e: Monitor(e) for e in subs])
 
-    def _episode_end(self, reward: float, info: dict[str, Any], on_child: Callable[[ChildRecord], None],
-                     rewards: list[float]) -> None:
+    def _episode_end(self, reward: float, info: dict[str, Any], on_child: OnChild, rewards: list[float]) -> None:
         self.episodes += 1
         if info.get("status") == "invalid_action":
             self.invalid_episodes += 1

@@ -56,9 +56,9 @@ class TPEOptions(AgentOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "multivariate", check_bool("multivariate", self.multivariate))
-        object.__setattr__(self, "n_startup_trials", check_int("n_startup_trials", self.n_startup_trials, minimum=0))
-        object.__setattr__(self, "constant_liar", check_bool("constant_liar", self.constant_liar))
+        self._check("multivariate", check_bool)
+        self._check("n_startup_trials", check_int, minimum=0)
+        self._check("constant_liar", check_bool)
 
 
 class TPEAgent(EpisodicSearchAgent):
