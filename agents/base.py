@@ -208,11 +208,6 @@ def unbatch_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
-def first_valid(masks: np.ndarray) -> np.ndarray:
-    """The lowest valid action of each row: the dummy action of ignored sub-envs."""
-    return np.argmax(masks, axis=-1).astype(np.int64)
-
-
 @dataclass
 class Episode:
     """A finished child with what learning needs: its actions and the masks it was sampled under."""
@@ -287,11 +282,10 @@ class EpisodicSearchAgent(SearchAgent):
         return UpdateStats(update=self.updates_done, children_done=self.children_done, num_children=len(episodes),
                            reward_mean=float(rewards.mean()), reward_max=float(rewards.max()))
 
-    @abstractmethod
     def _rng_state(self) -> Any:
-        """A copy of the agent's generator state(s)."""
+        """A copy of the agent's generator state(s) (default: an agent without one)."""
+        return {}
 
-    @abstractmethod
     def _set_rng_state(self, state: Any) -> None: ...
 
     def _compute_scope(self) -> AbstractContextManager[Any]:
@@ -444,7 +438,7 @@ class EpisodicSearchAgent(SearchAgent):
         while live.any():
             if step >= len(self.token_specs):
                 raise RuntimeError(f"the env did not end after its {len(self.token_specs)} tokens")
-            action = first_valid(masks)  # dummy actions for spare and ended sub-envs
+            action = np.argmax(masks, axis=-1).astype(np.int64)  # the lowest valid: spare and ended sub-envs' dummy
             agent_masks = masks[:size].copy()  # the agent may narrow its copy (see _act)
             action[:size] = np.where(live[:size], self._act(step, agent_masks, live[:size]), action[:size])
             if not masks[np.arange(n), action].all():

@@ -171,7 +171,7 @@ class Controller(nn.Module):
 
         self._anchor_source = self._plan_skips(specs)  # skip step -> anchor step of its source layer
         self._anchor_steps = frozenset(self._anchor_source.values())
-        self._steps_by_type = {n: [t for t, s in enumerate(self.step_types) if s == n] for n in names}
+        self.steps_by_type = {n: [t for t, s in enumerate(self.step_types) if s == n] for n in names}  # type -> steps
 
         with torch.random.fork_rng(devices=[]):  # default inits draw from the global RNG: keep it untouched
             self.embedding = nn.Embedding(row, embedding_size)
@@ -189,13 +189,13 @@ class Controller(nn.Module):
         self._cell_weights = [tuple(getattr(self.lstm, f"{w}_l{k}") for w in weights) for k in range(num_layers)]
 
         # Teacher-forced forward: pieces are computed per type and put back in step order.
-        order = [t for n in names if n != SKIP_TOKEN for t in self._steps_by_type[n]]
+        order = [t for n in names if n != SKIP_TOKEN for t in self.steps_by_type[n]]
         skip_steps = sorted(self._anchor_source)
         self._index_buffer("_inverse_order", torch.argsort(torch.tensor(order + skip_steps)))  # step -> position
         self._index_buffer("_skip_steps", skip_steps)
         self._index_buffer("_skip_sources", [self._anchor_source[t] for t in skip_steps])
         for n in self.heads:
-            self._index_buffer(f"_steps_{n}", self._steps_by_type[n])
+            self._index_buffer(f"_steps_{n}", self.steps_by_type[n])
 
     def _index_buffer(self, name: str, indices: Sequence[int] | torch.Tensor) -> None:
         """Register step indices (long) that move with the module but stay out of its state dict."""

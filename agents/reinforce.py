@@ -147,9 +147,9 @@ def resolve_options(preset: str | None, options: ReinforceOptions | None, knobs:
     ValueError names the first clash. An unknown knob is a ValueError listing the allowed ones.
     """
     check_choice("preset", preset, (None, *PRESETS))
+    resolved = options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)  # unknown, bad values
     if preset is None:
-        return options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)
-    options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)  # unknown names, bad values first
+        return resolved
     base = PRESETS[preset]
     given = {**(dataclasses.asdict(options) if options is not None else {}), **knobs}
     for k in STUDY_KNOBS:
@@ -364,9 +364,6 @@ class ReinforceAgent(EpisodicSearchAgent):
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=o.lr)
         # the most architectures that can follow each prefix length (the product of the later tokens' choices)
         self._completions = [math.prod(s.num_choices for s in token_specs[k:]) for k in range(len(token_specs) + 1)]
-        types = self.controller.step_types
-        self._steps_by_type = {n: np.array([t for t, s in enumerate(types) if s == n])
-                               for n in self.controller.type_names}
 
     def _begin_batch(self, batch_size: int) -> None:
         self._state = self.controller.initial_state(batch_size)
@@ -543,7 +540,7 @@ class ReinforceAgent(EpisodicSearchAgent):
 
         ent = out.entropies.detach().cpu().numpy()
         per_type = {name: float(ent[:, steps][taken[:, steps]].mean())
-                    for name, steps in self._steps_by_type.items() if taken[:, steps].any()}
+                    for name, steps in self.controller.steps_by_type.items() if taken[:, steps].any()}
         stats = dataclasses.replace(
             self._reward_stats(episodes), baseline=baseline, advantage_mean=float((rewards.mean() - baseline) / scale),
             policy_loss=float(out.policy_loss.detach()), entropy=float(out.entropy.detach()),
