@@ -20,7 +20,7 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar
 
@@ -257,9 +257,8 @@ class EpisodicSearchAgent(SearchAgent):
         self.token_specs = token_specs
         self.num_actions = num_actions
 
-    @abstractmethod
     def _begin_batch(self, batch_size: int) -> None:
-        """Start ``batch_size`` new episodes (fresh recurrent state)."""
+        """Start ``batch_size`` new episodes (fresh recurrent state; default: nothing to start)."""
 
     @abstractmethod
     def _act(self, step: int, masks: np.ndarray, live: np.ndarray) -> np.ndarray:
@@ -428,8 +427,7 @@ class EpisodicSearchAgent(SearchAgent):
                           f"(the remaining children are not a multiple of num_envs={n})", stacklevel=3)
         _, infos = venv.reset(seed=[child_seed(self.seed, first + i) for i in range(n)])
         masks = self._read_masks(venv, infos, 0)
-        live = np.zeros(n, dtype=bool)
-        live[:size] = True
+        live = np.arange(n) < size
         self._begin_batch(size)
         acts: list[np.ndarray] = []
         mask_log: list[np.ndarray] = []
@@ -473,27 +471,20 @@ class EpisodicSearchAgent(SearchAgent):
         sub-env) fall back to the current token's choices so dummy actions stay valid.
         """
         n, a = venv.num_envs, self.num_actions
+        masks, have = np.zeros((n, a), dtype=bool), np.zeros(n, dtype=bool)
         if "action_mask" in infos:
-            have = np.asarray(infos.get("_action_mask", True), dtype=bool)
-            masks = np.asarray(infos["action_mask"], dtype=bool).reshape(n, a)
+            have[:] = np.asarray(infos.get("_action_mask", True), dtype=bool)
+            masks[:] = np.asarray(infos["action_mask"], dtype=bool).reshape(n, a)
             if have.all() and masks.any(axis=1).all():  # the usual case
-                return masks.copy()
-            masks = np.where(have[:, None], masks, False) if have.ndim else masks.copy()
-            have = np.broadcast_to(have, (n,)).copy()
-        else:
-            masks = np.zeros((n, a), dtype=bool)
-            have = np.zeros(n, dtype=bool)
+                return masks
+            masks[~have] = False
         if not have.all():
-            try:
+            with suppress(AttributeError):
                 called = venv.unwrapped.call("action_masks")
                 masks[~have] = np.stack([np.asarray(m, dtype=bool) for m in called])[~have]
                 have[:] = True
-            except AttributeError:
-                pass
         spec = self.token_specs[min(step, len(self.token_specs) - 1)]
-        fallback = np.arange(a) < spec.num_choices
-        empty = ~masks.any(axis=1)
-        masks[~have | empty] = fallback
+        masks[~have | ~masks.any(axis=1)] = np.arange(a) < spec.num_choices
         return masks
 
 

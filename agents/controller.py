@@ -1,38 +1,28 @@
 """The paper's controller: an LSTM that emits an architecture one token at a time.
 
-Zoph & Le (2017), sections 3.1 and 3.3. A 2-layer LSTM (35 units by default) reads at
-each step the embedding of the previous token (a learned start embedding at step 0),
-and a per-token-type softmax head turns its output into the distribution of the current
-token. Skip tokens ("layer j feeds layer i") use the paper's anchor-point attention
-instead of a softmax head:
+Zoph & Le (2017), sections 3.1 and 3.3. A 2-layer LSTM (35 units by default) reads at each step the
+embedding of the previous token (a learned start embedding at step 0), and a per-token-type softmax
+head turns its output into the distribution of the current token. Skip tokens ("layer j feeds
+layer i") use the paper's anchor-point attention instead: P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i)).
 
-    P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))
+Our exact choice of hidden states (the env emits one skip bit per step, so the paper's single
+"anchor point" step of layer i is not a separate step here):
 
-Our exact choice of hidden states (the env emits one skip bit per step, so the paper's
-single "anchor point" step of layer i is not a separate step here):
+* ``h_j`` (the *anchor* of layer j) is the LSTM output of the step right after layer j's last
+  non-skip token (``num_filters`` in the CNN space): the first output that has read all of layer
+  j's choices. For a layer with skip tokens that is its first skip step, which matches the paper's
+  anchor point; for layer 1 (no skips) it is layer 2's first step.
+* ``h_i`` is the LSTM output of the current skip step; later bits of the same layer also see the
+  earlier bits (fed back as the step inputs), so the whole sequence stays autoregressive.
 
-* ``h_j`` (the *anchor* of layer j) is the LSTM output of the step right after layer j's
-  last non-skip token (``num_filters`` in the CNN space), i.e. the first output that has
-  read all of layer j's choices. For a layer with skip tokens that is its first skip step,
-  which matches the paper's anchor point (whose input is the ``num_filters`` embedding);
-  for layer 1 (no skips) it is layer 2's first step.
-* ``h_i`` is the LSTM output of the current skip step. For the first skip bit of layer i
-  it equals layer i's anchor; later bits of the same layer also see the earlier bits
-  (fed back as the step inputs), so the whole sequence stays autoregressive.
+The k-th skip token of a layer (0-based) refers to the k-th earlier layer, in order of appearance
+(the CNN space's bit j of layer i = "layer j feeds layer i").
 
-The k-th skip token of a layer (0-based) refers to the k-th earlier layer, in order of
-appearance: the CNN space's convention (bit j of layer i = "layer j feeds layer i").
-
-Two code paths share the same parameters: :meth:`Controller.step` runs one step for a
-batch of episodes in lockstep (sampling, with the LSTM state carried in a
-:class:`ControllerState`), and :meth:`Controller.forward` re-runs whole action sequences
-with teacher forcing through one fused ``nn.LSTM`` call (training: cheaper than a Python
-loop and it recomputes log-probabilities exactly from the stored actions).
-
-Logit shaping (ENAS, Pham et al. 2018; off by default): every head's logits are divided by a
-``temperature`` and, with a ``tanh_constant``, squashed by ``C' * tanh`` (see :class:`Controller`'s
-arguments). Both code paths apply it in :meth:`Controller._shape`, so sampling and the teacher-forced
-log-probabilities (hence the gradient) see the same distribution.
+Two code paths share the same parameters: :meth:`Controller.step` runs one step for a batch of
+episodes in lockstep (sampling), and :meth:`Controller.forward` re-runs whole action sequences with
+teacher forcing through one fused ``nn.LSTM`` call (training: it recomputes log-probabilities exactly
+from the stored actions). Both apply ENAS's logit shaping (Pham et al. 2018; off by default) in
+:meth:`Controller._shape`, so sampling and the gradient see the same distribution.
 """
 
 from __future__ import annotations
@@ -68,18 +58,14 @@ def _pad_to(logits: torch.Tensor, num_actions: int) -> torch.Tensor:
 
 def apply_action_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Set the logits of invalid actions (``mask`` False) to -inf; ``mask`` broadcasts against ``logits``."""
-    if mask is None:
-        return logits
-    return logits.masked_fill(~mask.to(torch.bool), float("-inf"))
+    return logits if mask is None else logits.masked_fill(~mask.to(torch.bool), float("-inf"))
 
 
 def log_probs_and_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-softmax and entropy of (possibly -inf-masked) logits, without NaNs in values or gradients."""
     logp = torch.log_softmax(logits, dim=-1)
-    finite = torch.isfinite(logits)
     # masked_fill (not where) so that invalid entries give exact zeros, not 0 * -inf, in both passes
-    entropy = -(logp.exp() * logp.masked_fill(~finite, 0.0)).sum(-1)
-    return logp, entropy
+    return logp, -(logp.exp() * logp.masked_fill(~torch.isfinite(logits), 0.0)).sum(-1)
 
 
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None,
@@ -92,9 +78,8 @@ def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = Non
 def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One action per row, drawn from softmax(logits) by the Gumbel-max trick; -inf logits are never drawn.
 
-    Gumbel-max rather than ``multinomial(softmax(...))``: exact, a few elementwise ops, and
-    noise that can be drawn for a whole episode at once. (Softmax and multinomial on tiny
-    tensors also took milliseconds a call in a contended 2-thread process.)
+    Gumbel-max rather than ``multinomial(softmax(...))``: exact, a few elementwise ops (multinomial took
+    milliseconds a call on tiny tensors), and noise that can be drawn for a whole episode at once.
     """
     return torch.argmax(logits + gumbel_noise(logits.shape, generator, logits.device, logits.dtype), dim=-1)
 
@@ -118,20 +103,10 @@ class Controller(nn.Module):
         op_tanh_reduce: non-skip tokens use ``C / op_tanh_reduce`` (ENAS micro: 2.5); skip tokens use C.
     """
 
-    def __init__(
-        self,
-        token_specs: Sequence[TokenSpec],
-        num_actions: int | None = None,
-        hidden_size: int = 35,
-        num_layers: int = 2,
-        embedding_size: int | None = None,
-        attention_size: int | None = None,
-        init_range: float = 0.08,
-        generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-        tanh_constant: float | None = None,
-        op_tanh_reduce: float = 1.0,
-    ) -> None:
+    def __init__(self, token_specs: Sequence[TokenSpec], num_actions: int | None = None, hidden_size: int = 35,
+                 num_layers: int = 2, embedding_size: int | None = None, attention_size: int | None = None,
+                 init_range: float = 0.08, generator: torch.Generator | None = None, temperature: float = 1.0,
+                 tanh_constant: float | None = None, op_tanh_reduce: float = 1.0) -> None:
         super().__init__()
         positive = {"minimum": 0, "above": True}
         self.temperature = check_number("temperature", temperature, **positive)

@@ -31,12 +31,7 @@ import numpy as np
 import torch
 
 from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats, options_from
-from agents.controller import (
-    Controller,
-    apply_action_mask,
-    gumbel_noise,
-    log_probs_and_entropy,
-)
+from agents.controller import Controller, apply_action_mask, gumbel_noise, log_probs_and_entropy
 from nas_env.checks import check_bool, check_choice, check_fraction, check_int, check_number, check_optional
 from nas_env.spaces.base import TokenSpec
 
@@ -191,21 +186,10 @@ class ReinforceLoss:
     ratios: torch.Tensor | None = None  # per-episode importance ratios (only with old_log_probs)
 
 
-def reinforce_loss(
-    controller: Controller,
-    actions: torch.Tensor,
-    rewards: torch.Tensor,
-    baseline: float | torch.Tensor,
-    masks: torch.Tensor | None = None,
-    step_mask: torch.Tensor | None = None,
-    entropy_coef: float = 0.0,
-    *,
-    advantage_scale: float = 1.0,
-    skip_penalty: float = 0.0,
-    skip_target: float = 0.4,
-    old_log_probs: torch.Tensor | None = None,
-    clip_ratio: float | None = None,
-) -> ReinforceLoss:
+def reinforce_loss(controller: Controller, actions: torch.Tensor, rewards: torch.Tensor, baseline: float | torch.Tensor,
+                   masks: torch.Tensor | None = None, step_mask: torch.Tensor | None = None, entropy_coef: float = 0.0,
+                   *, advantage_scale: float = 1.0, skip_penalty: float = 0.0, skip_target: float = 0.4,
+                   old_log_probs: torch.Tensor | None = None, clip_ratio: float | None = None) -> ReinforceLoss:
     """The REINFORCE loss of m children, whose gradient is minus the paper's policy-gradient estimate.
 
     ``loss = -(1/m) sum_k A_k sum_t log P(a_t^k | a_<t^k) - entropy_coef * (1/m) sum_k sum_t H_t^k
@@ -306,8 +290,6 @@ class ReinforceAgent(EpisodicSearchAgent):
             this small, extra threads only add synchronisation (2 threads on 2 busy cores: an LSTM cell
             3x, an update 18x slower).
         **knobs: any field of :class:`ReinforceOptions` (``lr=0.003``), on top of ``options`` or the preset.
-
-    ``agent.lr`` (any option) reads ``agent.options``; :meth:`config` records every option.
     """
 
     name: ClassVar[str] = "reinforce"
@@ -519,8 +501,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         if self.options.normalize_advantage:  # the std before this update's rewards, like the baseline
             var = float(np.mean((rewards - baseline) ** 2)) if self.reward_var is None else self.reward_var
             scale = math.sqrt(var) + ADVANTAGE_EPS
-        dev = self.device
-        learn_rewards = torch.tensor([ep.reward for ep in learn_from], dtype=torch.float32, device=dev)
+        learn_rewards = torch.tensor([ep.reward for ep in learn_from], dtype=torch.float32, device=self.device)
         batch = _Batch(*self._tensors(learn_from), learn_rewards, baseline, scale, torch.empty(0),
                        self._tensors(self.queue) if self.queue else None)
         taken = batch.taken.cpu().numpy()
@@ -529,14 +510,13 @@ class ReinforceAgent(EpisodicSearchAgent):
         grad_norm = self._backward(out.loss)
 
         # The baseline (and variance) take in this update's rewards only after the advantages used the old values.
-        b = ema
+        b, d = ema, self.options.baseline_decay
         for r in rewards:
             if var is not None:
                 delta = float(r) - b
-                var = self.options.baseline_decay * (var + (1.0 - self.options.baseline_decay) * delta * delta)
-            b = self.options.baseline_decay * b + (1.0 - self.options.baseline_decay) * float(r)
-        self.baseline = b
-        self.reward_var = var
+                var = d * (var + (1.0 - d) * delta * delta)
+            b = d * b + (1.0 - d) * float(r)
+        self.baseline, self.reward_var = b, var
 
         ent = out.entropies.detach().cpu().numpy()
         per_type = {name: float(ent[:, steps][taken[:, steps]].mean())

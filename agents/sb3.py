@@ -1,16 +1,11 @@
-"""stable-baselines3 / sb3-contrib algorithms as search agents, driven by the runner like our own.
+"""stable-baselines3 / sb3-contrib algorithms as search agents, driven by the runner like our own (docs/agents.md).
 
-The env is used unmodified: PPO, A2C, DQN and RecurrentPPO see the plain ``Discrete`` action
-space and rely on the env's ``invalid_action`` policy ("penalize" by default: the episode
-ends with reward -1 and no child is trained); MaskablePPO reads ``action_masks()``.
-A callback turns every finished episode into a :class:`ChildRecord`; episodes that ended
-on an invalid action are counted (``invalid_episodes``) but are not children, so
-``num_children`` counts trained architectures for every agent alike.
-
-Defaults sized for NAS episodes (override any of them with keyword arguments): PPO and
-RecurrentPPO collect ``children_per_update`` episodes per update (``n_steps`` = m x episode
-length / envs) in minibatches of one episode length; A2C updates after every episode;
-DQN keeps SB3's defaults, with its exploration schedule over the whole child budget.
+The env is used unmodified (MaskablePPO reads ``action_masks()``; the others rely on its
+``invalid_action`` policy). Episodes that ended on an invalid action are counted
+(``invalid_episodes``) but are not children, so ``num_children`` counts trained architectures for
+every agent alike. Defaults sized for NAS episodes (override any with keyword arguments): PPO and
+RecurrentPPO collect ``children_per_update`` episodes per update in minibatches of one episode
+length; A2C updates after every episode; DQN keeps SB3's defaults.
 """
 
 from __future__ import annotations
@@ -94,10 +89,10 @@ class SB3Agent(SearchAgent):
             if self._saved_model is not None:
                 self.model = cls.load(io.BytesIO(self._saved_model), env=venv, device=self.device)
             else:
-                defaults = self._defaults(episode_len, venv.num_envs)
-                kwargs = {**defaults, **self.algo_kwargs}
-                if "policy_kwargs" in defaults:  # already merged with the user's policy_kwargs
-                    kwargs["policy_kwargs"] = defaults["policy_kwargs"]
+                kwargs = {**self._defaults(episode_len, venv.num_envs), **self.algo_kwargs}
+                if self.algo == "recurrent_ppo":  # its nn.LSTM rejects the numpy int that SB3 computes as input size
+                    kwargs["policy_kwargs"] = {"features_extractor_class": int_flatten_extractor(),
+                                               **kwargs.get("policy_kwargs", {})}
                 self.model = cls(self._policy(), venv, seed=self.seed, device=self.device, verbose=0, **kwargs)
         else:
             self.model.set_env(venv)
@@ -174,14 +169,8 @@ class SB3Agent(SearchAgent):
     def _defaults(self, episode_len: int, num_envs: int) -> dict[str, Any]:
         if self.algo in ("ppo", "maskable_ppo", "recurrent_ppo"):
             n_steps = max(2, math.ceil(self.children_per_update * episode_len / num_envs))
-            defaults: dict[str, Any] = {"n_steps": n_steps, "batch_size": min(episode_len, n_steps * num_envs)}
-            if self.algo == "recurrent_ppo":  # its nn.LSTM rejects the numpy int that SB3 computes as input size
-                defaults["policy_kwargs"] = {"features_extractor_class": int_flatten_extractor(),
-                                             **self.algo_kwargs.get("policy_kwargs", {})}
-            return defaults
-        if self.algo == "a2c":
-            return {"n_steps": episode_len}
-        return {}
+            return {"n_steps": n_steps, "batch_size": min(episode_len, n_steps * num_envs)}
+        return {"n_steps": episode_len} if self.algo == "a2c" else {}
 
     @staticmethod
     def _vec_env(envs: AnyEnv) -> Any:
