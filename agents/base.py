@@ -63,11 +63,9 @@ class UpdateStats:
 
     def scalars(self) -> dict[str, float]:
         """Flat name -> float of every available value (``entropy/<type>`` per token type), for loggers."""
-        out = {k: float(v) for k, v in (
-            ("reward_mean", self.reward_mean), ("reward_max", self.reward_max), ("baseline", self.baseline),
-            ("advantage_mean", self.advantage_mean), ("policy_loss", self.policy_loss), ("entropy", self.entropy),
-            ("grad_norm", self.grad_norm), ("children_done", self.children_done),
-        ) if v is not None}
+        names = ("reward_mean", "reward_max", "baseline", "advantage_mean", "policy_loss", "entropy", "grad_norm",
+                 "children_done")
+        out = {k: float(getattr(self, k)) for k in names if getattr(self, k) is not None}
         out.update({f"entropy/{k}": float(v) for k, v in self.entropy_per_type.items()})
         return out
 
@@ -226,15 +224,12 @@ class EpisodicSearchAgent(SearchAgent):
         seed: the search seed: child env seeds and the agent's own generators derive from it.
         options: the agent's knobs (:class:`AgentOptions` or a subclass); ``agent.<knob>`` reads
             ``agent.options.<knob>``, so each knob lives in one place.
-
-    Subclasses implement ``_setup``, ``_begin_batch``, ``_act``, ``_update`` and the state hooks.
     """
 
     def __init__(self, seed: int = 0, options: AgentOptions | None = None) -> None:
         self.seed = check_int("seed", seed, minimum=0)
         self.options = options if options is not None else AgentOptions()
-        self.children_done = 0
-        self.updates_done = 0
+        self.children_done = self.updates_done = 0
         self.token_specs: tuple[TokenSpec, ...] | None = None
         self.num_actions: int | None = None
         self._committed: dict[str, Any] | None = None  # counters and RNG state at the last update boundary
@@ -264,10 +259,8 @@ class EpisodicSearchAgent(SearchAgent):
     def _act(self, step: int, masks: np.ndarray, live: np.ndarray) -> np.ndarray:
         """Actions (B,) at ``step`` for the batch; only rows with ``live`` True are used.
 
-        ``masks`` (B x A, bool) are the valid actions; a live row's action must be one of them.
-        ``masks`` is the agent's own copy: an agent may narrow it in place (turn valid actions off,
-        e.g. to never draw a known architecture again), and the loop records the narrowed masks
-        in the :class:`Episode`, so learning sees the distribution that was actually sampled.
+        ``masks`` (B x A, bool) are the valid actions, the agent's own copy: it may narrow them in place, and
+        the loop records the narrowed masks, so learning sees the distribution that was actually sampled.
         """
 
     @abstractmethod

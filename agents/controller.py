@@ -167,7 +167,7 @@ class Controller(nn.Module):
         order = [t for n in names if n != SKIP_TOKEN for t in self.steps_by_type[n]]
         skip_steps = sorted(self._anchor_source)
         self._index_buffer("_inverse_order", torch.argsort(torch.tensor(order + skip_steps)))  # step -> position
-        self._index_buffer("_skip_steps", skip_steps)
+        self._index_buffer("skip_steps", skip_steps)  # the steps (sorted) whose token is a skip bit
         self._index_buffer("_skip_sources", [self._anchor_source[t] for t in skip_steps])
         for n in self.heads:
             self._index_buffer(f"_steps_{n}", self.steps_by_type[n])
@@ -179,13 +179,8 @@ class Controller(nn.Module):
     @staticmethod
     def _plan_skips(specs: tuple[TokenSpec, ...]) -> dict[int, int]:
         """Map every skip step to the anchor step of the layer it may connect from."""
-        layer_order: list[int] = []
-        last_token: dict[int, int] = {}
-        for t, s in enumerate(specs):
-            if s.name != SKIP_TOKEN:
-                if s.layer not in last_token:
-                    layer_order.append(s.layer)
-                last_token[s.layer] = t
+        last_token = {s.layer: t for t, s in enumerate(specs) if s.name != SKIP_TOKEN}  # layer -> its last token
+        layer_order = list(last_token)  # in order of first appearance
         plan: dict[int, int] = {}
         seen: dict[int, int] = {}
         for t, s in enumerate(specs):
@@ -213,11 +208,6 @@ class Controller(nn.Module):
     @property
     def num_steps(self) -> int:
         return len(self.token_specs)
-
-    @property
-    def skip_steps(self) -> torch.Tensor:
-        """The steps (long, sorted) whose token is a skip bit, on the controller's device."""
-        return self._skip_steps
 
     # --- sampling: one step for a batch of episodes in lockstep -------------------------------
     def initial_state(self, batch_size: int) -> ControllerState:
@@ -308,7 +298,7 @@ class Controller(nn.Module):
         pieces = [_pad_to(self._shape(head(out[:, getattr(self, f"_steps_{n}")]), False), self.num_actions)
                   for n, head in self.heads.items()]
         if self._anchor_source:
-            skip_logits = self._skip_logits(self.w_prev(out[:, self._skip_sources]), out[:, self._skip_steps])
+            skip_logits = self._skip_logits(self.w_prev(out[:, self._skip_sources]), out[:, self.skip_steps])
             pieces.append(_pad_to(self._shape(skip_logits, True), self.num_actions))
         return torch.cat(pieces, dim=1)[:, self._inverse_order]
 

@@ -1,27 +1,22 @@
 """Regularized (aging) evolution (Real et al. 2019): the strong non-RL baseline of NAS benchmarks (docs/agents.md).
 
-A population of the ``population_size`` (P) most recent children. Each new child copies a
-parent, the best by reward of ``sample_size`` (S) members drawn uniformly without
-replacement (a tournament), and changes exactly one of its tokens to another valid choice.
-Once evaluated, the child joins the population and the oldest member leaves. Until the
-population is full, children are uniform at random over the valid actions, like random search.
+A population of the ``population_size`` (P) most recent children. Each new child copies a parent, the
+best by reward of ``sample_size`` (S) members drawn uniformly without replacement (a tournament), and
+changes exactly one of its tokens to another valid choice; it joins, and the oldest member leaves. Until the
+population is full, children are uniform at random over the valid actions, like random search. A batch of
+``children_per_update`` (m) children is proposed at once from the population as it stands and taken in
+at the update (m = 1: the paper's sequential algorithm; m must be a multiple of ``num_envs``).
 
-Batching: a batch of ``children_per_update`` (m) children is proposed at once from the
-population as it stands (tournaments and mutation positions drawn at ``_begin_batch``), and
-the population takes in all m results at the update. m = 1 is the paper's sequential
-algorithm; m must be a multiple of the vector env's ``num_envs``.
+Tokens are emitted under the env's masks: the mutated token takes a uniform choice among the step's valid
+actions other than the parent's. The mutation position is uniform among the parent's tokens that had at
+least two valid actions when the parent was sampled; should the mask now leave it no alternative, the
+mutation moves to the next token that has one (and a parent's token that the mask now forbids is replaced
+at random; before the mutation, that change is the mutation). A child deeper than its parent (a depth
+curriculum) gets uniform random tokens past the parent's end. Children whose status is not ``ok`` join
+the population with the (low) reward the env gave them.
 
-Tokens are emitted as the rollout goes, under the env's masks: the mutated token takes a
-uniform choice among the valid actions of that step other than the parent's. The mutation
-position is uniform among the parent's tokens that had at least two valid actions when the
-parent was sampled; should the mask now leave it no alternative, the mutation moves to the
-next token that has one (and a parent's token that the mask now forbids is replaced at random;
-before the mutation, that change is the mutation). Under a depth curriculum, a child deeper
-than its parent gets uniform random tokens past the parent's end. Children whose status is
-not ``ok`` join the population with the (low) reward the env gave them.
-
-All randomness comes from one seeded numpy generator; the checkpoint holds its state and the
-population, so a resumed search (local or on Ray) continues exactly.
+All randomness comes from one seeded numpy generator; the checkpoint holds its state and the population,
+so a resumed search (local or on Ray) continues exactly.
 """
 
 from __future__ import annotations

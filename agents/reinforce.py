@@ -81,12 +81,10 @@ class ReinforceOptions(AgentOptions):
     every choice is), and learning uses those masks. Exact where the env's masks do not depend on earlier
     tokens."""
     top_fraction: float = 1.0
-    """Risk-seeking policy gradient (Petersen et al. 2021): learn only from the batch's best ``top_fraction`` of
-    children, with the batch's ``1 - top_fraction`` reward quantile as their baseline (1.0: every child, the EMA
-    baseline)."""
+    """Risk-seeking policy gradient (Petersen et al. 2021): learn only from the batch's best ``top_fraction``,
+    with the batch's ``1 - top_fraction`` reward quantile as their baseline (1.0: every child, the EMA one)."""
     queue_size: int = 10
-    """Priority-queue training (Abolafia et al. 2018): keep the best ``queue_size`` distinct architectures seen
-    (0: off)."""
+    """Priority-queue training (Abolafia et al. 2018): keep the best ``queue_size`` distinct architectures (0: off)."""
     queue_coef: float = 0.5
     """Weight of the queue's log-likelihood (maximised beside the policy gradient; 0: off)."""
     controller_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -201,10 +199,8 @@ def reinforce_loss(controller: Controller, actions: torch.Tensor, rewards: torch
         baseline: b (no gradient flows through it).
         masks: m x T x A (bool) action masks the actions were sampled under (None: heads only).
         step_mask: m x T (bool) steps actually taken (None: all).
-        entropy_coef: weight of the entropy bonus (summed over steps like the log-probabilities).
-        advantage_scale: the advantages' divisor (the running reward std under normalisation).
-        skip_penalty: weight of the mean KL of the skip tokens taken (with both choices valid) to the target.
-        skip_target: the target skip probability, in (0, 1).
+        skip_penalty: weight of the mean KL of the skip tokens taken (with both choices valid) to the target
+            skip probability ``skip_target``, in (0, 1).
         old_log_probs: m episode log-probabilities under the policy that sampled them: the policy term
             becomes PPO's surrogate ``-(1/m) sum_k min(r_k A_k, clip(r_k) A_k)``, ``r_k = exp(log P - old)``.
         clip_ratio: PPO's eps (None: the unclipped surrogate ``r_k A_k``); used only with ``old_log_probs``.
@@ -437,9 +433,8 @@ class ReinforceAgent(EpisodicSearchAgent):
     def policy_gradient(self, episodes: list[Episode]) -> UpdateStats:
         """The REINFORCE gradient of ``episodes``, left (clipped) in the controller's ``.grad``; no optimizer step.
 
-        Also moves the baseline (and the running reward variance) on by these children's rewards.
-        Split from the step so that a distributed replica can push the gradient to parameter
-        servers instead of applying it; that is one gradient per batch, so ``ppo_epochs > 1`` is refused.
+        Also moves the baseline (and the running reward variance) on. For a distributed replica, which pushes
+        the gradient to parameter servers: one gradient per batch, so ``ppo_epochs > 1`` is refused.
         """
         if self.options.ppo_epochs > 1:
             raise ValueError(f"ppo_epochs={self.options.ppo_epochs}: several gradient steps per batch run only in the "
@@ -538,9 +533,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         return {
             "controller": copy.deepcopy(self.controller.state_dict()) if self.controller is not None else None,
             "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
-            "baseline": self.baseline,
-            "reward_var": self.reward_var,
-            "drawn": sorted(self.drawn),
+            "baseline": self.baseline, "reward_var": self.reward_var, "drawn": sorted(self.drawn),
             "queue": [(torch.from_numpy(ep.actions.copy()), torch.from_numpy(ep.masks.copy()), ep.reward)
                       for ep in self.queue],
         }

@@ -71,10 +71,7 @@ class SB3Agent(SearchAgent):
         self.children_per_update = check_int("children_per_update", children_per_update, minimum=1)
         self.device = device
         self.algo_kwargs = dict(algo_kwargs)
-        self.children_done = 0
-        self.episodes = 0
-        self.invalid_episodes = 0
-        self.updates_done = 0
+        self.children_done = self.episodes = self.invalid_episodes = self.updates_done = 0
         self.model: Any = None
         self._saved_model: bytes | None = None
 
