@@ -9,8 +9,8 @@ env seed independent of batching and of resumes, and sidesteps Gymnasium 1.x vec
 autoreset: a sub-env that ended is never asked for a meaningful step again; until the
 batch ends it is fed a valid dummy action and its outputs are ignored.
 
-Token specs: our agents size their policy from the env's ``token_specs``, read once per
-``run`` through any wrappers (:func:`read_token_specs`). Nothing else is read from env internals.
+Our agents size their policy from the env's ``token_specs`` (:func:`read_token_specs`, once per ``run``);
+nothing else is read from env internals.
 """
 
 from __future__ import annotations
@@ -134,8 +134,7 @@ def options_from(options_type: type[Options], agent: str, options: Options | Non
                  arguments: Sequence[str] = ()) -> Options:
     """``options`` (None: the defaults) with the keyword ``knobs`` on top, checked by the options' own rules.
 
-    A keyword that is no field of ``options_type`` is a ValueError naming it and listing the allowed
-    ones: the agent's own ``arguments`` first, then the fields.
+    An unknown keyword is a ValueError listing the allowed ones: the agent's own ``arguments``, then the fields.
     """
     names = options_type.names()
     unknown = sorted(set(knobs) - set(names))

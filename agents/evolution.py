@@ -136,13 +136,9 @@ class EvolutionAgent(NumpyGeneratorAgent):
 
     # --- state ---------------------------------------------------------------------------
     def _policy_state(self) -> dict[str, Any]:
-        # Plain lists, so the checkpoint loads with torch.load(weights_only=True).
-        return {"population": {
-            "born": [m.born for m in self.population],
-            "actions": [list(m.actions) for m in self.population],
-            "rewards": [m.reward for m in self.population],
-            "mutable": [list(m.mutable) for m in self.population],
-        }}
+        pop = self.population  # as plain lists, so the checkpoint loads with torch.load(weights_only=True)
+        return {"population": {"born": [m.born for m in pop], "actions": [list(m.actions) for m in pop],
+                               "rewards": [m.reward for m in pop], "mutable": [list(m.mutable) for m in pop]}}
 
     def _load_policy_state(self, state: dict[str, Any]) -> None:
         pop = state.get("population")

@@ -362,26 +362,25 @@ class ReinforceAgent(EpisodicSearchAgent):
         scores = logits + self._noise[step, :, : logits.shape[1]]
         if not valid.all():  # usually the mask is exactly the token's choices: nothing to add
             scores = scores + torch.from_numpy(np.where(valid, 0.0, -np.inf)).to(self.device, scores.dtype)
+        actions = torch.argmax(scores, dim=1)
         if self.options.unique_children and self._remembering:
-            actions = self._draw_unique(step, scores, masks, live)
-        else:
-            actions = torch.argmax(scores, dim=1)
+            self._draw_unique(step, actions, scores, masks, live)
         self._prev = actions
         self._taken.append(actions.cpu().numpy())
         return self._taken[-1]
 
-    def _draw_unique(self, step: int, scores: torch.Tensor, masks: np.ndarray, live: np.ndarray) -> torch.Tensor:
-        """Each live row's token, never entering a prefix whose every completion was drawn before.
+    def _draw_unique(self, step: int, actions: torch.Tensor, scores: torch.Tensor, masks: np.ndarray,
+                     live: np.ndarray) -> None:
+        """Redraw (in ``actions``) each live row's token that enters a prefix whose every completion was drawn.
 
         Narrows ``masks`` in place (the loop records them, so the gradient is that of what was sampled). A row
         whose every valid choice is used up keeps its masks (and draws a repeat). Rows go one by one at the last
         token, so one batch never draws an architecture twice either.
         """
-        actions = torch.argmax(scores, dim=1)
         last = step == self.controller.num_steps - 1
         capacity = self._completions[step + 1]
         if capacity > TRACKED_COMPLETIONS and not last:  # no search draws that many children: nothing is used up
-            return actions
+            return
         width = scores.shape[1]
         for i in np.flatnonzero(live):
             prefix = tuple(int(a[i]) for a in self._taken)
@@ -393,7 +392,6 @@ class ReinforceAgent(EpisodicSearchAgent):
             if last:
                 self._count((*prefix, int(actions[i])))
                 self._drawing.append((*prefix, int(actions[i])))
-        return actions
 
     def _count(self, actions: tuple[int, ...]) -> None:
         """Count a newly drawn architecture under each prefix that could be used up (a repeat counts once)."""
