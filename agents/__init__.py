@@ -21,13 +21,11 @@ from agents.tpe import TPEAgent
 
 AGENTS: dict[str, type[SearchAgent]] = {"reinforce": ReinforceAgent, "random": RandomSearchAgent,
                                         "evolution": EvolutionAgent, "tpe": TPEAgent}
-
-
 AGENT_NAMES: tuple[str, ...] = (*AGENTS, *SB3_ALGOS)
 
 
 def make_agent(name: str, **kwargs: Any) -> SearchAgent:
-    """An agent by name: ours (``"reinforce"``, ``"random"``) or an SB3 algorithm (``"ppo"``, ...), with ``kwargs``."""
+    """An agent by name: ours (``AGENTS``) or an SB3 algorithm (``"ppo"``, ...), with ``kwargs``."""
     if name in AGENTS:
         return AGENTS[name](**kwargs)
     if name in SB3_ALGOS:
@@ -36,22 +34,7 @@ def make_agent(name: str, **kwargs: Any) -> SearchAgent:
 
 
 __all__ = [
-    "AGENTS",
-    "AGENT_NAMES",
-    "SB3_ALGOS",
-    "ChildRecord",
-    "Controller",
-    "ControllerState",
-    "Episode",
-    "EpisodicSearchAgent",
-    "RandomSearchAgent",
-    "ReinforceAgent",
-    "ReinforceLoss",
-    "SB3Agent",
-    "SearchAgent",
-    "TPEAgent",
-    "UpdateStats",
-    "child_seed",
-    "make_agent",
-    "reinforce_loss",
+    "AGENTS", "AGENT_NAMES", "SB3_ALGOS", "ChildRecord", "Controller", "ControllerState", "Episode",
+    "EpisodicSearchAgent", "RandomSearchAgent", "ReinforceAgent", "ReinforceLoss", "SB3Agent", "SearchAgent",
+    "TPEAgent", "UpdateStats", "child_seed", "make_agent", "reinforce_loss",
 ]

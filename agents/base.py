@@ -1,13 +1,6 @@
-"""The interface the runner drives, and the batched-episode loop our own agents share.
+"""The interface the runner drives, and the batched-episode loop our own agents share (docs/agents.md).
 
-:class:`SearchAgent` is all a runner needs: ``run`` evaluates children and reports each one
-(:class:`ChildRecord`) and each policy update (:class:`UpdateStats`); ``state_dict`` /
-``load_state_dict`` / ``save`` / ``load`` checkpoint everything an exact resume needs.
-Stable-baselines3 adapters implement the same interface.
-
-:class:`EpisodicSearchAgent` is the solid core under our agents: it rolls ``num_envs``
-episodes in lockstep, reads the action masks, records children in index order, and
-calls an update every ``children_per_update`` children. A subclass only says how to act
+:class:`EpisodicSearchAgent` is the core under our agents; a subclass only says how to act
 (``_act``), how to learn (``_update``) and what its state is.
 
 Seeding: child ``k`` of a search resets its env with :func:`child_seed` ``(seed, k)``, and
@@ -16,10 +9,8 @@ env seed independent of batching and of resumes, and sidesteps Gymnasium 1.x vec
 autoreset: a sub-env that ended is never asked for a meaningful step again; until the
 batch ends it is fed a valid dummy action and its outputs are ignored.
 
-Token specs: our agents size their policy from the env's ``token_specs``, read once per
-``run`` with ``envs.unwrapped.get_attr("token_specs")`` (a vector wrapper has no
-``get_attr`` of its own; the sub-env lookup goes through single-env wrappers). Nothing
-else is read from env internals.
+Our agents size their policy from the env's ``token_specs`` (:func:`read_token_specs`, once per ``run``);
+nothing else is read from env internals.
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar
 
@@ -42,6 +33,7 @@ from nas_env.checks import check_int
 from nas_env.spaces.base import TokenSpec
 
 STATE_FORMAT = 1
+AnyEnv = gym.vector.VectorEnv | gym.Env
 
 
 @dataclass
@@ -71,13 +63,15 @@ class UpdateStats:
 
     def scalars(self) -> dict[str, float]:
         """Flat name -> float of every available value (``entropy/<type>`` per token type), for loggers."""
-        out = {k: float(v) for k, v in (
-            ("reward_mean", self.reward_mean), ("reward_max", self.reward_max), ("baseline", self.baseline),
-            ("advantage_mean", self.advantage_mean), ("policy_loss", self.policy_loss), ("entropy", self.entropy),
-            ("grad_norm", self.grad_norm), ("children_done", self.children_done),
-        ) if v is not None}
+        names = ("reward_mean", "reward_max", "baseline", "advantage_mean", "policy_loss", "entropy", "grad_norm",
+                 "children_done")
+        out = {k: float(getattr(self, k)) for k in names if getattr(self, k) is not None}
         out.update({f"entropy/{k}": float(v) for k, v in self.entropy_per_type.items()})
         return out
+
+
+OnChild = Callable[[ChildRecord], None]
+OnUpdate = Callable[[UpdateStats], None]
 
 
 class SearchAgent(ABC):
@@ -87,13 +81,7 @@ class SearchAgent(ABC):
     children_done: int
 
     @abstractmethod
-    def run(
-        self,
-        envs: gym.vector.VectorEnv | gym.Env,
-        num_children: int,
-        on_child: Callable[[ChildRecord], None],
-        on_update: Callable[[UpdateStats], None] | None = None,
-    ) -> None:
+    def run(self, envs: AnyEnv, num_children: int, on_child: OnChild, on_update: OnUpdate | None = None) -> None:
         """Evaluate children until ``self.children_done == num_children`` (a total, not an increment).
 
         ``on_child`` gets every finished child in index order; ``on_update`` follows each policy update.
@@ -128,8 +116,11 @@ class AgentOptions:
     """m, the children per policy update; a multiple of the vector env's ``num_envs``."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "children_per_update", check_int("children_per_update", self.children_per_update,
-                                                                  minimum=1))
+        self._check("children_per_update", check_int, minimum=1)
+
+    def _check(self, name: str, check: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Replace field ``name`` by ``check(name, value, *args, **kwargs)`` (frozen: once, in ``__post_init__``)."""
+        object.__setattr__(self, name, check(name, getattr(self, name), *args, **kwargs))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -143,8 +134,7 @@ def options_from(options_type: type[Options], agent: str, options: Options | Non
                  arguments: Sequence[str] = ()) -> Options:
     """``options`` (None: the defaults) with the keyword ``knobs`` on top, checked by the options' own rules.
 
-    A keyword that is no field of ``options_type`` is a ValueError naming it and listing the allowed
-    ones: the agent's own ``arguments`` first, then the fields.
+    An unknown keyword is a ValueError listing the allowed ones: the agent's own ``arguments``, then the fields.
     """
     names = options_type.names()
     unknown = sorted(set(knobs) - set(names))
@@ -164,7 +154,7 @@ def child_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def as_vector_env(env: gym.vector.VectorEnv | gym.Env) -> gym.vector.VectorEnv:
+def as_vector_env(env: AnyEnv) -> gym.vector.VectorEnv:
     """A vector env as is; a single env wrapped (not copied) in a 1-env ``SyncVectorEnv``."""
     if isinstance(env, VectorEnv | gym.vector.VectorWrapper):
         return env
@@ -175,7 +165,7 @@ def as_vector_env(env: gym.vector.VectorEnv | gym.Env) -> gym.vector.VectorEnv:
 
 def read_token_specs(envs: gym.vector.VectorEnv) -> tuple[TokenSpec, ...]:
     """The sub-envs' ``token_specs`` (they must agree), looked up through any wrappers."""
-    try:
+    try:  # a vector wrapper has no get_attr of its own; the sub-env lookup goes through single-env wrappers
         all_specs = envs.unwrapped.get_attr("token_specs")
     except AttributeError as e:
         raise TypeError("the env has no `token_specs`: our agents need a nasrl NASEnv or an env defining them") from e
@@ -215,11 +205,6 @@ def unbatch_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
-def first_valid(masks: np.ndarray) -> np.ndarray:
-    """The lowest valid action of each row: the dummy action of ignored sub-envs."""
-    return np.argmax(masks, axis=-1).astype(np.int64)
-
-
 @dataclass
 class Episode:
     """A finished child with what learning needs: its actions and the masks it was sampled under."""
@@ -238,23 +223,16 @@ class EpisodicSearchAgent(SearchAgent):
         seed: the search seed: child env seeds and the agent's own generators derive from it.
         options: the agent's knobs (:class:`AgentOptions` or a subclass); ``agent.<knob>`` reads
             ``agent.options.<knob>``, so each knob lives in one place.
-
-    Subclasses implement ``_setup``, ``_begin_batch``, ``_act``, ``_update`` and the state hooks.
     """
 
     def __init__(self, seed: int = 0, options: AgentOptions | None = None) -> None:
         self.seed = check_int("seed", seed, minimum=0)
         self.options = options if options is not None else AgentOptions()
-        self.children_done = 0
-        self.updates_done = 0
+        self.children_done = self.updates_done = 0
         self.token_specs: tuple[TokenSpec, ...] | None = None
         self.num_actions: int | None = None
         self._committed: dict[str, Any] | None = None  # counters and RNG state at the last update boundary
         self._unlearned: list[Episode] = []  # children of an unfinished update (a run that stopped mid-batch)
-
-    @property
-    def children_per_update(self) -> int:
-        return self.options.children_per_update
 
     def __getattr__(self, name: str) -> Any:
         """A knob by name: ``agent.lr`` is ``agent.options.lr`` (only called when no attribute has the name)."""
@@ -273,18 +251,15 @@ class EpisodicSearchAgent(SearchAgent):
         self.token_specs = token_specs
         self.num_actions = num_actions
 
-    @abstractmethod
     def _begin_batch(self, batch_size: int) -> None:
-        """Start ``batch_size`` new episodes (fresh recurrent state)."""
+        """Start ``batch_size`` new episodes (fresh recurrent state; default: nothing to start)."""
 
     @abstractmethod
     def _act(self, step: int, masks: np.ndarray, live: np.ndarray) -> np.ndarray:
         """Actions (B,) at ``step`` for the batch; only rows with ``live`` True are used.
 
-        ``masks`` (B x A, bool) are the valid actions; a live row's action must be one of them.
-        ``masks`` is the agent's own copy: an agent may narrow it in place (turn valid actions off,
-        e.g. to never draw a known architecture again), and the loop records the narrowed masks
-        in the :class:`Episode`, so learning sees the distribution that was actually sampled.
+        ``masks`` (B x A, bool) are the valid actions, the agent's own copy: it may narrow them in place, and
+        the loop records the narrowed masks, so learning sees the distribution that was actually sampled.
         """
 
     @abstractmethod
@@ -298,11 +273,10 @@ class EpisodicSearchAgent(SearchAgent):
         return UpdateStats(update=self.updates_done, children_done=self.children_done, num_children=len(episodes),
                            reward_mean=float(rewards.mean()), reward_max=float(rewards.max()))
 
-    @abstractmethod
     def _rng_state(self) -> Any:
-        """A copy of the agent's generator state(s)."""
+        """A copy of the agent's generator state(s) (default: an agent without one)."""
+        return {}
 
-    @abstractmethod
     def _set_rng_state(self, state: Any) -> None: ...
 
     def _compute_scope(self) -> AbstractContextManager[Any]:
@@ -401,13 +375,7 @@ class EpisodicSearchAgent(SearchAgent):
         self._commit()
 
     # --- the loop ------------------------------------------------------------------------
-    def run(
-        self,
-        envs: gym.vector.VectorEnv | gym.Env,
-        num_children: int,
-        on_child: Callable[[ChildRecord], None],
-        on_update: Callable[[UpdateStats], None] | None = None,
-    ) -> None:
+    def run(self, envs: AnyEnv, num_children: int, on_child: OnChild, on_update: OnUpdate | None = None) -> None:
         if num_children < self.children_done:
             raise ValueError(f"num_children={num_children} is below the {self.children_done} children already done")
         venv = as_vector_env(envs)
@@ -451,8 +419,7 @@ class EpisodicSearchAgent(SearchAgent):
                           f"(the remaining children are not a multiple of num_envs={n})", stacklevel=3)
         _, infos = venv.reset(seed=[child_seed(self.seed, first + i) for i in range(n)])
         masks = self._read_masks(venv, infos, 0)
-        live = np.zeros(n, dtype=bool)
-        live[:size] = True
+        live = np.arange(n) < size
         self._begin_batch(size)
         acts: list[np.ndarray] = []
         mask_log: list[np.ndarray] = []
@@ -461,7 +428,7 @@ class EpisodicSearchAgent(SearchAgent):
         while live.any():
             if step >= len(self.token_specs):
                 raise RuntimeError(f"the env did not end after its {len(self.token_specs)} tokens")
-            action = first_valid(masks)  # dummy actions for spare and ended sub-envs
+            action = np.argmax(masks, axis=-1).astype(np.int64)  # the lowest valid: spare and ended sub-envs' dummy
             agent_masks = masks[:size].copy()  # the agent may narrow its copy (see _act)
             action[:size] = np.where(live[:size], self._act(step, agent_masks, live[:size]), action[:size])
             if not masks[np.arange(n), action].all():
@@ -496,27 +463,20 @@ class EpisodicSearchAgent(SearchAgent):
         sub-env) fall back to the current token's choices so dummy actions stay valid.
         """
         n, a = venv.num_envs, self.num_actions
+        masks, have = np.zeros((n, a), dtype=bool), np.zeros(n, dtype=bool)
         if "action_mask" in infos:
-            have = np.asarray(infos.get("_action_mask", True), dtype=bool)
-            masks = np.asarray(infos["action_mask"], dtype=bool).reshape(n, a)
+            have[:] = np.asarray(infos.get("_action_mask", True), dtype=bool)
+            masks[:] = np.asarray(infos["action_mask"], dtype=bool).reshape(n, a)
             if have.all() and masks.any(axis=1).all():  # the usual case
-                return masks.copy()
-            masks = np.where(have[:, None], masks, False) if have.ndim else masks.copy()
-            have = np.broadcast_to(have, (n,)).copy()
-        else:
-            masks = np.zeros((n, a), dtype=bool)
-            have = np.zeros(n, dtype=bool)
+                return masks
+            masks[~have] = False
         if not have.all():
-            try:
+            with suppress(AttributeError):
                 called = venv.unwrapped.call("action_masks")
                 masks[~have] = np.stack([np.asarray(m, dtype=bool) for m in called])[~have]
                 have[:] = True
-            except AttributeError:
-                pass
         spec = self.token_specs[min(step, len(self.token_specs) - 1)]
-        fallback = np.arange(a) < spec.num_choices
-        empty = ~masks.any(axis=1)
-        masks[~have | empty] = fallback
+        masks[~have | ~masks.any(axis=1)] = np.arange(a) < spec.num_choices
         return masks
 
 

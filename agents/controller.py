@@ -1,41 +1,28 @@
 """The paper's controller: an LSTM that emits an architecture one token at a time.
 
-Zoph & Le (2017), sections 3.1 and 3.3. A 2-layer LSTM (35 units by default) reads at
-each step the embedding of the previous token (a learned start embedding at step 0),
-and a per-token-type softmax head turns its output into the distribution of the current
-token. Skip tokens ("layer j feeds layer i") use the paper's anchor-point attention
-instead of a softmax head:
+Zoph & Le (2017), sections 3.1 and 3.3. A 2-layer LSTM (35 units by default) reads at each step the
+embedding of the previous token (a learned start embedding at step 0), and a per-token-type softmax
+head turns its output into the distribution of the current token. Skip tokens ("layer j feeds
+layer i") use the paper's anchor-point attention instead: P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i)).
 
-    P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))
+Our exact choice of hidden states (the env emits one skip bit per step, so the paper's single
+"anchor point" step of layer i is not a separate step here):
 
-Our exact choice of hidden states (the env emits one skip bit per step, so the paper's
-single "anchor point" step of layer i is not a separate step here):
+* ``h_j`` (the *anchor* of layer j) is the LSTM output of the step right after layer j's last
+  non-skip token (``num_filters`` in the CNN space): the first output that has read all of layer
+  j's choices. For a layer with skip tokens that is its first skip step, which matches the paper's
+  anchor point; for layer 1 (no skips) it is layer 2's first step.
+* ``h_i`` is the LSTM output of the current skip step; later bits of the same layer also see the
+  earlier bits (fed back as the step inputs), so the whole sequence stays autoregressive.
 
-* ``h_j`` (the *anchor* of layer j) is the LSTM output of the step right after layer j's
-  last non-skip token (``num_filters`` in the CNN space), i.e. the first output that has
-  read all of layer j's choices. For a layer with skip tokens that is its first skip step,
-  which matches the paper's anchor point (whose input is the ``num_filters`` embedding);
-  for layer 1 (no skips) it is layer 2's first step.
-* ``h_i`` is the LSTM output of the current skip step. For the first skip bit of layer i
-  it equals layer i's anchor; later bits of the same layer also see the earlier bits
-  (fed back as the step inputs), so the whole sequence stays autoregressive.
+The k-th skip token of a layer (0-based) refers to the k-th earlier layer, in order of appearance
+(the CNN space's bit j of layer i = "layer j feeds layer i").
 
-The k-th skip token of a layer (0-based) refers to the k-th earlier layer, in order of
-appearance: the CNN space's convention (bit j of layer i = "layer j feeds layer i").
-
-Two code paths share the same parameters: :meth:`Controller.step` runs one step for a
-batch of episodes in lockstep (sampling, with the LSTM state carried in a
-:class:`ControllerState`), and :meth:`Controller.forward` re-runs whole action sequences
-with teacher forcing through one fused ``nn.LSTM`` call (training: cheaper than a Python
-loop and it recomputes log-probabilities exactly from the stored actions).
-
-Logit shaping (ENAS, Pham et al. 2018; off by default, so the paper's controller is unchanged):
-every head's logits become ``logits / temperature`` and then, with a ``tanh_constant`` C,
-``C' * tanh(logits / temperature)``, where C' = C for skip tokens and C / ``op_tanh_reduce``
-for every other token (ENAS's micro controller; its macro code reads only C, i.e. a reduce
-of 1). A skip token's logit pair (0, s) becomes (0, C tanh(s / T)), since tanh(0) = 0. Both
-code paths apply it in :meth:`Controller._shape`, so sampling and the teacher-forced
-log-probabilities (hence the gradient) see the same distribution.
+Two code paths share the same parameters: :meth:`Controller.step` runs one step for a batch of
+episodes in lockstep (sampling), and :meth:`Controller.forward` re-runs whole action sequences with
+teacher forcing through one fused ``nn.LSTM`` call (training: it recomputes log-probabilities exactly
+from the stored actions). Both apply ENAS's logit shaping (Pham et al. 2018; off by default) in
+:meth:`Controller._shape`, so sampling and the gradient see the same distribution.
 """
 
 from __future__ import annotations
@@ -71,18 +58,14 @@ def _pad_to(logits: torch.Tensor, num_actions: int) -> torch.Tensor:
 
 def apply_action_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Set the logits of invalid actions (``mask`` False) to -inf; ``mask`` broadcasts against ``logits``."""
-    if mask is None:
-        return logits
-    return logits.masked_fill(~mask.to(torch.bool), float("-inf"))
+    return logits if mask is None else logits.masked_fill(~mask.to(torch.bool), float("-inf"))
 
 
 def log_probs_and_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-softmax and entropy of (possibly -inf-masked) logits, without NaNs in values or gradients."""
     logp = torch.log_softmax(logits, dim=-1)
-    finite = torch.isfinite(logits)
     # masked_fill (not where) so that invalid entries give exact zeros, not 0 * -inf, in both passes
-    entropy = -(logp.exp() * logp.masked_fill(~finite, 0.0)).sum(-1)
-    return logp, entropy
+    return logp, -(logp.exp() * logp.masked_fill(~torch.isfinite(logits), 0.0)).sum(-1)
 
 
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None,
@@ -95,20 +78,10 @@ def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = Non
 def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One action per row, drawn from softmax(logits) by the Gumbel-max trick; -inf logits are never drawn.
 
-    Gumbel-max rather than ``multinomial(softmax(...))``: exact, a few elementwise ops, and
-    noise that can be drawn for a whole episode at once. (Softmax and multinomial on tiny
-    tensors also took milliseconds a call in a contended 2-thread process.)
+    Gumbel-max rather than ``multinomial(softmax(...))``: exact, a few elementwise ops (multinomial took
+    milliseconds a call on tiny tensors), and noise that can be drawn for a whole episode at once.
     """
     return torch.argmax(logits + gumbel_noise(logits.shape, generator, logits.device, logits.dtype), dim=-1)
-
-
-def check_logit_shaping(temperature: float, tanh_constant: float | None, op_tanh_reduce: float
-                        ) -> tuple[float, float | None, float]:
-    """The logit shaping as floats, or a ValueError naming a bad temperature, tanh constant or op tanh reduction."""
-    positive = {"minimum": 0, "above": True}
-    return (check_number("temperature", temperature, **positive),
-            check_optional("tanh_constant", tanh_constant, check_number, none="no squashing", **positive),
-            check_number("op_tanh_reduce", op_tanh_reduce, **positive))
 
 
 class Controller(nn.Module):
@@ -130,23 +103,16 @@ class Controller(nn.Module):
         op_tanh_reduce: non-skip tokens use ``C / op_tanh_reduce`` (ENAS micro: 2.5); skip tokens use C.
     """
 
-    def __init__(
-        self,
-        token_specs: Sequence[TokenSpec],
-        num_actions: int | None = None,
-        hidden_size: int = 35,
-        num_layers: int = 2,
-        embedding_size: int | None = None,
-        attention_size: int | None = None,
-        init_range: float = 0.08,
-        generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-        tanh_constant: float | None = None,
-        op_tanh_reduce: float = 1.0,
-    ) -> None:
+    def __init__(self, token_specs: Sequence[TokenSpec], num_actions: int | None = None, hidden_size: int = 35,
+                 num_layers: int = 2, embedding_size: int | None = None, attention_size: int | None = None,
+                 init_range: float = 0.08, generator: torch.Generator | None = None, temperature: float = 1.0,
+                 tanh_constant: float | None = None, op_tanh_reduce: float = 1.0) -> None:
         super().__init__()
-        self.temperature, self.tanh_constant, self.op_tanh_reduce = check_logit_shaping(
-            temperature, tanh_constant, op_tanh_reduce)
+        positive = {"minimum": 0, "above": True}
+        self.temperature = check_number("temperature", temperature, **positive)
+        self.tanh_constant = check_optional("tanh_constant", tanh_constant, check_number, none="no squashing",
+                                            **positive)
+        self.op_tanh_reduce = check_number("op_tanh_reduce", op_tanh_reduce, **positive)
         specs = tuple(token_specs)
         if not specs:
             raise ValueError("token_specs is empty")
@@ -162,10 +128,7 @@ class Controller(nn.Module):
         attention_size = attention_size or hidden_size
 
         # Token types in order of first appearance; a type's head has as many outputs as its largest token.
-        names: list[str] = []
-        for s in specs:
-            if s.name not in names:
-                names.append(s.name)
+        names = list(dict.fromkeys(s.name for s in specs))
         self.type_names: tuple[str, ...] = tuple(names)
         self.type_choices = {n: max(s.num_choices for s in specs if s.name == n) for n in names}
         self.step_types: tuple[str, ...] = tuple(s.name for s in specs)
@@ -179,11 +142,11 @@ class Controller(nn.Module):
             offsets[n] = row
             row += self.type_choices[n]
         self._input_offsets = [0] + [offsets[s.name] for s in specs[:-1]]  # step t reads token t-1's block
-        self.register_buffer("_input_offset_t", torch.tensor(self._input_offsets, dtype=torch.long), persistent=False)
+        self._index_buffer("_input_offset_t", self._input_offsets)
 
         self._anchor_source = self._plan_skips(specs)  # skip step -> anchor step of its source layer
         self._anchor_steps = frozenset(self._anchor_source.values())
-        self._steps_by_type = {n: [t for t, s in enumerate(self.step_types) if s == n] for n in names}
+        self.steps_by_type = {n: [t for t, s in enumerate(self.step_types) if s == n] for n in names}  # type -> steps
 
         with torch.random.fork_rng(devices=[]):  # default inits draw from the global RNG: keep it untouched
             self.embedding = nn.Embedding(row, embedding_size)
@@ -197,35 +160,27 @@ class Controller(nn.Module):
         self.reset_parameters(generator)
         # The fused LSTM's parameters per layer, for the one-cell-at-a-time path. Loading a
         # state dict or moving devices updates these Parameter objects in place.
-        self._cell_weights = [tuple(getattr(self.lstm, f"{w}_l{k}") for w in ("weight_ih", "weight_hh", "bias_ih",
-                                                                               "bias_hh"))
-                              for k in range(num_layers)]
+        weights = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        self._cell_weights = [tuple(getattr(self.lstm, f"{w}_l{k}") for w in weights) for k in range(num_layers)]
 
         # Teacher-forced forward: pieces are computed per type and put back in step order.
-        order = [t for n in names if n != SKIP_TOKEN for t in self._steps_by_type[n]]
+        order = [t for n in names if n != SKIP_TOKEN for t in self.steps_by_type[n]]
         skip_steps = sorted(self._anchor_source)
-        order += skip_steps
-        inverse = [0] * len(order)
-        for pos, t in enumerate(order):
-            inverse[t] = pos
-        self.register_buffer("_inverse_order", torch.tensor(inverse, dtype=torch.long), persistent=False)
-        self.register_buffer("_skip_steps", torch.tensor(skip_steps, dtype=torch.long), persistent=False)
-        self.register_buffer("_skip_sources", torch.tensor([self._anchor_source[t] for t in skip_steps],
-                                                           dtype=torch.long), persistent=False)
+        self._index_buffer("_inverse_order", torch.argsort(torch.tensor(order + skip_steps)))  # step -> position
+        self._index_buffer("skip_steps", skip_steps)  # the steps (sorted) whose token is a skip bit
+        self._index_buffer("_skip_sources", [self._anchor_source[t] for t in skip_steps])
         for n in self.heads:
-            self.register_buffer(f"_steps_{n}", torch.tensor(self._steps_by_type[n], dtype=torch.long),
-                                 persistent=False)
+            self._index_buffer(f"_steps_{n}", self.steps_by_type[n])
+
+    def _index_buffer(self, name: str, indices: Sequence[int] | torch.Tensor) -> None:
+        """Register step indices (long) that move with the module but stay out of its state dict."""
+        self.register_buffer(name, torch.as_tensor(indices, dtype=torch.long), persistent=False)
 
     @staticmethod
     def _plan_skips(specs: tuple[TokenSpec, ...]) -> dict[int, int]:
         """Map every skip step to the anchor step of the layer it may connect from."""
-        layer_order: list[int] = []
-        last_token: dict[int, int] = {}
-        for t, s in enumerate(specs):
-            if s.name != SKIP_TOKEN:
-                if s.layer not in last_token:
-                    layer_order.append(s.layer)
-                last_token[s.layer] = t
+        last_token = {s.layer: t for t, s in enumerate(specs) if s.name != SKIP_TOKEN}  # layer -> its last token
+        layer_order = list(last_token)  # in order of first appearance
         plan: dict[int, int] = {}
         seen: dict[int, int] = {}
         for t, s in enumerate(specs):
@@ -253,11 +208,6 @@ class Controller(nn.Module):
     @property
     def num_steps(self) -> int:
         return len(self.token_specs)
-
-    @property
-    def skip_steps(self) -> torch.Tensor:
-        """The steps (long, sorted) whose token is a skip bit, on the controller's device."""
-        return self._skip_steps
 
     # --- sampling: one step for a batch of episodes in lockstep -------------------------------
     def initial_state(self, batch_size: int) -> ControllerState:
@@ -301,7 +251,7 @@ class Controller(nn.Module):
             anchors = {**anchors, t: self.w_prev(x)}  # projected once, reused by every later skip bit
         name = self.step_types[t]
         if name == SKIP_TOKEN:
-            logits = F.pad(self.v(torch.tanh(anchors[self._anchor_source[t]] + self.w_curr(x))), (1, 0))
+            logits = self._skip_logits(anchors[self._anchor_source[t]], x)
         else:
             logits = self.heads[name](x)
         return self._shape(logits, name == SKIP_TOKEN), ControllerState(tuple(hs), tuple(cs), anchors, t + 1)
@@ -315,9 +265,12 @@ class Controller(nn.Module):
             logits = c * torch.tanh(logits)
         return logits
 
-    def _skip_logits(self, h_prev: torch.Tensor, h_curr: torch.Tensor) -> torch.Tensor:
-        """Two logits (no, yes) whose softmax is (1 - P, P), P = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))."""
-        return F.pad(self.v(torch.tanh(self.w_prev(h_prev) + self.w_curr(h_curr))), (1, 0))  # (0, score)
+    def _skip_logits(self, anchor: torch.Tensor, h_curr: torch.Tensor) -> torch.Tensor:
+        """Two logits (no, yes) whose softmax is (1 - P, P), P = sigmoid(v^T tanh(anchor + W_curr h_i)).
+
+        ``anchor`` is ``W_prev h_j``, the source layer's projected anchor.
+        """
+        return F.pad(self.v(torch.tanh(anchor + self.w_curr(h_curr))), (1, 0))  # (0, score)
 
     @torch.inference_mode()
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -345,7 +298,7 @@ class Controller(nn.Module):
         pieces = [_pad_to(self._shape(head(out[:, getattr(self, f"_steps_{n}")]), False), self.num_actions)
                   for n, head in self.heads.items()]
         if self._anchor_source:
-            skip_logits = self._skip_logits(out[:, self._skip_sources], out[:, self._skip_steps])
+            skip_logits = self._skip_logits(self.w_prev(out[:, self._skip_sources]), out[:, self.skip_steps])
             pieces.append(_pad_to(self._shape(skip_logits, True), self.num_actions))
         return torch.cat(pieces, dim=1)[:, self._inverse_order]
 

@@ -1,37 +1,22 @@
-"""Regularized (aging) evolution (Real et al. 2019): the strong non-RL baseline of NAS benchmarks.
+"""Regularized (aging) evolution (Real et al. 2019): the strong non-RL baseline of NAS benchmarks (docs/agents.md).
 
-A population of the ``population_size`` (P) most recent children. Each new child copies a
-parent, the best by reward of ``sample_size`` (S) members drawn uniformly without
-replacement (a tournament), and changes exactly one of its tokens to another valid choice.
-Once evaluated, the child joins the population and the oldest member leaves (aging: every
-architecture, however good, is eventually forgotten, which regularizes against children
-that scored well by luck). Until the population is full, children are uniform at random
-over the valid actions, like random search.
+A population of the ``population_size`` (P) most recent children. Each new child copies a parent, the
+best by reward of ``sample_size`` (S) members drawn uniformly without replacement (a tournament), and
+changes exactly one of its tokens to another valid choice; it joins, and the oldest member leaves. Until the
+population is full, children are uniform at random over the valid actions, like random search. A batch of
+``children_per_update`` (m) children is proposed at once from the population as it stands and taken in
+at the update (m = 1: the paper's sequential algorithm; m must be a multiple of ``num_envs``).
 
-Batching: a batch of ``children_per_update`` (m) children is proposed at once from the
-population as it stands (tournaments and mutation positions drawn at ``_begin_batch``), and
-the population takes in all m results at the update. m = 1 is the paper's sequential
-algorithm; m must be a multiple of the vector env's ``num_envs`` (the base loop fills an
-update with whole lockstep batches), so pass m = num_envs, or more, to train children at once.
-The runner passes its ``--children-per-update`` (5 by default).
+Tokens are emitted under the env's masks: the mutated token takes a uniform choice among the step's valid
+actions other than the parent's. The mutation position is uniform among the parent's tokens that had at
+least two valid actions when the parent was sampled; should the mask now leave it no alternative, the
+mutation moves to the next token that has one (and a parent's token that the mask now forbids is replaced
+at random; before the mutation, that change is the mutation). A child deeper than its parent (a depth
+curriculum) gets uniform random tokens past the parent's end. Children whose status is not ``ok`` join
+the population with the (low) reward the env gave them.
 
-Tokens are emitted as the rollout goes, under the env's masks: the mutated token takes a
-uniform choice among the valid actions of that step other than the parent's. The mutation
-position is uniform among the parent's tokens that had at least two valid actions when the
-parent was sampled (so a token with a single choice is never picked); should the mask now
-leave it no alternative, the mutation moves to the next token that has one (and a parent's token
-that the mask now forbids is replaced at random; before the mutation, that change is the
-mutation). Under a depth
-curriculum, a child deeper than its parent gets uniform random tokens past the parent's end;
-a child's actions are the steps actually taken. Children whose status is not ``ok`` (diverged,
-out of memory, failed) join the population with the (low) reward the env gave them.
-
-All randomness comes from one seeded numpy generator; the checkpoint holds its state and the
-population (actions, rewards, birth indices), so a resumed search continues exactly.
-
-On Ray (``nasrl-search --backend ray --agent evolution --num-envs N``) this same loop runs in the
-driver over a :class:`~agents.experiment.distributed.vector.RayVectorEnv`: each lockstep batch's children
-train as Ray tasks at once, and the run records what a local run with the same flags records.
+All randomness comes from one seeded numpy generator; the checkpoint holds its state and the population,
+so a resumed search (local or on Ray) continues exactly.
 """
 
 from __future__ import annotations
@@ -60,7 +45,7 @@ class EvolutionOptions(AgentOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "population_size", check_int("population_size", self.population_size, minimum=1))
+        self._check("population_size", check_int, minimum=1)
         if not is_int(self.sample_size) or not 1 <= self.sample_size <= self.population_size:
             raise ValueError(f"sample_size must be an integer in 1..population_size={self.population_size}, "
                              f"got {self.sample_size!r}")
@@ -151,22 +136,14 @@ class EvolutionAgent(NumpyGeneratorAgent):
 
     # --- state ---------------------------------------------------------------------------
     def _policy_state(self) -> dict[str, Any]:
-        # Plain lists, so the checkpoint loads with torch.load(weights_only=True).
-        return {"population": {
-            "born": [m.born for m in self.population],
-            "actions": [list(m.actions) for m in self.population],
-            "rewards": [m.reward for m in self.population],
-            "mutable": [list(m.mutable) for m in self.population],
-        }}
+        pop = self.population  # as plain lists, so the checkpoint loads with torch.load(weights_only=True)
+        return {"population": {"born": [m.born for m in pop], "actions": [list(m.actions) for m in pop],
+                               "rewards": [m.reward for m in pop], "mutable": [list(m.mutable) for m in pop]}}
 
     def _load_policy_state(self, state: dict[str, Any]) -> None:
         pop = state.get("population")
         if pop is None:
             raise ValueError("the checkpoint has no `population`: it was not written by an evolution agent")
-        fields = ("born", "actions", "rewards", "mutable")
-        if len({len(pop[f]) for f in fields}) != 1:
-            raise ValueError(f"the checkpoint's population fields differ in length: "
-                             f"{ {f: len(pop[f]) for f in fields} }")
         if len(pop["born"]) > self.options.population_size:
             raise ValueError(f"the checkpoint's population has {len(pop['born'])} members, more than "
                              f"population_size={self.options.population_size}")

@@ -29,9 +29,6 @@ class RandomSearchAgent(NumpyGeneratorAgent):
     def __init__(self, seed: int = 0, *, options: RandomSearchOptions | None = None, **knobs: Any) -> None:
         super().__init__(seed, options_from(RandomSearchOptions, self.name, options, knobs, ("seed", "options")))
 
-    def _begin_batch(self, batch_size: int) -> None:
-        pass
-
     def _act(self, step: int, masks: np.ndarray, live: np.ndarray) -> np.ndarray:
         actions = np.zeros(len(live), dtype=np.int64)
         for i in np.flatnonzero(live):

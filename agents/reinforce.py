@@ -11,11 +11,7 @@ baseline (except in the very first update, whose baseline is its own mean reward
 controller on the stored actions under the stored masks (teacher forcing), so :func:`reinforce_loss`
 can be checked against an independent gradient.
 
-Our default (:class:`ReinforceOptions`) is the paper's controller and REINFORCE with four changes: lr 0.05, an
-entropy bonus of 0.02, never drawing a known architecture again (``unique_children``) and priority-queue
-training on the 10 best architectures seen (``queue_size``, ``queue_coef``; Abolafia et al. 2018). On
-NAS-Bench-201 the paper's settings tie random search within 200 children and the earlier default (lr 0.01
-and the bonus) never caught regularized evolution; this one does (docs/controller_study.md).
+Our default (:class:`ReinforceOptions`) is the paper's controller and REINFORCE with four changes (docs/agents.md);
 ``preset="paper"`` is Zoph & Le's training exactly. The study, the preset's reading and each option's exact
 definition: docs/controller_study.md.
 """
@@ -35,12 +31,7 @@ import numpy as np
 import torch
 
 from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats, options_from
-from agents.controller import (
-    Controller,
-    apply_action_mask,
-    gumbel_noise,
-    log_probs_and_entropy,
-)
+from agents.controller import Controller, apply_action_mask, gumbel_noise, log_probs_and_entropy
 from nas_env.checks import check_bool, check_choice, check_fraction, check_int, check_number, check_optional
 from nas_env.spaces.base import TokenSpec
 
@@ -90,12 +81,10 @@ class ReinforceOptions(AgentOptions):
     every choice is), and learning uses those masks. Exact where the env's masks do not depend on earlier
     tokens."""
     top_fraction: float = 1.0
-    """Risk-seeking policy gradient (Petersen et al. 2021): learn only from the batch's best ``top_fraction`` of
-    children, with the batch's ``1 - top_fraction`` reward quantile as their baseline (1.0: every child, the EMA
-    baseline)."""
+    """Risk-seeking policy gradient (Petersen et al. 2021): learn only from the batch's best ``top_fraction``,
+    with the batch's ``1 - top_fraction`` reward quantile as their baseline (1.0: every child, the EMA one)."""
     queue_size: int = 10
-    """Priority-queue training (Abolafia et al. 2018): keep the best ``queue_size`` distinct architectures seen
-    (0: off)."""
+    """Priority-queue training (Abolafia et al. 2018): keep the best ``queue_size`` distinct architectures (0: off)."""
     queue_coef: float = 0.5
     """Weight of the queue's log-likelihood (maximised beside the policy gradient; 0: off)."""
     controller_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -104,29 +93,23 @@ class ReinforceOptions(AgentOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         positive = {"minimum": 0, "above": True}
-        checked = {
-            "lr": check_number("lr", self.lr, **positive),
-            "baseline_decay": check_fraction("baseline_decay", self.baseline_decay),
-            "baseline_init": check_optional("baseline_init", self.baseline_init, check_number,
-                                            none="the first update's mean reward"),
-            "entropy_coef": check_number("entropy_coef", self.entropy_coef, minimum=0),
-            "max_grad_norm": check_optional("max_grad_norm", self.max_grad_norm, check_number, none="no clipping",
-                                            **positive),
-            "temperature": check_number("temperature", self.temperature, **positive),
-            "tanh_constant": check_optional("tanh_constant", self.tanh_constant, check_number, none="no squashing",
-                                            **positive),
-            "op_tanh_reduce": check_number("op_tanh_reduce", self.op_tanh_reduce, **positive),
-            "skip_penalty": check_number("skip_penalty", self.skip_penalty, minimum=0),
-            "skip_target": check_fraction("skip_target", self.skip_target, zero=False),
-            "normalize_advantage": check_bool("normalize_advantage", self.normalize_advantage),
-            "ppo_epochs": check_int("ppo_epochs", self.ppo_epochs, minimum=1),
-            "clip_ratio": check_optional("clip_ratio", self.clip_ratio, check_fraction, zero=False,
-                                         none="the unclipped surrogate"),
-            "unique_children": check_bool("unique_children", self.unique_children),
-            "top_fraction": check_fraction("top_fraction", self.top_fraction, zero=False, one=True),
-            "queue_size": check_int("queue_size", self.queue_size, minimum=0),
-            "queue_coef": check_number("queue_coef", self.queue_coef, minimum=0),
-        }
+        self._check("lr", check_number, **positive)
+        self._check("baseline_decay", check_fraction)
+        self._check("baseline_init", check_optional, check_number, none="the first update's mean reward")
+        self._check("entropy_coef", check_number, minimum=0)
+        self._check("max_grad_norm", check_optional, check_number, none="no clipping", **positive)
+        self._check("temperature", check_number, **positive)
+        self._check("tanh_constant", check_optional, check_number, none="no squashing", **positive)
+        self._check("op_tanh_reduce", check_number, **positive)
+        self._check("skip_penalty", check_number, minimum=0)
+        self._check("skip_target", check_fraction, zero=False)
+        self._check("normalize_advantage", check_bool)
+        self._check("ppo_epochs", check_int, minimum=1)
+        self._check("clip_ratio", check_optional, check_fraction, zero=False, none="the unclipped surrogate")
+        self._check("unique_children", check_bool)
+        self._check("top_fraction", check_fraction, zero=False, one=True)
+        self._check("queue_size", check_int, minimum=0)
+        self._check("queue_coef", check_number, minimum=0)
         if not isinstance(self.controller_kwargs, dict):
             raise ValueError(f"controller_kwargs must be a dict of Controller arguments, "
                              f"got {self.controller_kwargs!r}")
@@ -134,9 +117,7 @@ class ReinforceOptions(AgentOptions):
         if reserved:
             raise ValueError(f"controller_kwargs may not set {reserved}: the agent sets them (temperature, "
                              f"tanh_constant and op_tanh_reduce are agent arguments)")
-        checked["controller_kwargs"] = copy.deepcopy(self.controller_kwargs)
-        for name, value in checked.items():  # frozen: the checked values replace the given ones once, here
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "controller_kwargs", copy.deepcopy(self.controller_kwargs))
 
 
 DEFAULTS = ReinforceOptions()  # our default (preset=None)
@@ -159,9 +140,9 @@ def resolve_options(preset: str | None, options: ReinforceOptions | None, knobs:
     ValueError names the first clash. An unknown knob is a ValueError listing the allowed ones.
     """
     check_choice("preset", preset, (None, *PRESETS))
+    resolved = options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)  # unknown, bad values
     if preset is None:
-        return options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)
-    options_from(ReinforceOptions, "reinforce", options, knobs, AGENT_ARGUMENTS)  # unknown names, bad values first
+        return resolved
     base = PRESETS[preset]
     given = {**(dataclasses.asdict(options) if options is not None else {}), **knobs}
     for k in STUDY_KNOBS:
@@ -203,21 +184,10 @@ class ReinforceLoss:
     ratios: torch.Tensor | None = None  # per-episode importance ratios (only with old_log_probs)
 
 
-def reinforce_loss(
-    controller: Controller,
-    actions: torch.Tensor,
-    rewards: torch.Tensor,
-    baseline: float | torch.Tensor,
-    masks: torch.Tensor | None = None,
-    step_mask: torch.Tensor | None = None,
-    entropy_coef: float = 0.0,
-    *,
-    advantage_scale: float = 1.0,
-    skip_penalty: float = 0.0,
-    skip_target: float = 0.4,
-    old_log_probs: torch.Tensor | None = None,
-    clip_ratio: float | None = None,
-) -> ReinforceLoss:
+def reinforce_loss(controller: Controller, actions: torch.Tensor, rewards: torch.Tensor, baseline: float | torch.Tensor,
+                   masks: torch.Tensor | None = None, step_mask: torch.Tensor | None = None, entropy_coef: float = 0.0,
+                   *, advantage_scale: float = 1.0, skip_penalty: float = 0.0, skip_target: float = 0.4,
+                   old_log_probs: torch.Tensor | None = None, clip_ratio: float | None = None) -> ReinforceLoss:
     """The REINFORCE loss of m children, whose gradient is minus the paper's policy-gradient estimate.
 
     ``loss = -(1/m) sum_k A_k sum_t log P(a_t^k | a_<t^k) - entropy_coef * (1/m) sum_k sum_t H_t^k
@@ -229,10 +199,8 @@ def reinforce_loss(
         baseline: b (no gradient flows through it).
         masks: m x T x A (bool) action masks the actions were sampled under (None: heads only).
         step_mask: m x T (bool) steps actually taken (None: all).
-        entropy_coef: weight of the entropy bonus (summed over steps like the log-probabilities).
-        advantage_scale: the advantages' divisor (the running reward std under normalisation).
-        skip_penalty: weight of the mean KL of the skip tokens taken (with both choices valid) to the target.
-        skip_target: the target skip probability, in (0, 1).
+        skip_penalty: weight of the mean KL of the skip tokens taken (with both choices valid) to the target
+            skip probability ``skip_target``, in (0, 1).
         old_log_probs: m episode log-probabilities under the policy that sampled them: the policy term
             becomes PPO's surrogate ``-(1/m) sum_k min(r_k A_k, clip(r_k) A_k)``, ``r_k = exp(log P - old)``.
         clip_ratio: PPO's eps (None: the unclipped surrogate ``r_k A_k``); used only with ``old_log_probs``.
@@ -314,13 +282,10 @@ class ReinforceAgent(EpisodicSearchAgent):
         device: torch device of the controller (it is tiny: "cpu" is fastest).
         num_threads: torch intra-op threads for the agent's own work (sampling and updates; None:
             leave torch's setting). The caller's setting is restored after each batch and around
-            the env steps that evaluate a child (the last token), so a child's training keeps it.
-            1 by default: on tensors this small, extra threads only add synchronisation (on 2
-            busy cores, an 8-row LSTM cell took 92 us at 2 threads vs 28 us at 1; an update of
-            8 x 150 tokens 126 ms vs 7 ms).
+            the env steps that evaluate a child, so a child's training keeps it. 1 by default: on tensors
+            this small, extra threads only add synchronisation (2 threads on 2 busy cores: an LSTM cell
+            3x, an update 18x slower).
         **knobs: any field of :class:`ReinforceOptions` (``lr=0.003``), on top of ``options`` or the preset.
-
-    ``agent.lr`` (any option) reads ``agent.options``; :meth:`config` records every option.
     """
 
     name: ClassVar[str] = "reinforce"
@@ -377,9 +342,6 @@ class ReinforceAgent(EpisodicSearchAgent):
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=o.lr)
         # the most architectures that can follow each prefix length (the product of the later tokens' choices)
         self._completions = [math.prod(s.num_choices for s in token_specs[k:]) for k in range(len(token_specs) + 1)]
-        types = self.controller.step_types
-        self._steps_by_type = {n: np.array([t for t, s in enumerate(types) if s == n])
-                               for n in self.controller.type_names}
 
     def _begin_batch(self, batch_size: int) -> None:
         self._state = self.controller.initial_state(batch_size)
@@ -400,26 +362,25 @@ class ReinforceAgent(EpisodicSearchAgent):
         scores = logits + self._noise[step, :, : logits.shape[1]]
         if not valid.all():  # usually the mask is exactly the token's choices: nothing to add
             scores = scores + torch.from_numpy(np.where(valid, 0.0, -np.inf)).to(self.device, scores.dtype)
+        actions = torch.argmax(scores, dim=1)
         if self.options.unique_children and self._remembering:
-            actions = self._draw_unique(step, scores, masks, live)
-        else:
-            actions = torch.argmax(scores, dim=1)
+            self._draw_unique(step, actions, scores, masks, live)
         self._prev = actions
         self._taken.append(actions.cpu().numpy())
         return self._taken[-1]
 
-    def _draw_unique(self, step: int, scores: torch.Tensor, masks: np.ndarray, live: np.ndarray) -> torch.Tensor:
-        """Each live row's token, never entering a prefix whose every completion was drawn before.
+    def _draw_unique(self, step: int, actions: torch.Tensor, scores: torch.Tensor, masks: np.ndarray,
+                     live: np.ndarray) -> None:
+        """Redraw (in ``actions``) each live row's token that enters a prefix whose every completion was drawn.
 
         Narrows ``masks`` in place (the loop records them, so the gradient is that of what was sampled). A row
         whose every valid choice is used up keeps its masks (and draws a repeat). Rows go one by one at the last
         token, so one batch never draws an architecture twice either.
         """
-        actions = torch.argmax(scores, dim=1)
         last = step == self.controller.num_steps - 1
         capacity = self._completions[step + 1]
         if capacity > TRACKED_COMPLETIONS and not last:  # no search draws that many children: nothing is used up
-            return actions
+            return
         width = scores.shape[1]
         for i in np.flatnonzero(live):
             prefix = tuple(int(a[i]) for a in self._taken)
@@ -431,7 +392,6 @@ class ReinforceAgent(EpisodicSearchAgent):
             if last:
                 self._count((*prefix, int(actions[i])))
                 self._drawing.append((*prefix, int(actions[i])))
-        return actions
 
     def _count(self, actions: tuple[int, ...]) -> None:
         """Count a newly drawn architecture under each prefix that could be used up (a repeat counts once)."""
@@ -464,19 +424,15 @@ class ReinforceAgent(EpisodicSearchAgent):
         stats, batch = self._first_gradient(episodes)
         self.optimizer.step()
         for _ in range(1, self.options.ppo_epochs):  # PPO's further steps on the same batch (docs/controller_study.md)
-            out = self._loss(batch, old_log_probs=batch.old_log_probs)
-            self.controller.zero_grad(set_to_none=True)
-            out.loss.backward()
-            self._clip_gradient()
+            self._backward(self._loss(batch, old_log_probs=batch.old_log_probs).loss)
             self.optimizer.step()
         return stats
 
     def policy_gradient(self, episodes: list[Episode]) -> UpdateStats:
         """The REINFORCE gradient of ``episodes``, left (clipped) in the controller's ``.grad``; no optimizer step.
 
-        Also moves the baseline (and the running reward variance) on by these children's rewards.
-        Split from the step so that a distributed replica can push the gradient to parameter
-        servers instead of applying it; that is one gradient per batch, so ``ppo_epochs > 1`` is refused.
+        Also moves the baseline (and the running reward variance) on. For a distributed replica, which pushes
+        the gradient to parameter servers: one gradient per batch, so ``ppo_epochs > 1`` is refused.
         """
         if self.options.ppo_epochs > 1:
             raise ValueError(f"ppo_epochs={self.options.ppo_epochs}: several gradient steps per batch run only in the "
@@ -518,13 +474,15 @@ class ReinforceAgent(EpisodicSearchAgent):
                     best[key] = Episode(-1, ep.actions.copy(), ep.masks.copy(), float(ep.reward), {})
             self.queue = sorted(best.values(), key=lambda ep: -ep.reward)[: self.options.queue_size]
 
-    def _clip_gradient(self) -> float:
+    def _backward(self, loss: torch.Tensor) -> float:
+        """The gradient of ``loss`` in ``.grad``, clipped; returns its norm before clipping."""
+        self.controller.zero_grad(set_to_none=True)
+        loss.backward()
         max_norm = self.options.max_grad_norm if self.options.max_grad_norm is not None else float("inf")
         return float(torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm))
 
     def _first_gradient(self, episodes: list[Episode]) -> tuple[UpdateStats, _Batch]:
         """The plain REINFORCE gradient in ``.grad``, the update's stats and its batch; moves the baseline on."""
-        m = len(episodes)
         self._remember(episodes)
         rewards = np.array([ep.reward for ep in episodes], dtype=np.float64)
         baseline = ema = float(rewards.mean()) if self.baseline is None else self.baseline
@@ -536,36 +494,30 @@ class ReinforceAgent(EpisodicSearchAgent):
         if self.options.normalize_advantage:  # the std before this update's rewards, like the baseline
             var = float(np.mean((rewards - baseline) ** 2)) if self.reward_var is None else self.reward_var
             scale = math.sqrt(var) + ADVANTAGE_EPS
-        dev = self.device
-        learn_rewards = torch.tensor([ep.reward for ep in learn_from], dtype=torch.float32, device=dev)
+        learn_rewards = torch.tensor([ep.reward for ep in learn_from], dtype=torch.float32, device=self.device)
         batch = _Batch(*self._tensors(learn_from), learn_rewards, baseline, scale, torch.empty(0),
                        self._tensors(self.queue) if self.queue else None)
         taken = batch.taken.cpu().numpy()
         out = self._loss(batch)
         batch.old_log_probs = out.log_probs.detach().sum(1)
-        self.controller.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = self._clip_gradient()
+        grad_norm = self._backward(out.loss)
 
         # The baseline (and variance) take in this update's rewards only after the advantages used the old values.
-        b = ema
+        b, d = ema, self.options.baseline_decay
         for r in rewards:
             if var is not None:
                 delta = float(r) - b
-                var = self.options.baseline_decay * (var + (1.0 - self.options.baseline_decay) * delta * delta)
-            b = self.options.baseline_decay * b + (1.0 - self.options.baseline_decay) * float(r)
-        self.baseline = b
-        self.reward_var = var
+                var = d * (var + (1.0 - d) * delta * delta)
+            b = d * b + (1.0 - d) * float(r)
+        self.baseline, self.reward_var = b, var
 
         ent = out.entropies.detach().cpu().numpy()
         per_type = {name: float(ent[:, steps][taken[:, steps]].mean())
-                    for name, steps in self._steps_by_type.items() if taken[:, steps].any()}
-        stats = UpdateStats(
-            update=self.updates_done, children_done=self.children_done, num_children=m,
-            reward_mean=float(rewards.mean()), reward_max=float(rewards.max()), baseline=baseline,
-            advantage_mean=float((rewards.mean() - baseline) / scale), policy_loss=float(out.policy_loss.detach()),
-            entropy=float(out.entropy.detach()), entropy_per_type=per_type, grad_norm=grad_norm,
-        )
+                    for name, steps in self.controller.steps_by_type.items() if taken[:, steps].any()}
+        stats = dataclasses.replace(
+            self._reward_stats(episodes), baseline=baseline, advantage_mean=float((rewards.mean() - baseline) / scale),
+            policy_loss=float(out.policy_loss.detach()), entropy=float(out.entropy.detach()),
+            entropy_per_type=per_type, grad_norm=grad_norm)
         return stats, batch
 
     # --- state ---------------------------------------------------------------------------
@@ -579,9 +531,7 @@ class ReinforceAgent(EpisodicSearchAgent):
         return {
             "controller": copy.deepcopy(self.controller.state_dict()) if self.controller is not None else None,
             "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
-            "baseline": self.baseline,
-            "reward_var": self.reward_var,
-            "drawn": sorted(self.drawn),
+            "baseline": self.baseline, "reward_var": self.reward_var, "drawn": sorted(self.drawn),
             "queue": [(torch.from_numpy(ep.actions.copy()), torch.from_numpy(ep.masks.copy()), ep.reward)
                       for ep in self.queue],
         }

@@ -1,49 +1,42 @@
-"""stable-baselines3 / sb3-contrib algorithms as search agents, driven by the runner like our own.
+"""stable-baselines3 / sb3-contrib algorithms as search agents, driven by the runner like our own (docs/agents.md).
 
-The env is used unmodified: PPO, A2C, DQN and RecurrentPPO see the plain ``Discrete`` action
-space and rely on the env's ``invalid_action`` policy ("penalize" by default: the episode
-ends with reward -1 and no child is trained); MaskablePPO reads ``action_masks()``.
-A callback turns every finished episode into a :class:`ChildRecord`; episodes that ended
-on an invalid action are counted (``invalid_episodes``) but are not children, so
-``num_children`` counts trained architectures for every agent alike.
-
-Defaults sized for NAS episodes (override any of them with keyword arguments): PPO and
-RecurrentPPO collect ``children_per_update`` episodes per update (``n_steps`` = m x episode
-length / envs) in minibatches of one episode length; A2C updates after every episode;
-DQN keeps SB3's defaults, with its exploration schedule over the whole child budget.
+The env is used unmodified (MaskablePPO reads ``action_masks()``; the others rely on its
+``invalid_action`` policy). Episodes that ended on an invalid action are counted
+(``invalid_episodes``) but are not children, so ``num_children`` counts trained architectures for
+every agent alike. Defaults sized for NAS episodes (override any with keyword arguments): PPO and
+RecurrentPPO collect ``children_per_update`` episodes per update in minibatches of one episode
+length; A2C updates after every episode; DQN keeps SB3's defaults.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from agents.base import ChildRecord, SearchAgent, UpdateStats
+from agents.base import AnyEnv, ChildRecord, OnChild, OnUpdate, SearchAgent, UpdateStats
 from nas_env.checks import check_int
 
-SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
+ALGO_CLASSES = {"ppo": ("stable_baselines3", "PPO"), "a2c": ("stable_baselines3", "A2C"),
+                "dqn": ("stable_baselines3", "DQN"), "maskable_ppo": ("sb3_contrib", "MaskablePPO"),
+                "recurrent_ppo": ("sb3_contrib", "RecurrentPPO")}  # name -> (module, class)
+SB3_ALGOS = tuple(ALGO_CLASSES)
 MAX_EPISODES_PER_CHILD = 200  # stop an agent that almost never emits a valid architecture
 
 
 def algorithm_class(name: str) -> type:
     """The SB3 class for ``name`` (imported lazily: sb3 is an optional extra)."""
+    if name not in ALGO_CLASSES:
+        raise ValueError(f"unknown SB3 algorithm {name!r}; allowed: {', '.join(SB3_ALGOS)}")
+    module, cls = ALGO_CLASSES[name]
     try:
-        if name in ("ppo", "a2c", "dqn"):
-            import stable_baselines3 as sb3
-
-            return {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[name]
-        if name in ("maskable_ppo", "recurrent_ppo"):
-            import sb3_contrib
-
-            return {"maskable_ppo": sb3_contrib.MaskablePPO, "recurrent_ppo": sb3_contrib.RecurrentPPO}[name]
+        return getattr(importlib.import_module(module), cls)
     except ImportError as e:
         raise ImportError(f"agent {name!r} needs stable-baselines3 and sb3-contrib: pip install -e '.[sb3]'") from e
-    raise ValueError(f"unknown SB3 algorithm {name!r}; allowed: {', '.join(SB3_ALGOS)}")
 
 
 def int_flatten_extractor() -> type:
@@ -78,16 +71,12 @@ class SB3Agent(SearchAgent):
         self.children_per_update = check_int("children_per_update", children_per_update, minimum=1)
         self.device = device
         self.algo_kwargs = dict(algo_kwargs)
-        self.children_done = 0
-        self.episodes = 0
-        self.invalid_episodes = 0
-        self.updates_done = 0
+        self.children_done = self.episodes = self.invalid_episodes = self.updates_done = 0
         self.model: Any = None
         self._saved_model: bytes | None = None
 
     # --- SearchAgent -----------------------------------------------------------------------
-    def run(self, envs: gym.vector.VectorEnv | gym.Env, num_children: int, on_child: Callable[[ChildRecord], None],
-            on_update: Callable[[UpdateStats], None] | None = None) -> None:
+    def run(self, envs: AnyEnv, num_children: int, on_child: OnChild, on_update: OnUpdate | None = None) -> None:
         from stable_baselines3.common.callbacks import BaseCallback
 
         venv = self._vec_env(envs)
@@ -97,10 +86,10 @@ class SB3Agent(SearchAgent):
             if self._saved_model is not None:
                 self.model = cls.load(io.BytesIO(self._saved_model), env=venv, device=self.device)
             else:
-                defaults = self._defaults(episode_len, venv.num_envs)
-                kwargs = {**defaults, **self.algo_kwargs}
-                if "policy_kwargs" in defaults:  # already merged with the user's policy_kwargs
-                    kwargs["policy_kwargs"] = defaults["policy_kwargs"]
+                kwargs = {**self._defaults(episode_len, venv.num_envs), **self.algo_kwargs}
+                if self.algo == "recurrent_ppo":  # its nn.LSTM rejects the numpy int that SB3 computes as input size
+                    kwargs["policy_kwargs"] = {"features_extractor_class": int_flatten_extractor(),
+                                               **kwargs.get("policy_kwargs", {})}
                 self.model = cls(self._policy(), venv, seed=self.seed, device=self.device, verbose=0, **kwargs)
         else:
             self.model.set_env(venv)
@@ -177,17 +166,11 @@ class SB3Agent(SearchAgent):
     def _defaults(self, episode_len: int, num_envs: int) -> dict[str, Any]:
         if self.algo in ("ppo", "maskable_ppo", "recurrent_ppo"):
             n_steps = max(2, math.ceil(self.children_per_update * episode_len / num_envs))
-            defaults: dict[str, Any] = {"n_steps": n_steps, "batch_size": min(episode_len, n_steps * num_envs)}
-            if self.algo == "recurrent_ppo":  # its nn.LSTM rejects the numpy int that SB3 computes as input size
-                defaults["policy_kwargs"] = {"features_extractor_class": int_flatten_extractor(),
-                                             **self.algo_kwargs.get("policy_kwargs", {})}
-            return defaults
-        if self.algo == "a2c":
-            return {"n_steps": episode_len}
-        return {}
+            return {"n_steps": n_steps, "batch_size": min(episode_len, n_steps * num_envs)}
+        return {"n_steps": episode_len} if self.algo == "a2c" else {}
 
     @staticmethod
-    def _vec_env(envs: gym.vector.VectorEnv | gym.Env) -> Any:
+    def _vec_env(envs: AnyEnv) -> Any:
         from stable_baselines3.common.monitor import Monitor
         from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -200,8 +183,7 @@ class SB3Agent(SearchAgent):
                             f"got {type(envs).__name__}")
         return DummyVecEnv([lambda e=e: Monitor(e) for e in subs])
 
-    def _episode_end(self, reward: float, info: dict[str, Any], on_child: Callable[[ChildRecord], None],
-                     rewards: list[float]) -> None:
+    def _episode_end(self, reward: float, info: dict[str, Any], on_child: OnChild, rewards: list[float]) -> None:
         self.episodes += 1
         if info.get("status") == "invalid_action":
             self.invalid_episodes += 1

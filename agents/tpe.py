@@ -6,16 +6,12 @@ choice indices), so TPE proposes whole architectures; the env is then stepped wi
 update tells each trial its reward (maximised). Children whose status is not ``ok`` are told the
 (low) reward the env gave them.
 
-Settings (:class:`TPEOptions`) are passed to Optuna explicitly, so results do not depend on the
-installed version's defaults; ``multivariate=True`` is far stronger on NAS-Bench-201, where edges
-interact.
+Settings: :class:`TPEOptions`; ``multivariate=True`` is far stronger on NAS-Bench-201, where edges interact.
 
 Exact resume: each child's sampler is a fresh ``TPESampler`` seeded from (seed, child index), so a
 proposal depends only on the history told so far; the checkpoint holds that history (actions and
-rewards), and a resumed agent replays it into a new study.
-
-Optuna is an optional dependency (``pip install nasrl[tpe]``): it is imported only when the agent
-samples, with an ImportError naming the extra when it is missing.
+rewards), and a resumed agent replays it into a new study. Optuna is an optional dependency
+(``pip install nasrl[tpe]``), imported only when the agent samples.
 """
 
 from __future__ import annotations
@@ -56,9 +52,9 @@ class TPEOptions(AgentOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "multivariate", check_bool("multivariate", self.multivariate))
-        object.__setattr__(self, "n_startup_trials", check_int("n_startup_trials", self.n_startup_trials, minimum=0))
-        object.__setattr__(self, "constant_liar", check_bool("constant_liar", self.constant_liar))
+        self._check("multivariate", check_bool)
+        self._check("n_startup_trials", check_int, minimum=0)
+        self._check("constant_liar", check_bool)
 
 
 class TPEAgent(EpisodicSearchAgent):
@@ -155,13 +151,7 @@ class TPEAgent(EpisodicSearchAgent):
         self._trials = []
         return self._reward_stats(episodes)
 
-    # --- state ---------------------------------------------------------------------------
-    def _rng_state(self) -> dict[str, Any]:
-        return {}  # every sampler is seeded from (seed, child index): there is no generator state to keep
-
-    def _set_rng_state(self, state: Any) -> None:
-        pass
-
+    # --- state (no generator: every sampler is seeded from (seed, child index)) ---------------
     def _policy_state(self) -> dict[str, Any]:
         # Plain lists, so the checkpoint loads with torch.load(weights_only=True).
         return {"history": {"actions": [list(a) for a, _ in self.history], "rewards": [r for _, r in self.history]}}

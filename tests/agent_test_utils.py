@@ -6,9 +6,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 import nas_env  # noqa: F401  (registers the environments)
 from agents import ChildRecord, SearchAgent, UpdateStats
+from nas_env.spaces.base import TokenSpec
 from nas_env.spaces.cnn import CNNArchitecture
 
 
@@ -27,6 +29,43 @@ def run_agent(agent: SearchAgent, env: Any, num_children: int) -> tuple[list[Chi
     updates: list[UpdateStats] = []
     agent.run(env, num_children, children.append, updates.append)
     return children, updates
+
+
+def resumed_from(agent: SearchAgent, env: Any, num_children: int, save_at: int, path: Any) -> SearchAgent:
+    """Run ``agent`` to ``num_children``, saving it when ``save_at`` children are done (from ``on_update``, as the
+    runner does); returns a fresh agent loaded from that save."""
+
+    def save(stats: UpdateStats) -> None:
+        if stats.children_done == save_at:
+            agent.save(path)
+
+    agent.run(env, num_children, lambda c: None, save)  # goes on past the save: must not matter
+    return type(agent).load(path)
+
+
+def reference_rows(specs: tuple[TokenSpec, ...]) -> dict[str, int]:
+    """The controller's embedding rows, from its documented layout: 0 = start, then one block per token type
+    (as many rows as its largest token's choices) in order of first appearance."""
+    rows, offset = {}, 1
+    for s in specs:
+        if s.name not in rows:
+            rows[s.name] = offset
+            offset += max(x.num_choices for x in specs if x.name == s.name)
+    return rows
+
+
+def reference_lstm_step(p: dict[str, torch.Tensor], x: torch.Tensor, h: list[torch.Tensor],
+                        c: list[torch.Tensor]) -> torch.Tensor:
+    """One step of the controller's stacked LSTM from the LSTM equations (``h`` and ``c`` updated in place);
+    returns the top layer's output."""
+    for k in range(len(h)):
+        gates = (p[f"lstm.weight_ih_l{k}"] @ x + p[f"lstm.bias_ih_l{k}"]
+                 + p[f"lstm.weight_hh_l{k}"] @ h[k] + p[f"lstm.bias_hh_l{k}"])
+        i, f, g, o = gates.chunk(4)
+        c[k] = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
+        h[k] = torch.sigmoid(o) * torch.tanh(c[k])
+        x = h[k]
+    return x
 
 
 def actions_of(env: gym.Env | gym.vector.VectorEnv, child: ChildRecord) -> list[int]:

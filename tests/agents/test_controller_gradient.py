@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from agent_test_utils import reference_lstm_step, reference_rows
 
 from agents.controller import SKIP_TOKEN, Controller, apply_action_mask, sample_from_logits
 from agents.reinforce import reinforce_loss
@@ -36,12 +37,7 @@ def reference_log_prob(ctrl: Controller, actions: tuple[int, ...]) -> torch.Tens
     """log P(actions), written from the paper's equations, not from the controller's code."""
     p = dict(ctrl.named_parameters())
     specs = ctrl.token_specs
-    # embedding rows: 0 = start, then one block per token type in order of first appearance
-    rows, offset = {}, 1
-    for s in specs:
-        if s.name not in rows:
-            rows[s.name] = offset
-            offset += max(x.num_choices for x in specs if x.name == s.name)
+    rows = reference_rows(specs)
     layers = ctrl.num_lstm_layers
     h = [torch.zeros(ctrl.hidden_size, dtype=torch.float64) for _ in range(layers)]
     c = [torch.zeros(ctrl.hidden_size, dtype=torch.float64) for _ in range(layers)]
@@ -53,14 +49,8 @@ def reference_log_prob(ctrl: Controller, actions: tuple[int, ...]) -> torch.Tens
     total = torch.zeros((), dtype=torch.float64)
     skips_seen: dict[int, int] = {}
     for t, s in enumerate(specs):
-        x = p["embedding.weight"][0 if t == 0 else rows[specs[t - 1].name] + actions[t - 1]]
-        for k in range(layers):
-            gates = (p[f"lstm.weight_ih_l{k}"] @ x + p[f"lstm.bias_ih_l{k}"]
-                     + p[f"lstm.weight_hh_l{k}"] @ h[k] + p[f"lstm.bias_hh_l{k}"])
-            i, f, g, o = gates.chunk(4)
-            c[k] = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
-            h[k] = torch.sigmoid(o) * torch.tanh(c[k])
-            x = h[k]
+        x = reference_lstm_step(p, p["embedding.weight"][0 if t == 0 else rows[specs[t - 1].name] + actions[t - 1]],
+                                h, c)
         outputs.append(x)
         if s.name == SKIP_TOKEN:
             j = skips_seen.get(s.layer, 0) + 1  # the k-th skip bit of layer i asks about layer k (1-based)

@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from agent_test_utils import RestrictedMask, actions_of, digits_env, run_agent
+from agent_test_utils import RestrictedMask, actions_of, digits_env, resumed_from, run_agent
 
 from agents import ChildRecord, RandomSearchAgent, UpdateStats, make_agent
 from agents.evolution import EvolutionAgent, Proposal
@@ -218,15 +218,7 @@ def test_exact_resume_from_a_checkpoint(tmp_path: Path) -> None:
     kwargs = {"seed": 7, "children_per_update": 5, **SMALL}
     full, _ = run_agent(EvolutionAgent(**kwargs), digits_env(), 50)
 
-    path = tmp_path / "agent.pt"
-    first = EvolutionAgent(**kwargs)
-
-    def save_at_30(stats: UpdateStats) -> None:
-        if stats.children_done == 30:
-            first.save(path)
-
-    first.run(digits_env(), 40, lambda c: None, save_at_30)  # goes on past the save: must not matter
-    resumed = EvolutionAgent.load(path)
+    resumed = resumed_from(EvolutionAgent(**kwargs), digits_env(), 40, 30, tmp_path / "agent.pt")
     assert resumed.children_done == 30 and len(resumed.population) == 10
     rest, _ = run_agent(resumed, digits_env(), 50)
     assert [c.index for c in rest] == list(range(30, 50))

@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from agent_test_utils import RestrictedMask, actions_of, digits_env, mixed_env, run_agent
+from agent_test_utils import RestrictedMask, actions_of, digits_env, mixed_env, resumed_from, run_agent
 
-from agents import RandomSearchAgent, ReinforceAgent, SearchAgent, UpdateStats, child_seed, make_agent
+from agents import RandomSearchAgent, ReinforceAgent, SearchAgent, child_seed, make_agent
 
 # Learning check: the 12-token digits space (3 layers, 4^9 * 2^3 architectures; random search
 # averages 1/3 of the tokens right). Tuned for a fast test: lr 0.003 (5x the paper's, which
@@ -158,15 +158,7 @@ def test_exact_resume_from_a_checkpoint(agent_cls: type[SearchAgent], tmp_path: 
     kwargs = {"seed": 11, "children_per_update": 4}
     full, full_updates = run_agent(agent_cls(**kwargs), digits_env(), 32)
 
-    path = tmp_path / "agent.pt"
-    first = agent_cls(**kwargs)
-
-    def save_at_update_3(stats: UpdateStats) -> None:
-        if stats.update == 2:
-            first.save(path)
-
-    first.run(digits_env(), 20, lambda c: None, save_at_update_3)  # goes on past the save: must not matter
-    resumed = agent_cls.load(path)
+    resumed = resumed_from(agent_cls(**kwargs), digits_env(), 20, 12, tmp_path / "agent.pt")  # after update 3
     assert resumed.children_done == 12 and resumed.updates_done == 3
     rest, rest_updates = run_agent(resumed, digits_env(), 32)
     assert [c.index for c in rest] == list(range(12, 32))

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from agent_test_utils import actions_of, digits_env, run_agent
+from agent_test_utils import actions_of, digits_env, reference_lstm_step, reference_rows, resumed_from, run_agent
 
-from agents import ReinforceAgent, UpdateStats, make_agent, reinforce
+from agents import ReinforceAgent, make_agent, reinforce
 from agents.base import Episode
 from agents.controller import SKIP_TOKEN, Controller
 from agents.experiment.runner import parse_args, run_search
@@ -66,25 +66,15 @@ def shaped_reference_log_prob(ctrl: Controller, actions: tuple[int, ...], temper
     """log P(actions) from the paper's equations plus ENAS's shaping, written without the controller's code."""
     p = dict(ctrl.named_parameters())
     specs = ctrl.token_specs
-    rows, offset = {}, 1  # embedding rows: 0 = start, then one block per token type in order of first appearance
-    for s in specs:
-        if s.name not in rows:
-            rows[s.name] = offset
-            offset += max(x.num_choices for x in specs if x.name == s.name)
+    rows = reference_rows(specs)
     h = [torch.zeros(ctrl.hidden_size, dtype=torch.float64) for _ in range(ctrl.num_lstm_layers)]
     c = [torch.zeros(ctrl.hidden_size, dtype=torch.float64) for _ in range(ctrl.num_lstm_layers)]
     last_non_skip = {s.layer: t for t, s in enumerate(specs) if s.name != SKIP_TOKEN}
     outputs: list[torch.Tensor] = []
     total = torch.zeros((), dtype=torch.float64)
     for t, s in enumerate(specs):
-        x = p["embedding.weight"][0 if t == 0 else rows[specs[t - 1].name] + actions[t - 1]]
-        for k in range(ctrl.num_lstm_layers):
-            gates = (p[f"lstm.weight_ih_l{k}"] @ x + p[f"lstm.bias_ih_l{k}"]
-                     + p[f"lstm.weight_hh_l{k}"] @ h[k] + p[f"lstm.bias_hh_l{k}"])
-            i, f, g, o = gates.chunk(4)
-            c[k] = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
-            h[k] = torch.sigmoid(o) * torch.tanh(c[k])
-            x = h[k]
+        x = reference_lstm_step(p, p["embedding.weight"][0 if t == 0 else rows[specs[t - 1].name] + actions[t - 1]],
+                                h, c)
         outputs.append(x)
         if s.name == SKIP_TOKEN:  # the only skip bit of layer 2 asks about layer 1
             score = p["v.weight"] @ torch.tanh(p["w_prev.weight"] @ outputs[last_non_skip[1] + 1]
@@ -407,15 +397,7 @@ def test_option_changes_behaviour_and_resumes_exactly(option: str, tmp_path: Any
     run_agent(plain_agent, make_env(), 24)
     assert not torch.equal(params(full_agent), params(plain_agent)), option
 
-    path = tmp_path / "agent.pt"
-    first = ReinforceAgent(**kwargs)
-
-    def save_at_update_3(stats: UpdateStats) -> None:
-        if stats.update == 2:
-            first.save(path)
-
-    first.run(make_env(), 16, lambda c: None, save_at_update_3)  # goes on past the save: must not matter
-    resumed = ReinforceAgent.load(path)
+    resumed = resumed_from(ReinforceAgent(**kwargs), make_env(), 16, 12, tmp_path / "agent.pt")  # after update 3
     assert resumed.config() == full_agent.config() and resumed.children_done == 12
     rest, rest_updates = run_agent(resumed, make_env(), 24)
     assert archs(rest) == archs(full[12:]) and [c.reward for c in rest] == [c.reward for c in full[12:]]
@@ -500,32 +482,32 @@ def test_the_queue_keeps_the_best_distinct_architectures_and_raises_their_likeli
 
 
 # --- bad values ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs,match", [
-    ({"temperature": 0.0}, r"temperature must be a finite number > 0.*got 0.0"),
-    ({"temperature": float("inf")}, r"temperature must be"),
-    ({"tanh_constant": -1.5}, r"tanh_constant must be None .* got -1.5"),
-    ({"op_tanh_reduce": 0}, r"op_tanh_reduce must be a finite number > 0.*got 0"),
-    ({"skip_penalty": -0.1}, r"skip_penalty must be a finite number >= 0.*got -0.1"),
-    ({"skip_target": 1.0}, r"skip_target must be a number in \(0, 1\), got 1.0"),
-    ({"skip_target": 0.0}, r"skip_target must be"),
-    ({"normalize_advantage": 1}, r"normalize_advantage must be true or false, got 1"),
-    ({"ppo_epochs": 0}, r"ppo_epochs must be an integer >= 1, got 0"),
-    ({"ppo_epochs": 2.0}, r"ppo_epochs must be an integer >= 1, got 2.0"),
-    ({"ppo_epochs": True}, r"ppo_epochs must be an integer >= 1, got True"),
-    ({"clip_ratio": 1.5}, r"clip_ratio must be None .* got 1.5"),
-    ({"clip_ratio": 0.0}, r"clip_ratio must be"),
-    ({"lr": 0.0}, r"lr must be a finite number > 0, got 0.0"),
-    ({"lr": "0.1"}, r"lr must be a finite number > 0, got '0.1'"),
-    ({"entropy_coef": -1.0}, r"entropy_coef must be a finite number >= 0, got -1.0"),
-    ({"max_grad_norm": 0.0}, r"max_grad_norm must be None .* got 0.0"),
-    ({"baseline_decay": 1.0}, r"baseline_decay must be a number in \[0, 1\), got 1.0"),
-    ({"controller_kwargs": {"temperature": 2.0}}, r"controller_kwargs may not set \['temperature'\]"),
-    ({"preset": ["paper"]}, r"preset must be one of None, 'paper', got \['paper'\]"),
-    ({"unique_children": "yes"}, r"unique_children must be true or false, got 'yes'"),
-    ({"top_fraction": 0.0}, r"top_fraction must be a number in \(0, 1\], got 0.0"),
-    ({"queue_size": -1}, r"queue_size must be an integer >= 0, got -1"),
-    ({"queue_coef": -0.5}, r"queue_coef must be a finite number >= 0, got -0.5"),
+@pytest.mark.parametrize("name,value,match", [
+    ("temperature", 0.0, r"temperature must be a finite number > 0.*got 0.0"),
+    ("temperature", float("inf"), r"temperature must be"),
+    ("tanh_constant", -1.5, r"tanh_constant must be None .* got -1.5"),
+    ("op_tanh_reduce", 0, r"op_tanh_reduce must be a finite number > 0.*got 0"),
+    ("skip_penalty", -0.1, r"skip_penalty must be a finite number >= 0.*got -0.1"),
+    ("skip_target", 1.0, r"skip_target must be a number in \(0, 1\), got 1.0"),
+    ("skip_target", 0.0, r"skip_target must be"),
+    ("normalize_advantage", 1, r"normalize_advantage must be true or false, got 1"),
+    ("ppo_epochs", 0, r"ppo_epochs must be an integer >= 1, got 0"),
+    ("ppo_epochs", 2.0, r"ppo_epochs must be an integer >= 1, got 2.0"),
+    ("ppo_epochs", True, r"ppo_epochs must be an integer >= 1, got True"),
+    ("clip_ratio", 1.5, r"clip_ratio must be None .* got 1.5"),
+    ("clip_ratio", 0.0, r"clip_ratio must be"),
+    ("lr", 0.0, r"lr must be a finite number > 0, got 0.0"),
+    ("lr", "0.1", r"lr must be a finite number > 0, got '0.1'"),
+    ("entropy_coef", -1.0, r"entropy_coef must be a finite number >= 0, got -1.0"),
+    ("max_grad_norm", 0.0, r"max_grad_norm must be None .* got 0.0"),
+    ("baseline_decay", 1.0, r"baseline_decay must be a number in \[0, 1\), got 1.0"),
+    ("controller_kwargs", {"temperature": 2.0}, r"controller_kwargs may not set \['temperature'\]"),
+    ("preset", ["paper"], r"preset must be one of None, 'paper', got \['paper'\]"),
+    ("unique_children", "yes", r"unique_children must be true or false, got 'yes'"),
+    ("top_fraction", 0.0, r"top_fraction must be a number in \(0, 1\], got 0.0"),
+    ("queue_size", -1, r"queue_size must be an integer >= 0, got -1"),
+    ("queue_coef", -0.5, r"queue_coef must be a finite number >= 0, got -0.5"),
 ])
-def test_bad_values_are_rejected(kwargs: dict[str, Any], match: str) -> None:
+def test_bad_values_are_rejected(name: str, value: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        ReinforceAgent(**kwargs)
+        ReinforceAgent(**{name: value})
