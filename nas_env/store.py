@@ -1,21 +1,16 @@
 """A crash-safe SQLite store of evaluated children, and the one rule for training each architecture once.
 
 Every child is committed the moment it finishes, keyed by (fingerprint, architecture): the
-fingerprint names everything besides the architecture that determines the result (code and
-torch versions, data content, trainer settings, seed policy; see :mod:`nas_env.fingerprint`).
-SQLite in WAL mode with a busy timeout lets several processes (vector-env workers, parallel
-searches, Ray drivers) write one file safely.
+fingerprint names everything besides the architecture that determines the result (see
+:mod:`nas_env.fingerprint`). SQLite in WAL mode with a busy timeout lets several processes
+(vector-env workers, parallel searches, Ray drivers) write one file safely.
 
 The rule, written once here: serve a stored result, else claim the architecture, else wait for
-the worker that claimed it, then record the result. A :class:`Claimant` is one worker's identity:
-:meth:`Claimant.poll` looks once (served result, a :class:`Claim`, or None while another live
-worker trains it) and :meth:`Claimant.acquire` waits until it gets one of the first two. A claim
+the worker that claimed it, then record the result (:class:`Claimant`, :class:`Claim`). A claim
 is a row in ``claims`` whose lease the claimant's heartbeat thread renews while it holds any
-claim; :meth:`Claim.record` stores a result worth serving again and drops the claim. A claim
-whose worker died (kill -9: its process is gone from this host, or its lease ran out) is taken
-over, so the architecture is still trained. Callers that train many architectures at once (the
-Ray drivers) use :class:`BatchEvaluations`, which applies the same rule without blocking.
-:class:`~nas_env.evaluators.cached.CachedEvaluator` applies it to one evaluator.
+claim; a claim whose worker died (its process is gone from this host, or its lease ran out) is
+taken over. :class:`BatchEvaluations` applies the same rule without blocking (the Ray drivers),
+:class:`~nas_env.evaluators.cached.CachedEvaluator` to one evaluator.
 """
 
 from __future__ import annotations
@@ -68,11 +63,13 @@ DEFAULT_LEASE_S = 120.0  # a claim lives this long past its last renewal; worker
 POLL_S = 0.2  # how often a worker waiting on another's claim looks for the result
 HOST = socket.gethostname()
 SQLITE_HEADER = b"SQLite format 3\x00"
+CLAIM_COLUMNS = ("fingerprint", "arch_hash", "owner", "host", "pid", "expires")
 # The columns this code reads and writes: a table of that name without them is someone else's.
 TABLE_COLUMNS = {
     "results": {"id", "fingerprint", "arch_hash", "arch", "reward", "status", "metrics", "seed", "created"},
-    "claims": {"fingerprint", "arch_hash", "owner", "host", "pid", "expires"},
+    "claims": set(CLAIM_COLUMNS),
 }
+_KEY = "fingerprint = ? AND arch_hash = ?"
 
 
 class StoreError(ValueError):
@@ -82,6 +79,11 @@ class StoreError(ValueError):
 def arch_key(arch: Architecture) -> str:
     """The canonical text of an architecture: equal architectures, equal keys."""
     return arch.to_json()
+
+
+def _key(fingerprint: str, arch: Architecture) -> tuple[str, str]:
+    """A row's key columns (``_KEY``'s parameters)."""
+    return fingerprint, _hash(arch_key(arch))
 
 
 class ResultStore:
@@ -156,11 +158,8 @@ class ResultStore:
 
         ``metrics["result_seed"]`` is the seed that produced it (None for a row stored without one).
         """
-        key = arch_key(arch)
-        row = self._connect().execute(
-            "SELECT reward, status, metrics, seed FROM results WHERE fingerprint = ? AND arch_hash = ?",
-            (fingerprint, _hash(key)),
-        ).fetchone()
+        row = self._connect().execute(f"SELECT reward, status, metrics, seed FROM results WHERE {_KEY}",
+                                      _key(fingerprint, arch)).fetchone()
         if row is None:
             return None
         return EvalResult(row[0], row[1], {**json.loads(row[2]), "result_seed": row[3]})
@@ -173,38 +172,30 @@ class ResultStore:
         host (a worker killed with -9 frees its claims at once for the workers of its machine).
         """
         conn = self._connect()
-        args = (fingerprint, _hash(arch_key(arch)))
+        args = _key(fingerprint, arch)
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")  # one writer decides: no two workers both see the claim free
         try:
-            row = conn.execute("SELECT owner, host, pid, expires FROM claims WHERE fingerprint = ? AND arch_hash = ?",
-                               args).fetchone()
+            row = conn.execute(f"SELECT owner, host, pid, expires FROM claims WHERE {_KEY}", args).fetchone()
             if row is not None and row[0] != owner and row[3] > now and not _dead(row[1], row[2]):
                 conn.execute("ROLLBACK")
                 return False
-            conn.execute("INSERT OR REPLACE INTO claims (fingerprint, arch_hash, owner, host, pid, expires) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (*args, owner, HOST, os.getpid(), now + lease_s))
+            conn.execute(f"INSERT OR REPLACE INTO claims ({', '.join(CLAIM_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+                         (*args, owner, HOST, os.getpid(), now + lease_s))
             conn.execute("COMMIT")
             return True
         except BaseException:
             conn.execute("ROLLBACK")
             raise
 
-    def renew(self, fingerprint: str, arch: Architecture, owner: str, lease_s: float = DEFAULT_LEASE_S) -> None:
-        """Extend ``owner``'s claim on ``arch`` by ``lease_s`` from now."""
-        self._connect().execute("UPDATE claims SET expires = ? WHERE fingerprint = ? AND arch_hash = ? AND owner = ?",
-                                (time.time() + lease_s, fingerprint, _hash(arch_key(arch)), owner))
-
     def release(self, fingerprint: str, arch: Architecture, owner: str) -> None:
         """Drop ``owner``'s claim on ``arch`` (after its result is stored, or when it will not be)."""
-        self._connect().execute("DELETE FROM claims WHERE fingerprint = ? AND arch_hash = ? AND owner = ?",
-                                (fingerprint, _hash(arch_key(arch)), owner))
+        self._connect().execute(f"DELETE FROM claims WHERE {_KEY} AND owner = ?", (*_key(fingerprint, arch), owner))
 
     def claims(self) -> list[dict[str, Any]]:
         """The claims held now (live or expired), for inspection."""
-        rows = self._connect().execute("SELECT fingerprint, arch_hash, owner, host, pid, expires FROM claims")
-        return [dict(zip(("fingerprint", "arch_hash", "owner", "host", "pid", "expires"), r, strict=True))
-                for r in rows]
+        rows = self._connect().execute(f"SELECT {', '.join(CLAIM_COLUMNS)} FROM claims")
+        return [dict(zip(CLAIM_COLUMNS, r, strict=True)) for r in rows]
 
     def put(self, fingerprint: str, arch: Architecture, result: EvalResult, seed: int | None = None) -> bool:
         """Commit one result now; the first result for a key wins. Returns whether it was new."""
@@ -248,7 +239,7 @@ def _dead(host: str, pid: int) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
+        pass
     return False
 
 
@@ -262,8 +253,6 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
-
-
 
 
 # --- the rule: serve, else claim, else wait; then record --------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 from nas_env.evaluators.base import EvalResult, Evaluator, as_result
 from nas_env.spaces.base import Architecture
-from nas_env.store import DEFAULT_LEASE_S, SEED_POLICY, Claimant, ResultStore, store_fingerprint, tag_result
+from nas_env.store import DEFAULT_LEASE_S, Claimant, ResultStore, store_fingerprint, tag_result
 
 
 class CachedEvaluator:
@@ -27,15 +27,13 @@ class CachedEvaluator:
     ``duplicates_avoided`` counts the evaluations served by waiting on another worker's claim.
     """
 
-    SEED_POLICY = SEED_POLICY
-
     def __init__(self, inner: Evaluator, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S,
                  serve: bool = True) -> None:
         if not callable(getattr(inner, "fingerprint", None)):
             raise TypeError(f"caching needs an evaluator with a fingerprint() method, got {type(inner).__name__}")
         self.inner = inner
         self.claimant = Claimant(store, lease_s)  # pickled to another process, it is another owner
-        self.serve = serve  # False: record every result, serve none (a stateful evaluator, e.g. weight sharing)
+        self.serve = serve
         self.hits = 0
         self.misses = 0
         self.duplicates_avoided = 0
@@ -43,14 +41,6 @@ class CachedEvaluator:
     @property
     def store(self) -> ResultStore:
         return self.claimant.store
-
-    @property
-    def lease_s(self) -> float:
-        return self.claimant.lease_s
-
-    @property
-    def owner(self) -> str:
-        return self.claimant.owner
 
     def fingerprint(self) -> str:
         return store_fingerprint(self.inner.fingerprint())

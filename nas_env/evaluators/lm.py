@@ -17,7 +17,7 @@ import torch
 
 from nas_env.checks import is_number
 from nas_env.data.ptb import TextData
-from nas_env.evaluators.base import EvalResult, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.rnn_cell import CellLanguageModel, lm_multiply_adds, lm_param_count
 from nas_env.spaces.base import Architecture
@@ -83,8 +83,7 @@ class LMTrainingEvaluator:
         return self._fingerprint
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
-        if not isinstance(arch, CellArchitecture):
-            raise TypeError(f"LMTrainingEvaluator trains recurrent cells (CellArchitecture), got {type(arch).__name__}")
+        check_arch(arch, CellArchitecture, "LMTrainingEvaluator trains recurrent cells (CellArchitecture)")
         data, cfg = self.data, self.config
         metrics: dict[str, Any] = lm_cost_metrics(arch.base, data.vocab_size, cfg)
         devices = [self.device] if self.device.type == "cuda" else []

@@ -43,7 +43,7 @@ from torch import nn
 
 from nas_env.checks import check_int, check_number, check_optional, is_int
 from nas_env.data.base import ImageData, image_data_from
-from nas_env.evaluators.base import EvalResult, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
 from nas_env.evaluators.train import cnn_cost_metrics
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import BN_EPS, ChildCNN, build_model, concat_padded
@@ -247,8 +247,7 @@ class SuperNet(nn.Module):
 
     def plan(self, arch: CNNArchitecture) -> ChildPlan:
         """Check that ``arch`` is a child of this supernet's space and lay out its layers."""
-        if not isinstance(arch, CNNArchitecture):
-            raise TypeError(f"the supernet runs CNN architectures, got {type(arch).__name__}")
+        check_arch(arch, CNNArchitecture, "the supernet runs CNN architectures")
         if arch.num_layers > self.space.num_layers:
             raise ValueError(f"architecture has {arch.num_layers} layers; this supernet holds at most "
                              f"{self.space.num_layers}")

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_env.evaluators.base import check_arch
 from nas_env.evaluators.shared import BatchNorms, BNStats, SharedConfig
 from nas_env.models.nb201 import (
     CONV_KERNELS,
@@ -101,9 +102,7 @@ class NB201SuperNet(nn.Module):
 
     def plan(self, arch: NB201Architecture) -> NB201Architecture:
         """The cell itself (every cell is a child); TypeError for anything else."""
-        if not isinstance(arch, NB201Architecture):
-            raise TypeError(f"the NB201 supernet runs NB201 cells (NB201Architecture), got {type(arch).__name__}")
-        return arch
+        return check_arch(arch, NB201Architecture, "the NB201 supernet runs NB201 cells (NB201Architecture)")
 
     def _cell(self, h: torch.Tensor, cell: _SuperCell, ops: tuple[str, ...], norm: BatchNorms) -> torch.Tensor:
         nodes = [h]
