@@ -42,6 +42,14 @@ class CachedEvaluator:
     def store(self) -> ResultStore:
         return self.claimant.store
 
+    @property
+    def lease_s(self) -> float:
+        return self.claimant.lease_s
+
+    @property
+    def owner(self) -> str:
+        return self.claimant.owner
+
     def fingerprint(self) -> str:
         return store_fingerprint(self.inner.fingerprint())
 

@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -77,8 +77,7 @@ class SharedConfig:
     learning rate, since a search's length is not known in advance.
     """
 
-    # 10 minibatches of 128 are 1,280 training images a child, about 1/175 of a 5-epoch CIFAR-10 proxy child
-    # (225,000): the >= 100x budget of the issue, with room for the reward's validation pass.
+    # 10 minibatches of 128: 1,280 images a child, 1/175 of a 5-epoch CIFAR-10 proxy child (the >= 100x budget)
     shared_steps: int = 10  # minibatches of shared training on each child before its reward (0: score only)
     warmup_steps: int = 0  # minibatches on uniformly random children (one step each) before the first reward
     reward_data: str = "subset"  # "subset": the first val_images validation images; "minibatch": a random draw
@@ -157,10 +156,8 @@ class BatchNorms:
 class Supernet(Protocol):
     """What the evaluator needs of a supernet (an ``nn.Module``): lay out a child, run it, export it.
 
-    ``plan(arch)`` checks that ``arch`` is one of its children (TypeError / ValueError) and returns
-    whatever ``forward`` needs to run it; ``forward(x, plan, stats, collect)`` gives the child's logits,
-    its batch norms using ``stats`` (per batch norm in forward order, ``(mean, unbiased var)``) when
-    given, else the batch's own statistics, appended to ``collect`` when given (recalibration);
+    ``plan(arch)`` checks that ``arch`` is one of its children (TypeError / ValueError) and returns what
+    ``forward(x, plan, stats, collect)`` needs to give its logits (batch norms as :class:`BatchNorms` says);
     ``child_model(arch, stats)`` is a stand-alone model with copies of the child's weights.
     """
 
@@ -174,15 +171,14 @@ class Supernet(Protocol):
     def parameters(self) -> Any: ...  # nn.Module's
 
 
+@runtime_checkable
 class SupernetSpec(Protocol):
     """A space's part of weight sharing: what :class:`SharedWeightsEvaluator` needs beyond images and a config.
 
-    ``space`` draws random children (its tokens, uniformly); ``settings()`` (JSON-friendly) enter the
-    fingerprint and the checkpoint's settings, and ``fingerprint_kind`` names the source files that decide a
-    reward (a key of :data:`nas_env.fingerprint.RESULT_SOURCES`); ``check_config``
-    refuses :class:`SharedConfig` options that do not apply to the space (ValueError); ``build``
-    makes the supernet for the data's image shape and classes; ``metrics`` are a child's recorded
-    cost metrics (``params``, ``flops``, ...).
+    ``space`` draws random children; ``settings()`` (JSON-friendly) enter the fingerprint and the checkpoint,
+    ``fingerprint_kind`` is a key of :data:`nas_env.fingerprint.RESULT_SOURCES`; ``check_config`` refuses
+    options that do not apply to the space (ValueError); ``build`` makes the supernet for the data's image
+    shape and classes; ``metrics`` are a child's cost metrics (``params``, ``flops``, ...).
     """
 
     space: SearchSpace
@@ -353,17 +349,15 @@ class SharedWeightsEvaluator:
     """``(arch, seed) -> EvalResult`` by weight sharing: train the supernet on ``arch`` for ``shared_steps``
     minibatches, then score ``arch`` with the shared weights on validation images, all on ``device``.
 
-    Stateful: the supernet, its optimiser, the random stream and the step counter carry over from
-    child to child (``state_dict`` / ``load_state_dict`` checkpoint them so a resumed run continues
-    exactly). The per-child ``seed`` is recorded but does not steer anything: the evaluator's own
-    seeded stream (``config.seed``) draws minibatches, augmentation and warm-up children, so the
-    supernet's history does not depend on the agent's seeding.
+    Stateful: the supernet, its optimiser, the random stream and the step counter carry over from child to
+    child (``state_dict`` / ``load_state_dict`` checkpoint them). The per-child ``seed`` is recorded but
+    steers nothing: the evaluator's own stream (``config.seed``) draws minibatches, augmentation and
+    warm-up children.
 
-    ``data``: an :class:`ImageData` or a zero-argument factory (loaded on first use); ``space``: a
-    :class:`CNNSearchSpace` (its :class:`SuperNet`) or any space's :class:`SupernetSpec` (e.g.
-    :class:`~nas_env.evaluators.shared_nb201.NB201SupernetSpec`); ``config``: a :class:`SharedConfig`
-    or a dict of its fields; ``train_config``: the optimiser, batch size, augmentation, precision and
-    memory format (a :class:`TrainConfig`; its epochs and schedule are not used).
+    ``data``: an :class:`ImageData` or a zero-argument factory; ``space``: a :class:`CNNSearchSpace` or any
+    space's :class:`SupernetSpec`; ``config``: a :class:`SharedConfig` or a dict of its fields;
+    ``train_config``: optimiser, batch size, augmentation, precision and memory format (its epochs and
+    schedule are not used).
     """
 
     def __init__(self, data: ImageData | Callable[[], ImageData], space: CNNSearchSpace | SupernetSpec,
@@ -371,8 +365,7 @@ class SharedWeightsEvaluator:
                  device: str | torch.device | None = "auto") -> None:
         if isinstance(space, CNNSearchSpace):
             space = CNNSupernetSpec(space)
-        if not all(hasattr(space, name) for name in ("space", "fingerprint_kind", "settings", "check_config", "build",
-                                                      "metrics")):
+        if not isinstance(space, SupernetSpec):
             raise TypeError(f"SharedWeightsEvaluator needs a CNNSearchSpace or a SupernetSpec, "
                             f"got {type(space).__name__}")
         if isinstance(config, dict):
