@@ -154,10 +154,7 @@ class ResultStore:
             self._conn = None
 
     def get(self, fingerprint: str, arch: Architecture) -> EvalResult | None:
-        """The stored result of ``arch`` under ``fingerprint``, or None.
-
-        ``metrics["result_seed"]`` is the seed that produced it (None for a row stored without one).
-        """
+        """The stored result of ``arch`` under ``fingerprint`` (``metrics["result_seed"]``: its seed), or None."""
         row = self._connect().execute(f"SELECT reward, status, metrics, seed FROM results WHERE {_KEY}",
                                       _key(fingerprint, arch)).fetchone()
         if row is None:
@@ -270,16 +267,9 @@ def tag_result(result: EvalResult, cache_hit: bool, waited: bool, **metrics: Any
                                                      "waited_for_claim": waited})
 
 
-def new_owner() -> str:
-    """A claim owner's name: unique per process and claimant."""
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 class Claim:
-    """The right to train one architecture, held until :meth:`record` or :meth:`release` (``with`` releases it).
-
-    Its lease is renewed by its :class:`Claimant`'s heartbeat while it is held.
-    """
+    """The right to train one architecture, held (its lease renewed by its :class:`Claimant`'s heartbeat) until
+    :meth:`record` or :meth:`release` (``with`` releases it)."""
 
     def __init__(self, claimant: Claimant, fingerprint: str, arch: Architecture) -> None:
         self.claimant, self.fingerprint, self.arch = claimant, fingerprint, arch
@@ -321,7 +311,7 @@ class Claimant:
         self._start()
 
     def _start(self) -> None:
-        self.owner = new_owner()
+        self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique per process and claimant
         self._held = 0
         self._lock = threading.Lock()
         self._heartbeat: _Heartbeat | None = None
@@ -341,10 +331,8 @@ class Claimant:
     def poll(self, fingerprint: str, arch: Architecture) -> EvalResult | Claim | None:
         """One look: the stored result, else a claim to train ``arch``, else None while another live worker does."""
         stored = self.store.get(fingerprint, arch)
-        if stored is not None:
-            return stored
-        if not self.store.claim(fingerprint, arch, self.owner, self.lease_s):
-            return None
+        if stored is not None or not self.store.claim(fingerprint, arch, self.owner, self.lease_s):
+            return stored  # served, or None: another live worker holds the claim
         stored = self.store.get(fingerprint, arch)  # recorded between the look and the claim: serve it
         if stored is not None:
             self.store.release(fingerprint, arch, self.owner)

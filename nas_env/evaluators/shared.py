@@ -502,43 +502,40 @@ class SharedWeightsEvaluator:
         return time.perf_counter() - start
 
     # --- scoring -----------------------------------------------------------------------------------
-    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
-        return self.data.normalise(x).contiguous(memory_format=self._memory_format)
+    def _forward(self, x: torch.Tensor, plan: Any, **norms: BNStats | None) -> torch.Tensor:
+        """The child's logits for un-normalised images, in the run's precision and memory format."""
+        with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
+            return self.supernet(self.data.normalise(x).contiguous(memory_format=self._memory_format), plan, **norms)
 
     @torch.no_grad()
     def recalibrate(self, plan: Any) -> BNStats:
         """Per-batch-norm statistics of this child over the first ``recalibrate_images`` training images
         (un-augmented, as validation images are), averaged over ``eval_batch_size`` chunks."""
-        data, net = self.data, self.supernet
+        data = self.data
         if self._recal_x is None:
             x = data.train_x[: self.config.recalibrate_images]
             if data.augment:  # the stored training images carry the crop padding
                 x = x[:, :, PAD : PAD + data.height, PAD : PAD + data.width]
             self._recal_x = x
-        sums: BNStats | None = None
-        chunks = 0
+        per_chunk: list[BNStats] = []
         bs = self.train_config.eval_batch_size
         for s in range(0, len(self._recal_x), bs):
-            chunk = self._recal_x[s : s + bs]
-            if len(chunk) < 2:
-                continue
-            collected: BNStats = []
-            with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
-                net(self._normalised(chunk), plan, collect=collected)
-            sums = collected if sums is None else [(m + a, v + b) for (m, v), (a, b) in zip(sums, collected,
-                                                                                          strict=True)]
-            chunks += 1
-        assert sums is not None
-        return [(m / chunks, v / chunks) for m, v in sums]
+            if len(chunk := self._recal_x[s : s + bs]) >= 2:
+                per_chunk.append([])
+                self._forward(chunk, plan, collect=per_chunk[-1])
+        n = len(per_chunk)
+        assert n
+        by_norm = zip(*per_chunk, strict=True)  # per batch norm: its (mean, var) in each chunk
+        return [(sum(m for m, _ in bn) / n, sum(v for _, v in bn) / n) for bn in by_norm]
 
     @torch.no_grad()
     def score(self, plan: Any, bn_eval: str | None = None) -> float:
         """Accuracy of the shared weights restricted to the child on the validation images of ``reward_data``,
         with batch norm as ``bn_eval`` says (default: the config's; the ranking script compares both)."""
-        data, net, cfg = self.data, self.supernet, self.config
+        data, cfg = self.data, self.config
         bn_eval = cfg.bn_eval if bn_eval is None else bn_eval
         _check_in("bn_eval", bn_eval, BN_EVAL)
-        net.eval()
+        self.supernet.eval()
         if cfg.reward_data == "subset":
             xs, ys = data.val_x[: cfg.val_images], data.val_y[: cfg.val_images]
         else:
@@ -550,9 +547,7 @@ class SharedWeightsEvaluator:
             max(1, len(ys) // max(2, self.train_config.eval_batch_size)))
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for idx in chunks:
-            with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
-                logits = net(self._normalised(xs[idx]), plan, stats=stats)
-            correct += (logits.argmax(dim=1) == ys[idx]).sum()
+            correct += (self._forward(xs[idx], plan, stats=stats).argmax(dim=1) == ys[idx]).sum()
         return correct.item() / len(ys)
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:

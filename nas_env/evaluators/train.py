@@ -78,11 +78,8 @@ def test_accuracy(model: torch.nn.Module, data: DeviceData, images: torch.Tensor
 
 class TrainingEvaluator:
     """Build the child with ``builder`` (default: the paper's CNN, :func:`build_model`), train it with
-    :func:`train_child`, report its accuracy.
-
-    The dataset is loaded lazily (``data`` may be an :class:`ImageData` or a zero-argument
-    factory) and moved to the device once, then reused by every child.
-    """
+    :func:`train_child`, report its accuracy. ``data`` (an :class:`ImageData` or a zero-argument factory) is
+    loaded on first use and moved to the device once."""
 
     def __init__(self, data: ImageData | Callable[[], ImageData], config: TrainConfig | None = None,
                  device: str | torch.device | None = "auto",
@@ -105,11 +102,7 @@ class TrainingEvaluator:
         return self._device_data
 
     def fingerprint(self) -> str:
-        """A hash of everything that determines a child's result except the architecture and seed.
-
-        Code and torch versions, the data's content (hashed once per evaluator), the config, the
-        device type, and the builder's kind and settings: see :mod:`nas_env.fingerprint`.
-        """
+        """A hash of all that decides a child's result but its architecture and seed (:mod:`nas_env.fingerprint`)."""
         if self._fingerprint is None:
             d = self.data.data
             settings: dict[str, Any] = {"data": [d.name, list(d.input_shape), d.num_classes],
