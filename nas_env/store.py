@@ -163,11 +163,8 @@ class ResultStore:
 
     # --- claims --------------------------------------------------------------------------------
     def claim(self, fingerprint: str, arch: Architecture, owner: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
-        """Claim ``arch`` for training by ``owner``; False while another live worker holds it.
-
-        A claim is taken over when its lease has run out or its process no longer exists on this
-        host (a worker killed with -9 frees its claims at once for the workers of its machine).
-        """
+        """Claim ``arch`` for training by ``owner``; False while another live worker holds it (a claim whose lease
+        ran out, or whose process is gone from this host, e.g. killed with -9, is taken over)."""
         conn = self._connect()
         args = _key(fingerprint, arch)
         now = time.time()
@@ -276,10 +273,8 @@ class Claim:
         self.held = True
 
     def record(self, result: EvalResult, seed: int | None = None, fingerprint: str | None = None) -> bool:
-        """Store ``result`` if it is worth serving again, then release; whether it was stored anew.
-
-        ``fingerprint``: store it under this one instead of the claim's (a Ray node whose code or data differ).
-        """
+        """Store ``result`` if it is worth serving again (under ``fingerprint`` when not the claim's: a Ray node
+        whose code or data differ), then release; whether it was stored anew."""
         try:
             return self.claimant.store.record(fingerprint or self.fingerprint, self.arch, result, seed)
         finally:
@@ -299,11 +294,8 @@ class Claim:
 
 
 class Claimant:
-    """One worker's identity in a store: it takes claims, and one heartbeat renews all it holds.
-
-    Picklable: a copy (in another process) is another owner and holds no claims. Never poll an
-    architecture this claimant holds already: a claim is taken again by its own owner.
-    """
+    """One worker's identity in a store: it takes claims, and one heartbeat renews all it holds. Picklable: a
+    copy is another owner. Never poll an architecture it holds already (its own claim is taken again)."""
 
     def __init__(self, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S) -> None:
         self.store = store if isinstance(store, ResultStore) else ResultStore(store)
@@ -446,10 +438,8 @@ class BatchEvaluations(Generic[W]):
 
     def done(self, arch: Architecture, result: EvalResult,
              fingerprint: str | None = None) -> list[tuple[W, EvalResult]]:
-        """Record the result of a training :meth:`ask` or :meth:`poll` handed out; each of its waiters' results.
-
-        ``fingerprint``: the one the result was produced under, when it differs from ``self.fingerprint``.
-        """
+        """Record the result of a training :meth:`ask` or :meth:`poll` handed out (produced under ``fingerprint``
+        when not ``self.fingerprint``); each of its waiters' results."""
         t = self._training.pop(arch_key(arch))
         stored = None
         if t.claim is not None:

@@ -51,13 +51,11 @@ class MixedInfoMixin:
 
 
 class NASSyncVectorEnv(MixedInfoMixin, gym.vector.SyncVectorEnv):
-    """A :class:`~gymnasium.vector.SyncVectorEnv` that batches infos of mixed types (a failed child beside an ok
-    one)."""
+    """A :class:`~gymnasium.vector.SyncVectorEnv` that batches infos of mixed types."""
 
 
 class NASAsyncVectorEnv(MixedInfoMixin, gym.vector.AsyncVectorEnv):
-    """An :class:`~gymnasium.vector.AsyncVectorEnv` that batches infos of mixed types (a failed child beside an ok
-    one)."""
+    """An :class:`~gymnasium.vector.AsyncVectorEnv` that batches infos of mixed types."""
 
 
 def make_sync_envs(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None) -> NASSyncVectorEnv:
@@ -80,10 +78,8 @@ def threads_per_env(num_envs: int, cores: int | None = None) -> int:
 
 
 def sub_env_devices(num_envs: int, device: str | None = None, gpu_count: int | None = None) -> list[str | None]:
-    """The device of each sub-env: ``cuda:i`` round-robin when ``device`` is unset/"auto" and there are 2+ GPUs.
-
-    None means "leave the env's own ``device`` keyword (or its default) alone".
-    """
+    """The device of each sub-env: ``cuda:i`` round-robin when ``device`` is unset/"auto" and there are 2+ GPUs,
+    else None (the env's own ``device`` keyword stands)."""
     gpus = torch.cuda.device_count() if gpu_count is None else gpu_count
     if device in (None, "auto") and gpus > 1:
         return [f"cuda:{i % gpus}" for i in range(num_envs)]

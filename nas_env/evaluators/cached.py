@@ -13,18 +13,11 @@ from nas_env.store import DEFAULT_LEASE_S, Claimant, ResultStore, store_fingerpr
 class CachedEvaluator:
     """Serve an architecture from the store when its fingerprint has seen it; otherwise evaluate and store it.
 
-    The seed policy is part of the fingerprint: a child's result is taken to depend on its
-    architecture and the evaluator's settings, not on the episode's seed, so an
-    architecture met again (in this run, a resumed run, or another agent's run with the same
-    settings) is not trained again. ``metrics["result_seed"]`` reports the seed that produced
-    the result: the stored one on a hit, this call's on a miss.
-
-    ``serve=False`` records every result and serves none: for evaluators whose result depends on their own
-    state (a weight-sharing supernet), where an earlier reward is not what evaluating now would give.
-
-    Concurrency: the store's rule (:class:`~nas_env.store.Claimant`): an architecture is claimed
-    before it is trained, so two workers that draw it at the same moment train it once;
-    ``duplicates_avoided`` counts the evaluations served by waiting on another worker's claim.
+    A result is taken to depend on the architecture and the evaluator's settings, not on the episode's
+    seed (the seed policy is part of the fingerprint); ``metrics["result_seed"]`` is the seed that
+    produced it. ``serve=False`` records every result and serves none: for evaluators whose result
+    depends on their own state (a weight-sharing supernet). Two workers that draw one architecture at
+    once train it once (:class:`~nas_env.store.Claimant`); ``duplicates_avoided`` counts the waits.
     """
 
     def __init__(self, inner: Evaluator, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S,

@@ -1,18 +1,12 @@
 """Weight sharing on NAS-Bench-201's cell space: a supernet holding every op of every edge.
 
-NAS-Bench-201's own skeleton (:mod:`nas_env.models.nb201`: stem, three stages of ``N`` cells at
-``C``, 2C and 4C channels joined by residual reduction blocks, classifier), with every cell holding
-all five ops on each of its six edges: per edge one ReLU-Conv-BN weight for ``nor_conv_1x1`` and one
-for ``nor_conv_3x3`` (each cell of each stage its own); ``avg_pool_3x3`` and ``skip_connect`` have no
-parameters, ``none`` is zero (the edge is dropped from its node's sum, as in the stand-alone network).
-A child, one op per edge, is a path through it (single-path one-shot, as in SPOS / RSPS): the same
-cell in every position of the skeleton, the other ops unused. An op no child used in a step gets no
-gradient, so the optimiser leaves it untouched (no weight decay, no momentum drift).
-
-:class:`NB201SuperNet.child_model` copies a path's weights into :func:`build_nb201_model`'s
-network, which computes the same logits. Batch norm keeps no running statistics (they would mix
-children): training uses the minibatch's, scoring the validation batch's or per-child recalibrated
-ones (``SharedConfig.bn_eval``), as the CNN supernet does. :class:`NB201SupernetSpec` plugs it into
+NAS-Bench-201's own skeleton (:mod:`nas_env.models.nb201`) with every cell holding all five ops on
+each of its six edges: per edge one ReLU-Conv-BN weight for each conv op (each cell its own);
+``avg_pool_3x3`` and ``skip_connect`` have no parameters, ``none`` drops the edge. A child, one op
+per edge, is a path through it (single-path one-shot, as in SPOS / RSPS); an op no child used in a
+step gets no gradient, so the optimiser leaves it untouched. :class:`NB201SuperNet.child_model`
+copies a path's weights into :func:`build_nb201_model`'s network, which computes the same logits;
+batch norm is as in the CNN supernet. :class:`NB201SupernetSpec` plugs it into
 :class:`~nas_env.evaluators.shared.SharedWeightsEvaluator`.
 """
 

@@ -29,11 +29,9 @@ def cnn_cost_metrics(arch: CNNArchitecture, input_shape: Sequence[int], num_clas
 class ChildBuilder(Protocol):
     """How a :class:`TrainingEvaluator` turns an architecture into a model: one per network family.
 
-    ``kind`` names the family's result-deciding sources in the store's fingerprint (a key of
-    :data:`nas_env.fingerprint.RESULT_SOURCES`); ``settings()`` is whatever else decides the model
-    (widths, depths), also fingerprinted, so two families' or two widths' results never mix.
-    ``metrics`` are the costs known before training (``params``, ``flops``, ...); it and ``build``
-    raise ``TypeError`` for an architecture of another family.
+    ``kind`` is a key of :data:`nas_env.fingerprint.RESULT_SOURCES`; ``settings()`` (widths, depths) is also
+    fingerprinted. ``metrics`` (costs known before training) and ``build`` raise ``TypeError`` for an
+    architecture of another family.
     """
 
     kind: str
