@@ -100,14 +100,9 @@ class SubEnvFactory:
         return gym.make(self.env_id, **self.kwargs)
 
 
-def make_parallel_envs(
-    env_id: str,
-    num_envs: int,
-    env_kwargs: dict[str, Any] | None = None,
-    num_threads: int | None = None,
-    devices: Sequence[str | None] | None = None,
-    context: str | None = "forkserver",
-) -> NASAsyncVectorEnv:
+def make_parallel_envs(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None,
+                       num_threads: int | None = None, devices: Sequence[str | None] | None = None,
+                       context: str | None = "forkserver") -> NASAsyncVectorEnv:
     """``num_envs`` sub-envs of ``env_id``, each in its own process, with its device and thread share.
 
     Args:
