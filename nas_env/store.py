@@ -157,9 +157,7 @@ class ResultStore:
         """The stored result of ``arch`` under ``fingerprint`` (``metrics["result_seed"]``: its seed), or None."""
         row = self._connect().execute(f"SELECT reward, status, metrics, seed FROM results WHERE {_KEY}",
                                       _key(fingerprint, arch)).fetchone()
-        if row is None:
-            return None
-        return EvalResult(row[0], row[1], {**json.loads(row[2]), "result_seed": row[3]})
+        return None if row is None else EvalResult(row[0], row[1], {**json.loads(row[2]), "result_seed": row[3]})
 
     # --- claims --------------------------------------------------------------------------------
     def claim(self, fingerprint: str, arch: Architecture, owner: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
@@ -198,8 +196,7 @@ class ResultStore:
             "INSERT OR IGNORE INTO results (fingerprint, arch_hash, arch, reward, status, metrics, seed, created) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (fingerprint, _hash(key), key, float(result.reward), result.status,
-             json.dumps(result.metrics, default=_jsonable), seed, time.time()),
-        )
+             json.dumps(result.metrics, default=_jsonable), seed, time.time()))
         return cur.rowcount == 1
 
     def record(self, fingerprint: str, arch: Architecture, result: EvalResult, seed: int | None = None) -> bool:
