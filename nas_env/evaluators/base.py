@@ -1,9 +1,7 @@
 """The evaluator interface: what the environment calls on an episode's last step, and what it gets back.
 
-Every evaluator (:mod:`~nas_env.evaluators.train`, :mod:`~nas_env.evaluators.lm`,
-:mod:`~nas_env.evaluators.shared`, :mod:`~nas_env.evaluators.table`,
-:mod:`~nas_env.evaluators.synthetic`, or any user callable ``(arch, seed) -> EvalResult | float``)
-plugs into the environment the same way.
+Every evaluator of this package, or any user callable ``(arch, seed) -> EvalResult | float``, plugs into the
+environment the same way.
 """
 
 from __future__ import annotations
@@ -23,12 +21,8 @@ A = TypeVar("A", bound=Architecture)
 
 @dataclass(frozen=True)
 class EvalResult:
-    """The outcome of evaluating one child.
-
-    ``reward`` is the raw score (validation accuracy for image children) before the
-    environment's ``reward_transform``; ``metrics`` holds ``val_acc``, ``val_acc_history``,
-    ``params``, ``flops``, ``train_seconds`` and anything else worth recording.
-    """
+    """The outcome of evaluating one child: ``reward``, the raw score before the environment's ``reward_transform``,
+    and ``metrics`` (``val_acc``, ``val_acc_history``, ``params``, ``flops``, ``train_seconds``, ...)."""
 
     reward: float
     status: str = "ok"

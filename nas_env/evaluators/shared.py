@@ -1,29 +1,21 @@
 """Weight sharing (ENAS-style, Pham et al. 2018): one supernet holds every child's weights.
 
 A child is not trained from scratch: the shared weights are trained on it for a few minibatches and
-its reward is the accuracy of the shared weights, restricted to it, on validation images: minutes
-instead of GPU-weeks for thousands of children, at the price of a weaker ranking (Yu et al. 2020;
-``scripts/shared_ranking.py`` measures it).
+its reward is their accuracy, restricted to it, on validation images (``docs/weight-sharing.md``;
+``scripts/shared_ranking.py`` measures the ranking against stand-alone training). One evaluator
+(:class:`SharedWeightsEvaluator`) serves every space whose :class:`SupernetSpec` builds a supernet:
+the CNN space's is here (:class:`CNNSupernetSpec`), NAS-Bench-201's in :mod:`nas_env.evaluators.shared_nb201`.
 
-One evaluator (:class:`SharedWeightsEvaluator`) serves every space that has a supernet; the space's
-part is a :class:`SupernetSpec`. This module holds the CNN space's (:class:`CNNSupernetSpec`);
-:mod:`nas_env.evaluators.shared_nb201` holds NAS-Bench-201's.
-
-The CNN supernet (:class:`SuperNet`), for filter sizes up to ``KH x KW`` and up to ``F`` filters:
-
-* per layer ``i`` and per possible input ``j`` (the image, or an earlier layer) one weight block of
-  shape ``F x C_j x KH x KW``: a child layer with an ``h x w`` filter uses the centre ``h x w`` crop,
-  with ``n`` filters the first ``n`` output rows, and an input layer with ``m`` filters the first ``m``
-  input channels of that layer's block, concatenated in input order. With ``kernel_sharing="separate"``
-  each filter size has its own ``F x C_j x h x w`` block instead of a crop. A block no child used in a
-  step gets no gradient, so the optimiser leaves it untouched, as in ENAS;
-* per layer a batch norm affine of ``F`` channels and a classifier block of ``F`` features;
-* the layer rules of :func:`nas_env.models.cnn.build_model`; ``SuperNet.child_model`` copies a
-  child's slices into a :func:`build_model` model, which computes the same logits.
-
-Batch norm keeps no running statistics (they would mix children): training uses each minibatch's,
-evaluation (``bn_eval``) the validation batch's (``"batch"``, ENAS) or statistics recomputed for the
-child on fixed training images (``"recalibrate"``, the remedy of Yu et al.).
+The CNN supernet (:class:`SuperNet`), for filter sizes up to ``KH x KW`` and up to ``F`` filters, holds
+per layer and per possible input ``j`` one ``F x C_j x KH x KW`` block: a child layer with an ``h x w``
+filter uses its centre crop (``kernel_sharing="separate"``: one block per filter size), with ``n``
+filters its first ``n`` rows, and an input layer with ``m`` filters its first ``m`` input channels;
+per layer a batch-norm affine and a classifier block of ``F``. The layer rules are
+:func:`nas_env.models.cnn.build_model`'s, and ``SuperNet.child_model`` copies a child's slices into such a
+model, which computes the same logits. A block no child used in a step gets no gradient, so the
+optimiser leaves it untouched. Batch norm keeps no running statistics (they would mix children):
+training uses each minibatch's, scoring (``bn_eval``) the validation batch's (``"batch"``, ENAS) or
+statistics recomputed for the child on fixed training images (``"recalibrate"``, Yu et al. 2020).
 """
 
 from __future__ import annotations
@@ -72,10 +64,8 @@ def _check_in(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class SharedConfig:
-    """How the shared weights are trained and a child is scored. The optimiser itself is the
-    :class:`TrainConfig`'s (lr with its batch scaling, Nesterov momentum, weight decay) at a constant
-    learning rate, since a search's length is not known in advance.
-    """
+    """How the shared weights are trained and a child is scored; the optimiser is the :class:`TrainConfig`'s at a
+    constant learning rate (a search's length is not known in advance)."""
 
     # 10 minibatches of 128: 1,280 images a child, 1/175 of a 5-epoch CIFAR-10 proxy child (the >= 100x budget)
     shared_steps: int = 10  # minibatches of shared training on each child before its reward (0: score only)
