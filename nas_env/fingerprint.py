@@ -23,22 +23,21 @@ from typing import Any
 import numpy as np
 import torch
 
+
+def _image_sources(family: str) -> tuple[str, ...]:
+    return ("nas_env.evaluators.base", "nas_env.evaluators.train", "nas_env.training.image_trainer",
+            f"nas_env.models.{family}", f"nas_env.spaces.{family}", "nas_env.spaces.base", "nas_env.data.base",
+            "nas_env.fingerprint")
+
+
 # The modules whose source decides a child's result, per evaluator kind. A new evaluator lists its own.
 RESULT_SOURCES: dict[str, tuple[str, ...]] = {
-    "image": ("nas_env.evaluators.base", "nas_env.evaluators.train", "nas_env.training.image_trainer",
-              "nas_env.models.cnn", "nas_env.spaces.cnn", "nas_env.spaces.base", "nas_env.data.base",
-              "nas_env.fingerprint"),
-    "nb201": ("nas_env.evaluators.base", "nas_env.evaluators.train", "nas_env.training.image_trainer",
-              "nas_env.models.nb201", "nas_env.spaces.nb201", "nas_env.spaces.base", "nas_env.data.base",
-              "nas_env.fingerprint"),
+    "image": _image_sources("cnn"),
+    "nb201": _image_sources("nb201"),
     "lm": ("nas_env.evaluators.lm", "nas_env.training.lm_trainer", "nas_env.models.rnn_cell",
            "nas_env.spaces.rnn_cell", "nas_env.spaces.base", "nas_env.evaluators.base", "nas_env.fingerprint"),
-    "shared": ("nas_env.evaluators.shared", "nas_env.evaluators.base", "nas_env.evaluators.train",
-               "nas_env.training.image_trainer", "nas_env.models.cnn", "nas_env.spaces.cnn", "nas_env.spaces.base",
-               "nas_env.data.base", "nas_env.fingerprint"),
-    "shared_nb201": ("nas_env.evaluators.shared", "nas_env.evaluators.shared_nb201", "nas_env.evaluators.base",
-                     "nas_env.evaluators.train", "nas_env.training.image_trainer", "nas_env.models.nb201",
-                     "nas_env.spaces.nb201", "nas_env.spaces.base", "nas_env.data.base", "nas_env.fingerprint"),
+    "shared": ("nas_env.evaluators.shared", *_image_sources("cnn")),
+    "shared_nb201": ("nas_env.evaluators.shared", "nas_env.evaluators.shared_nb201", *_image_sources("nb201")),
 }
 
 

@@ -1,21 +1,16 @@
 """A crash-safe SQLite store of evaluated children, and the one rule for training each architecture once.
 
 Every child is committed the moment it finishes, keyed by (fingerprint, architecture): the
-fingerprint names everything besides the architecture that determines the result (code and
-torch versions, data content, trainer settings, seed policy; see :mod:`nas_env.fingerprint`).
-SQLite in WAL mode with a busy timeout lets several processes (vector-env workers, parallel
-searches, Ray drivers) write one file safely.
+fingerprint names everything besides the architecture that determines the result (see
+:mod:`nas_env.fingerprint`). SQLite in WAL mode with a busy timeout lets several processes
+(vector-env workers, parallel searches, Ray drivers) write one file safely.
 
 The rule, written once here: serve a stored result, else claim the architecture, else wait for
-the worker that claimed it, then record the result. A :class:`Claimant` is one worker's identity:
-:meth:`Claimant.poll` looks once (served result, a :class:`Claim`, or None while another live
-worker trains it) and :meth:`Claimant.acquire` waits until it gets one of the first two. A claim
+the worker that claimed it, then record the result (:class:`Claimant`, :class:`Claim`). A claim
 is a row in ``claims`` whose lease the claimant's heartbeat thread renews while it holds any
-claim; :meth:`Claim.record` stores a result worth serving again and drops the claim. A claim
-whose worker died (kill -9: its process is gone from this host, or its lease ran out) is taken
-over, so the architecture is still trained. Callers that train many architectures at once (the
-Ray drivers) use :class:`BatchEvaluations`, which applies the same rule without blocking.
-:class:`~nas_env.evaluators.cached.CachedEvaluator` applies it to one evaluator.
+claim; a claim whose worker died (its process is gone from this host, or its lease ran out) is
+taken over. :class:`BatchEvaluations` applies the same rule without blocking (the Ray drivers),
+:class:`~nas_env.evaluators.cached.CachedEvaluator` to one evaluator.
 """
 
 from __future__ import annotations
@@ -68,11 +63,13 @@ DEFAULT_LEASE_S = 120.0  # a claim lives this long past its last renewal; worker
 POLL_S = 0.2  # how often a worker waiting on another's claim looks for the result
 HOST = socket.gethostname()
 SQLITE_HEADER = b"SQLite format 3\x00"
+CLAIM_COLUMNS = ("fingerprint", "arch_hash", "owner", "host", "pid", "expires")
 # The columns this code reads and writes: a table of that name without them is someone else's.
 TABLE_COLUMNS = {
     "results": {"id", "fingerprint", "arch_hash", "arch", "reward", "status", "metrics", "seed", "created"},
-    "claims": {"fingerprint", "arch_hash", "owner", "host", "pid", "expires"},
+    "claims": set(CLAIM_COLUMNS),
 }
+_KEY = "fingerprint = ? AND arch_hash = ?"
 
 
 class StoreError(ValueError):
@@ -82,6 +79,11 @@ class StoreError(ValueError):
 def arch_key(arch: Architecture) -> str:
     """The canonical text of an architecture: equal architectures, equal keys."""
     return arch.to_json()
+
+
+def _key(fingerprint: str, arch: Architecture) -> tuple[str, str]:
+    """A row's key columns (``_KEY``'s parameters)."""
+    return fingerprint, _hash(arch_key(arch))
 
 
 class ResultStore:
@@ -152,59 +154,40 @@ class ResultStore:
             self._conn = None
 
     def get(self, fingerprint: str, arch: Architecture) -> EvalResult | None:
-        """The stored result of ``arch`` under ``fingerprint``, or None.
-
-        ``metrics["result_seed"]`` is the seed that produced it (None for a row stored without one).
-        """
-        key = arch_key(arch)
-        row = self._connect().execute(
-            "SELECT reward, status, metrics, seed FROM results WHERE fingerprint = ? AND arch_hash = ?",
-            (fingerprint, _hash(key)),
-        ).fetchone()
-        if row is None:
-            return None
-        return EvalResult(row[0], row[1], {**json.loads(row[2]), "result_seed": row[3]})
+        """The stored result of ``arch`` under ``fingerprint`` (``metrics["result_seed"]``: its seed), or None."""
+        row = self._connect().execute(f"SELECT reward, status, metrics, seed FROM results WHERE {_KEY}",
+                                      _key(fingerprint, arch)).fetchone()
+        return None if row is None else EvalResult(row[0], row[1], {**json.loads(row[2]), "result_seed": row[3]})
 
     # --- claims --------------------------------------------------------------------------------
     def claim(self, fingerprint: str, arch: Architecture, owner: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
-        """Claim ``arch`` for training by ``owner``; False while another live worker holds it.
-
-        A claim is taken over when its lease has run out or its process no longer exists on this
-        host (a worker killed with -9 frees its claims at once for the workers of its machine).
-        """
+        """Claim ``arch`` for training by ``owner``; False while another live worker holds it (a claim whose lease
+        ran out, or whose process is gone from this host, e.g. killed with -9, is taken over)."""
         conn = self._connect()
-        args = (fingerprint, _hash(arch_key(arch)))
+        args = _key(fingerprint, arch)
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")  # one writer decides: no two workers both see the claim free
         try:
-            row = conn.execute("SELECT owner, host, pid, expires FROM claims WHERE fingerprint = ? AND arch_hash = ?",
-                               args).fetchone()
+            row = conn.execute(f"SELECT owner, host, pid, expires FROM claims WHERE {_KEY}", args).fetchone()
             if row is not None and row[0] != owner and row[3] > now and not _dead(row[1], row[2]):
                 conn.execute("ROLLBACK")
                 return False
-            conn.execute("INSERT OR REPLACE INTO claims (fingerprint, arch_hash, owner, host, pid, expires) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (*args, owner, HOST, os.getpid(), now + lease_s))
+            conn.execute(f"INSERT OR REPLACE INTO claims ({', '.join(CLAIM_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+                         (*args, owner, HOST, os.getpid(), now + lease_s))
             conn.execute("COMMIT")
             return True
         except BaseException:
             conn.execute("ROLLBACK")
             raise
 
-    def renew(self, fingerprint: str, arch: Architecture, owner: str, lease_s: float = DEFAULT_LEASE_S) -> None:
-        """Extend ``owner``'s claim on ``arch`` by ``lease_s`` from now."""
-        self._connect().execute("UPDATE claims SET expires = ? WHERE fingerprint = ? AND arch_hash = ? AND owner = ?",
-                                (time.time() + lease_s, fingerprint, _hash(arch_key(arch)), owner))
-
     def release(self, fingerprint: str, arch: Architecture, owner: str) -> None:
         """Drop ``owner``'s claim on ``arch`` (after its result is stored, or when it will not be)."""
-        self._connect().execute("DELETE FROM claims WHERE fingerprint = ? AND arch_hash = ? AND owner = ?",
-                                (fingerprint, _hash(arch_key(arch)), owner))
+        self._connect().execute(f"DELETE FROM claims WHERE {_KEY} AND owner = ?", (*_key(fingerprint, arch), owner))
 
     def claims(self) -> list[dict[str, Any]]:
         """The claims held now (live or expired), for inspection."""
-        rows = self._connect().execute("SELECT fingerprint, arch_hash, owner, host, pid, expires FROM claims")
-        return [dict(zip(("fingerprint", "arch_hash", "owner", "host", "pid", "expires"), r, strict=True))
-                for r in rows]
+        rows = self._connect().execute(f"SELECT {', '.join(CLAIM_COLUMNS)} FROM claims")
+        return [dict(zip(CLAIM_COLUMNS, r, strict=True)) for r in rows]
 
     def put(self, fingerprint: str, arch: Architecture, result: EvalResult, seed: int | None = None) -> bool:
         """Commit one result now; the first result for a key wins. Returns whether it was new."""
@@ -213,8 +196,7 @@ class ResultStore:
             "INSERT OR IGNORE INTO results (fingerprint, arch_hash, arch, reward, status, metrics, seed, created) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (fingerprint, _hash(key), key, float(result.reward), result.status,
-             json.dumps(result.metrics, default=_jsonable), seed, time.time()),
-        )
+             json.dumps(result.metrics, default=_jsonable), seed, time.time()))
         return cur.rowcount == 1
 
     def record(self, fingerprint: str, arch: Architecture, result: EvalResult, seed: int | None = None) -> bool:
@@ -248,7 +230,7 @@ def _dead(host: str, pid: int) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
+        pass
     return False
 
 
@@ -262,8 +244,6 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
-
-
 
 
 # --- the rule: serve, else claim, else wait; then record --------------------------------------------------------
@@ -281,26 +261,17 @@ def tag_result(result: EvalResult, cache_hit: bool, waited: bool, **metrics: Any
                                                      "waited_for_claim": waited})
 
 
-def new_owner() -> str:
-    """A claim owner's name: unique per process and claimant."""
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 class Claim:
-    """The right to train one architecture, held until :meth:`record` or :meth:`release` (``with`` releases it).
-
-    Its lease is renewed by its :class:`Claimant`'s heartbeat while it is held.
-    """
+    """The right to train one architecture, held (its lease renewed by its :class:`Claimant`'s heartbeat) until
+    :meth:`record` or :meth:`release` (``with`` releases it)."""
 
     def __init__(self, claimant: Claimant, fingerprint: str, arch: Architecture) -> None:
         self.claimant, self.fingerprint, self.arch = claimant, fingerprint, arch
         self.held = True
 
     def record(self, result: EvalResult, seed: int | None = None, fingerprint: str | None = None) -> bool:
-        """Store ``result`` if it is worth serving again, then release; whether it was stored anew.
-
-        ``fingerprint``: store it under this one instead of the claim's (a Ray node whose code or data differ).
-        """
+        """Store ``result`` if it is worth serving again (under ``fingerprint`` when not the claim's: a Ray node
+        whose code or data differ), then release; whether it was stored anew."""
         try:
             return self.claimant.store.record(fingerprint or self.fingerprint, self.arch, result, seed)
         finally:
@@ -320,11 +291,8 @@ class Claim:
 
 
 class Claimant:
-    """One worker's identity in a store: it takes claims, and one heartbeat renews all it holds.
-
-    Picklable: a copy (in another process) is another owner and holds no claims. Never poll an
-    architecture this claimant holds already: a claim is taken again by its own owner.
-    """
+    """One worker's identity in a store: it takes claims, and one heartbeat renews all it holds. Picklable: a
+    copy is another owner. Never poll an architecture it holds already (its own claim is taken again)."""
 
     def __init__(self, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S) -> None:
         self.store = store if isinstance(store, ResultStore) else ResultStore(store)
@@ -332,7 +300,7 @@ class Claimant:
         self._start()
 
     def _start(self) -> None:
-        self.owner = new_owner()
+        self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique per process and claimant
         self._held = 0
         self._lock = threading.Lock()
         self._heartbeat: _Heartbeat | None = None
@@ -352,10 +320,8 @@ class Claimant:
     def poll(self, fingerprint: str, arch: Architecture) -> EvalResult | Claim | None:
         """One look: the stored result, else a claim to train ``arch``, else None while another live worker does."""
         stored = self.store.get(fingerprint, arch)
-        if stored is not None:
-            return stored
-        if not self.store.claim(fingerprint, arch, self.owner, self.lease_s):
-            return None
+        if stored is not None or not self.store.claim(fingerprint, arch, self.owner, self.lease_s):
+            return stored  # served, or None: another live worker holds the claim
         stored = self.store.get(fingerprint, arch)  # recorded between the look and the claim: serve it
         if stored is not None:
             self.store.release(fingerprint, arch, self.owner)
@@ -469,10 +435,8 @@ class BatchEvaluations(Generic[W]):
 
     def done(self, arch: Architecture, result: EvalResult,
              fingerprint: str | None = None) -> list[tuple[W, EvalResult]]:
-        """Record the result of a training :meth:`ask` or :meth:`poll` handed out; each of its waiters' results.
-
-        ``fingerprint``: the one the result was produced under, when it differs from ``self.fingerprint``.
-        """
+        """Record the result of a training :meth:`ask` or :meth:`poll` handed out (produced under ``fingerprint``
+        when not ``self.fingerprint``); each of its waiters' results."""
         t = self._training.pop(arch_key(arch))
         stored = None
         if t.claim is not None:

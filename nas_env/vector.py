@@ -1,27 +1,15 @@
 """m NAS environments in m processes: ``AsyncVectorEnv`` with a device and a share of the CPU per sub-env.
 
-Training children is CPU- or GPU-bound Python, so one process per sub-env is what lets m
-children train at once. Two things make that work well:
-
-* **Devices**: on a machine with several GPUs, sub-env i gets ``cuda:i`` (modulo the GPU
-  count) unless the caller fixed a device; with one GPU or none, the env's own ``device``
-  keyword stands.
-* **Threads**: each worker process sets ``torch.set_num_threads(cores // m)`` (at least 1)
-  before building its env. Left alone, every process would start one intra-op thread per
-  core and m processes would fight over the same cores (on 2 cores, two 2-thread trainings
-  ran slower together than one after the other).
-
-The start method is ``forkserver`` by default, with torch and nas_env preloaded in the
-server: *fork* copies a parent whose torch (OpenMP) thread pool may already be running,
-and a forked child then hangs in its first parallel region (seen here: ``gym.make_vec(...,
-vectorization_mode="async")`` with the default fork context never returned after the parent
-had run a 2-thread matmul). ``spawn`` works too but imports torch once per sub-env.
-
-Infos: Gymnasium's vector envs batch each info key into an array typed by the first sub-env
-that reports it, so a failed child's ``params=None`` (or a PTB child's ``val_ppl=None``) beside
-an ok child's number raised a TypeError and ended the search. :class:`NASSyncVectorEnv` and
-:class:`NASAsyncVectorEnv` (what :func:`make_sync_envs` and :func:`make_parallel_envs` build)
-turn such a key's array into an object array instead; a plain ``gym.make_vec`` does not.
+* **Devices**: on a machine with several GPUs, sub-env i gets ``cuda:i`` (modulo the GPU count)
+  unless the caller fixed a device.
+* **Threads**: each worker process sets ``torch.set_num_threads(cores // m)`` (at least 1) before
+  building its env; left alone, m processes would each start one thread per core and fight over them.
+* **Start method**: ``forkserver`` by default, with torch and nas_env preloaded in the server: a
+  *forked* child of a parent whose torch (OpenMP) thread pool already ran hangs in its first
+  parallel region. ``spawn`` works too but imports torch once per sub-env.
+* **Infos**: Gymnasium types each batched info key by the first sub-env that reports it, so a failed
+  child's ``params=None`` beside an ok child's number raised a TypeError. :class:`NASSyncVectorEnv`
+  and :class:`NASAsyncVectorEnv` turn such a key's array into an object array instead.
 """
 
 from __future__ import annotations
@@ -36,6 +24,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+
+from nas_env.checks import check_int
 
 VECTORIZATION_MODES = ("auto", "sync", "async")
 
@@ -61,19 +51,16 @@ class MixedInfoMixin:
 
 
 class NASSyncVectorEnv(MixedInfoMixin, gym.vector.SyncVectorEnv):
-    """A :class:`~gymnasium.vector.SyncVectorEnv` that batches infos of mixed types (a failed child beside an ok
-    one)."""
+    """A :class:`~gymnasium.vector.SyncVectorEnv` that batches infos of mixed types."""
 
 
 class NASAsyncVectorEnv(MixedInfoMixin, gym.vector.AsyncVectorEnv):
-    """An :class:`~gymnasium.vector.AsyncVectorEnv` that batches infos of mixed types (a failed child beside an ok
-    one)."""
+    """An :class:`~gymnasium.vector.AsyncVectorEnv` that batches infos of mixed types."""
 
 
 def make_sync_envs(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None) -> NASSyncVectorEnv:
     """``num_envs`` sub-envs of ``env_id`` stepped one after the other in this process."""
-    if num_envs < 1:
-        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    check_int("num_envs", num_envs, minimum=1)
     return NASSyncVectorEnv([partial(gym.make, env_id, **(env_kwargs or {})) for _ in range(num_envs)])
 
 
@@ -91,10 +78,8 @@ def threads_per_env(num_envs: int, cores: int | None = None) -> int:
 
 
 def sub_env_devices(num_envs: int, device: str | None = None, gpu_count: int | None = None) -> list[str | None]:
-    """The device of each sub-env: ``cuda:i`` round-robin when ``device`` is unset/"auto" and there are 2+ GPUs.
-
-    None means "leave the env's own ``device`` keyword (or its default) alone".
-    """
+    """The device of each sub-env: ``cuda:i`` round-robin when ``device`` is unset/"auto" and there are 2+ GPUs,
+    else None (the env's own ``device`` keyword stands)."""
     gpus = torch.cuda.device_count() if gpu_count is None else gpu_count
     if device in (None, "auto") and gpus > 1:
         return [f"cuda:{i % gpus}" for i in range(num_envs)]
@@ -115,14 +100,9 @@ class SubEnvFactory:
         return gym.make(self.env_id, **self.kwargs)
 
 
-def make_parallel_envs(
-    env_id: str,
-    num_envs: int,
-    env_kwargs: dict[str, Any] | None = None,
-    num_threads: int | None = None,
-    devices: Sequence[str | None] | None = None,
-    context: str | None = "forkserver",
-) -> NASAsyncVectorEnv:
+def make_parallel_envs(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None,
+                       num_threads: int | None = None, devices: Sequence[str | None] | None = None,
+                       context: str | None = "forkserver") -> NASAsyncVectorEnv:
     """``num_envs`` sub-envs of ``env_id``, each in its own process, with its device and thread share.
 
     Args:
@@ -132,8 +112,7 @@ def make_parallel_envs(
         devices: one device (or None: keep ``env_kwargs``) per sub-env; default :func:`sub_env_devices`.
         context: multiprocessing start method (see the module docstring for why not fork).
     """
-    if num_envs < 1:
-        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    check_int("num_envs", num_envs, minimum=1)
     kwargs = dict(env_kwargs or {})
     threads = num_threads if num_threads is not None else threads_per_env(num_envs)
     if devices is None:

@@ -1,16 +1,14 @@
 """The evaluator interface: what the environment calls on an episode's last step, and what it gets back.
 
-Every evaluator (:mod:`~nas_env.evaluators.train`, :mod:`~nas_env.evaluators.lm`,
-:mod:`~nas_env.evaluators.shared`, :mod:`~nas_env.evaluators.table`,
-:mod:`~nas_env.evaluators.synthetic`, or any user callable ``(arch, seed) -> EvalResult | float``)
-plugs into the environment the same way.
+Every evaluator of this package, or any user callable ``(arch, seed) -> EvalResult | float``, plugs into the
+environment the same way.
 """
 
 from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -18,16 +16,13 @@ import torch
 from nas_env.spaces.base import Architecture
 
 STATUSES = ("ok", "diverged", "oom", "invalid_action", "stopped_early", "failed")
+A = TypeVar("A", bound=Architecture)
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """The outcome of evaluating one child.
-
-    ``reward`` is the raw score (validation accuracy for image children) before the
-    environment's ``reward_transform``; ``metrics`` holds ``val_acc``, ``val_acc_history``,
-    ``params``, ``flops``, ``train_seconds`` and anything else worth recording.
-    """
+    """The outcome of evaluating one child: ``reward``, the raw score before the environment's ``reward_transform``,
+    and ``metrics`` (``val_acc``, ``val_acc_history``, ``params``, ``flops``, ``train_seconds``, ...)."""
 
     reward: float
     status: str = "ok"
@@ -52,6 +47,13 @@ def as_result(value: EvalResult | float | int) -> EvalResult:
     if isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool):
         return EvalResult(reward=float(value), metrics={"val_acc": float(value)})
     raise TypeError(f"an evaluator must return an EvalResult or a number, got {type(value).__name__}")
+
+
+def check_arch(arch: Any, family: type[A], refusal: str) -> A:
+    """``arch`` if it is a ``family`` architecture, else the TypeError ``"{refusal}, got <its type>"``."""
+    if not isinstance(arch, family):
+        raise TypeError(f"{refusal}, got {type(arch).__name__}")
+    return arch
 
 
 def is_oom(error: BaseException) -> bool:

@@ -7,27 +7,18 @@ from typing import Any
 
 from nas_env.evaluators.base import EvalResult, Evaluator, as_result
 from nas_env.spaces.base import Architecture
-from nas_env.store import DEFAULT_LEASE_S, SEED_POLICY, Claimant, ResultStore, store_fingerprint, tag_result
+from nas_env.store import DEFAULT_LEASE_S, Claimant, ResultStore, store_fingerprint, tag_result
 
 
 class CachedEvaluator:
     """Serve an architecture from the store when its fingerprint has seen it; otherwise evaluate and store it.
 
-    The seed policy is part of the fingerprint: a child's result is taken to depend on its
-    architecture and the evaluator's settings, not on the episode's seed, so an
-    architecture met again (in this run, a resumed run, or another agent's run with the same
-    settings) is not trained again. ``metrics["result_seed"]`` reports the seed that produced
-    the result: the stored one on a hit, this call's on a miss.
-
-    ``serve=False`` records every result and serves none: for evaluators whose result depends on their own
-    state (a weight-sharing supernet), where an earlier reward is not what evaluating now would give.
-
-    Concurrency: the store's rule (:class:`~nas_env.store.Claimant`): an architecture is claimed
-    before it is trained, so two workers that draw it at the same moment train it once;
-    ``duplicates_avoided`` counts the evaluations served by waiting on another worker's claim.
+    A result is taken to depend on the architecture and the evaluator's settings, not on the episode's
+    seed (the seed policy is part of the fingerprint); ``metrics["result_seed"]`` is the seed that
+    produced it. ``serve=False`` records every result and serves none: for evaluators whose result
+    depends on their own state (a weight-sharing supernet). Two workers that draw one architecture at
+    once train it once (:class:`~nas_env.store.Claimant`); ``duplicates_avoided`` counts the waits.
     """
-
-    SEED_POLICY = SEED_POLICY
 
     def __init__(self, inner: Evaluator, store: ResultStore | str | Path, lease_s: float = DEFAULT_LEASE_S,
                  serve: bool = True) -> None:
@@ -35,7 +26,7 @@ class CachedEvaluator:
             raise TypeError(f"caching needs an evaluator with a fingerprint() method, got {type(inner).__name__}")
         self.inner = inner
         self.claimant = Claimant(store, lease_s)  # pickled to another process, it is another owner
-        self.serve = serve  # False: record every result, serve none (a stateful evaluator, e.g. weight sharing)
+        self.serve = serve
         self.hits = 0
         self.misses = 0
         self.duplicates_avoided = 0

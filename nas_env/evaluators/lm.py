@@ -17,7 +17,7 @@ import torch
 
 from nas_env.checks import is_number
 from nas_env.data.ptb import TextData
-from nas_env.evaluators.base import EvalResult, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.rnn_cell import CellLanguageModel, lm_multiply_adds, lm_param_count
 from nas_env.spaces.base import Architecture
@@ -48,9 +48,8 @@ def lm_cost_metrics(base: int, vocab_size: int, config: LMTrainConfig) -> dict[s
 class LMTrainingEvaluator:
     """Train a two-layer language model around the cell; reward ``c / val_ppl^2``, 0 when it diverges.
 
-    ``data`` is a :class:`TextData` or a zero-argument factory (loaded on first use, then reused
-    by every child). ``val_ppl`` is the lowest validation perplexity over the epochs.
-    """
+    ``data``: a :class:`TextData` or a zero-argument factory (loaded on first use). ``val_ppl`` is the lowest
+    validation perplexity over the epochs."""
 
     def __init__(self, data: TextData | Callable[[], TextData], config: LMTrainConfig | None = None,
                  device: str | torch.device | None = "auto", reward_c: float = REWARD_C) -> None:
@@ -70,11 +69,7 @@ class LMTrainingEvaluator:
         return self._data
 
     def fingerprint(self) -> str:
-        """A hash of everything that determines a child's result except the architecture and seed.
-
-        Code and torch versions, the corpus content (hashed once), the config, c and the device
-        type: see :mod:`nas_env.fingerprint`.
-        """
+        """A hash of all that decides a child's result but its architecture and seed (:mod:`nas_env.fingerprint`)."""
         if self._fingerprint is None:
             d = self.data
             settings = {"data": [d.name, d.vocab_size], "config": asdict(self.config), "reward_c": self.reward_c,
@@ -83,8 +78,7 @@ class LMTrainingEvaluator:
         return self._fingerprint
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
-        if not isinstance(arch, CellArchitecture):
-            raise TypeError(f"LMTrainingEvaluator trains recurrent cells (CellArchitecture), got {type(arch).__name__}")
+        check_arch(arch, CellArchitecture, "LMTrainingEvaluator trains recurrent cells (CellArchitecture)")
         data, cfg = self.data, self.config
         metrics: dict[str, Any] = lm_cost_metrics(arch.base, data.vocab_size, cfg)
         devices = [self.device] if self.device.type == "cuda" else []

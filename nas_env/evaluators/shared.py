@@ -1,39 +1,21 @@
 """Weight sharing (ENAS-style, Pham et al. 2018): one supernet holds every child's weights.
 
 A child is not trained from scratch: the shared weights are trained on it for a few minibatches and
-its reward is the accuracy of the shared weights, restricted to it, on validation images. A search
-of thousands of children then costs minutes instead of GPU-weeks, at the price of a weaker ranking
-(Yu et al. 2020): ``scripts/shared_ranking.py`` measures it against stand-alone training.
+its reward is their accuracy, restricted to it, on validation images (``docs/weight-sharing.md``;
+``scripts/shared_ranking.py`` measures the ranking against stand-alone training). One evaluator
+(:class:`SharedWeightsEvaluator`) serves every space whose :class:`SupernetSpec` builds a supernet:
+the CNN space's is here (:class:`CNNSupernetSpec`), NAS-Bench-201's in :mod:`nas_env.evaluators.shared_nb201`.
 
-One evaluator (:class:`SharedWeightsEvaluator`) serves every space that has a supernet: the space's
-part is a :class:`SupernetSpec` (its search space, settings, source modules, metrics, and how to
-build its :class:`Supernet`), so shared training, scoring, BN recalibration, checkpoints and the
-fingerprint are written once. This module holds the CNN space's (:class:`CNNSupernetSpec`);
-:mod:`nas_env.evaluators.shared_nb201` holds NAS-Bench-201's cell space's.
-
-The CNN supernet (:class:`SuperNet`), for a :class:`CNNSearchSpace` with filter sizes up to ``KH x KW``
-and up to ``F`` filters:
-
-* per layer ``i`` and per possible input ``j`` (the image, or an earlier layer) one weight block of
-  shape ``F x C_j x KH x KW``: a child layer with an ``h x w`` filter uses the centre ``h x w`` crop,
-  with ``n`` filters the first ``n`` output rows, and an input layer with ``m`` filters the first ``m``
-  input channels of that layer's block. Every earlier layer's output thus has a fixed channel block
-  of a later layer's input, so any anchor set selects a set of blocks, concatenated in input order.
-  With ``kernel_sharing="separate"`` each filter size has its own ``F x C_j x h x w`` block instead of
-  a crop (fewer choices share one weight: a known remedy for weak rankings);
-  A block no child used in a step gets no gradient, so the optimiser leaves it untouched (no weight
-  decay, no momentum drift), as in ENAS;
-* per layer a batch norm affine of ``F`` channels (the first ``n`` serve a child of ``n`` filters)
-  and per layer a classifier block of ``F`` features (the unused outputs' blocks are concatenated);
-* the same layer rules as :func:`nas_env.models.cnn.build_model`: conv (any stride) -> batch norm ->
-  ReLU -> optional 2x2 max-pool, inputs zero-padded to the largest and concatenated, unused outputs
-  to global average pooling and the linear classifier. ``SuperNet.child_model`` copies a child's
-  slices into a :func:`build_model` model, which computes the same logits.
-
-Batch norm keeps no running statistics shared between children (they would mix children). Training
-uses each minibatch's statistics; evaluation (``bn_eval``) uses either the validation batch's own
-statistics (``"batch"``, ENAS) or statistics recomputed for the child on fixed training images
-(``"recalibrate"``, the remedy of Yu et al.).
+The CNN supernet (:class:`SuperNet`), for filter sizes up to ``KH x KW`` and up to ``F`` filters, holds
+per layer and per possible input ``j`` one ``F x C_j x KH x KW`` block: a child layer with an ``h x w``
+filter uses its centre crop (``kernel_sharing="separate"``: one block per filter size), with ``n``
+filters its first ``n`` rows, and an input layer with ``m`` filters its first ``m`` input channels;
+per layer a batch-norm affine and a classifier block of ``F``. The layer rules are
+:func:`nas_env.models.cnn.build_model`'s, and ``SuperNet.child_model`` copies a child's slices into such a
+model, which computes the same logits. A block no child used in a step gets no gradient, so the
+optimiser leaves it untouched. Batch norm keeps no running statistics (they would mix children):
+training uses each minibatch's, scoring (``bn_eval``) the validation batch's (``"batch"``, ENAS) or
+statistics recomputed for the child on fixed training images (``"recalibrate"``, Yu et al. 2020).
 """
 
 from __future__ import annotations
@@ -44,7 +26,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -53,7 +35,8 @@ from torch import nn
 
 from nas_env.checks import check_int, check_number, check_optional, is_int
 from nas_env.data.base import ImageData, image_data_from
-from nas_env.evaluators.base import EvalResult, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
+from nas_env.evaluators.train import cnn_cost_metrics
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import BN_EPS, ChildCNN, build_model, concat_padded
 from nas_env.spaces.base import Architecture, SearchSpace
@@ -74,15 +57,17 @@ KERNEL_SHARING = ("crop", "separate")
 STATE_FORMAT = 1
 
 
+def _check_in(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SharedConfig:
-    """How the shared weights are trained and a child is scored. The optimiser itself is the
-    :class:`TrainConfig`'s (lr with its batch scaling, Nesterov momentum, weight decay) at a constant
-    learning rate, since a search's length is not known in advance.
-    """
+    """How the shared weights are trained and a child is scored; the optimiser is the :class:`TrainConfig`'s at a
+    constant learning rate (a search's length is not known in advance)."""
 
-    # 10 minibatches of 128 are 1,280 training images a child, about 1/175 of a 5-epoch CIFAR-10 proxy child
-    # (225,000): the >= 100x budget of the issue, with room for the reward's validation pass.
+    # 10 minibatches of 128: 1,280 images a child, 1/175 of a 5-epoch CIFAR-10 proxy child (the >= 100x budget)
     shared_steps: int = 10  # minibatches of shared training on each child before its reward (0: score only)
     warmup_steps: int = 0  # minibatches on uniformly random children (one step each) before the first reward
     reward_data: str = "subset"  # "subset": the first val_images validation images; "minibatch": a random draw
@@ -102,12 +87,8 @@ class SharedConfig:
             v = getattr(self, name)
             if not is_int(v) or v < 2:
                 raise ValueError(f"{name} must be an int >= 2 (batch norm needs 2+ images), got {v!r}")
-        if self.reward_data not in REWARD_DATA:
-            raise ValueError(f"reward_data must be one of {REWARD_DATA}, got {self.reward_data!r}")
-        if self.bn_eval not in BN_EVAL:
-            raise ValueError(f"bn_eval must be one of {BN_EVAL}, got {self.bn_eval!r}")
-        if self.kernel_sharing not in KERNEL_SHARING:
-            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {self.kernel_sharing!r}")
+        for name, choices in (("reward_data", REWARD_DATA), ("bn_eval", BN_EVAL), ("kernel_sharing", KERNEL_SHARING)):
+            _check_in(name, getattr(self, name), choices)
         check_optional("grad_clip", self.grad_clip, check_number, minimum=0, above=True)
 
     @classmethod
@@ -142,13 +123,31 @@ class ChildPlan:
 BNStats = list[tuple[torch.Tensor, torch.Tensor]]  # per batch norm, in forward order: (mean, unbiased var)
 
 
+class BatchNorms:
+    """Batch norm for one forward pass of a child: ``stats`` in forward order when given, else the batch's own
+    (appended to ``collect`` when given, for recalibration)."""
+
+    def __init__(self, stats: BNStats | None, collect: BNStats | None) -> None:
+        self.stats, self.collect, self.used = stats, collect, 0
+
+    def __call__(self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        if self.stats is not None:
+            if self.used >= len(self.stats):
+                raise ValueError(f"stats holds {len(self.stats)} batch norms' statistics; this child has more")
+            mean, var = self.stats[self.used]
+            self.used += 1
+            return F.batch_norm(h, mean, var, weight, bias, training=False, eps=eps)
+        if self.collect is not None:
+            hf = h.detach().float()
+            self.collect.append((hf.mean(dim=(0, 2, 3)), hf.var(dim=(0, 2, 3), unbiased=True)))
+        return F.batch_norm(h, None, None, weight, bias, training=True, eps=eps)
+
+
 class Supernet(Protocol):
     """What the evaluator needs of a supernet (an ``nn.Module``): lay out a child, run it, export it.
 
-    ``plan(arch)`` checks that ``arch`` is one of its children (TypeError / ValueError) and returns
-    whatever ``forward`` needs to run it; ``forward(x, plan, stats, collect)`` gives the child's logits,
-    its batch norms using ``stats`` (per batch norm in forward order, ``(mean, unbiased var)``) when
-    given, else the batch's own statistics, appended to ``collect`` when given (recalibration);
+    ``plan(arch)`` checks that ``arch`` is one of its children (TypeError / ValueError) and returns what
+    ``forward(x, plan, stats, collect)`` needs to give its logits (batch norms as :class:`BatchNorms` says);
     ``child_model(arch, stats)`` is a stand-alone model with copies of the child's weights.
     """
 
@@ -162,15 +161,14 @@ class Supernet(Protocol):
     def parameters(self) -> Any: ...  # nn.Module's
 
 
+@runtime_checkable
 class SupernetSpec(Protocol):
     """A space's part of weight sharing: what :class:`SharedWeightsEvaluator` needs beyond images and a config.
 
-    ``space`` draws random children (its tokens, uniformly); ``settings()`` (JSON-friendly) enter the
-    fingerprint and the checkpoint's settings, and ``fingerprint_kind`` names the source files that decide a
-    reward (a key of :data:`nas_env.fingerprint.RESULT_SOURCES`); ``check_config``
-    refuses :class:`SharedConfig` options that do not apply to the space (ValueError); ``build``
-    makes the supernet for the data's image shape and classes; ``metrics`` are a child's recorded
-    cost metrics (``params``, ``flops``, ...).
+    ``space`` draws random children; ``settings()`` (JSON-friendly) enter the fingerprint and the checkpoint,
+    ``fingerprint_kind`` is a key of :data:`nas_env.fingerprint.RESULT_SOURCES`; ``check_config`` refuses
+    options that do not apply to the space (ValueError); ``build`` makes the supernet for the data's image
+    shape and classes; ``metrics`` are a child's cost metrics (``params``, ``flops``, ...).
     """
 
     space: SearchSpace
@@ -191,8 +189,7 @@ class SuperNet(nn.Module):
     def __init__(self, space: CNNSearchSpace, input_shape: Sequence[int], num_classes: int,
                  bn_eps: float = BN_EPS, kernel_sharing: str = "crop") -> None:
         super().__init__()
-        if kernel_sharing not in KERNEL_SHARING:
-            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, got {kernel_sharing!r}")
+        _check_in("kernel_sharing", kernel_sharing, KERNEL_SHARING)
         if not isinstance(space, CNNSearchSpace):
             raise TypeError(f"SuperNet needs a CNNSearchSpace, got {type(space).__name__}")
         if len(input_shape) != 3 or any(not is_int(v) or v < 1 for v in input_shape):
@@ -236,8 +233,7 @@ class SuperNet(nn.Module):
 
     def plan(self, arch: CNNArchitecture) -> ChildPlan:
         """Check that ``arch`` is a child of this supernet's space and lay out its layers."""
-        if not isinstance(arch, CNNArchitecture):
-            raise TypeError(f"the supernet runs CNN architectures, got {type(arch).__name__}")
+        check_arch(arch, CNNArchitecture, "the supernet runs CNN architectures")
         if arch.num_layers > self.space.num_layers:
             raise ValueError(f"architecture has {arch.num_layers} layers; this supernet holds at most "
                              f"{self.space.num_layers}")
@@ -258,11 +254,9 @@ class SuperNet(nn.Module):
         (kh, kw) = self.kernel if self.kernel_sharing == "crop" else lp.kernel
         top, left = (kh - h) // 2, (kw - w) // 2
         blocks = self.convs[layer]
-        if not lp.inputs:
-            return blocks[self._key(0, lp.kernel)][: lp.filters, :, top : top + h, left : left + w]
-        parts = [blocks[self._key(j, lp.kernel)][: lp.filters, : plan.layers[j - 1].filters, top : top + h,
-                                                 left : left + w]
-                 for j in lp.inputs]
+        parts = [blocks[self._key(j, lp.kernel)][: lp.filters, : plan.layers[j - 1].filters if j else None,
+                                                 top : top + h, left : left + w]
+                 for j in lp.inputs or (0,)]  # 0: the image, all of its channels
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def classifier_weight(self, plan: ChildPlan) -> torch.Tensor:
@@ -271,8 +265,8 @@ class SuperNet(nn.Module):
 
     def forward(self, x: torch.Tensor, plan: ChildPlan, stats: BNStats | None = None,
                 collect: BNStats | None = None) -> torch.Tensor:
-        """The child's logits. Batch norm uses ``stats`` (per-layer mean, var) when given, else the batch's own
-        statistics, which are appended to ``collect`` when given (for recalibration)."""
+        """The child's logits, its batch norms as :class:`BatchNorms` says."""
+        norm = BatchNorms(stats, collect)
         outs: list[torch.Tensor] = []
         for i, lp in enumerate(plan.layers):
             h = concat_padded([outs[j - 1] for j in lp.inputs], lp.in_size) if lp.inputs else x
@@ -280,16 +274,7 @@ class SuperNet(nn.Module):
             if h.is_contiguous(memory_format=torch.channels_last):
                 weight = weight.contiguous(memory_format=torch.channels_last)
             h = F.conv2d(h, weight, stride=lp.stride, padding=(lp.kernel[0] // 2, lp.kernel[1] // 2))
-            gamma, beta = self.bn_weight[i][: lp.filters], self.bn_bias[i][: lp.filters]
-            if stats is not None:
-                mean, var = stats[i]
-                h = F.batch_norm(h, mean, var, gamma, beta, training=False, eps=self.bn_eps)
-            else:
-                if collect is not None:
-                    hf = h.detach().float()
-                    collect.append((hf.mean(dim=(0, 2, 3)), hf.var(dim=(0, 2, 3), unbiased=True)))
-                h = F.batch_norm(h, None, None, gamma, beta, training=True, eps=self.bn_eps)
-            h = F.relu(h)
+            h = F.relu(norm(h, self.bn_weight[i][: lp.filters], self.bn_bias[i][: lp.filters], self.bn_eps))
             if lp.pooled:
                 h = F.max_pool2d(h, kernel_size=2, stride=2, ceil_mode=True)
             outs.append(h)
@@ -336,8 +321,7 @@ class CNNSupernetSpec:
         return SuperNet(self.space, input_shape, num_classes, kernel_sharing=config.kernel_sharing)
 
     def metrics(self, arch: CNNArchitecture, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
-        return {"params": arch.num_params(input_shape, num_classes),
-                "flops": arch.multiply_adds(input_shape, num_classes)}
+        return cnn_cost_metrics(arch, input_shape, num_classes)
 
 
 def _cpu_copy(obj: Any) -> Any:
@@ -355,17 +339,15 @@ class SharedWeightsEvaluator:
     """``(arch, seed) -> EvalResult`` by weight sharing: train the supernet on ``arch`` for ``shared_steps``
     minibatches, then score ``arch`` with the shared weights on validation images, all on ``device``.
 
-    Stateful: the supernet, its optimiser, the random stream and the step counter carry over from
-    child to child (``state_dict`` / ``load_state_dict`` checkpoint them so a resumed run continues
-    exactly). The per-child ``seed`` is recorded but does not steer anything: the evaluator's own
-    seeded stream (``config.seed``) draws minibatches, augmentation and warm-up children, so the
-    supernet's history does not depend on the agent's seeding.
+    Stateful: the supernet, its optimiser, the random stream and the step counter carry over from child to
+    child (``state_dict`` / ``load_state_dict`` checkpoint them). The per-child ``seed`` is recorded but
+    steers nothing: the evaluator's own stream (``config.seed``) draws minibatches, augmentation and
+    warm-up children.
 
-    ``data``: an :class:`ImageData` or a zero-argument factory (loaded on first use); ``space``: a
-    :class:`CNNSearchSpace` (its :class:`SuperNet`) or any space's :class:`SupernetSpec` (e.g.
-    :class:`~nas_env.evaluators.shared_nb201.NB201SupernetSpec`); ``config``: a :class:`SharedConfig`
-    or a dict of its fields; ``train_config``: the optimiser, batch size, augmentation, precision and
-    memory format (a :class:`TrainConfig`; its epochs and schedule are not used).
+    ``data``: an :class:`ImageData` or a zero-argument factory; ``space``: a :class:`CNNSearchSpace` or any
+    space's :class:`SupernetSpec`; ``config``: a :class:`SharedConfig` or a dict of its fields;
+    ``train_config``: optimiser, batch size, augmentation, precision and memory format (its epochs and
+    schedule are not used).
     """
 
     def __init__(self, data: ImageData | Callable[[], ImageData], space: CNNSearchSpace | SupernetSpec,
@@ -373,8 +355,7 @@ class SharedWeightsEvaluator:
                  device: str | torch.device | None = "auto") -> None:
         if isinstance(space, CNNSearchSpace):
             space = CNNSupernetSpec(space)
-        if not all(hasattr(space, name) for name in ("space", "fingerprint_kind", "settings", "check_config", "build",
-                                                      "metrics")):
+        if not isinstance(space, SupernetSpec):
             raise TypeError(f"SharedWeightsEvaluator needs a CNNSearchSpace or a SupernetSpec, "
                             f"got {type(space).__name__}")
         if isinstance(config, dict):
@@ -511,44 +492,40 @@ class SharedWeightsEvaluator:
         return time.perf_counter() - start
 
     # --- scoring -----------------------------------------------------------------------------------
-    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
-        return self.data.normalise(x).contiguous(memory_format=self._memory_format)
+    def _forward(self, x: torch.Tensor, plan: Any, **norms: BNStats | None) -> torch.Tensor:
+        """The child's logits for un-normalised images, in the run's precision and memory format."""
+        with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
+            return self.supernet(self.data.normalise(x).contiguous(memory_format=self._memory_format), plan, **norms)
 
     @torch.no_grad()
     def recalibrate(self, plan: Any) -> BNStats:
         """Per-batch-norm statistics of this child over the first ``recalibrate_images`` training images
         (un-augmented, as validation images are), averaged over ``eval_batch_size`` chunks."""
-        data, net = self.data, self.supernet
+        data = self.data
         if self._recal_x is None:
             x = data.train_x[: self.config.recalibrate_images]
             if data.augment:  # the stored training images carry the crop padding
                 x = x[:, :, PAD : PAD + data.height, PAD : PAD + data.width]
             self._recal_x = x
-        sums: BNStats | None = None
-        chunks = 0
+        per_chunk: list[BNStats] = []
         bs = self.train_config.eval_batch_size
         for s in range(0, len(self._recal_x), bs):
-            chunk = self._recal_x[s : s + bs]
-            if len(chunk) < 2:
-                continue
-            collected: BNStats = []
-            with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
-                net(self._normalised(chunk), plan, collect=collected)
-            sums = collected if sums is None else [(m + a, v + b) for (m, v), (a, b) in zip(sums, collected,
-                                                                                          strict=True)]
-            chunks += 1
-        assert sums is not None
-        return [(m / chunks, v / chunks) for m, v in sums]
+            if len(chunk := self._recal_x[s : s + bs]) >= 2:
+                per_chunk.append([])
+                self._forward(chunk, plan, collect=per_chunk[-1])
+        n = len(per_chunk)
+        assert n
+        by_norm = zip(*per_chunk, strict=True)  # per batch norm: its (mean, var) in each chunk
+        return [(sum(m for m, _ in bn) / n, sum(v for _, v in bn) / n) for bn in by_norm]
 
     @torch.no_grad()
     def score(self, plan: Any, bn_eval: str | None = None) -> float:
         """Accuracy of the shared weights restricted to the child on the validation images of ``reward_data``,
         with batch norm as ``bn_eval`` says (default: the config's; the ranking script compares both)."""
-        data, net, cfg = self.data, self.supernet, self.config
+        data, cfg = self.data, self.config
         bn_eval = cfg.bn_eval if bn_eval is None else bn_eval
-        if bn_eval not in BN_EVAL:
-            raise ValueError(f"bn_eval must be one of {BN_EVAL}, got {bn_eval!r}")
-        net.eval()
+        _check_in("bn_eval", bn_eval, BN_EVAL)
+        self.supernet.eval()
         if cfg.reward_data == "subset":
             xs, ys = data.val_x[: cfg.val_images], data.val_y[: cfg.val_images]
         else:
@@ -560,9 +537,7 @@ class SharedWeightsEvaluator:
             max(1, len(ys) // max(2, self.train_config.eval_batch_size)))
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for idx in chunks:
-            with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
-                logits = net(self._normalised(xs[idx]), plan, stats=stats)
-            correct += (logits.argmax(dim=1) == ys[idx]).sum()
+            correct += (self._forward(xs[idx], plan, stats=stats).argmax(dim=1) == ys[idx]).sum()
         return correct.item() / len(ys)
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
@@ -580,15 +555,14 @@ class SharedWeightsEvaluator:
             self._optimizer.zero_grad(set_to_none=True)
             return oom_result(e, self.device, {**metrics, "val_acc": 0.0, "val_acc_history": []})
         self.children += 1
-        status = "diverged" if skipped else "ok"
-        if status == "diverged":
+        if skipped:
             val_acc = 0.0
         metrics.update(val_acc=val_acc, val_acc_history=[val_acc], train_seconds=time.perf_counter() - start,
                        shared_loss=float(np.mean(losses)) if losses else None, shared_step=self.step,
                        skipped_steps=skipped)
         if warmup_seconds:
             metrics["warmup_seconds"] = warmup_seconds
-        return EvalResult(val_acc, status, metrics)
+        return EvalResult(val_acc, "diverged" if skipped else "ok", metrics)
 
     # --- checkpointing -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -619,7 +593,5 @@ class SharedWeightsEvaluator:
         self._gen.set_state(state["generator"])
         self._arch_rng.bit_generator.state = state["arch_rng"]
         self._perm = state["perm"].to(self.device)
-        self._cursor = int(state["cursor"])
-        self.step = int(state["step"])
-        self.children = int(state["children"])
+        self._cursor, self.step, self.children = (int(state[k]) for k in ("cursor", "step", "children"))
         self.warmed_up = bool(state["warmed_up"])

@@ -1,18 +1,12 @@
 """Weight sharing on NAS-Bench-201's cell space: a supernet holding every op of every edge.
 
-NAS-Bench-201's own skeleton (:mod:`nas_env.models.nb201`: stem, three stages of ``N`` cells at
-``C``, 2C and 4C channels joined by residual reduction blocks, classifier), with every cell holding
-all five ops on each of its six edges: per edge one ReLU-Conv-BN weight for ``nor_conv_1x1`` and one
-for ``nor_conv_3x3`` (each cell of each stage its own); ``avg_pool_3x3`` and ``skip_connect`` have no
-parameters, ``none`` is zero (the edge is dropped from its node's sum, as in the stand-alone network).
-A child, one op per edge, is a path through it (single-path one-shot, as in SPOS / RSPS): the same
-cell in every position of the skeleton, the other ops unused. An op no child used in a step gets no
-gradient, so the optimiser leaves it untouched (no weight decay, no momentum drift).
-
-:class:`NB201SuperNet.child_model` copies a path's weights into :func:`build_nb201_model`'s
-network, which computes the same logits. Batch norm keeps no running statistics (they would mix
-children): training uses the minibatch's, scoring the validation batch's or per-child recalibrated
-ones (``SharedConfig.bn_eval``), as the CNN supernet does. :class:`NB201SupernetSpec` plugs it into
+NAS-Bench-201's own skeleton (:mod:`nas_env.models.nb201`) with every cell holding all five ops on
+each of its six edges: per edge one ReLU-Conv-BN weight for each conv op (each cell its own);
+``avg_pool_3x3`` and ``skip_connect`` have no parameters, ``none`` drops the edge. A child, one op
+per edge, is a path through it (single-path one-shot, as in SPOS / RSPS); an op no child used in a
+step gets no gradient, so the optimiser leaves it untouched. :class:`NB201SuperNet.child_model`
+copies a path's weights into :func:`build_nb201_model`'s network, which computes the same logits;
+batch norm is as in the CNN supernet. :class:`NB201SupernetSpec` plugs it into
 :class:`~nas_env.evaluators.shared.SharedWeightsEvaluator`.
 """
 
@@ -25,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.evaluators.shared import BNStats, SharedConfig
+from nas_env.evaluators.base import check_arch
+from nas_env.evaluators.shared import BatchNorms, BNStats, SharedConfig
 from nas_env.models.nb201 import (
     CONV_KERNELS,
     NB201_C,
     NB201_N,
     NB201Builder,
-    NB201Cell,
     NB201Network,
     ResidualReduction,
     build_nb201_model,
@@ -54,6 +48,9 @@ class _ConvBN(nn.Module):
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(c_out, track_running_stats=False)
 
+    def forward(self, x: torch.Tensor, norm: BatchNorms) -> torch.Tensor:
+        return _bn(norm, self.conv(F.relu(x)), self.bn)
+
 
 class _SuperCell(nn.Module):
     """A cell's weights for every op: ``edges[str(i)][op]`` for the two conv ops of edge ``i``."""
@@ -74,24 +71,12 @@ class _SuperReduction(nn.Module):
         self.conv_b = _ConvBN(c_out, c_out, 3)
         self.shortcut = nn.Conv2d(c_in, c_out, kernel_size=1, bias=False)
 
+    def forward(self, h: torch.Tensor, norm: BatchNorms) -> torch.Tensor:
+        return self.shortcut(F.avg_pool2d(h, kernel_size=2, stride=2)) + self.conv_b(self.conv_a(h, norm), norm)
 
-class _Norms:
-    """Batch norm for one forward pass: given statistics in order, or the batch's own (optionally collected)."""
 
-    def __init__(self, stats: BNStats | None, collect: BNStats | None) -> None:
-        self.stats, self.collect, self.used = stats, collect, 0
-
-    def __call__(self, h: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
-        if self.stats is not None:
-            if self.used >= len(self.stats):
-                raise ValueError(f"stats holds {len(self.stats)} batch norms' statistics; this child has more")
-            mean, var = self.stats[self.used]
-            self.used += 1
-            return F.batch_norm(h, mean, var, bn.weight, bn.bias, training=False, eps=bn.eps)
-        if self.collect is not None:
-            hf = h.detach().float()
-            self.collect.append((hf.mean(dim=(0, 2, 3)), hf.var(dim=(0, 2, 3), unbiased=True)))
-        return F.batch_norm(h, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+def _bn(norm: BatchNorms, h: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    return norm(h, bn.weight, bn.bias, bn.eps)
 
 
 class NB201SuperNet(nn.Module):
@@ -111,11 +96,9 @@ class NB201SuperNet(nn.Module):
 
     def plan(self, arch: NB201Architecture) -> NB201Architecture:
         """The cell itself (every cell is a child); TypeError for anything else."""
-        if not isinstance(arch, NB201Architecture):
-            raise TypeError(f"the NB201 supernet runs NB201 cells (NB201Architecture), got {type(arch).__name__}")
-        return arch
+        return check_arch(arch, NB201Architecture, "the NB201 supernet runs NB201 cells (NB201Architecture)")
 
-    def _cell(self, h: torch.Tensor, cell: _SuperCell, ops: tuple[str, ...], norm: _Norms) -> torch.Tensor:
+    def _cell(self, h: torch.Tensor, cell: _SuperCell, ops: tuple[str, ...], norm: BatchNorms) -> torch.Tensor:
         nodes = [h]
         for node in range(1, NUM_NODES):
             total: torch.Tensor | None = None
@@ -124,8 +107,7 @@ class NB201SuperNet(nn.Module):
                     continue
                 x = nodes[source]
                 if op in CONV_KERNELS:
-                    m = cell.edges[str(i)][op]
-                    term = norm(m.conv(F.relu(x)), m.bn)
+                    term = cell.edges[str(i)][op](x, norm)
                 elif op == "avg_pool_3x3":
                     term = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
                 else:  # skip_connect
@@ -137,16 +119,11 @@ class NB201SuperNet(nn.Module):
     def forward(self, x: torch.Tensor, plan: NB201Architecture, stats: BNStats | None = None,
                 collect: BNStats | None = None) -> torch.Tensor:
         """The cell's logits; batch norms (in forward order) as :class:`~nas_env.evaluators.shared.Supernet` says."""
-        norm = _Norms(stats, collect)
-        h = norm(self.stem(x), self.stem_bn)
+        norm = BatchNorms(stats, collect)
+        h = _bn(norm, self.stem(x), self.stem_bn)
         for block in self.cells:
-            if isinstance(block, _SuperReduction):
-                a = norm(block.conv_a.conv(F.relu(h)), block.conv_a.bn)
-                b = norm(block.conv_b.conv(F.relu(a)), block.conv_b.bn)
-                h = block.shortcut(F.avg_pool2d(h, kernel_size=2, stride=2)) + b
-            else:
-                h = self._cell(h, block, plan.ops, norm)
-        h = F.relu(norm(h, self.last_bn))
+            h = block(h, norm) if isinstance(block, _SuperReduction) else self._cell(h, block, plan.ops, norm)
+        h = F.relu(_bn(norm, h, self.last_bn))
         return self.classifier(h.mean(dim=(2, 3)))
 
     @torch.no_grad()
@@ -156,28 +133,18 @@ class NB201SuperNet(nn.Module):
         cell_ops = self.plan(arch).ops
         model = build_nb201_model(arch, self.input_shape, self.num_classes, C=self.C, N=self.N)
 
-        def copy_conv_bn(target: nn.Sequential, source: _ConvBN) -> None:  # ReLUConvBN: (ReLU, Conv, BN)
-            target[1].weight.copy_(source.conv.weight)
-            target[2].weight.copy_(source.bn.weight)
-            target[2].bias.copy_(source.bn.bias)
+        def copy(target: nn.Module, *sources: nn.Module) -> None:  # the same parameters in the same order
+            for t, p in zip(target.parameters(), (p for s in sources for p in s.parameters()), strict=True):
+                t.copy_(p)
 
-        model.stem[0].weight.copy_(self.stem.weight)
-        model.stem[1].weight.copy_(self.stem_bn.weight)
-        model.stem[1].bias.copy_(self.stem_bn.bias)
+        copy(model.stem, self.stem, self.stem_bn)
         for block, source in zip(model.cells, self.cells, strict=True):
             if isinstance(block, ResidualReduction):
-                copy_conv_bn(block.conv_a, source.conv_a)
-                copy_conv_bn(block.conv_b, source.conv_b)
-                block.shortcut[1].weight.copy_(source.shortcut.weight)
-            else:
-                assert isinstance(block, NB201Cell)
-                for name, module in block.edges.items():
-                    op = cell_ops[int(name)]
-                    if op in CONV_KERNELS:
-                        copy_conv_bn(module, source.edges[name][op])
-        model.last_act[0].weight.copy_(self.last_bn.weight)
-        model.last_act[0].bias.copy_(self.last_bn.bias)
-        model.classifier.load_state_dict(self.classifier.state_dict())
+                copy(block, source)  # (conv_a, conv_b, shortcut)
+            else:  # each live edge's op, in edge order: the conv ops' (conv, bn) weights
+                copy(block, *(source.edges[str(i)][op] for i, op in enumerate(cell_ops) if op in CONV_KERNELS))
+        copy(model.last_act, self.last_bn)
+        copy(model.classifier, self.classifier)
         if stats is not None:
             norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]  # forward order
             if len(norms) != len(stats):
@@ -199,14 +166,6 @@ class NB201SupernetSpec:
         self.builder = NB201Builder(C, N)
         self.space = NB201SearchSpace()
 
-    @property
-    def C(self) -> int:
-        return self.builder.C
-
-    @property
-    def N(self) -> int:
-        return self.builder.N
-
     def settings(self) -> dict[str, Any]:
         return {"kind": "nb201", **self.builder.settings()}
 
@@ -218,7 +177,7 @@ class NB201SupernetSpec:
                              f"their own weights); leave it at its default 'crop', got {config.kernel_sharing!r}")
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, config: SharedConfig) -> NB201SuperNet:
-        return NB201SuperNet(input_shape, num_classes, C=self.C, N=self.N)
+        return NB201SuperNet(input_shape, num_classes, **self.builder.settings())
 
     def metrics(self, arch: NB201Architecture, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
         return self.builder.metrics(arch, input_shape, num_classes)

@@ -21,12 +21,8 @@ from nas_env.training.lm_trainer import LMTrainConfig
 
 
 class SyntheticEvaluator:
-    """An instant evaluator with a known optimum: the share of tokens that match a target architecture.
-
-    For tests and agent sanity checks only; it never trains anything. The target defaults
-    to a fixed pseudo-random action list drawn from ``target_seed``. A shallower architecture
-    (a depth curriculum's) is scored on its own tokens against the target's first ones.
-    """
+    """An instant evaluator with a known optimum: the share of tokens that match a target architecture (default:
+    drawn from ``target_seed``). A shallower architecture is scored against the target's first tokens."""
 
     def __init__(self, space: CNNSearchSpace, target: Sequence[int] | None = None, target_seed: int = 0,
                  input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10) -> None:
@@ -53,12 +49,8 @@ class SyntheticEvaluator:
 
 
 class SyntheticCellEvaluator:
-    """An instant evaluator with a known optimum: perplexity falls geometrically with the tokens matching a target.
-
-    ``val_ppl = best_ppl * (worst_ppl / best_ppl) ** (1 - share of matching tokens)``; the
-    target defaults to a fixed pseudo-random cell drawn from ``target_seed``. For tests and
-    agent checks only; it never trains anything.
-    """
+    """An instant evaluator with a known optimum: perplexity falls geometrically with the tokens matching a target
+    (default: drawn from ``target_seed``): ``best_ppl * (worst_ppl / best_ppl) ** (1 - share matching)``."""
 
     def __init__(self, space: RNNCellSearchSpace, target: Sequence[int] | None = None, target_seed: int = 0,
                  reward_c: float = REWARD_C, best_ppl: float = 60.0, worst_ppl: float = 1000.0,

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import torch
 
 from nas_env.data.base import ImageData, image_data_from
-from nas_env.evaluators.base import EvalResult, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import build_model
 from nas_env.spaces.base import Architecture
@@ -29,11 +29,9 @@ def cnn_cost_metrics(arch: CNNArchitecture, input_shape: Sequence[int], num_clas
 class ChildBuilder(Protocol):
     """How a :class:`TrainingEvaluator` turns an architecture into a model: one per network family.
 
-    ``kind`` names the family's result-deciding sources in the store's fingerprint (a key of
-    :data:`nas_env.fingerprint.RESULT_SOURCES`); ``settings()`` is whatever else decides the model
-    (widths, depths), also fingerprinted, so two families' or two widths' results never mix.
-    ``metrics`` are the costs known before training (``params``, ``flops``, ...); it and ``build``
-    raise ``TypeError`` for an architecture of another family.
+    ``kind`` is a key of :data:`nas_env.fingerprint.RESULT_SOURCES`; ``settings()`` (widths, depths) is also
+    fingerprinted. ``metrics`` (costs known before training) and ``build`` raise ``TypeError`` for an
+    architecture of another family.
     """
 
     kind: str
@@ -55,9 +53,7 @@ class CNNBuilder:
 
     @staticmethod
     def _check(arch: Architecture) -> CNNArchitecture:
-        if not isinstance(arch, CNNArchitecture):
-            raise TypeError(f"TrainingEvaluator trains CNN architectures, got {type(arch).__name__}")
-        return arch
+        return check_arch(arch, CNNArchitecture, "TrainingEvaluator trains CNN architectures")
 
     def metrics(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
         return cnn_cost_metrics(self._check(arch), input_shape, num_classes)
@@ -80,11 +76,8 @@ def test_accuracy(model: torch.nn.Module, data: DeviceData, images: torch.Tensor
 
 class TrainingEvaluator:
     """Build the child with ``builder`` (default: the paper's CNN, :func:`build_model`), train it with
-    :func:`train_child`, report its accuracy.
-
-    The dataset is loaded lazily (``data`` may be an :class:`ImageData` or a zero-argument
-    factory) and moved to the device once, then reused by every child.
-    """
+    :func:`train_child`, report its accuracy. ``data`` (an :class:`ImageData` or a zero-argument factory) is
+    loaded on first use and moved to the device once."""
 
     def __init__(self, data: ImageData | Callable[[], ImageData], config: TrainConfig | None = None,
                  device: str | torch.device | None = "auto",
@@ -107,11 +100,7 @@ class TrainingEvaluator:
         return self._device_data
 
     def fingerprint(self) -> str:
-        """A hash of everything that determines a child's result except the architecture and seed.
-
-        Code and torch versions, the data's content (hashed once per evaluator), the config, the
-        device type, and the builder's kind and settings: see :mod:`nas_env.fingerprint`.
-        """
+        """A hash of all that decides a child's result but its architecture and seed (:mod:`nas_env.fingerprint`)."""
         if self._fingerprint is None:
             d = self.data.data
             settings: dict[str, Any] = {"data": [d.name, list(d.input_shape), d.num_classes],

@@ -175,23 +175,10 @@ def test_shared_config_needs_the_shared_evaluator() -> None:
         gym.make("NASRL-NB201-CIFAR10-v0", dataset="digits", device="cpu", evaluator="supernet")
 
 
-def test_a_shared_search_resumes_exactly(tmp_path: Path) -> None:
+def test_a_shared_search_resumes_exactly(tmp_path: Path, search_resumes_exactly) -> None:
     """The runner checkpoints the NB201 supernet with the agent; a resumed search continues as if never stopped."""
-    from agents.experiment.search import SearchArgs, run_search
-
     env_kwargs = {"evaluator": "shared", "dataset": "digits", "train_subset": 128, "val_subset": 64, "C": 4, "N": 1,
                   "device": "cpu", "shared_config": {"shared_steps": 1, "warmup_steps": 2, "val_images": 32}}
-
-    def search(name: str, episodes: int, resume: str = "") -> list[dict]:
-        args = SearchArgs(env="NASRL-NB201-CIFAR10-v0", episodes=episodes, logdir=str(tmp_path), run_name=name,
-                          env_kwargs=env_kwargs, progress=False, resume=resume)
-        run = run_search(args)
-        return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
-
-    straight = search("straight", 10)
-    search("parts", 5)
-    resumed = search("parts", 10, resume=str(tmp_path / "parts"))
-    assert [r["reward"] for r in resumed] == [r["reward"] for r in straight]
-    assert [r["arch"] for r in resumed] == [r["arch"] for r in straight]
+    search_resumes_exactly("NASRL-NB201-CIFAR10-v0", env_kwargs, 10, 5)
     state = torch.load(tmp_path / "parts" / "checkpoints" / "agent.pt", weights_only=True)
     assert state["evaluators"][0]["settings"]["space"] == {"kind": "nb201", "C": 4, "N": 1}

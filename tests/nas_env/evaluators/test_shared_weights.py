@@ -348,27 +348,14 @@ def test_a_non_finite_step_is_skipped_and_reported(digits: ImageData) -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True) if not a.isnan().any())
 
 
-def test_a_search_with_shared_weights_resumes_exactly_and_is_never_served_from_the_store(tmp_path: Path) -> None:
+def test_a_search_with_shared_weights_resumes_exactly_and_is_never_served_from_the_store(
+        tmp_path: Path, search_resumes_exactly) -> None:
     """The runner checkpoints the supernet with the agent; a resumed search continues as if never stopped."""
-    import json
-
-    from agents.experiment.search import SearchArgs, run_search
     from nas_env.store import ResultStore
 
     env_kwargs = {"evaluator": "shared", "num_layers": 3, "train_subset": 256,
                   "shared_config": {"shared_steps": 2, "val_images": 64}}
-
-    def search(name: str, episodes: int, resume: str = "") -> list[dict]:
-        args = SearchArgs(env="NASRL-Digits-v0", episodes=episodes, logdir=str(tmp_path), run_name=name,
-                          env_kwargs=env_kwargs, progress=False, resume=resume)
-        run = run_search(args)
-        return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
-
-    straight = search("straight", 15)
-    search("parts", 10)
-    resumed = search("parts", 15, resume=str(tmp_path / "parts"))
-    assert [r["reward"] for r in resumed] == [r["reward"] for r in straight]
-    assert [r["arch"] for r in resumed] == [r["arch"] for r in straight]
+    straight = search_resumes_exactly("NASRL-Digits-v0", env_kwargs, 15, 10)
     assert not any(r["cache_hit"] for r in straight)  # recorded in the store, never served
     assert len(ResultStore(tmp_path / "straight" / "store.sqlite")) > 0
     state = torch.load(tmp_path / "parts" / "checkpoints" / "agent.pt", weights_only=True)
