@@ -33,12 +33,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 DEBUG_FLAG = "--debug"
-# What a user can get wrong, as opposed to a bug. ValueError: every check of the project (nas_env.checks, the
-# arguments' checks, a damaged data or JSON file, an unknown keyword turned into one) raises it, naming the value and
-# what is allowed. FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError: a path
-# the user gave (a data folder, a run folder, a table, a store) that is missing, taken or not what it should be; the
-# other OSErrors (a full disk, a network failure) and everything else (TypeError, KeyError, RuntimeError, ...) are
-# not the user's input and keep their traceback.
+# What a user can get wrong, as opposed to a bug: a ValueError (every check of the project, a damaged data or JSON
+# file), or a path the user gave that is missing, taken or not what it should be. The other OSErrors (a full disk, a
+# network failure) and everything else are not the user's input and keep their traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                                                 IsADirectoryError, PermissionError)
 

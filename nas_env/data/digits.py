@@ -10,17 +10,11 @@ import torch
 
 from nas_env.data.base import ImageData, split_image_data
 
-NUM_IMAGES = 1797
 DEFAULT_VAL_SIZE = 297  # a fixed 1500 / 297 split
 
 
-def load_digits_data(
-    val_size: int | None = None,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-    val_fraction: float | None = None,
-) -> ImageData:
+def load_digits_data(val_size: int | None = None, split_seed: int = 0, train_subset: int | None = None,
+                     val_subset: int | None = None, val_fraction: float | None = None) -> ImageData:
     """Load the digits as uint8 ``N x 1 x 8 x 8`` images (0..255) with a fixed seeded train/validation split.
 
     Pixels (0..16 in scikit-learn) are rescaled to 0..255 as ``round(x * 255 / 16)``. The split

@@ -215,16 +215,9 @@ def _check_readable(folder: Path, classes: Sequence[str], labels: torch.Tensor, 
                          f"file(s) in all, e.g. {skipped[0]})")
 
 
-def load_image_folder(
-    data_root: str | Path,
-    image_size: int | Sequence[int] | None = None,
-    val_size: int | None = None,
-    val_fraction: float | None = None,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-    augment: bool = True,
-) -> ImageData:
+def load_image_folder(data_root: str | Path, image_size: int | Sequence[int] | None = None, val_size: int | None = None,
+                      val_fraction: float | None = None, split_seed: int = 0, train_subset: int | None = None,
+                      val_subset: int | None = None, augment: bool = True) -> ImageData:
     """Decode an image folder (see the module docstring) into uint8 train / validation splits.
 
     ``augment`` (default True: pad-4 crop + horizontal flip, right for photographs) is the

@@ -88,17 +88,9 @@ def _num_classes(labels: Sequence[torch.Tensor], num_classes: int | None) -> int
     return max(int(y.max()) for y in labels if len(y)) + 1
 
 
-def load_memory(
-    data: ImageData | Sequence[Any],
-    val_size: int | None = None,
-    val_fraction: float | None = None,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-    num_classes: int | None = None,
-    augment: bool = False,
-    classes: Sequence[str] = (),
-) -> ImageData:
+def load_memory(data: ImageData | Sequence[Any], val_size: int | None = None, val_fraction: float | None = None,
+                split_seed: int = 0, train_subset: int | None = None, val_subset: int | None = None,
+                num_classes: int | None = None, augment: bool = False, classes: Sequence[str] = ()) -> ImageData:
     """In-memory images (see the module docstring) as an :class:`ImageData` named ``memory:<content digest>``.
 
     ``augment`` (default False: nothing is known about the images) is the dataset's default; a

@@ -167,14 +167,8 @@ def _first(ids: torch.Tensor, n: int | None, what: str) -> torch.Tensor:
     return ids[:n]
 
 
-def load_ptb(
-    data_root: str | Path | None = None,
-    download: bool = True,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-    url: str = URL,
-    md5s: dict[str, str] | None = None,
-) -> TextData:
+def load_ptb(data_root: str | Path | None = None, download: bool = True, train_subset: int | None = None,
+             val_subset: int | None = None, url: str = URL, md5s: dict[str, str] | None = None) -> TextData:
     """A corpus's training and validation token streams (never the test file) and the training vocabulary.
 
     Reads the train and valid files of any :data:`LAYOUTS` layout from ``data_root`` (or
