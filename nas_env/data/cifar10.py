@@ -109,12 +109,9 @@ def load_cifar10(data_root: str | Path | None = None, download: bool = True, val
                  md5: str = MD5, val_fraction: float | None = None) -> ImageData:
     """Load CIFAR-10's training images split into train and validation (never the test set).
 
-    Reads ``<data_root>/cifar-10-batches-py`` (downloading it when absent and ``download`` is true).
-    With ``perm = np.random.default_rng(split_seed).permutation(n)`` over the ``n`` training images
-    in file order (50,000 officially), validation is ``perm[:val_size]`` and training ``perm[val_size:]``
-    (45,000 / 5,000 by default; ``val_fraction`` instead sets ``val_size = round(val_fraction * n)``).
-    ``train_subset`` / ``val_subset`` keep the first N of each split; mean/std are computed on the
-    training images actually kept.
+    Reads ``<data_root>/cifar-10-batches-py`` (downloading it when absent and ``download`` is true). The
+    split is :func:`~nas_env.data.base.split_indices`'s over the training images in file order (45,000 /
+    5,000 by default); ``train_subset`` / ``val_subset`` keep the first N of each side.
     """
     folder = cifar10_folder(data_root, download, url, md5)
     images, labels = _read_batches(folder, TRAIN_BATCHES)

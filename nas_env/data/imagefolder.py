@@ -138,9 +138,10 @@ def check_image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] 
     return int(size[0]), int(size[1])
 
 
-def _decode(paths: Sequence[str], size: tuple[int, int], mode: str) -> tuple[torch.Tensor, list[int]]:
-    """Decode, convert and resize ``paths`` into a uint8 ``N x C x H x W`` tensor of the readable ones; also the
-    indices of those that failed to decode (a corrupt or truncated file)."""
+def _read(samples: list[tuple[str, int]], size: tuple[int, int], mode: str,
+          skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode, convert and resize the images of ``samples`` into a uint8 ``N x C x H x W`` tensor of the readable
+    ones, with their labels; the paths that fail to decode (a corrupt or truncated file) are added to ``skipped``."""
     from PIL import Image
 
     height, width = size
@@ -156,22 +157,13 @@ def _decode(paths: Sequence[str], size: tuple[int, int], mode: str) -> tuple[tor
             return None
 
     with ThreadPoolExecutor(max_workers=min(DECODE_THREADS, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(one, paths))
-    failed = [i for i, a in enumerate(arrays) if a is None]
+        arrays = list(pool.map(one, [p for p, _ in samples]))
+    skipped.extend(path for (path, _), a in zip(samples, arrays, strict=True) if a is None)
     kept = [a for a in arrays if a is not None]
-    channels = 1 if mode == "L" else 3
-    x = np.stack(kept) if kept else np.zeros((0, height, width) if channels == 1 else (0, height, width, 3), np.uint8)
+    labels = [label for (_, label), a in zip(samples, arrays, strict=True) if a is not None]
+    x = np.stack(kept) if kept else np.zeros((0, height, width) if mode == "L" else (0, height, width, 3), np.uint8)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(x)), failed
-
-
-def _read(samples: list[tuple[str, int]], size: tuple[int, int], mode: str,
-          skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The readable images of ``samples`` and their labels; the paths that failed are added to ``skipped``."""
-    x, failed = _decode([p for p, _ in samples], size, mode)
-    skipped.extend(samples[i][0] for i in failed)
-    gone = set(failed)
-    return x, torch.tensor([label for i, (_, label) in enumerate(samples) if i not in gone], dtype=torch.int64)
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(labels, dtype=torch.int64)
 
 
 def _geometry(samples: list[tuple[str, int]], image_size: tuple[int, int] | None,

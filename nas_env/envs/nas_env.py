@@ -190,13 +190,9 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
             depth, int) else None
         self._depths: dict[int, tuple[SearchSpace, int]] = {}  # depth -> (space at that depth, its token count)
         self._num_layers = self.max_num_layers  # the setting, applied at each reset
-        self._episode_space = space  # the space (and token count) of the running episode
-        self._episode_len = len(self.token_specs)
-        self._episode_layers = self.max_num_layers
         if active_layers is not None:
             self.set_num_layers(active_layers)
-            self._episode_layers = self._num_layers
-            self._episode_space, self._episode_len = self._depths[self._num_layers]
+        self._apply_depth()
 
     # --- depth -------------------------------------------------------------------------------
     @property
@@ -226,6 +222,11 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
             self._depths[k] = (sub, n)
         self._num_layers = k
 
+    def _apply_depth(self) -> None:
+        """The depth setting becomes the episode's: its layers, space and token count (the full ones by default)."""
+        self._episode_layers = self._num_layers
+        self._episode_space, self._episode_len = self._depths.get(self._num_layers, (self.space, len(self.token_specs)))
+
     # --- evaluator state -------------------------------------------------------------------
     @property
     def evaluator_state(self) -> dict[str, Any] | None:
@@ -251,10 +252,7 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         if options and options.get("num_layers") is not None:
             self.set_num_layers(options["num_layers"])
-        if self._num_layers is not None:
-            self._episode_layers = self._num_layers
-            self._episode_space, self._episode_len = self._depths.get(self._num_layers, (self.space,
-                                                                                          len(self.token_specs)))
+        self._apply_depth()
         self._child_seed = int(self.np_random.integers(0, 2**31 - 1))
         self._obs[:] = 0
         self._actions = []

@@ -23,16 +23,12 @@ from nas_env.store import ResultStore
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import TrainConfig
 
-# The fidelities, one switch each; every entry can be overridden by its keyword.
-# "proxy" (default): CPU-affordable. NAS-Bench-201's skeleton at half its width and one cell a stage,
-#   2 epochs (batch 64) on 5,000 CIFAR-10 training images, validated on 2,000: 6-24 s a child on one CPU
-#   thread (13 s on average; cells of 3x3 convolutions are the slowest). It ranks cells only coarsely
-#   against NAS-Bench-201's own results (Kendall tau 0.35 over 64 cells, scripts/bench_nb201_proxy.py;
-#   docs: "NAS-Bench-201, trained"): it tells poor cells from good ones, not the best from the good.
-# "nb201": NAS-Bench-201's own training (Dong & Yang 2020, its hyper-parameters "200 epochs"): C=16, N=5,
-#   200 epochs of SGD (Nesterov momentum 0.9, lr 0.1 cosine-annealed to 0, weight decay 5e-4, batch 256)
-#   on every training image; reward = the last epoch's validation accuracy. A GPU's work.
-# Both score the last epoch (reward_window=1), as NAS-Bench-201 reports its cells.
+# The fidelities, one switch each; every entry can be overridden by its keyword. Both score the last epoch
+# (reward_window=1), as NAS-Bench-201 reports its cells.
+# "proxy" (default): CPU-affordable, 6-24 s a child on one CPU thread. It ranks cells only coarsely against
+#   NAS-Bench-201's own results (Kendall tau 0.35 over 64 cells, scripts/bench_nb201_proxy.py; docs: "NAS-Bench-201,
+#   trained"): it tells poor cells from good ones, not the best from the good.
+# "nb201": NAS-Bench-201's own training (Dong & Yang 2020, its hyper-parameters "200 epochs"). A GPU's work.
 PRESETS: dict[str, dict[str, Any]] = {
     "proxy": {"C": 8, "N": 1, "epochs": 2, "train_subset": 5000, "val_subset": 2000,
               "train_config": TrainConfig(epochs=2, batch_size=64, reward_window=1)},
