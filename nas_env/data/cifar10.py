@@ -63,9 +63,7 @@ def read_cifar10(folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     number of images (a small local copy has fewer than the official 10,000 each).
     """
     folder = Path(folder)
-    train_x, train_y = _read_batches(folder, TRAIN_BATCHES)
-    test_x, test_y = _read_batches(folder, (TEST_BATCH,))
-    return train_x, train_y, test_x, test_y
+    return (*_read_batches(folder, TRAIN_BATCHES), *_read_batches(folder, (TEST_BATCH,)))
 
 
 def download_cifar10(data_root: Path, url: str = URL, md5: str = MD5) -> None:

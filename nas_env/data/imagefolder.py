@@ -229,10 +229,8 @@ def load_image_folder(data_root: str | Path, image_size: int | Sequence[int] | N
     skipped: list[str] = []
     readable, size, mode = _geometry(train_samples + val_samples, size, skipped)
     kept = set(readable)
-    train_samples = [s for s in train_samples if s in kept]
-    val_samples = [s for s in val_samples if s in kept]
-    train = _read(train_samples, size, mode, skipped)
-    val = _read(val_samples, size, mode, skipped) if "val" in splits else None
+    train = _read([s for s in train_samples if s in kept], size, mode, skipped)
+    val = _read([s for s in val_samples if s in kept], size, mode, skipped) if "val" in splits else None
     count = len(train[1]) + (len(val[1]) if val is not None else 0)
     if count < 2:
         note = f" ({len(skipped)} unreadable)" if skipped else ""
