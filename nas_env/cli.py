@@ -33,12 +33,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 DEBUG_FLAG = "--debug"
-# What a user can get wrong, as opposed to a bug. ValueError: every check of the project (nas_env.checks, the
-# arguments' checks, a damaged data or JSON file, an unknown keyword turned into one) raises it, naming the value and
-# what is allowed. FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError: a path
-# the user gave (a data folder, a run folder, a table, a store) that is missing, taken or not what it should be; the
-# other OSErrors (a full disk, a network failure) and everything else (TypeError, KeyError, RuntimeError, ...) are
-# not the user's input and keep their traceback.
+# What a user can get wrong, as opposed to a bug: a ValueError (every check of the project, a damaged data or JSON
+# file), or a path the user gave that is missing, taken or not what it should be. The other OSErrors (a full disk, a
+# network failure) and everything else are not the user's input and keep their traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                                                 IsADirectoryError, PermissionError)
 
@@ -150,19 +147,18 @@ def build_parser(cls: type, prog: str, description: str | None = None) -> argpar
             parser.add_argument(f.name, type=kind, help=doc)
             continue
         flag = "--" + f.name.replace("_", "-")
-        # SUPPRESS: a flag not given leaves no attribute, so the caller can tell explicit values from defaults.
-        common: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        options: dict[str, Any]
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"{doc} (default: {default})",
-                                **common)
+            options, shown = {"action": argparse.BooleanOptionalAction}, f"default: {default}"
         elif kind is dict or origin is dict:
-            parser.add_argument(flag, type=json_object(flag), help=f"{doc} (JSON; default: {json.dumps(default)})",
-                                **common)
+            options, shown = {"type": json_object(flag)}, f"JSON; default: {json.dumps(default)}"
         elif origin is list:
             (item,) = typing.get_args(kind)
-            parser.add_argument(flag, type=item, nargs="+", help=f"{doc} (default: {default})", **common)
+            options, shown = {"type": item, "nargs": "+"}, f"default: {default}"
         else:
-            parser.add_argument(flag, type=kind, help=f"{doc} (default: {default!r})", **common)
+            options, shown = {"type": kind}, f"default: {default!r}"
+        # SUPPRESS: a flag not given leaves no attribute, so the caller can tell explicit values from defaults.
+        parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=f"{doc} ({shown})", **options)
     # read by cli_entry from the raw flags (the boundary must know it even when parsing fails); dropped here
     parser.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS,
                         help="on an error, show the full traceback instead of one line")

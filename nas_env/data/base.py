@@ -53,8 +53,7 @@ class ImageData:
         if len(self.train_x) < 1 or len(self.val_x) < 1:
             raise ValueError(f"need at least one training and one validation image, got {len(self.train_x)} and "
                              f"{len(self.val_x)}")
-        n_classes = self.num_classes
-        check_int("num_classes", n_classes, minimum=MIN_CLASSES)
+        check_int("num_classes", self.num_classes, minimum=MIN_CLASSES)
         for name in ("train_y", "val_y"):
             check_labels(getattr(self, name), self.num_classes, name)
         if len(self.mean) != self.train_x.shape[1] or len(self.std) != self.train_x.shape[1]:
@@ -150,10 +149,7 @@ def make_image_data(name: str, train: tuple[torch.Tensor, torch.Tensor], val: tu
     train_n = take_subset(len(train_y), train_subset, "train_subset")
     val_n = take_subset(len(val_y), val_subset, "val_subset")
     train_x, train_y, val_x, val_y = train_x[:train_n], train_y[:train_n], val_x[:val_n], val_y[:val_n]
-    if len(train_x) != len(train_y) or len(val_x) != len(val_y):
-        raise ValueError(f"images and labels differ in length: train {len(train_x)} images / {len(train_y)} labels, "
-                         f"validation {len(val_x)} / {len(val_y)}")
-    mean, std = channel_stats(train_x)
+    mean, std = channel_stats(train_x)  # ImageData checks the lengths
     return ImageData(name, train_x, train_y, val_x, val_y, num_classes, mean, std, augment, tuple(classes))
 
 

@@ -27,6 +27,19 @@ DEFAULT_VAL_SIZE = 5000  # the usual 45,000 / 5,000 split of the training batche
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+def read_pickle_batch(path: Path, label_key: bytes = b"labels") -> tuple[np.ndarray, np.ndarray]:
+    """One official CIFAR pickle (CIFAR-100's too, ``label_key=b"fine_labels"``): uint8 ``N x 3 x 32 x 32`` images
+    and int64 labels."""
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="bytes")  # the official format is a pickle
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+        raise ValueError(f"{path}: expected data N x 3072 and N {label_key.decode()}, got data {data.shape} and "
+                         f"{len(labels)} labels")
+    return data.reshape(-1, 3, 32, 32), labels  # rows are channel-major: R plane, G plane, B plane
+
+
 def _read_batches(folder: Path, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate official batch pickles into uint8 ``N x 3 x 32 x 32`` images and int64 labels."""
     xs: list[np.ndarray] = []
@@ -35,17 +48,10 @@ def _read_batches(folder: Path, names: tuple[str, ...]) -> tuple[torch.Tensor, t
         path = folder / name
         if not path.is_file():
             raise FileNotFoundError(f"CIFAR-10 batch file {path} is missing")
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")  # the official format is a pickle
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-            raise ValueError(
-                f"{path}: expected data N x 3072 and N labels, got data {data.shape} and {len(labels)} labels"
-            )
+        data, labels = read_pickle_batch(path)
         if len(labels) and (labels.min() < 0 or labels.max() > 9):
             raise ValueError(f"{path}: labels outside 0..9")
-        xs.append(data.reshape(-1, 3, 32, 32))  # rows are channel-major: R plane, G plane, B plane
+        xs.append(data)
         ys.append(labels)
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
@@ -57,9 +63,7 @@ def read_cifar10(folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     number of images (a small local copy has fewer than the official 10,000 each).
     """
     folder = Path(folder)
-    train_x, train_y = _read_batches(folder, TRAIN_BATCHES)
-    test_x, test_y = _read_batches(folder, (TEST_BATCH,))
-    return train_x, train_y, test_x, test_y
+    return (*_read_batches(folder, TRAIN_BATCHES), *_read_batches(folder, (TEST_BATCH,)))
 
 
 def download_cifar10(data_root: Path, url: str = URL, md5: str = MD5) -> None:
@@ -98,25 +102,14 @@ def cifar10_folder(data_root: str | Path | None, download: bool, url: str = URL,
     )
 
 
-def load_cifar10(
-    data_root: str | Path | None = None,
-    download: bool = True,
-    val_size: int | None = None,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-    url: str = URL,
-    md5: str = MD5,
-    val_fraction: float | None = None,
-) -> ImageData:
+def load_cifar10(data_root: str | Path | None = None, download: bool = True, val_size: int | None = None,
+                 split_seed: int = 0, train_subset: int | None = None, val_subset: int | None = None, url: str = URL,
+                 md5: str = MD5, val_fraction: float | None = None) -> ImageData:
     """Load CIFAR-10's training images split into train and validation (never the test set).
 
-    Reads ``<data_root>/cifar-10-batches-py`` (downloading it when absent and ``download`` is true).
-    With ``perm = np.random.default_rng(split_seed).permutation(n)`` over the ``n`` training images
-    in file order (50,000 officially), validation is ``perm[:val_size]`` and training ``perm[val_size:]``
-    (45,000 / 5,000 by default; ``val_fraction`` instead sets ``val_size = round(val_fraction * n)``).
-    ``train_subset`` / ``val_subset`` keep the first N of each split; mean/std are computed on the
-    training images actually kept.
+    Reads ``<data_root>/cifar-10-batches-py`` (downloading it when absent and ``download`` is true). The
+    split is :func:`~nas_env.data.base.split_indices`'s over the training images in file order (45,000 /
+    5,000 by default); ``train_subset`` / ``val_subset`` keep the first N of each side.
     """
     folder = cifar10_folder(data_root, download, url, md5)
     images, labels = _read_batches(folder, TRAIN_BATCHES)
@@ -125,12 +118,8 @@ def load_cifar10(
                             train_subset=train_subset, val_subset=val_subset)
 
 
-def load_cifar10_test(
-    data_root: str | Path | None = None,
-    download: bool = True,
-    url: str = URL,
-    md5: str = MD5,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def load_cifar10_test(data_root: str | Path | None = None, download: bool = True, url: str = URL,
+                      md5: str = MD5) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 test images (uint8 ``N x 3 x 32 x 32``) and int64 labels, for final evaluation only."""
     folder = cifar10_folder(data_root, download, url, md5, (TEST_BATCH,))
     return _read_batches(folder, (TEST_BATCH,))

@@ -10,24 +10,17 @@ import torch
 
 from nas_env.data.base import ImageData, split_image_data
 
-NUM_IMAGES = 1797
 DEFAULT_VAL_SIZE = 297  # a fixed 1500 / 297 split
 
 
-def load_digits_data(
-    val_size: int | None = None,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-    val_fraction: float | None = None,
-) -> ImageData:
+def load_digits_data(val_size: int | None = None, split_seed: int = 0, train_subset: int | None = None,
+                     val_subset: int | None = None, val_fraction: float | None = None) -> ImageData:
     """Load the digits as uint8 ``N x 1 x 8 x 8`` images (0..255) with a fixed seeded train/validation split.
 
-    Pixels (0..16 in scikit-learn) are rescaled to 0..255 as ``round(x * 255 / 16)``. The split
-    follows :func:`split_indices`: validation is ``perm[:val_size]`` (297 by default, or
-    ``round(val_fraction * 1797)``), training ``perm[val_size:]`` with
-    ``perm = np.random.default_rng(split_seed).permutation(1797)``. ``train_subset`` /
-    ``val_subset`` keep the first N of each split. No augmentation: flips and crops change digits.
+    Pixels (0..16 in scikit-learn) are rescaled to 0..255 as ``round(x * 255 / 16)``. The split is
+    :func:`~nas_env.data.base.split_indices`'s over the 1,797 images (297 validate by default);
+    ``train_subset`` / ``val_subset`` keep the first N of each side. No augmentation: flips and crops
+    change digits.
     """
     from sklearn.datasets import load_digits  # local import: sklearn is slow to import and only needed here
 

@@ -138,9 +138,10 @@ def check_image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] 
     return int(size[0]), int(size[1])
 
 
-def _decode(paths: Sequence[str], size: tuple[int, int], mode: str) -> tuple[torch.Tensor, list[int]]:
-    """Decode, convert and resize ``paths`` into a uint8 ``N x C x H x W`` tensor of the readable ones; also the
-    indices of those that failed to decode (a corrupt or truncated file)."""
+def _read(samples: list[tuple[str, int]], size: tuple[int, int], mode: str,
+          skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode, convert and resize the images of ``samples`` into a uint8 ``N x C x H x W`` tensor of the readable
+    ones, with their labels; the paths that fail to decode (a corrupt or truncated file) are added to ``skipped``."""
     from PIL import Image
 
     height, width = size
@@ -156,22 +157,13 @@ def _decode(paths: Sequence[str], size: tuple[int, int], mode: str) -> tuple[tor
             return None
 
     with ThreadPoolExecutor(max_workers=min(DECODE_THREADS, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(one, paths))
-    failed = [i for i, a in enumerate(arrays) if a is None]
+        arrays = list(pool.map(one, [p for p, _ in samples]))
+    skipped.extend(path for (path, _), a in zip(samples, arrays, strict=True) if a is None)
     kept = [a for a in arrays if a is not None]
-    channels = 1 if mode == "L" else 3
-    x = np.stack(kept) if kept else np.zeros((0, height, width) if channels == 1 else (0, height, width, 3), np.uint8)
+    labels = [label for (_, label), a in zip(samples, arrays, strict=True) if a is not None]
+    x = np.stack(kept) if kept else np.zeros((0, height, width) if mode == "L" else (0, height, width, 3), np.uint8)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(x)), failed
-
-
-def _read(samples: list[tuple[str, int]], size: tuple[int, int], mode: str,
-          skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The readable images of ``samples`` and their labels; the paths that failed are added to ``skipped``."""
-    x, failed = _decode([p for p, _ in samples], size, mode)
-    skipped.extend(samples[i][0] for i in failed)
-    gone = set(failed)
-    return x, torch.tensor([label for i, (_, label) in enumerate(samples) if i not in gone], dtype=torch.int64)
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(labels, dtype=torch.int64)
 
 
 def _geometry(samples: list[tuple[str, int]], image_size: tuple[int, int] | None,
@@ -215,16 +207,9 @@ def _check_readable(folder: Path, classes: Sequence[str], labels: torch.Tensor, 
                          f"file(s) in all, e.g. {skipped[0]})")
 
 
-def load_image_folder(
-    data_root: str | Path,
-    image_size: int | Sequence[int] | None = None,
-    val_size: int | None = None,
-    val_fraction: float | None = None,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-    augment: bool = True,
-) -> ImageData:
+def load_image_folder(data_root: str | Path, image_size: int | Sequence[int] | None = None, val_size: int | None = None,
+                      val_fraction: float | None = None, split_seed: int = 0, train_subset: int | None = None,
+                      val_subset: int | None = None, augment: bool = True) -> ImageData:
     """Decode an image folder (see the module docstring) into uint8 train / validation splits.
 
     ``augment`` (default True: pad-4 crop + horizontal flip, right for photographs) is the
@@ -244,10 +229,8 @@ def load_image_folder(
     skipped: list[str] = []
     readable, size, mode = _geometry(train_samples + val_samples, size, skipped)
     kept = set(readable)
-    train_samples = [s for s in train_samples if s in kept]
-    val_samples = [s for s in val_samples if s in kept]
-    train = _read(train_samples, size, mode, skipped)
-    val = _read(val_samples, size, mode, skipped) if "val" in splits else None
+    train = _read([s for s in train_samples if s in kept], size, mode, skipped)
+    val = _read([s for s in val_samples if s in kept], size, mode, skipped) if "val" in splits else None
     count = len(train[1]) + (len(val[1]) if val is not None else 0)
     if count < 2:
         note = f" ({len(skipped)} unreadable)" if skipped else ""

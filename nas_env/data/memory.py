@@ -82,23 +82,9 @@ def content_digest(tensors: Sequence[torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def _num_classes(labels: Sequence[torch.Tensor], num_classes: int | None) -> int:
-    if num_classes is not None:
-        return check_int("num_classes", num_classes, minimum=2)
-    return max(int(y.max()) for y in labels if len(y)) + 1
-
-
-def load_memory(
-    data: ImageData | Sequence[Any],
-    val_size: int | None = None,
-    val_fraction: float | None = None,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-    num_classes: int | None = None,
-    augment: bool = False,
-    classes: Sequence[str] = (),
-) -> ImageData:
+def load_memory(data: ImageData | Sequence[Any], val_size: int | None = None, val_fraction: float | None = None,
+                split_seed: int = 0, train_subset: int | None = None, val_subset: int | None = None,
+                num_classes: int | None = None, augment: bool = False, classes: Sequence[str] = ()) -> ImageData:
     """In-memory images (see the module docstring) as an :class:`ImageData` named ``memory:<content digest>``.
 
     ``augment`` (default False: nothing is known about the images) is the dataset's default; a
@@ -123,7 +109,8 @@ def load_memory(
                          f"{tuple(xs[1].shape[1:])}")
     if sum(len(y) for y in ys) < 2:
         raise ValueError(f"too few images: {sum(len(y) for y in ys)}; need at least 2")
-    n_classes = _num_classes(ys, num_classes)
+    n_classes = (max(int(y.max()) for y in ys if len(y)) + 1 if num_classes is None
+                 else check_int("num_classes", num_classes, minimum=2))
     name = f"memory:{content_digest([*xs, *ys])}"
     if len(xs) == 2:
         if val_size is not None or val_fraction is not None:

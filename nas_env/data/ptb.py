@@ -137,17 +137,12 @@ def _corpus(data_root: str | Path | None, download: bool, url: str, md5s: dict[s
     found = find_corpus(data_root, splits)
     if found is not None:
         return found
-    folder = _ensure_files(data_root, download, url, md5s, tuple(FILES[s] for s in splits))
-    return "ptb", {s: folder / FILES[s] for s in splits}
-
-
-def _ensure_files(data_root: str | Path | None, download: bool, url: str, md5s: dict[str, str] | None,
-                  needed: tuple[str, ...]) -> Path:
     folder = ptb_folder(data_root)
+    needed = tuple(FILES[s] for s in splits)
     reason = why_missing(partial(all_files, folder, needed),
                          partial(download_ptb, folder, url, md5s, needed) if download else None, f"from {url}")
     if reason is None:
-        return folder
+        return "ptb", {s: folder / FILES[s] for s in splits}
     raise FileNotFoundError(
         f"Penn Treebank not found: expected {', '.join(needed)} in {folder} ({reason}). Put Mikolov's files "
         f"there (e.g. from {URL} or {MIRROR_URL}; in this project a copy is in ../shared/data/ptb, so pass "
@@ -167,14 +162,8 @@ def _first(ids: torch.Tensor, n: int | None, what: str) -> torch.Tensor:
     return ids[:n]
 
 
-def load_ptb(
-    data_root: str | Path | None = None,
-    download: bool = True,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-    url: str = URL,
-    md5s: dict[str, str] | None = None,
-) -> TextData:
+def load_ptb(data_root: str | Path | None = None, download: bool = True, train_subset: int | None = None,
+             val_subset: int | None = None, url: str = URL, md5s: dict[str, str] | None = None) -> TextData:
     """A corpus's training and validation token streams (never the test file) and the training vocabulary.
 
     Reads the train and valid files of any :data:`LAYOUTS` layout from ``data_root`` (or

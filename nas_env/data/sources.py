@@ -29,19 +29,10 @@ IMAGE_DATASETS = ("cifar10", "digits", *TORCHVISION_NAMES, "imagefolder")
 SOURCES = (*IMAGE_DATASETS, MEMORY)
 
 
-def load_image_source(
-    dataset: str,
-    *,
-    data: Any = None,
-    data_root: str | Path | None = None,
-    download: bool = True,
-    image_size: int | Sequence[int] | None = None,
-    val_size: int | None = None,
-    val_fraction: float | None = None,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-) -> ImageData:
+def load_image_source(dataset: str, *, data: Any = None, data_root: str | Path | None = None, download: bool = True,
+                      image_size: int | Sequence[int] | None = None, val_size: int | None = None,
+                      val_fraction: float | None = None, split_seed: int = 0, train_subset: int | None = None,
+                      val_subset: int | None = None) -> ImageData:
     """Load ``dataset``'s train / validation splits (``data`` given: the in-memory source, whatever ``dataset``)."""
     split = {"val_size": val_size, "val_fraction": val_fraction, "split_seed": split_seed,
              "train_subset": train_subset, "val_subset": val_subset}

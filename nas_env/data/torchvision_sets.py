@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas_env.data.base import ImageData, split_image_data
+from nas_env.data.base import ImageData, check_labels, split_image_data
+from nas_env.data.cifar10 import read_pickle_batch
 from nas_env.data.download import DATA_ROOT_ENV, data_root_path, why_missing
 
 DEFAULT_VAL_SIZE = 5000  # every official set: 5,000 training images held out for the reward
@@ -62,14 +63,8 @@ class TorchvisionSet:
 
 # --- readers ------------------------------------------------------------------------------------------
 def _cifar100_read(folder: Path, split: str) -> Split:
-    path = folder / split
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")  # the official format is a pickle
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"fine_labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise ValueError(f"{path}: expected data N x 3072 and N fine_labels, got {data.shape} and {len(labels)}")
-    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+    data, labels = read_pickle_batch(folder / split, b"fine_labels")
+    return torch.from_numpy(data.copy()), torch.from_numpy(labels)
 
 
 def _cifar100_classes(folder: Path) -> tuple[str, ...]:
@@ -124,40 +119,27 @@ def _svhn_read(folder: Path, split: str) -> Split:
 
 
 # --- downloads: torchvision's classes (official URLs, md5-checked) -------------------------------------
-def _download_cifar100(root: Path, split: str) -> None:
-    from torchvision.datasets import CIFAR100
+def _download(class_name: str, root: Path, split: str) -> None:
+    """Put ``split``'s files under ``root`` with ``torchvision.datasets.<class_name>`` (SVHN's go in ``root/svhn``)."""
+    import torchvision.datasets
 
-    CIFAR100(str(root), train=split == "train", download=True)
-
-
-def _download_mnist(root: Path, split: str) -> None:
-    from torchvision.datasets import MNIST
-
-    MNIST(str(root), train=split == "train", download=True)
-
-
-def _download_fashion(root: Path, split: str) -> None:
-    from torchvision.datasets import FashionMNIST
-
-    FashionMNIST(str(root), train=split == "train", download=True)
-
-
-def _download_svhn(root: Path, split: str) -> None:
-    from torchvision.datasets import SVHN
-
-    SVHN(str(root / "svhn"), split=split, download=True)
+    dataset_class = getattr(torchvision.datasets, class_name)
+    if class_name == "SVHN":
+        dataset_class(str(root / "svhn"), split=split, download=True)
+    else:
+        dataset_class(str(root), train=split == "train", download=True)
 
 
 _MNIST_FILES = {split: tuple(f"{p}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1"))
                 for split, p in (("train", "train"), ("test", "t10k"))}
 SETS: dict[str, TorchvisionSet] = {
     "cifar100": TorchvisionSet("cifar100", "cifar-100-python", {"train": ("train",), "test": ("test",)}, 100, True,
-                               _cifar100_read, _download_cifar100),
-    "mnist": TorchvisionSet("mnist", "MNIST/raw", _MNIST_FILES, 10, False, _mnist_read, _download_mnist),
+                               _cifar100_read, partial(_download, "CIFAR100")),
+    "mnist": TorchvisionSet("mnist", "MNIST/raw", _MNIST_FILES, 10, False, _mnist_read, partial(_download, "MNIST")),
     "fashion_mnist": TorchvisionSet("fashion_mnist", "FashionMNIST/raw", _MNIST_FILES, 10, False, _mnist_read,
-                                    _download_fashion),
+                                    partial(_download, "FashionMNIST")),
     "svhn": TorchvisionSet("svhn", "svhn", {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)}, 10, False,
-                           _svhn_read, _download_svhn),
+                           _svhn_read, partial(_download, "SVHN")),
 }
 NAMES = tuple(SETS)
 
@@ -188,16 +170,9 @@ def dataset_folder(name: str, data_root: str | Path | None, split: str, download
     )
 
 
-def load_torchvision_set(
-    name: str,
-    data_root: str | Path | None = None,
-    download: bool = True,
-    val_size: int | None = None,
-    val_fraction: float | None = None,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-) -> ImageData:
+def load_torchvision_set(name: str, data_root: str | Path | None = None, download: bool = True,
+                         val_size: int | None = None, val_fraction: float | None = None, split_seed: int = 0,
+                         train_subset: int | None = None, val_subset: int | None = None) -> ImageData:
     """``name``'s official training split, divided into train and validation (5,000 images by default).
 
     The split is :func:`~nas_env.data.base.split_indices`'s seeded permutation, as for CIFAR-10;
@@ -215,7 +190,5 @@ def load_torchvision_test(name: str, data_root: str | Path | None = None, downlo
     """``name``'s official test split (uint8 images, int64 labels), for the final evaluation only."""
     folder = dataset_folder(name, data_root, "test", download)
     images, labels = SETS[name].read(folder, "test")
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= SETS[name].num_classes):
-        raise ValueError(f"{name} test labels out of range: {int(labels.min())}..{int(labels.max())}, allowed "
-                         f"0..{SETS[name].num_classes - 1}")
+    check_labels(labels, SETS[name].num_classes, f"{name} test labels")
     return images, labels

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,23 +51,34 @@ EVALUATOR_NAMES = ("train", "synthetic", "shared")
 ConfigT = TypeVar("ConfigT")
 
 
-def train_config_from(value: Any, base: ConfigT) -> ConfigT:
+def train_config_from(value: Any, base: ConfigT, **overrides: Any) -> ConfigT:
     """A training config of ``base``'s type: given as one, or a dict of its fields (from JSON) over ``base``.
 
-    None gives ``base``. Shared by the CNN and PTB envs (``TrainConfig`` / ``LMTrainConfig``).
+    None gives ``base``; then each of ``overrides`` that is not None (an env's ``epochs=``, ...) replaces its
+    field. Shared by the image and PTB envs (``TrainConfig`` / ``LMTrainConfig``).
     """
     kind = type(base)
     if value is None:
-        return base
-    if isinstance(value, kind):
-        return value
-    if not isinstance(value, dict):
+        config = base
+    elif isinstance(value, kind):
+        config = value
+    elif not isinstance(value, dict):
         raise ValueError(f"train_config must be a {kind.__name__} or a dict of its fields, got {type(value).__name__}")
-    allowed = [f.name for f in fields(kind)]
-    unknown = sorted(set(value) - set(allowed))
-    if unknown:
-        raise ValueError(f"train_config has unknown field(s) {unknown} for {kind.__name__}; allowed: {allowed}")
-    return replace(base, **value)
+    else:
+        allowed = [f.name for f in fields(kind)]
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ValueError(f"train_config has unknown field(s) {unknown} for {kind.__name__}; allowed: {allowed}")
+        config = replace(base, **value)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return replace(config, **given) if given else config
+
+
+def image_data_options(dataset: str, data: ImageData | Sequence[Any] | None, **options: Any) -> dict[str, Any]:
+    """An image env's ``data_options``: :func:`load_image_source`'s keywords (``data`` given: the memory source)."""
+    if dataset == MEMORY and data is None:
+        raise ValueError("dataset='memory' needs data=(train_x, train_y, val_x, val_y), (x, y) or an ImageData")
+    return {"dataset": MEMORY if data is not None else dataset, "data": data, **options}
 
 
 class CNNNASEnv(NASEnv):
@@ -113,88 +125,62 @@ class CNNNASEnv(NASEnv):
 
     def __init__(
         self,
-        dataset: str = "cifar10",
-        variant: str | None = None,
-        preset: str = "proxy",
-        data: ImageData | Sequence[Any] | None = None,
-        image_size: int | Sequence[int] | None = None,
-        val_size: int | None = None,
-        val_fraction: float | None = None,
-        split_seed: int = 0,
-        num_layers: int | None = None,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        train_subset: int | None = None,
-        val_subset: int | None = None,
-        data_root: str | Path | None = None,
-        download: bool = True,
-        device: str | torch.device | None = "auto",
+        dataset: str = "cifar10", variant: str | None = None, preset: str = "proxy",
+        data: ImageData | Sequence[Any] | None = None, image_size: int | Sequence[int] | None = None,
+        val_size: int | None = None, val_fraction: float | None = None, split_seed: int = 0,
+        num_layers: int | None = None, epochs: int | None = None, batch_size: int | None = None,
+        train_subset: int | None = None, val_subset: int | None = None,
+        data_root: str | Path | None = None, download: bool = True, device: str | torch.device | None = "auto",
         evaluator: str | Callable[[CNNArchitecture, int], EvalResult | float] = "train",
-        train_config: TrainConfig | dict[str, Any] | None = None,
-        reward_transform: str | None = None,
-        invalid_action: str = "penalize",
-        invalid_action_penalty: float = -1.0,
-        render_mode: str | None = None,
-        filter_heights: Sequence[int] | None = None,
-        filter_widths: Sequence[int] | None = None,
-        stride_heights: Sequence[int] | None = None,
-        stride_widths: Sequence[int] | None = None,
-        num_filters: Sequence[int] | None = None,
-        search_strides: bool | None = None,
-        skip_connections: bool | None = None,
-        pool_after: Sequence[int] | None = None,
-        store: str | Path | ResultStore | None = None,
-        active_layers: int | None = None,
-        cost_metric: str | None = None,
-        cost_target: float | None = None,
-        cost_exponent: float = MNASNET_COST_EXPONENT,
+        train_config: TrainConfig | dict[str, Any] | None = None, reward_transform: str | None = None,
+        invalid_action: str = "penalize", invalid_action_penalty: float = -1.0, render_mode: str | None = None,
+        filter_heights: Sequence[int] | None = None, filter_widths: Sequence[int] | None = None,
+        stride_heights: Sequence[int] | None = None, stride_widths: Sequence[int] | None = None,
+        num_filters: Sequence[int] | None = None, search_strides: bool | None = None,
+        skip_connections: bool | None = None, pool_after: Sequence[int] | None = None,
+        store: str | Path | ResultStore | None = None, active_layers: int | None = None,
+        cost_metric: str | None = None, cost_target: float | None = None, cost_exponent: float = MNASNET_COST_EXPONENT,
         shared_config: dict[str, Any] | None = None,
     ) -> None:
         if dataset not in DATASET_DEFAULTS:
             raise ValueError(f"dataset must be one of {sorted(DATASET_DEFAULTS)}, got {dataset!r}")
-        if dataset == MEMORY and data is None:
-            raise ValueError("dataset='memory' needs data=(train_x, train_y, val_x, val_y), (x, y) or an ImageData")
+        self.data_options = image_data_options(dataset, data, data_root=data_root, download=download,
+                                               image_size=image_size, val_size=val_size, val_fraction=val_fraction,
+                                               split_seed=split_seed, train_subset=train_subset, val_subset=val_subset)
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         defaults = DATASET_DEFAULTS[dataset]
-        if num_filters is None:
-            num_filters = defaults["num_filters"]
         space = cnn_space(
             variant or defaults["variant"],
             num_layers=num_layers if num_layers is not None else defaults["num_layers"],
+            num_filters=num_filters if num_filters is not None else defaults["num_filters"],
             filter_heights=filter_heights, filter_widths=filter_widths, stride_heights=stride_heights,
-            stride_widths=stride_widths, num_filters=num_filters, search_strides=search_strides,
-            skip_connections=skip_connections, pool_after=pool_after,
+            stride_widths=stride_widths, search_strides=search_strides, skip_connections=skip_connections,
+            pool_after=pool_after,
         )
         chosen_preset = PRESETS[preset]
-        base = chosen_preset["train_config"] or TrainConfig(epochs=defaults["epochs"])
-        base = replace(base, batch_size=defaults["batch_size"])
+        base = replace(chosen_preset["train_config"] or TrainConfig(epochs=defaults["epochs"]),
+                       batch_size=defaults["batch_size"])
         # a dict (from JSON, --env-kwargs): unset fields take the preset's and the dataset's values
-        config = train_config_from(train_config, base)
-        overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
-        config = replace(config, **overrides)
-        self.train_config = config
+        self.train_config = config = train_config_from(train_config, base, epochs=epochs, batch_size=batch_size)
         self.device = resolve_device(device)  # validated even when the evaluator does not train
-        self.dataset = MEMORY if data is not None else dataset
+        self.dataset = self.data_options["dataset"]
         self.preset = preset
-        self.data_options: dict[str, Any] = {
-            "dataset": self.dataset, "data": data, "data_root": data_root, "download": download,
-            "image_size": image_size, "val_size": val_size, "val_fraction": val_fraction, "split_seed": split_seed,
-            "train_subset": train_subset, "val_subset": val_subset}
         if reward_transform is None:
             reward_transform = chosen_preset["reward_transform"]
+        load_data = partial(load_image_source, **self.data_options)
 
         if callable(evaluator):
             chosen = evaluator
         elif evaluator == "train":
-            chosen = TrainingEvaluator(self._load_data(), config, self.device)
+            chosen = TrainingEvaluator(load_data(), config, self.device)
         elif evaluator == "shared":  # one supernet trained with train_config's optimiser and batch size
             from nas_env.evaluators.shared import SharedWeightsEvaluator
 
-            chosen = SharedWeightsEvaluator(self._load_data(), space, shared_config, config, self.device)
+            chosen = SharedWeightsEvaluator(load_data(), space, shared_config, config, self.device)
         elif evaluator == "synthetic":
             shape = defaults["input_shape"] if data is None else None
-            chosen = SyntheticEvaluator(space, input_shape=shape or self._load_data().input_shape)
+            chosen = SyntheticEvaluator(space, input_shape=shape or load_data().input_shape)
         else:
             raise ValueError(f"evaluator must be one of {EVALUATOR_NAMES} or a callable (arch, seed) -> EvalResult, "
                              f"got {evaluator!r}")
@@ -204,8 +190,3 @@ class CNNNASEnv(NASEnv):
                          invalid_action_penalty=invalid_action_penalty, render_mode=render_mode,
                          active_layers=active_layers, cost_metric=cost_metric, cost_target=cost_target,
                          cost_exponent=cost_exponent)
-
-    def _load_data(self) -> ImageData:
-        """The env's data, loaded once per call from ``data_options`` (every source: see :func:`load_image_source`)."""
-        options = dict(self.data_options)
-        return load_image_source(options.pop("dataset"), **options)

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from nas_env.checks import is_int, is_number
+from nas_env.checks import check_choice, check_number, check_optional, is_int, is_number
 from nas_env.evaluators import EvalResult, Evaluator, as_result
 from nas_env.spaces.base import Architecture, SearchSpace
 
@@ -151,32 +151,19 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         self,
         space: SearchSpace,
         evaluator: Evaluator | Callable[[Architecture, int], EvalResult | float],
-        reward_transform: str = "identity",
-        invalid_action: str = "penalize",
-        invalid_action_penalty: float = -1.0,
-        render_mode: str | None = None,
-        active_layers: int | None = None,
-        cost_metric: str | None = None,
-        cost_target: float | None = None,
-        cost_exponent: float = MNASNET_COST_EXPONENT,
+        reward_transform: str = "identity", invalid_action: str = "penalize", invalid_action_penalty: float = -1.0,
+        render_mode: str | None = None, active_layers: int | None = None,
+        cost_metric: str | None = None, cost_target: float | None = None, cost_exponent: float = MNASNET_COST_EXPONENT,
     ) -> None:
-        if reward_transform not in REWARD_TRANSFORMS:
-            raise ValueError(f"reward_transform must be one of {list(REWARD_TRANSFORMS)}, got {reward_transform!r}")
-        if invalid_action not in INVALID_ACTION_POLICIES:
-            raise ValueError(f"invalid_action must be one of {INVALID_ACTION_POLICIES}, got {invalid_action!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         if not callable(evaluator):
             raise TypeError(f"evaluator must be callable (arch, seed) -> EvalResult, got {evaluator!r}")
-        if not isinstance(invalid_action_penalty, int | float) or not math.isfinite(invalid_action_penalty):
-            raise ValueError(f"invalid_action_penalty must be a finite number, got {invalid_action_penalty!r}")
         self.space = space
         self.evaluator = evaluator
-        self.reward_transform = reward_transform
+        self.reward_transform = check_choice("reward_transform", reward_transform, tuple(REWARD_TRANSFORMS))
         self._transform = REWARD_TRANSFORMS[reward_transform]
-        self.invalid_action = invalid_action
-        self.invalid_action_penalty = float(invalid_action_penalty)
-        self.render_mode = render_mode
+        self.invalid_action = check_choice("invalid_action", invalid_action, INVALID_ACTION_POLICIES)
+        self.invalid_action_penalty = check_number("invalid_action_penalty", invalid_action_penalty)
+        self.render_mode = check_optional("render_mode", render_mode, check_choice, self.metadata["render_modes"])
         self.cost_metric, self.cost_target, self.cost_exponent = _check_cost(cost_metric, cost_target, cost_exponent)
 
         self.token_specs = tuple(space.tokens())
@@ -203,13 +190,9 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
             depth, int) else None
         self._depths: dict[int, tuple[SearchSpace, int]] = {}  # depth -> (space at that depth, its token count)
         self._num_layers = self.max_num_layers  # the setting, applied at each reset
-        self._episode_space = space  # the space (and token count) of the running episode
-        self._episode_len = len(self.token_specs)
-        self._episode_layers = self.max_num_layers
         if active_layers is not None:
             self.set_num_layers(active_layers)
-            self._episode_layers = self._num_layers
-            self._episode_space, self._episode_len = self._depths[self._num_layers]
+        self._apply_depth()
 
     # --- depth -------------------------------------------------------------------------------
     @property
@@ -239,6 +222,11 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
             self._depths[k] = (sub, n)
         self._num_layers = k
 
+    def _apply_depth(self) -> None:
+        """The depth setting becomes the episode's: its layers, space and token count (the full ones by default)."""
+        self._episode_layers = self._num_layers
+        self._episode_space, self._episode_len = self._depths.get(self._num_layers, (self.space, len(self.token_specs)))
+
     # --- evaluator state -------------------------------------------------------------------
     @property
     def evaluator_state(self) -> dict[str, Any] | None:
@@ -264,10 +252,7 @@ class NASEnv(gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         if options and options.get("num_layers") is not None:
             self.set_num_layers(options["num_layers"])
-        if self._num_layers is not None:
-            self._episode_layers = self._num_layers
-            self._episode_space, self._episode_len = self._depths.get(self._num_layers, (self.space,
-                                                                                          len(self.token_specs)))
+        self._apply_depth()
         self._child_seed = int(self.np_random.integers(0, 2**31 - 1))
         self._obs[:] = 0
         self._actions = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,7 +12,7 @@ from nas_env.checks import check_choice
 from nas_env.data import ImageData
 from nas_env.data.sources import MEMORY, SOURCES, load_image_source
 from nas_env.envs.bench201_env import NB201TextMixin
-from nas_env.envs.cnn_env import train_config_from
+from nas_env.envs.cnn_env import image_data_options, train_config_from
 from nas_env.envs.nas_env import MNASNET_COST_EXPONENT, NASEnv
 from nas_env.evaluators import EvalResult, TrainingEvaluator
 from nas_env.evaluators.cached import CachedEvaluator
@@ -24,16 +23,12 @@ from nas_env.store import ResultStore
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import TrainConfig
 
-# The fidelities, one switch each; every entry can be overridden by its keyword.
-# "proxy" (default): CPU-affordable. NAS-Bench-201's skeleton at half its width and one cell a stage,
-#   2 epochs (batch 64) on 5,000 CIFAR-10 training images, validated on 2,000: 6-24 s a child on one CPU
-#   thread (13 s on average; cells of 3x3 convolutions are the slowest). It ranks cells only coarsely
-#   against NAS-Bench-201's own results (Kendall tau 0.35 over 64 cells, scripts/bench_nb201_proxy.py;
-#   docs: "NAS-Bench-201, trained"): it tells poor cells from good ones, not the best from the good.
-# "nb201": NAS-Bench-201's own training (Dong & Yang 2020, its hyper-parameters "200 epochs"): C=16, N=5,
-#   200 epochs of SGD (Nesterov momentum 0.9, lr 0.1 cosine-annealed to 0, weight decay 5e-4, batch 256)
-#   on every training image; reward = the last epoch's validation accuracy. A GPU's work.
-# Both score the last epoch (reward_window=1), as NAS-Bench-201 reports its cells.
+# The fidelities, one switch each; every entry can be overridden by its keyword. Both score the last epoch
+# (reward_window=1), as NAS-Bench-201 reports its cells.
+# "proxy" (default): CPU-affordable, 6-24 s a child on one CPU thread. It ranks cells only coarsely against
+#   NAS-Bench-201's own results (Kendall tau 0.35 over 64 cells, scripts/bench_nb201_proxy.py; docs: "NAS-Bench-201,
+#   trained"): it tells poor cells from good ones, not the best from the good.
+# "nb201": NAS-Bench-201's own training (Dong & Yang 2020, its hyper-parameters "200 epochs"). A GPU's work.
 PRESETS: dict[str, dict[str, Any]] = {
     "proxy": {"C": 8, "N": 1, "epochs": 2, "train_subset": 5000, "val_subset": 2000,
               "train_config": TrainConfig(epochs=2, batch_size=64, reward_window=1)},
@@ -100,68 +95,47 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
 
     def __init__(
         self,
-        dataset: str = "cifar10",
-        preset: str = "proxy",
-        C: int | None = None,
-        N: int | None = None,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        train_subset: int | None = None,
-        val_subset: int | None = None,
-        train_config: TrainConfig | dict[str, Any] | None = None,
-        data: ImageData | Sequence[Any] | None = None,
-        data_root: str | Path | None = None,
-        download: bool = True,
-        image_size: int | Sequence[int] | None = None,
-        val_size: int | None = None,
-        val_fraction: float | None = None,
-        split_seed: int = 0,
+        dataset: str = "cifar10", preset: str = "proxy", C: int | None = None, N: int | None = None,
+        epochs: int | None = None, batch_size: int | None = None,
+        train_subset: int | None = None, val_subset: int | None = None,
+        train_config: TrainConfig | dict[str, Any] | None = None, data: ImageData | Sequence[Any] | None = None,
+        data_root: str | Path | None = None, download: bool = True, image_size: int | Sequence[int] | None = None,
+        val_size: int | None = None, val_fraction: float | None = None, split_seed: int = 0,
         device: str | torch.device | None = "auto",
         evaluator: str | Callable[[NB201Architecture, int], EvalResult | float] = "train",
-        store: str | Path | ResultStore | None = None,
-        reward_transform: str = "identity",
-        invalid_action: str = "penalize",
-        invalid_action_penalty: float = -1.0,
-        render_mode: str | None = None,
-        cost_metric: str | None = None,
-        cost_target: float | None = None,
-        cost_exponent: float = MNASNET_COST_EXPONENT,
+        store: str | Path | ResultStore | None = None, reward_transform: str = "identity",
+        invalid_action: str = "penalize", invalid_action_penalty: float = -1.0, render_mode: str | None = None,
+        cost_metric: str | None = None, cost_target: float | None = None, cost_exponent: float = MNASNET_COST_EXPONENT,
         shared_config: dict[str, Any] | None = None,
     ) -> None:
         check_choice("dataset", dataset, SOURCES)
-        if dataset == MEMORY and data is None:
-            raise ValueError("dataset='memory' needs data=(train_x, train_y, val_x, val_y), (x, y) or an ImageData")
+        large = (MEMORY if data is not None else dataset) in SUBSET_SOURCES
         chosen_preset = PRESETS[check_choice("preset", preset, tuple(PRESETS))]
+        self.data_options = image_data_options(
+            dataset, data, data_root=data_root, download=download, image_size=image_size, val_size=val_size,
+            val_fraction=val_fraction, split_seed=split_seed,
+            train_subset=chosen_preset["train_subset"] if train_subset is None and large else train_subset,
+            val_subset=chosen_preset["val_subset"] if val_subset is None and large else val_subset)
         if not callable(evaluator):
             check_choice("evaluator", evaluator, EVALUATOR_NAMES)
         if shared_config is not None and evaluator != "shared":
             raise ValueError(f"shared_config applies to evaluator='shared' only, got evaluator={evaluator!r}")
         self.builder = NB201Builder(C if C is not None else chosen_preset["C"],
                                     N if N is not None else chosen_preset["N"])
-        config = train_config_from(train_config, chosen_preset["train_config"])
-        config = replace(config, epochs=epochs if epochs is not None else chosen_preset["epochs"],
-                         **({"batch_size": batch_size} if batch_size is not None else {}))
+        config = train_config_from(train_config, chosen_preset["train_config"], batch_size=batch_size,
+                                   epochs=epochs if epochs is not None else chosen_preset["epochs"])
         if config.channel_multiple != 1 or config.concat_buffer:
             raise ValueError(f"channel_multiple={config.channel_multiple} and concat_buffer={config.concat_buffer} "
                              "apply to the CNN space's children only: leave them at 1 and False here")
         self.train_config = config
         self.preset = preset
         self.device = resolve_device(device)
-        self.dataset = MEMORY if data is not None else dataset
-        large = self.dataset in SUBSET_SOURCES
-        if train_subset is None and large:
-            train_subset = chosen_preset["train_subset"]
-        if val_subset is None and large:
-            val_subset = chosen_preset["val_subset"]
-        self.data_options: dict[str, Any] = {
-            "dataset": self.dataset, "data": data, "data_root": data_root, "download": download,
-            "image_size": image_size, "val_size": val_size, "val_fraction": val_fraction, "split_seed": split_seed,
-            "train_subset": train_subset, "val_subset": val_subset}
+        self.dataset = self.data_options["dataset"]
 
         if callable(evaluator):
             chosen: Any = evaluator
         else:
-            image_data = self._load_data()
+            image_data = load_image_source(**self.data_options)
             check_skeleton(image_data.input_shape, image_data.num_classes, self.builder.C, self.builder.N)
             if evaluator == "shared":  # one supernet trained with train_config's optimiser and batch size
                 from nas_env.evaluators.shared import SharedWeightsEvaluator
@@ -176,11 +150,6 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
         super().__init__(NB201SearchSpace(), chosen, reward_transform=reward_transform, invalid_action=invalid_action,
                          invalid_action_penalty=invalid_action_penalty, render_mode=render_mode,
                          cost_metric=cost_metric, cost_target=cost_target, cost_exponent=cost_exponent)
-
-    def _load_data(self) -> ImageData:
-        """The env's data from ``data_options`` (every source: see :func:`load_image_source`)."""
-        options = dict(self.data_options)
-        return load_image_source(options.pop("dataset"), **options)
 
     def _result_info(self, arch: Architecture | None, result: EvalResult, reward: float) -> dict[str, Any]:
         """:class:`NASEnv`'s info plus the table envs' cell keys, whatever the evaluator."""

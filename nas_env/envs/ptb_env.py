@@ -58,35 +58,22 @@ class PTBNASEnv(NASEnv):
 
     def __init__(
         self,
-        base: int = BASE,
-        combinations: Sequence[str] = COMBINATIONS,
-        activations: Sequence[str] = ACTIVATIONS,
-        preset: str = "proxy",
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        hidden_size: int | None = None,
-        train_subset: int | None = None,
-        val_subset: int | None = None,
-        data_root: str | Path | None = None,
-        download: bool = True,
-        device: str | torch.device | None = "auto",
+        base: int = BASE, combinations: Sequence[str] = COMBINATIONS, activations: Sequence[str] = ACTIVATIONS,
+        preset: str = "proxy", epochs: int | None = None, batch_size: int | None = None,
+        hidden_size: int | None = None, train_subset: int | None = None, val_subset: int | None = None,
+        data_root: str | Path | None = None, download: bool = True, device: str | torch.device | None = "auto",
         evaluator: str | Callable[[CellArchitecture, int], EvalResult | float] = "train",
         train_config: LMTrainConfig | dict[str, Any] | None = None,
-        reward_c: float = REWARD_C,
-        reward_transform: str | None = None,
-        invalid_action: str = "penalize",
-        invalid_action_penalty: float = -1.0,
-        render_mode: str | None = None,
+        reward_c: float = REWARD_C, reward_transform: str | None = None,
+        invalid_action: str = "penalize", invalid_action_penalty: float = -1.0, render_mode: str | None = None,
         store: str | Path | ResultStore | None = None,
     ) -> None:
         if preset not in LM_PRESETS:
             raise ValueError(f"preset must be one of {sorted(LM_PRESETS)}, got {preset!r}")
         space = RNNCellSearchSpace(base=base, combinations=tuple(combinations), activations=tuple(activations))
-        config = train_config_from(train_config, LM_PRESETS[preset])
-        overrides: dict[str, Any] = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
-        if hidden_size is not None:  # a tied model keeps the embedding the size of the hidden state
-            overrides.update(hidden_size=hidden_size, embedding_size=hidden_size)
-        config = replace(config, **overrides)
+        # a tied model keeps the embedding the size of the hidden state
+        config = train_config_from(train_config, LM_PRESETS[preset], epochs=epochs, batch_size=batch_size,
+                                   hidden_size=hidden_size, embedding_size=hidden_size)
         self.train_config = config
         self.device = resolve_device(device)  # validated even when the evaluator does not train
         self.preset = preset
