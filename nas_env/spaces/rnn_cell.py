@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas_env.checks import is_int
-from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions
+from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions, check_arch_dict, check_choice_list
 
 # The paper's choice lists (section 3.4).
 COMBINATIONS = ("add", "elem_mult")
@@ -127,10 +127,7 @@ class CellArchitecture(JsonArchitecture):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellArchitecture:
-        if not isinstance(data, dict):
-            raise ValueError(f"a cell architecture is a JSON object, got {type(data).__name__}: {data!r:.80}")
-        if data.get("type", "rnn_cell") != "rnn_cell":
-            raise ValueError(f"not a recurrent-cell architecture: type={data.get('type')!r}")
+        check_arch_dict(data, "rnn_cell", "recurrent-cell")
         try:
             nodes = tuple(CellNode(d["combine"], d["activation"]) for d in data["nodes"])
             inject = data["inject"]
@@ -152,17 +149,10 @@ class CellArchitecture(JsonArchitecture):
 
 
 def _check_names(name: str, values: Sequence[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
-    if isinstance(values, str):
-        raise ValueError(f"{name} must be a list of names from {allowed}, got the string {values!r}")
-    vals = tuple(values)
-    if not vals:
-        raise ValueError(f"{name} must be a non-empty list of names from {allowed}, got {values!r}")
-    for v in vals:
+    for v in () if isinstance(values, str) else values:
         if v not in allowed:
             raise ValueError(f"{name}: {v!r} is not allowed; allowed: {allowed}")
-    if len(set(vals)) != len(vals):
-        raise ValueError(f"{name} has duplicates: {values!r}")
-    return vals
+    return check_choice_list(name, values, f"names from {allowed}", lambda v: True)
 
 
 @dataclass(frozen=True)
