@@ -73,6 +73,11 @@ def pool_out(size: int) -> int:
     return max(1, math.ceil(size / 2))
 
 
+def _sorted_distinct(values: tuple[Any, ...], lo: int, hi: int) -> bool:
+    """Whether ``values`` are distinct ints in ``lo..hi``, in increasing order."""
+    return all(is_int(j) and lo <= j <= hi for j in values) and list(values) == sorted(set(values))
+
+
 @dataclass(frozen=True)
 class CNNArchitecture(JsonArchitecture):
     """An immutable, hashable CNN child: its layers and the layers followed by max-pooling."""
@@ -92,14 +97,10 @@ class CNNArchitecture(JsonArchitecture):
                     raise ValueError(f"layer {i}: {name} must be a positive int, got {v!r}")
             if not isinstance(layer, ConvLayer):
                 raise ValueError(f"layer {i} must be a ConvLayer, got {type(layer).__name__}")
-            if not all(is_int(j) for j in layer.inputs) or list(layer.inputs) != sorted(set(layer.inputs)) or any(
-                    not 1 <= j < i for j in layer.inputs):
+            if not _sorted_distinct(layer.inputs, 1, i - 1):
                 raise ValueError(f"layer {i}: inputs must be sorted distinct earlier layers 1..{i - 1}, "
                                  f"got {layer.inputs}")
-        if not all(is_int(j) for j in self.pool_after) or any(
-                not 1 <= j <= len(self.layers) for j in self.pool_after) or list(self.pool_after) != sorted(
-            set(self.pool_after)
-        ):
+        if not _sorted_distinct(self.pool_after, 1, len(self.layers)):
             raise ValueError(f"pool_after must be sorted distinct layers 1..{len(self.layers)}, got {self.pool_after}")
 
     @property
