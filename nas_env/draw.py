@@ -10,7 +10,6 @@ Figures use matplotlib's Agg canvas directly (no pyplot, no display, no global b
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -461,19 +460,14 @@ def _skip_colors(n: int) -> dict[int, tuple[float, float, float, float]]:
 def _cell_figure(arch: CellArchitecture, *, title: str | None, caption: str | None,
                  decided: set[int] | None = None, show_memory: bool = True) -> Figure:
     base, root = arch.base, arch.root
-    levels = int(math.log2(base)) + 1  # leaves .. root
     pos: dict[Any, tuple[float, float]] = {}
-    start, width = 0, base
-    for level in range(levels):
-        y = -(level + 1) * CELL_LEVEL
-        for k in range(width):
-            i = start + k
-            kids = arch.children(i)
-            x = k * CELL_DX if kids is None else (pos[kids[0]][0] + pos[kids[1]][0]) / 2
-            pos[i] = (x, y)
-        start, width = start + width, width // 2
-    x_mid = (base - 1) * CELL_DX / 2
-    pos["inputs"] = (x_mid, 0.0)
+    level: dict[int, int] = {}  # 0 for the leaves
+    for i in range(arch.num_nodes):  # bottom-up numbering: children come first
+        kids = arch.children(i)
+        level[i] = 0 if kids is None else level[kids[0]] + 1
+        x = i * CELL_DX if kids is None else (pos[kids[0]][0] + pos[kids[1]][0]) / 2
+        pos[i] = (x, -(level[i] + 1) * CELL_LEVEL)
+    pos["inputs"] = ((base - 1) * CELL_DX / 2, 0.0)
     pos["h_t"] = (pos[root][0], pos[root][1] - CELL_LEVEL)
     inj = arch.inject_index
     pos["inject"] = (pos[inj][0], pos[inj][1] - CELL_LEVEL / 2)
