@@ -274,15 +274,27 @@ def _finish(fig: Figure, path: Path | None, dpi: int) -> np.ndarray:
     return rgb
 
 
-def _new_figure(xlim: tuple[float, float], ylim: tuple[float, float]) -> tuple[Figure, Any]:
-    """A figure whose axes span ``xlim`` x ``ylim`` at UNIT_INCH per unit in both directions."""
-    w, h = (xlim[1] - xlim[0]) * UNIT_INCH, (ylim[1] - ylim[0]) * UNIT_INCH
+def _new_figure(xlim: tuple[float, float], ylim: tuple[float, float], title: str, caption: str | None,
+                note: str | None) -> tuple[Figure, Any]:
+    """A figure spanning ``xlim`` x ``ylim`` at UNIT_INCH per unit, with the title lines at its top left.
+
+    A picture too narrow for the title lines is widened instead of cutting them off.
+    """
+    body = max([len(line) for t in (caption, note) if t for line in t.splitlines()], default=0)
+    left, right = xlim[0], max(xlim[1], xlim[0] + max(TITLE_CHAR_W * len(title), CNN_CHAR_W * body) + 0.6)
+    w, h = (right - left) * UNIT_INCH, (ylim[1] - ylim[0]) * UNIT_INCH
     fig = Figure(figsize=(w, h), dpi=DPI, facecolor="white")
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    ax.set_xlim(*xlim)
+    ax.set_xlim(left, right)
     ax.set_ylim(*ylim)
     ax.axis("off")
+    x, y = left + 0.25, ylim[1] - 0.15
+    ax.text(x, y, title, ha="left", va="top", fontsize=TITLE_SIZE, fontweight="bold")
+    lines = [t for t in (caption, note) if t]
+    if lines:
+        ax.text(x, y - 0.42, "\n".join(lines), ha="left", va="top", fontsize=FONT_SIZE, color="#444444",
+                linespacing=1.4)
     return fig, ax
 
 
@@ -309,20 +321,6 @@ def _side_curve(x0: float, y0: float, x1: float, y1: float, bulge: float) -> lis
     """
     xb = (max(x0, x1) if bulge >= 0 else min(x0, x1)) + bulge
     return [(x0, y0), (xb, y0), (xb, y1), (x1, y1)]
-
-
-def _titles_width(title: str, caption: str | None, note: str | None) -> float:
-    """Layout units the title lines need, so a narrow picture is widened instead of cutting them off."""
-    body = max([len(line) for t in (caption, note) if t for line in t.splitlines()], default=0)
-    return max(TITLE_CHAR_W * len(title), CNN_CHAR_W * body) + 0.6
-
-
-def _titles(ax: Any, x: float, y: float, title: str, caption: str | None, note: str | None) -> None:
-    ax.text(x, y, title, ha="left", va="top", fontsize=TITLE_SIZE, fontweight="bold")
-    lines = [t for t in (caption, note) if t]
-    if lines:
-        ax.text(x, y - 0.42, "\n".join(lines), ha="left", va="top", fontsize=FONT_SIZE, color="#444444",
-                linespacing=1.4)
 
 
 # --- CNN -------------------------------------------------------------------------------------------
@@ -363,11 +361,9 @@ def _cnn_figure(arch: CNNArchitecture, *, title: str | None, caption: str | None
     title = title or f"CNN child: {n} layers{pools}"
     note = "skips coloured by source layer; left: edges from the image" + (" and to the classifier" if classifier
                                                                           else "")
-    right = max(right, left + _titles_width(title, caption, note))
-    top = 1.95  # room for the title lines
-    fig, ax = _new_figure((left, right), (y_of["classifier" if classifier else n] - row * 0.6, top))
+    bottom = y_of["classifier" if classifier else n] - row * 0.6
+    fig, ax = _new_figure((left, right), (bottom, 1.95), title, caption, note)  # 1.95: room for the title lines
     head = "image" + (f" {'x'.join(str(int(v)) for v in input_shape)}" if input_shape is not None else "")
-    _titles(ax, left + 0.25, top - 0.15, title, caption, note)
     img_w, img_h = box_w, CNN_BOX_H * 0.8  # as wide as the layers: curves from its left edge clear them
     _box(ax, 0.0, y_of["image"], img_w, img_h, head, face=IO_FACE, edge="#555555")
     for i in range(1, n + 1):
@@ -477,11 +473,8 @@ def _cell_figure(arch: CellArchitecture, *, title: str | None, caption: str | No
         note = (f"cell inject: a{inj} <- {arch.inject_activation}({arch.inject_combine}(a{inj}, $c_{{t-1}}$));   "
                 f"$c_t$ = a{arch.cell_index} before its activation;   $h_t$ = a{root}")
     left, right = -CELL_DX * 0.8, (base - 1) * CELL_DX + CELL_DX * 0.8
-    right = max(right, left + _titles_width(title, caption, note))
-    top = 2.3
-    fig, ax = _new_figure((left, right), (pos["h_t"][1] - 0.9, top))
+    fig, ax = _new_figure((left, right), (pos["h_t"][1] - 0.9, 2.3), title, caption, note)
     known = set(range(arch.num_nodes)) if decided is None else decided
-    _titles(ax, left + 0.25, top - 0.15, title, caption, note)
     _box(ax, *pos["inputs"], (base - 1) * CELL_DX + CELL_BOX_W, 0.6,
          r"inputs: every leaf $i$ combines $W_i\,x_t$ and $U_i\,h_{t-1}$", face=IO_FACE, edge="#555555")
     for i, node in enumerate(arch.nodes):
@@ -548,12 +541,8 @@ def _nb201_figure(ops: Sequence[str | None], *, title: str | None, caption: str 
     if all(op is not None for op in ops):
         note = NB201Architecture(tuple(ops)).to_arch_str()  # type: ignore[arg-type]
     xs = [k * NB201_DX for k in range(NUM_NODES)]
-    left, right = -1.3, xs[-1] + 1.3
-    right = max(right, left + _titles_width(title, caption, note))
-    top = NB201_BOW[3] * 0.75 + 2.0
-    bottom = -NB201_BOW[2] * 0.75 - 0.9
-    fig, ax = _new_figure((left, right), (bottom, top))
-    _titles(ax, left + 0.25, top - 0.15, title, caption, note)
+    ylim = (-NB201_BOW[2] * 0.75 - 0.9, NB201_BOW[3] * 0.75 + 2.0)
+    fig, ax = _new_figure((-1.3, xs[-1] + 1.3), ylim, title, caption, note)
     names = {0: "input\nnode 0", NUM_NODES - 1: "output\nnode 3"}
     for k, x in enumerate(xs):
         face = IO_FACE if k in (0, NUM_NODES - 1) else BOX_FACE
@@ -583,9 +572,7 @@ def _nb201_figure(ops: Sequence[str | None], *, title: str | None, caption: str 
 def _text_figure(text: str, title: str, caption: str | None) -> Figure:
     """A card of monospace text: the fallback for architectures this module cannot draw as a graph."""
     lines = text.splitlines() or [""]
-    width = max(8.0, 0.16 * max(len(line) for line in lines) + 1.0, _titles_width(title, caption, None))
-    height = 1.6 + 0.32 * len(lines)
-    fig, ax = _new_figure((0.0, width), (-height, 0.0))
-    _titles(ax, 0.25, -0.15, title, caption, None)
+    width = max(8.0, 0.16 * max(len(line) for line in lines) + 1.0)
+    fig, ax = _new_figure((0.0, width), (-(1.6 + 0.32 * len(lines)), 0.0), title, caption, None)
     ax.text(0.25, -1.3, "\n".join(lines), ha="left", va="top", fontsize=FONT_SIZE, family="monospace")
     return fig

@@ -2,11 +2,8 @@
 
 A cell is a full binary tree of ``2 * base - 1`` nodes numbered bottom-up: the ``base`` leaves
 are 0..base-1, the next level base..base+base/2-1, and so on up to the root (the last index).
-Leaf ``i`` computes ``act_i(comb_i(W_i x_t, U_i h_{t-1}))``; an internal node combines the
-outputs of its two children the same way (no parameters of its own). The root's output is
-``h_t``. The memory state enters through the *cell inject* decisions: node ``k``'s output is
-replaced by ``act(comb(a_k, c_{t-1}))``; the *cell index* decision picks the node whose
-combination, before its activation, becomes ``c_t``.
+What the nodes compute and how ``c_{t-1}`` and ``c_t`` enter and leave: docs/ptb.md. The cell
+inject replaces node ``k``'s output by ``act(comb(a_k, c_{t-1}))``.
 
 Tokens of one episode, in order (the paper's Figure 5 order):
 
@@ -62,10 +59,9 @@ class CellNode:
     activation: str
 
     def __post_init__(self) -> None:
-        if self.combine not in COMBINATIONS:
-            raise ValueError(f"combine must be one of {COMBINATIONS}, got {self.combine!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        for name, allowed in (("combine", COMBINATIONS), ("activation", ACTIVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 def _formula(combine: str, activation: str, left: str, right: str) -> str:

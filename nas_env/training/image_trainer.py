@@ -368,11 +368,11 @@ def train_child(model: nn.Module, data: DeviceData, config: TrainConfig, seed: i
 
 def _train(model: nn.Module, data: DeviceData, config: TrainConfig, seed: int,
            on_epoch: Callable[[int, float, float], None] | None, best_so_far: float | None) -> TrainOutcome:
-    if (config.channel_multiple != 1 or config.concat_buffer) and not isinstance(model, ChildCNN):
+    if config.channel_multiple == 1 and not config.concat_buffer:
+        return _train_model(model, data, config, seed, on_epoch, best_so_far)
+    if not isinstance(model, ChildCNN):
         raise ValueError(f"channel_multiple={config.channel_multiple} and concat_buffer={config.concat_buffer} need a "
                          f"ChildCNN (build_model's), got {type(model).__name__}")
-    if not isinstance(model, ChildCNN) or (config.channel_multiple == 1 and not config.concat_buffer):
-        return _train_model(model, data, config, seed, on_epoch, best_so_far)
     saved = (model.channel_multiple, model.concat_buffer)
     if config.channel_multiple != 1:
         model.set_channel_multiple(config.channel_multiple)

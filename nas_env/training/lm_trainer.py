@@ -173,10 +173,8 @@ def train_lm(model: nn.Module, data: TextData, config: LMTrainConfig, device: to
     train = batchify(data.train, config.batch_size, device)
     valid = batchify(data.valid, config.eval_batch_size, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer_class = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
+    optimizer = optimizer_class(params, lr=config.lr, weight_decay=config.weight_decay)
     outcome = LMTrainOutcome(status="ok")
     start_time = time.perf_counter()
     for epoch in range(config.epochs):
