@@ -42,8 +42,7 @@ class ConvLayer:
             v = getattr(self, name)
             if is_int(v):
                 object.__setattr__(self, name, int(v))
-        inputs = tuple(self.inputs)
-        object.__setattr__(self, "inputs", tuple(int(j) if is_int(j) else j for j in inputs))
+        object.__setattr__(self, "inputs", tuple(int(j) if is_int(j) else j for j in self.inputs))
 
     def describe(self) -> str:
         src = ",".join(f"L{j}" for j in self.inputs) or "image"
