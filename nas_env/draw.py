@@ -1,33 +1,15 @@
-"""Pictures of architectures: a CNN child's layers and edges, a recurrent cell's tree.
+"""Pictures of architectures: a CNN child's layers and edges, a recurrent cell's tree, an NB201 cell.
 
-Why networkx + matplotlib (and not graphviz): graphviz needs the system ``dot`` binary,
-which a fresh machine or CI image often lacks (this one does). networkx is pure Python
-and matplotlib is already a dependency, so a picture can be drawn anywhere the package
-installs. networkx holds the graph (:func:`architecture_graph`); the layout is computed
-here, because a generic layout cannot keep a dense 15-layer child readable:
-
-* CNN: one row per layer, top to bottom, with its filter h x w, stride, filter count,
-  inputs and pooling written in the box. An edge to the next layer is a short straight
-  arrow; a skip edge is a curve on the right whose bulge grows with the number of layers
-  it skips (so nested skips do not overlap), coloured by its source layer. Edges from the
-  image (layers with no input) and to the classifier (every output no later layer uses)
-  curve on the left.
-* Cell: the tree from the leaves (top) to the root and ``h_t`` (bottom), each node with
-  its combination and activation, the cell inject box on the injected node's output edge
-  with ``c_{t-1}`` entering it, and ``c_t`` leaving the cell-index node before its activation.
-* NAS-Bench-201 cell: its 4 nodes in a row (input to output), each edge an arrow labelled with
-  its op; edges that skip a node bow above (0 -> 2, 0 -> 3) or below (1 -> 3); ``none`` edges are
-  faint dotted lines, undecided ones (during an episode) dashed ``?``.
-
-Figures are made with matplotlib's Agg canvas directly (no pyplot, no display, no global
-backend switch). :func:`draw_architecture` returns an ``H x W x 3`` uint8 array and saves
-PNG or SVG by the path's extension.
+What each picture shows, and why networkx + matplotlib and not graphviz: docs/pictures.md. The
+layout is computed here (a generic one turns a dense 15-layer child into a hairball). An NB201 cell
+is its 4 nodes in a row, each edge an arrow labelled with its op; skipping edges bow above (0 -> 2,
+0 -> 3) or below (1 -> 3), ``none`` edges are faint dotted lines, undecided ones dashed ``?``.
+Figures use matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,15 +72,16 @@ NB201_BOW = {2: 1.9, 3: 3.5}  # control-point height of an edge by the nodes it 
 NB201_OP_COLORS = {"skip_connect": "#2e7d32", "nor_conv_1x1": "#1565c0", "nor_conv_3x3": "#3b5b92",
                    "avg_pool_3x3": "#ef6c00", "none": "#b0b0b0"}
 
-ArchLike = CNNArchitecture | CellArchitecture | NB201Architecture | str | Mapping[str, Any]
+Drawable = CNNArchitecture | CellArchitecture | NB201Architecture
+ArchLike = Drawable | str | Mapping[str, Any]
 ARCH_TYPES = {"cnn": CNNArchitecture, "rnn_cell": CellArchitecture, "nb201": NB201Architecture}
 
 
 # --- architectures from JSON ---------------------------------------------------------------------
-def architecture_from_json(data: str | Mapping[str, Any]) -> CNNArchitecture | CellArchitecture:
+def architecture_from_json(data: str | Mapping[str, Any]) -> Drawable:
     """The architecture a canonical JSON text (or its dict) describes, by its ``"type"`` field.
 
-    results.jsonl and best.json store ``arch`` this way; ``"cnn"`` and ``"rnn_cell"`` are known.
+    results.jsonl and best.json store ``arch`` this way; ``"cnn"``, ``"rnn_cell"`` and ``"nb201"`` are known.
     """
     if isinstance(data, str):
         try:
@@ -114,8 +97,8 @@ def architecture_from_json(data: str | Mapping[str, Any]) -> CNNArchitecture | C
     return ARCH_TYPES[kind].from_dict(dict(data))
 
 
-def _as_architecture(arch: ArchLike) -> CNNArchitecture | CellArchitecture | NB201Architecture:
-    if isinstance(arch, CNNArchitecture | CellArchitecture | NB201Architecture):
+def _as_architecture(arch: ArchLike) -> Drawable:
+    if isinstance(arch, Drawable):
         return arch
     if isinstance(arch, str | Mapping):
         return architecture_from_json(arch)
@@ -193,12 +176,11 @@ def architecture_figure(arch: ArchLike, *, title: str | None = None, caption: st
     a = _as_architecture(arch)
     if isinstance(a, CNNArchitecture):
         return _cnn_figure(a, title=title, caption=caption, input_shape=input_shape)
-    if input_shape is not None and isinstance(a, NB201Architecture):
-        raise ValueError(f"input_shape is for CNN architectures only, got {input_shape!r} for an NB201 cell")
+    if input_shape is not None:
+        what = "an NB201 cell" if isinstance(a, NB201Architecture) else "a cell"
+        raise ValueError(f"input_shape is for CNN architectures only, got {input_shape!r} for {what}")
     if isinstance(a, NB201Architecture):
         return _nb201_figure(list(a.ops), title=title, caption=caption)
-    if input_shape is not None:
-        raise ValueError(f"input_shape is for CNN architectures only, got {input_shape!r} for a cell")
     return _cell_figure(a, title=title, caption=caption)
 
 
@@ -210,7 +192,7 @@ def draw_architecture(arch: ArchLike, path: str | Path | None = None, *, title: 
     With ``path``, also save it: ``.png`` or ``.svg`` by the extension. See :func:`architecture_figure`
     for the other options.
     """
-    _check_dpi(dpi)
+    check_int("dpi", dpi, minimum=10, maximum=1000)
     out = _check_path(path)
     fig = architecture_figure(arch, title=title, caption=caption, input_shape=input_shape)
     return _finish(fig, out, dpi)
@@ -225,7 +207,7 @@ def draw_episode(space: SearchSpace, actions: Sequence[int], arch: ArchLike | No
     get their decoded architecture (or the tokens so far) as text. This is ``NASEnv``'s
     ``render_mode="rgb_array"``.
     """
-    _check_dpi(dpi)
+    check_int("dpi", dpi, minimum=10, maximum=1000)
     if arch is not None:
         return _finish(architecture_figure(arch, caption=caption), None, dpi)
     specs = tuple(space.tokens())
@@ -234,8 +216,7 @@ def draw_episode(space: SearchSpace, actions: Sequence[int], arch: ArchLike | No
         raise ValueError(f"{n} actions for a space of {len(specs)} tokens")
     if n == len(specs):  # every token given: the whole architecture
         full = space.decode(list(actions))
-        fig = (architecture_figure(full, caption=caption)
-               if isinstance(full, CNNArchitecture | CellArchitecture | NB201Architecture)
+        fig = (architecture_figure(full, caption=caption) if isinstance(full, Drawable)
                else _text_figure(str(full), f"architecture ({type(full).__name__})", caption))
         return _finish(fig, None, dpi)
     head = f"step {n}/{len(specs)}"
@@ -267,10 +248,6 @@ def draw_episode(space: SearchSpace, actions: Sequence[int], arch: ArchLike | No
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def _check_dpi(dpi: int) -> None:
-    check_int("dpi", dpi, minimum=10, maximum=1000)
-
-
 def _check_path(path: str | Path | None) -> Path | None:
     if path is None:
         return None
@@ -297,15 +274,27 @@ def _finish(fig: Figure, path: Path | None, dpi: int) -> np.ndarray:
     return rgb
 
 
-def _new_figure(xlim: tuple[float, float], ylim: tuple[float, float]) -> tuple[Figure, Any]:
-    """A figure whose axes span ``xlim`` x ``ylim`` at UNIT_INCH per unit in both directions."""
-    w, h = (xlim[1] - xlim[0]) * UNIT_INCH, (ylim[1] - ylim[0]) * UNIT_INCH
+def _new_figure(xlim: tuple[float, float], ylim: tuple[float, float], title: str, caption: str | None,
+                note: str | None) -> tuple[Figure, Any]:
+    """A figure spanning ``xlim`` x ``ylim`` at UNIT_INCH per unit, with the title lines at its top left.
+
+    A picture too narrow for the title lines is widened instead of cutting them off.
+    """
+    body = max([len(line) for t in (caption, note) if t for line in t.splitlines()], default=0)
+    left, right = xlim[0], max(xlim[1], xlim[0] + max(TITLE_CHAR_W * len(title), CNN_CHAR_W * body) + 0.6)
+    w, h = (right - left) * UNIT_INCH, (ylim[1] - ylim[0]) * UNIT_INCH
     fig = Figure(figsize=(w, h), dpi=DPI, facecolor="white")
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    ax.set_xlim(*xlim)
+    ax.set_xlim(left, right)
     ax.set_ylim(*ylim)
     ax.axis("off")
+    x, y = left + 0.25, ylim[1] - 0.15
+    ax.text(x, y, title, ha="left", va="top", fontsize=TITLE_SIZE, fontweight="bold")
+    lines = [t for t in (caption, note) if t]
+    if lines:
+        ax.text(x, y - 0.42, "\n".join(lines), ha="left", va="top", fontsize=FONT_SIZE, color="#444444",
+                linespacing=1.4)
     return fig, ax
 
 
@@ -332,24 +321,6 @@ def _side_curve(x0: float, y0: float, x1: float, y1: float, bulge: float) -> lis
     """
     xb = (max(x0, x1) if bulge >= 0 else min(x0, x1)) + bulge
     return [(x0, y0), (xb, y0), (xb, y1), (x1, y1)]
-
-
-def _titles_width(title: str, caption: str | None, note: str | None) -> float:
-    """Layout units the title lines need, so a narrow picture is widened instead of cutting them off."""
-    body = max([len(line) for t in (caption, note) if t for line in t.splitlines()], default=0)
-    return max(TITLE_CHAR_W * len(title), CNN_CHAR_W * body) + 0.6
-
-
-def _titles(ax: Any, x: float, y: float, title: str, caption: str | None, note: str | None) -> None:
-    ax.text(x, y, title, ha="left", va="top", fontsize=TITLE_SIZE, fontweight="bold")
-    lines = [t for t in (caption, note) if t]
-    if lines:
-        ax.text(x, y - 0.42, "\n".join(lines), ha="left", va="top", fontsize=FONT_SIZE, color="#444444",
-                linespacing=1.4)
-
-
-def _layer_list(items: Sequence[int]) -> str:
-    return ", ".join(f"L{j}" for j in items)
 
 
 # --- CNN -------------------------------------------------------------------------------------------
@@ -386,15 +357,13 @@ def _cnn_figure(arch: CNNArchitecture, *, title: str | None, caption: str | None
 
     right = box_w / 2 + max([0.75 * skip_bulge(u, v) for u, v in skips], default=0.0) + 0.4
     left = -box_w / 2 + min([0.75 * side_bulge(u, v) for u, v, _ in lefts], default=0.0) - 0.4
-    pools = f", max-pooling after {_layer_list(arch.pool_after)}" if arch.pool_after else ""
+    pools = f", max-pooling after {', '.join(f'L{j}' for j in arch.pool_after)}" if arch.pool_after else ""
     title = title or f"CNN child: {n} layers{pools}"
     note = "skips coloured by source layer; left: edges from the image" + (" and to the classifier" if classifier
                                                                           else "")
-    right = max(right, left + _titles_width(title, caption, note))
-    top = 1.95  # room for the title lines
-    fig, ax = _new_figure((left, right), (y_of["classifier" if classifier else n] - row * 0.6, top))
+    bottom = y_of["classifier" if classifier else n] - row * 0.6
+    fig, ax = _new_figure((left, right), (bottom, 1.95), title, caption, note)  # 1.95: room for the title lines
     head = "image" + (f" {'x'.join(str(int(v)) for v in input_shape)}" if input_shape is not None else "")
-    _titles(ax, left + 0.25, top - 0.15, title, caption, note)
     img_w, img_h = box_w, CNN_BOX_H * 0.8  # as wide as the layers: curves from its left edge clear them
     _box(ax, 0.0, y_of["image"], img_w, img_h, head, face=IO_FACE, edge="#555555")
     for i in range(1, n + 1):
@@ -487,19 +456,14 @@ def _skip_colors(n: int) -> dict[int, tuple[float, float, float, float]]:
 def _cell_figure(arch: CellArchitecture, *, title: str | None, caption: str | None,
                  decided: set[int] | None = None, show_memory: bool = True) -> Figure:
     base, root = arch.base, arch.root
-    levels = int(math.log2(base)) + 1  # leaves .. root
     pos: dict[Any, tuple[float, float]] = {}
-    start, width = 0, base
-    for level in range(levels):
-        y = -(level + 1) * CELL_LEVEL
-        for k in range(width):
-            i = start + k
-            kids = arch.children(i)
-            x = k * CELL_DX if kids is None else (pos[kids[0]][0] + pos[kids[1]][0]) / 2
-            pos[i] = (x, y)
-        start, width = start + width, width // 2
-    x_mid = (base - 1) * CELL_DX / 2
-    pos["inputs"] = (x_mid, 0.0)
+    level: dict[int, int] = {}  # 0 for the leaves
+    for i in range(arch.num_nodes):  # bottom-up numbering: children come first
+        kids = arch.children(i)
+        level[i] = 0 if kids is None else level[kids[0]] + 1
+        x = i * CELL_DX if kids is None else (pos[kids[0]][0] + pos[kids[1]][0]) / 2
+        pos[i] = (x, -(level[i] + 1) * CELL_LEVEL)
+    pos["inputs"] = ((base - 1) * CELL_DX / 2, 0.0)
     pos["h_t"] = (pos[root][0], pos[root][1] - CELL_LEVEL)
     inj = arch.inject_index
     pos["inject"] = (pos[inj][0], pos[inj][1] - CELL_LEVEL / 2)
@@ -509,16 +473,12 @@ def _cell_figure(arch: CellArchitecture, *, title: str | None, caption: str | No
         note = (f"cell inject: a{inj} <- {arch.inject_activation}({arch.inject_combine}(a{inj}, $c_{{t-1}}$));   "
                 f"$c_t$ = a{arch.cell_index} before its activation;   $h_t$ = a{root}")
     left, right = -CELL_DX * 0.8, (base - 1) * CELL_DX + CELL_DX * 0.8
-    right = max(right, left + _titles_width(title, caption, note))
-    top = 2.3
-    fig, ax = _new_figure((left, right), (pos["h_t"][1] - 0.9, top))
+    fig, ax = _new_figure((left, right), (pos["h_t"][1] - 0.9, 2.3), title, caption, note)
     known = set(range(arch.num_nodes)) if decided is None else decided
-    _titles(ax, left + 0.25, top - 0.15, title, caption, note)
     _box(ax, *pos["inputs"], (base - 1) * CELL_DX + CELL_BOX_W, 0.6,
          r"inputs: every leaf $i$ combines $W_i\,x_t$ and $U_i\,h_{t-1}$", face=IO_FACE, edge="#555555")
-    for i in range(arch.num_nodes):
+    for i, node in enumerate(arch.nodes):
         x, y = pos[i]
-        node = arch.nodes[i]
         if i in known:
             face = CELL_FACE if show_memory and i == arch.cell_index else BOX_FACE
             _box(ax, x, y, CELL_BOX_W, CELL_BOX_H, f"a{i}\n{node.combine} -> {node.activation}", face=face)
@@ -526,20 +486,22 @@ def _cell_figure(arch: CellArchitecture, *, title: str | None, caption: str | No
             _box(ax, x, y, CELL_BOX_W, CELL_BOX_H, f"a{i}\n?", face=PENDING_FACE, edge=PENDING_TEXT,
                  color=PENDING_TEXT, ls="--")
     half = CELL_BOX_H / 2
+
+    def bottom(k: int) -> tuple[float, float]:
+        """Where node ``k``'s output leaves: below its box, or below the inject box on its edge."""
+        if show_memory and k == inj:
+            return pos["inject"][0], pos["inject"][1] - CELL_BOX_H * 0.4
+        return pos[k][0], pos[k][1] - half
+
     for i in range(base):  # inputs -> leaves
         x, y = pos[i]
         _arrow(ax, [(x, -0.3), (x, y + half)], IMAGE_COLOR, lw=0.9)
     for i in range(arch.num_nodes):
-        kids = arch.children(i)
-        for k in kids or ():
-            src = pos["inject"] if show_memory and k == inj else pos[k]
-            src_half = CELL_BOX_H * 0.4 if show_memory and k == inj else half
-            _arrow(ax, [(src[0], src[1] - src_half), (pos[i][0], pos[i][1] + half)], CHAIN_COLOR, lw=1.1)
+        for k in arch.children(i) or ():
+            _arrow(ax, [bottom(k), (pos[i][0], pos[i][1] + half)], CHAIN_COLOR, lw=1.1)
     hx, hy = pos["h_t"]
     _box(ax, hx, hy, CELL_BOX_W * 0.7, 0.6, r"$h_t$", face=IO_FACE, edge="#555555", size=FONT_SIZE + 1)
-    out_src = pos["inject"] if show_memory and inj == root else pos[root]
-    out_half = CELL_BOX_H * 0.4 if show_memory and inj == root else half
-    _arrow(ax, [(out_src[0], out_src[1] - out_half), (hx, hy + 0.3)], CHAIN_COLOR, lw=1.1)
+    _arrow(ax, [bottom(root), (hx, hy + 0.3)], CHAIN_COLOR, lw=1.1)
     if show_memory:
         ix, iy = pos["inject"]
         _arrow(ax, [(ix, pos[inj][1] - half), (ix, iy + CELL_BOX_H * 0.4)], CHAIN_COLOR, lw=1.1)
@@ -579,12 +541,8 @@ def _nb201_figure(ops: Sequence[str | None], *, title: str | None, caption: str 
     if all(op is not None for op in ops):
         note = NB201Architecture(tuple(ops)).to_arch_str()  # type: ignore[arg-type]
     xs = [k * NB201_DX for k in range(NUM_NODES)]
-    left, right = -1.3, xs[-1] + 1.3
-    right = max(right, left + _titles_width(title, caption, note))
-    top = NB201_BOW[3] * 0.75 + 2.0
-    bottom = -NB201_BOW[2] * 0.75 - 0.9
-    fig, ax = _new_figure((left, right), (bottom, top))
-    _titles(ax, left + 0.25, top - 0.15, title, caption, note)
+    ylim = (-NB201_BOW[2] * 0.75 - 0.9, NB201_BOW[3] * 0.75 + 2.0)
+    fig, ax = _new_figure((-1.3, xs[-1] + 1.3), ylim, title, caption, note)
     names = {0: "input\nnode 0", NUM_NODES - 1: "output\nnode 3"}
     for k, x in enumerate(xs):
         face = IO_FACE if k in (0, NUM_NODES - 1) else BOX_FACE
@@ -596,17 +554,16 @@ def _nb201_figure(ops: Sequence[str | None], *, title: str | None, caption: str 
         ls = "--" if op is None else (":" if op == "none" else "-")
         label = "?" if op is None else OP_SYMBOLS[op]
         if span == 1:
-            _arrow(ax, [(xs[s] + half_w, 0.0), (xs[t] - half_w, 0.0)], color, lw=1.3, ls=ls,
-                   alpha=0.7 if op == "none" else 1.0)
-            lx, ly = (xs[s] + xs[t]) / 2, 0.22
+            verts = [(xs[s] + half_w, 0.0), (xs[t] - half_w, 0.0)]
+            ly = 0.22
         else:
             sign = -1.0 if (s, t) == (1, 3) else 1.0  # 1 -> 3 below, so it does not cross 0 -> 2
             h = sign * NB201_BOW[span]
             y0 = sign * half_h
-            _arrow(ax, [(xs[s], y0), (xs[s], y0 + h), (xs[t], y0 + h), (xs[t], y0)], color, lw=1.3, ls=ls,
-                   alpha=0.7 if op == "none" else 1.0)
-            lx, ly = (xs[s] + xs[t]) / 2, y0 + 0.75 * h + 0.2 * sign
-        ax.text(lx, ly, label, ha="center", va="center", fontsize=FONT_SIZE, color=color, zorder=5,
+            verts = [(xs[s], y0), (xs[s], y0 + h), (xs[t], y0 + h), (xs[t], y0)]
+            ly = y0 + 0.75 * h + 0.2 * sign
+        _arrow(ax, verts, color, lw=1.3, ls=ls, alpha=0.7 if op == "none" else 1.0)
+        ax.text((xs[s] + xs[t]) / 2, ly, label, ha="center", va="center", fontsize=FONT_SIZE, color=color, zorder=5,
                 bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"})
     return fig
 
@@ -615,9 +572,7 @@ def _nb201_figure(ops: Sequence[str | None], *, title: str | None, caption: str 
 def _text_figure(text: str, title: str, caption: str | None) -> Figure:
     """A card of monospace text: the fallback for architectures this module cannot draw as a graph."""
     lines = text.splitlines() or [""]
-    width = max(8.0, 0.16 * max(len(line) for line in lines) + 1.0, _titles_width(title, caption, None))
-    height = 1.6 + 0.32 * len(lines)
-    fig, ax = _new_figure((0.0, width), (-height, 0.0))
-    _titles(ax, 0.25, -0.15, title, caption, None)
+    width = max(8.0, 0.16 * max(len(line) for line in lines) + 1.0)
+    fig, ax = _new_figure((0.0, width), (-(1.6 + 0.32 * len(lines)), 0.0), title, caption, None)
     ax.text(0.25, -1.3, "\n".join(lines), ha="left", va="top", fontsize=FONT_SIZE, family="monospace")
     return fig

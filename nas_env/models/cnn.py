@@ -15,9 +15,7 @@ Two speed options compute the same function (``tests/training/test_gpu_options.p
   SGD (momentum, weight decay, Nesterov) keeps them zero: the real channels see the same
   function, up to the summation order of the extra zero terms.
 * **Concatenation into one buffer** (``concat_buffer``): a layer's inputs are copied once into a
-  preallocated (zeroed only when spatial padding is needed) buffer, instead of padding each map
-  into a temporary and then concatenating the temporaries; the backward pass hands each input a
-  view of the buffer's gradient, as ``torch.cat``'s does.
+  preallocated buffer (:func:`concat_into_buffer`), not padded into temporaries and concatenated.
 """
 
 from __future__ import annotations
@@ -83,9 +81,8 @@ class _ConcatInto(torch.autograd.Function):
         for m in maps:
             c, h, w = m.shape[1:]
             top, left = (height - h) // 2, (width - w) // 2
-            region = (c0, c0 + c, top, top + h, left, left + w)
             buf[:, c0 : c0 + c, top : top + h, left : left + w].copy_(m)
-            regions.append(region)
+            regions.append((c0, c0 + c, top, top + h, left, left + w))
             c0 += c
         ctx.regions = regions
         return buf
@@ -143,16 +140,11 @@ class ChildCNN(nn.Module):
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for layer, shape in zip(arch.layers, shapes, strict=True):
-            self.convs.append(
-                nn.Conv2d(
-                    shape.in_channels,
-                    layer.num_filters,
-                    kernel_size=(layer.filter_height, layer.filter_width),
-                    stride=(layer.stride_height, layer.stride_width),
-                    padding=(layer.filter_height // 2, layer.filter_width // 2),
-                    bias=False,  # batch norm's shift makes a conv bias redundant
-                )
-            )
+            kernel = (layer.filter_height, layer.filter_width)
+            self.convs.append(nn.Conv2d(shape.in_channels, layer.num_filters, kernel_size=kernel,
+                                        stride=(layer.stride_height, layer.stride_width),
+                                        padding=(kernel[0] // 2, kernel[1] // 2),
+                                        bias=False))  # batch norm's shift makes a conv bias redundant
             self.norms.append(nn.BatchNorm2d(layer.num_filters, eps=float(bn_eps)))
         final = (max(self._out_sizes[i][0] for i in self._unused), max(self._out_sizes[i][1] for i in self._unused))
         self._final_size = final
@@ -200,16 +192,13 @@ class ChildCNN(nn.Module):
             weight[:f, in_new.to(w.device)] = w[:f, in_old.to(w.device)]
             conv.weight = nn.Parameter(weight, requires_grad=w.requires_grad)
             conv.in_channels, conv.out_channels = in_total, new[i]
-            for name, fill in (("weight", 0.0), ("bias", 0.0)):
-                p = getattr(norm, name)
-                q = p.new_full((new[i],), fill)
-                q[:f] = p[:f]
-                setattr(norm, name, nn.Parameter(q, requires_grad=p.requires_grad))
-            for name, fill in (("running_mean", 0.0), ("running_var", 1.0)):
-                b = getattr(norm, name)
-                if b is not None:
-                    q = b.new_full((new[i],), fill)
-                    q[:f] = b[:f]
+            for name, fill in (("weight", 0.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+                t = getattr(norm, name)
+                if t is not None:
+                    q = t.new_full((new[i],), fill)
+                    q[:f] = t[:f]
+                    if isinstance(t, nn.Parameter):  # scale and shift; the running statistics are buffers
+                        q = nn.Parameter(q, requires_grad=t.requires_grad)
                     setattr(norm, name, q)
             norm.num_features = new[i]
         w = self.classifier.weight
@@ -275,9 +264,7 @@ def build_model(arch: CNNArchitecture, input_shape: Sequence[int], num_classes: 
                 bn_eps: float = BN_EPS, channel_multiple: int = 1, concat_buffer: bool = False) -> ChildCNN:
     """The child CNN for ``arch`` on images of ``input_shape = (C, H, W)`` with ``num_classes`` outputs.
 
-    ``bn_eps``: the batch norms' epsilon (default PyTorch's 1e-5). ``channel_multiple`` (1: off)
-    and ``concat_buffer``: the speed options of the module docstring; the same seed gives the same
-    real weights with or without them.
+    The options are :class:`ChildCNN`'s.
     """
     if not isinstance(arch, CNNArchitecture):
         raise TypeError(f"build_model expects a CNNArchitecture, got {type(arch).__name__}")

@@ -1,19 +1,8 @@
 """NAS-Bench-201's network (Dong & Yang, ICLR 2020) for one cell of :mod:`nas_env.spaces.nb201`, trainable.
 
-The cell is a 4-node DAG: node ``j`` sums one op applied to each earlier node, node 3 is the
-cell's output. The ops, as NAS-Bench-201 defines them:
-
-* ``nor_conv_1x1`` / ``nor_conv_3x3``: ReLU -> Conv (no bias, stride 1, same padding) -> BatchNorm;
-* ``avg_pool_3x3``: 3x3 average pool, stride 1, padding 1, padded zeros not counted;
-* ``skip_connect``: identity;
-* ``none``: zero. A ``none`` edge is dropped from its node's sum; a node with no other incoming
-  edge outputs zeros (NAS-Bench-201's zero op gives the same values).
-
-The skeleton (NAS-Bench-201's ``TinyNetwork``): a 3x3 stem conv to ``C`` channels + BatchNorm; three
-stages of ``N`` cells at ``C``, ``2C`` and ``4C`` channels, joined by a residual reduction block
-(ReLU-Conv3x3 stride 2-BN, ReLU-Conv3x3-BN; shortcut: 2x2 average pool then a 1x1 conv, no BN);
-then BatchNorm-ReLU, global average pooling and a linear classifier. NAS-Bench-201 trains ``C=16``,
-``N=5``; its published model sizes are this network's parameter counts in millions.
+The cell's ops and NAS-Bench-201's ``TinyNetwork`` skeleton around it, as built here, are described
+in docs/nb201-training.md ("The network"). NAS-Bench-201 trains ``C=16``, ``N=5``; its published model
+sizes are this network's parameter counts in millions.
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
 }
 
 
-
 class TreeCell(nn.Module):
     """One recurrent layer running a searched cell over a sequence: ``(T x B x in, (h, c)) -> (T x B x H, (h, c))``.
 

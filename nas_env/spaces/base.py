@@ -9,7 +9,7 @@ by implementing this small interface.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -74,6 +74,26 @@ class JsonArchitecture:
     @classmethod
     def from_json(cls: type[A], text: str) -> A:
         return cls.from_dict(json.loads(text))
+
+
+def check_arch_dict(data: Any, kind: str, name: str) -> None:
+    """Raise ``ValueError`` unless ``data`` is a dict whose ``"type"``, when given, is ``kind``."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {name} architecture is a JSON object, got {type(data).__name__}: {data!r:.80}")
+    if data.get("type", kind) != kind:
+        raise ValueError(f"not a {name} architecture: type={data.get('type')!r}")
+
+
+def check_choice_list(name: str, values: Sequence[Any], what: str, ok: Callable[[Any], bool]) -> tuple[Any, ...]:
+    """``values`` as a tuple, else a ValueError: a list (not a string) of ``what``, non-empty, each ``ok``, distinct."""
+    if isinstance(values, str):
+        raise ValueError(f"{name} must be a list of {what}, got the string {values!r}")
+    vals = tuple(values)
+    if not vals or not all(ok(v) for v in vals):
+        raise ValueError(f"{name} must be a non-empty list of {what}, got {values!r}")
+    if len(set(vals)) != len(vals):
+        raise ValueError(f"{name} has duplicates: {values!r}")
+    return vals
 
 
 def check_actions(tokens: Sequence[TokenSpec], actions: Sequence[int]) -> None:

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nas_env.checks import check_int, is_int
-from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions
+from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions, check_arch_dict, check_choice_list
 
 # The paper's choice lists (section 4.1).
 FILTER_SIZES = (1, 3, 5, 7)
 STRIDES = (1, 2, 3)
 NUM_FILTERS = (24, 36, 48, 64)
+LAYER_INTS = ("filter_height", "filter_width", "stride_height", "stride_width", "num_filters")  # a layer's numbers
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,11 @@ class ConvLayer:
 
     def __post_init__(self) -> None:
         # numpy ints become Python ints, so equal layers always serialise to the same JSON
-        for name in ("filter_height", "filter_width", "stride_height", "stride_width", "num_filters"):
+        for name in LAYER_INTS:
             v = getattr(self, name)
             if is_int(v):
                 object.__setattr__(self, name, int(v))
-        inputs = tuple(self.inputs)
-        object.__setattr__(self, "inputs", tuple(int(j) if is_int(j) else j for j in inputs))
+        object.__setattr__(self, "inputs", tuple(int(j) if is_int(j) else j for j in self.inputs))
 
     def describe(self) -> str:
         src = ",".join(f"L{j}" for j in self.inputs) or "image"
@@ -72,6 +72,11 @@ def pool_out(size: int) -> int:
     return max(1, math.ceil(size / 2))
 
 
+def _sorted_distinct(values: tuple[Any, ...], lo: int, hi: int) -> bool:
+    """Whether ``values`` are distinct ints in ``lo..hi``, in increasing order."""
+    return all(is_int(j) and lo <= j <= hi for j in values) and list(values) == sorted(set(values))
+
+
 @dataclass(frozen=True)
 class CNNArchitecture(JsonArchitecture):
     """An immutable, hashable CNN child: its layers and the layers followed by max-pooling."""
@@ -85,20 +90,16 @@ class CNNArchitecture(JsonArchitecture):
         if not self.layers:
             raise ValueError("an architecture needs at least one layer")
         for i, layer in enumerate(self.layers, start=1):
-            for name in ("filter_height", "filter_width", "stride_height", "stride_width", "num_filters"):
+            for name in LAYER_INTS:
                 v = getattr(layer, name)
                 if not is_int(v) or v < 1:
                     raise ValueError(f"layer {i}: {name} must be a positive int, got {v!r}")
             if not isinstance(layer, ConvLayer):
                 raise ValueError(f"layer {i} must be a ConvLayer, got {type(layer).__name__}")
-            if not all(is_int(j) for j in layer.inputs) or list(layer.inputs) != sorted(set(layer.inputs)) or any(
-                    not 1 <= j < i for j in layer.inputs):
+            if not _sorted_distinct(layer.inputs, 1, i - 1):
                 raise ValueError(f"layer {i}: inputs must be sorted distinct earlier layers 1..{i - 1}, "
                                  f"got {layer.inputs}")
-        if not all(is_int(j) for j in self.pool_after) or any(
-                not 1 <= j <= len(self.layers) for j in self.pool_after) or list(self.pool_after) != sorted(
-            set(self.pool_after)
-        ):
+        if not _sorted_distinct(self.pool_after, 1, len(self.layers)):
             raise ValueError(f"pool_after must be sorted distinct layers 1..{len(self.layers)}, got {self.pool_after}")
 
     @property
@@ -154,38 +155,18 @@ class CNNArchitecture(JsonArchitecture):
     def to_dict(self) -> dict[str, Any]:
         return {
             "type": "cnn",
-            "layers": [
-                {
-                    "filter_height": l.filter_height,
-                    "filter_width": l.filter_width,
-                    "stride_height": l.stride_height,
-                    "stride_width": l.stride_width,
-                    "num_filters": l.num_filters,
-                    "inputs": list(l.inputs),
-                }
-                for l in self.layers
-            ],
+            "layers": [{**{name: getattr(l, name) for name in LAYER_INTS}, "inputs": list(l.inputs)}
+                       for l in self.layers],
             "pool_after": list(self.pool_after),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CNNArchitecture:
-        if not isinstance(data, dict):
-            raise ValueError(f"a CNN architecture is a JSON object, got {type(data).__name__}: {data!r:.80}")
-        if data.get("type", "cnn") != "cnn":
-            raise ValueError(f"not a CNN architecture: type={data.get('type')!r}")
+        check_arch_dict(data, "cnn", "CNN")
         try:
-            layers = tuple(
-                ConvLayer(
-                    filter_height=d["filter_height"],
-                    filter_width=d["filter_width"],
-                    stride_height=d.get("stride_height", 1),
-                    stride_width=d.get("stride_width", 1),
-                    num_filters=d["num_filters"],
-                    inputs=tuple(d.get("inputs", ())),
-                )
-                for d in data["layers"]
-            )
+            layers = tuple(ConvLayer(d["filter_height"], d["filter_width"], d.get("stride_height", 1),
+                                     d.get("stride_width", 1), d["num_filters"], tuple(d.get("inputs", ())))
+                           for d in data["layers"])
             pool_after = tuple(data.get("pool_after", ()))
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"malformed CNN architecture JSON: missing or bad field {e}") from e
@@ -198,15 +179,6 @@ class CNNArchitecture(JsonArchitecture):
             lines.append(f"  L{i}: {layer.describe()}{pool}")
         lines.append(f"  classifier <- {','.join(f'L{i}' for i in self.unused_outputs())}")
         return "\n".join(lines)
-
-
-def _check_choices(name: str, values: Sequence[int]) -> tuple[int, ...]:
-    vals = tuple(values)
-    if not vals or any(not is_int(v) or v < 1 for v in vals):
-        raise ValueError(f"{name} must be a non-empty list of positive ints, got {values!r}")
-    if len(set(vals)) != len(vals):
-        raise ValueError(f"{name} has duplicates: {values!r}")
-    return vals
 
 
 @dataclass(frozen=True)
@@ -233,7 +205,8 @@ class CNNSearchSpace:
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_layers", check_int("num_layers", self.num_layers, minimum=1))
         for name in ("filter_heights", "filter_widths", "stride_heights", "stride_widths", "num_filters"):
-            object.__setattr__(self, name, _check_choices(name, getattr(self, name)))
+            values = check_choice_list(name, getattr(self, name), "positive ints", lambda v: is_int(v) and v >= 1)
+            object.__setattr__(self, name, values)
         pools = tuple(self.pool_after)
         if any(not is_int(j) or not 1 <= j <= self.num_layers for j in pools):
             raise ValueError(f"pool_after must list layers in 1..{self.num_layers}, got {self.pool_after!r}")

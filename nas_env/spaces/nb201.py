@@ -1,12 +1,7 @@
 """NAS-Bench-201's cell space (Dong & Yang, ICLR 2020) as data: six edges of a 4-node DAG, five ops each.
 
-Node 0 is the cell's input, node 3 its output; node ``j`` sums one op applied to each earlier
-node. The six edges, in NAS-Bench-201's order (the order of its arch string
-``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``, and so of the episode's tokens), are
-``1<-0; 2<-0, 2<-1; 3<-0, 3<-1, 3<-2``. A cell is one op per edge from :data:`OPS`; ``none``
-cuts the edge, so a cell whose output is cut off from its input computes nothing (chance accuracy).
-
-Tokens: one ``op`` token per edge, ``layer`` = the edge's target node (1..3), choices :data:`OPS`.
+The space as NAS-Bench-201 defines it: docs/nb201.md. Tokens: one ``op`` token per edge of
+:data:`EDGES` (NAS-Bench-201's order), ``layer`` = the edge's target node (1..3), choices :data:`OPS`.
 The mixed-radix index of the action list (first edge most significant) is the cell's row in a
 NAS-Bench-201 table: index = int(key, 5) with key the six op indices as digits, NAS-Bench-201's own key.
 """

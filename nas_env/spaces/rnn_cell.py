@@ -2,11 +2,8 @@
 
 A cell is a full binary tree of ``2 * base - 1`` nodes numbered bottom-up: the ``base`` leaves
 are 0..base-1, the next level base..base+base/2-1, and so on up to the root (the last index).
-Leaf ``i`` computes ``act_i(comb_i(W_i x_t, U_i h_{t-1}))``; an internal node combines the
-outputs of its two children the same way (no parameters of its own). The root's output is
-``h_t``. The memory state enters through the *cell inject* decisions: node ``k``'s output is
-replaced by ``act(comb(a_k, c_{t-1}))``; the *cell index* decision picks the node whose
-combination, before its activation, becomes ``c_t``.
+What the nodes compute and how ``c_{t-1}`` and ``c_t`` enter and leave: docs/ptb.md. The cell
+inject replaces node ``k``'s output by ``act(comb(a_k, c_{t-1}))``.
 
 Tokens of one episode, in order (the paper's Figure 5 order):
 
@@ -22,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas_env.checks import is_int
-from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions
+from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions, check_arch_dict, check_choice_list
 
 # The paper's choice lists (section 3.4).
 COMBINATIONS = ("add", "elem_mult")
@@ -62,10 +59,9 @@ class CellNode:
     activation: str
 
     def __post_init__(self) -> None:
-        if self.combine not in COMBINATIONS:
-            raise ValueError(f"combine must be one of {COMBINATIONS}, got {self.combine!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        for name, allowed in (("combine", COMBINATIONS), ("activation", ACTIVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 def _formula(combine: str, activation: str, left: str, right: str) -> str:
@@ -127,10 +123,7 @@ class CellArchitecture(JsonArchitecture):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellArchitecture:
-        if not isinstance(data, dict):
-            raise ValueError(f"a cell architecture is a JSON object, got {type(data).__name__}: {data!r:.80}")
-        if data.get("type", "rnn_cell") != "rnn_cell":
-            raise ValueError(f"not a recurrent-cell architecture: type={data.get('type')!r}")
+        check_arch_dict(data, "rnn_cell", "recurrent-cell")
         try:
             nodes = tuple(CellNode(d["combine"], d["activation"]) for d in data["nodes"])
             inject = data["inject"]
@@ -152,17 +145,10 @@ class CellArchitecture(JsonArchitecture):
 
 
 def _check_names(name: str, values: Sequence[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
-    if isinstance(values, str):
-        raise ValueError(f"{name} must be a list of names from {allowed}, got the string {values!r}")
-    vals = tuple(values)
-    if not vals:
-        raise ValueError(f"{name} must be a non-empty list of names from {allowed}, got {values!r}")
-    for v in vals:
+    for v in () if isinstance(values, str) else values:
         if v not in allowed:
             raise ValueError(f"{name}: {v!r} is not allowed; allowed: {allowed}")
-    if len(set(vals)) != len(vals):
-        raise ValueError(f"{name} has duplicates: {values!r}")
-    return vals
+    return check_choice_list(name, values, f"names from {allowed}", lambda v: True)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,6 @@ Speed decisions, each measured (``scripts/bench.py`` prints the figures side by 
 * **Precision.** bf16 autocast on CUDA (batch norm keeps float32 weights and statistics); float32 on
   the CPU. On this project's 2-core Xeon (AVX512-BF16, no AMX) bf16 convolutions measured 0.6-0.9x
   the speed of float32 channels_last, so ``precision="bf16"`` is opt-in on the CPU.
-* **Large batches.** ``lr_reference_batch`` scales the learning rate linearly with the batch size
-  (Goyal et al., 2017) so a GPU can take batch 512 at ``lr = 0.1 * 512 / 128``; off by default, so
-  the paper's optimiser is unchanged unless asked.
 * **cuDNN autotuning** (``cudnn.benchmark``) is on for CUDA: a child runs thousands of steps at a
   fixed shape, so the one-off search per layer shape is repaid within the first epoch.
 * **No torch.compile, no CUDA graphs.** Every child is a new architecture, so compilation is paid
@@ -22,26 +19,11 @@ Speed decisions, each measured (``scripts/bench.py`` prints the figures side by 
   eager; on a GPU 20-60 s of compilation exceeds a whole 5-epoch proxy child (a few seconds).
   CUDA graphs would need a static learning rate tensor and a capture per child for the same
   small gain, so neither is used.
-* **Early stopping** of hopeless children (``early_stop_epoch`` with ``early_stop_min_acc`` and/or
-  ``early_stop_gap``) is off by default: a stopped child reports status ``"stopped_early"`` and its
-  best accuracy so far, which is lower than it would have reached, so the controller sees a
-  slightly harsher reward for slow starters. Turn it on only for cheap proxy searches.
 
-GPU options, each computing the same function as without it and each off by default, so CPU
-results are unchanged; ``scripts/gpu_check.py`` measures them on a GPU, which decides their
-CUDA defaults (``tests/training/test_gpu_options.py`` proves the equivalences on the CPU):
-
-* ``channel_multiple``: zero-pad every conv's output channels to a multiple (8 for bf16 tensor
-  cores); see :mod:`nas_env.models.cnn`. Applied to the model in place for the child's training
-  and undone afterwards, so the caller's model keeps its shapes.
-* ``concat_buffer``: each layer's inputs concatenated into one preallocated buffer.
-* ``fused_optimizer``: SGD as torch's per-parameter loop (``"off"``), multi-tensor (``"foreach"``)
-  or one fused kernel (``"fused"``); ``"auto"`` is torch's own choice (foreach on CUDA).
-* ``format_trial``: before training, time a few steps of every allowed (memory format,
-  precision) pair on a copy of the child and train with the fastest; the choice depends on
-  timing, so it is recorded in the outcome, and training is deterministic given the choice.
-* ``validate="reward_window"``: validate only the epochs whose accuracy the reward (the best of
-  the last ``reward_window``) and early stopping read; the reward is unchanged, the history shorter.
+Large batches (``lr_reference_batch``), early stopping and the GPU options (``channel_multiple``,
+``concat_buffer``, ``fused_optimizer``, ``format_trial``, ``validate``): docs/child-training.md. Each
+GPU option computes the same function as without it and is off by default
+(``tests/nas_env/training/test_gpu_options.py`` proves the equivalences on the CPU).
 """
 
 from __future__ import annotations
@@ -109,10 +91,10 @@ class TrainConfig:
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=1))
         for name in ("lr", "momentum", "weight_decay", "lr_decay_factor"):
             check_number(name, getattr(self, name), minimum=0)  # checked, kept as given (configs print as written)
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name, allowed in (("lr_schedule", SCHEDULES), ("precision", PRECISIONS),
+                              ("fused_optimizer", FUSED_OPTIMIZERS), ("validate", VALIDATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         object.__setattr__(self, "lr_decay_epochs", tuple(self.lr_decay_epochs))
         object.__setattr__(self, "lr_reference_batch",
                            check_optional("lr_reference_batch", self.lr_reference_batch, check_int, minimum=1))
@@ -122,17 +104,12 @@ class TrainConfig:
         object.__setattr__(self, "early_stop_epoch", int(self.early_stop_epoch))
         check_fraction("early_stop_min_acc", self.early_stop_min_acc, one=True)
         check_optional("early_stop_gap", self.early_stop_gap, check_fraction, one=True)
-        if self.channel_multiple is None:
-            object.__setattr__(self, "channel_multiple", 1)
-        if not is_int(self.channel_multiple) or self.channel_multiple < 1:
-            raise ValueError(f"channel_multiple must be None or a positive int (1: off), got {self.channel_multiple!r}")
-        object.__setattr__(self, "channel_multiple", int(self.channel_multiple))
+        multiple = 1 if self.channel_multiple is None else self.channel_multiple
+        if not is_int(multiple) or multiple < 1:
+            raise ValueError(f"channel_multiple must be None or a positive int (1: off), got {multiple!r}")
+        object.__setattr__(self, "channel_multiple", int(multiple))
         for name in ("concat_buffer", "format_trial"):
             object.__setattr__(self, name, check_bool(name, getattr(self, name)))
-        if self.fused_optimizer not in FUSED_OPTIMIZERS:
-            raise ValueError(f"fused_optimizer must be one of {FUSED_OPTIMIZERS}, got {self.fused_optimizer!r}")
-        if self.validate not in VALIDATIONS:
-            raise ValueError(f"validate must be one of {VALIDATIONS}, got {self.validate!r}")
 
     @property
     def base_lr(self) -> float:
@@ -391,11 +368,11 @@ def train_child(model: nn.Module, data: DeviceData, config: TrainConfig, seed: i
 
 def _train(model: nn.Module, data: DeviceData, config: TrainConfig, seed: int,
            on_epoch: Callable[[int, float, float], None] | None, best_so_far: float | None) -> TrainOutcome:
-    if (config.channel_multiple != 1 or config.concat_buffer) and not isinstance(model, ChildCNN):
+    if config.channel_multiple == 1 and not config.concat_buffer:
+        return _train_model(model, data, config, seed, on_epoch, best_so_far)
+    if not isinstance(model, ChildCNN):
         raise ValueError(f"channel_multiple={config.channel_multiple} and concat_buffer={config.concat_buffer} need a "
                          f"ChildCNN (build_model's), got {type(model).__name__}")
-    if not isinstance(model, ChildCNN) or (config.channel_multiple == 1 and not config.concat_buffer):
-        return _train_model(model, data, config, seed, on_epoch, best_so_far)
     saved = (model.channel_multiple, model.concat_buffer)
     if config.channel_multiple != 1:
         model.set_channel_multiple(config.channel_multiple)

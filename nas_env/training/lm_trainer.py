@@ -30,12 +30,7 @@ class LMTrainConfig:
     The defaults are a proxy sized for a few seconds a child on 2 CPU cores (with the env's
     first 20,000 training and 4,000 validation tokens): a small tied model, one epoch, Adam
     at 0.01 (from a sweep of 0.002..0.02 and batch 8..64 on the LSTM-like cell: the best
-    validation perplexity after 20,000-60,000 tokens).
-
-    ``PAPER_LM_CONFIG`` below is the paper's setting, section 4.2: two layers sized to about
-    the parameters of Zaremba et al.'s "medium" LSTM (~20M: hidden 540 for a base-8 cell),
-    trained with Zaremba's medium recipe (SGD lr 1, divided by 1.2 per epoch after epoch 6,
-    dropout 0.5, 35-step BPTT, batch 20, gradient norm 5, init ±0.05), 35 epochs.
+    validation perplexity after 20,000-60,000 tokens). ``PAPER_LM_CONFIG`` below is the paper's.
     """
 
     epochs: int = 1
@@ -78,8 +73,9 @@ class LMTrainConfig:
         return self.lr * self.lr_decay ** max(0, epoch - self.lr_decay_start)
 
 
-# The paper's child setting (section 4.2), with Zaremba et al.'s medium recipe for what the paper leaves open:
-# lr 1 for 6 epochs (0-based 0..5), then divided by 1.2 every epoch.
+# The paper's child setting (section 4.2): two layers of 540 units, about the ~20M parameters of Zaremba et al.'s
+# medium LSTM, with their medium recipe for what the paper leaves open: lr 1 for 6 epochs (0-based 0..5), then
+# divided by 1.2 every epoch.
 PAPER_LM_CONFIG = LMTrainConfig(epochs=35, batch_size=20, bptt=35, optimizer="sgd", lr=1.0, lr_decay=1 / 1.2,
                                 lr_decay_start=5, clip=5.0, embedding_size=540, hidden_size=540, dropout=0.5,
                                 tie_weights=False, init_range=0.05, unigram_bias=False, eval_batch_size=10,
@@ -177,10 +173,8 @@ def train_lm(model: nn.Module, data: TextData, config: LMTrainConfig, device: to
     train = batchify(data.train, config.batch_size, device)
     valid = batchify(data.valid, config.eval_batch_size, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer_class = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
+    optimizer = optimizer_class(params, lr=config.lr, weight_decay=config.weight_decay)
     outcome = LMTrainOutcome(status="ok")
     start_time = time.perf_counter()
     for epoch in range(config.epochs):

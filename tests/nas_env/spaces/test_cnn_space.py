@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
+from space_test_utils import random_actions, round_trips
 from torch import nn
 
 from nas_env.models.cnn import build_model
@@ -27,11 +28,6 @@ from nas_env.spaces.cnn import (
 VARIANTS = ("v1", "v2", "v3")
 CIFAR = (3, 32, 32)
 DIGITS = (1, 8, 8)
-
-
-def random_actions(space: CNNSearchSpace, rng: np.random.Generator) -> list[int]:
-    """One valid choice index per token, drawn uniformly."""
-    return [int(rng.integers(spec.num_choices)) for spec in space.tokens()]
 
 
 def conv(fh: int = 3, fw: int = 3, nf: int = 8, inputs: tuple[int, ...] = (), sh: int = 1, sw: int = 1) -> ConvLayer:
@@ -158,12 +154,8 @@ SPACES = {
 @pytest.mark.parametrize("name", list(SPACES))
 def test_decode_encode_round_trip(name: str) -> None:
     space = SPACES[name]
-    rng = np.random.default_rng(1234)
     seen = set()
-    for _ in range(40):
-        actions = random_actions(space, rng)
-        arch = space.decode(actions)
-        assert space.encode(arch) == actions
+    for _, arch in round_trips(space, 40, seed=1234):
         assert space.decode(space.encode(arch)) == arch
         assert arch.num_layers == space.num_layers and arch.pool_after == space.pool_after
         seen.add(arch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from space_test_utils import round_trips
 
 from nas_env.spaces.base import SearchSpace
 from nas_env.spaces.rnn_cell import (
@@ -15,10 +16,6 @@ from nas_env.spaces.rnn_cell import (
     children,
     lstm_like_cell,
 )
-
-
-def random_actions(space: RNNCellSearchSpace, rng: np.random.Generator) -> list[int]:
-    return [int(rng.integers(spec.num_choices)) for spec in space.tokens()]
 
 
 def test_paper_space_tokens() -> None:
@@ -52,16 +49,12 @@ def test_configurable_base_and_choices() -> None:
 
 def test_decode_encode_json_round_trip_hashable() -> None:
     space = RNNCellSearchSpace()
-    rng = np.random.default_rng(0)
-    seen = set()
-    for _ in range(100):
-        actions = random_actions(space, rng)
-        arch = space.decode(actions)
-        assert space.encode(arch) == actions
+    samples = list(round_trips(space, 100, seed=0))
+    for _, arch in samples:
         again = CellArchitecture.from_json(arch.to_json())
         assert again == arch and hash(again) == hash(arch) and again.to_json() == arch.to_json()
-        seen.add(arch)
-    assert len(seen) == 100
+    assert len({arch for _, arch in samples}) == 100
+    actions, arch = samples[-1]
     assert space.decode(np.array(actions, dtype=np.int64)) == arch  # numpy ints decode to the same value
     assert space.decode(np.array(actions, dtype=np.int64)).to_json() == arch.to_json()
 
