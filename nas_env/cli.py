@@ -97,14 +97,14 @@ def cli_entry(prog: str, interrupted: str | None = None) -> Callable[[Callable[[
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (CleanRL's convention), for ``--help``."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    """The docstring under each dataclass field (CleanRL's convention), for ``--help``; base classes' fields too."""
     docs: dict[str, str] = {}
-    for node, after in itertools.pairwise(body):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
-            docs[node.target.id] = " ".join(after.value.value.split()).replace("%", "%%")  # argparse formats help
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body  # type: ignore[attr-defined]
+        for node, after in itertools.pairwise(body):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+                docs[node.target.id] = " ".join(after.value.value.split()).replace("%", "%%")  # argparse formats help
     return docs
 
 
