@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The controller study of issue 14 on NASRL-Bench-Digits-v0: REINFORCE settings against random search and
+# The controller study on NASRL-Bench-Digits-v0: REINFORCE settings against random search and
 # the paper preset, 1,000 children a run (seconds each). docs/controller_study.md holds the tables this made.
 #   ROUND=1 (SEEDS=10): learning rate, m, baseline decay and the ENAS/PPO options, judged by the max-reward
 #            incumbent, all without an entropy bonus (the default of the time) -> runs/study
