@@ -25,8 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
-from bench_common import NB201_ENV_ID, append_jsonl, cifar10_root, device_name, draw_cells, rank_agreement
+from bench_common import NB201_ENV_ID, NB201Args, append_jsonl, cifar10_root, device_name, draw_cells, rank_agreement
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents.experiment.run_folder.records import read_results
@@ -36,9 +35,7 @@ from nas_env.spaces.nb201 import NB201SearchSpace
 
 
 @dataclass
-class Args:
-    """Arguments (one docstring per field)."""
-
+class Args(NB201Args):
     cells: int = 64
     """cells to train, one per accuracy-quantile bin of the CIFAR-10 table"""
     preset: str = "proxy"
@@ -57,12 +54,8 @@ class Args:
     """validation images per cell (default: the preset's; nb201: all 5,000)"""
     device: str = "cpu"
     """device to train on: cpu, cuda, auto"""
-    threads: int = 1
-    """torch threads on the CPU (0: torch's default)"""
     seed: int = 0
     """seed of the cell draw, the training order and the children's seeds"""
-    data_root: str = ""
-    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
     out: str = "nb201_proxy.jsonl"
     """JSON lines, one per trained cell, appended as they are made"""
 
@@ -78,8 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     args, _, parser = parse_dataclass(Args, argv, prog="bench_nb201_proxy.py", description=__doc__)
     if args.cells < 2:
         parser.error(f"--cells must be at least 2 (a rank correlation needs pairs), got {args.cells}")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    args.set_threads()
     kwargs = env_kwargs(args)
     table = load_table("cifar10")
     table_acc = table.mean_val()

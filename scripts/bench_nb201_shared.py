@@ -31,9 +31,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from bench_common import (
     NB201_ENV_ID,
+    NB201Args,
     append_jsonl,
     check_totals,
     cifar10_root,
@@ -57,9 +57,7 @@ TOP_K = 10  # the supernet's top cells checked for parameter-free collapse
 
 
 @dataclass
-class Args:
-    """Arguments (one docstring per field)."""
-
+class Args(NB201Args):
     C: int = 8
     """network width: stem channels, stages at C, 2C, 4C (NAS-Bench-201: 16)"""
     N: int = 1
@@ -94,12 +92,8 @@ class Args:
     """random-path steps before a search's first reward"""
     device: str = "cpu"
     """device: cpu, cuda, auto"""
-    threads: int = 1
-    """torch threads on the CPU (0: torch's default)"""
     seed: int = 0
     """seed of the cell draw and the ranking supernet"""
-    data_root: str = ""
-    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
     logdir: str = ""
     """parent of the searches' run folders (empty: a temporary folder, deleted at the end)"""
     out: str = "nb201_shared.jsonl"
@@ -206,8 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--bn-eval must be one of {BN_EVAL}, got {args.bn_eval!r}")
     if args.recalibrate_cells and not 3 <= args.recalibrate_cells <= args.cells:
         parser.error(f"--recalibrate-cells must be 0 or 3..--cells ({args.cells}), got {args.recalibrate_cells}")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    args.set_threads()
     table_acc = load_table("cifar10").mean_val()
     out = Path(args.out)
     append_jsonl(out, {"kind": "args", **asdict(args)})
