@@ -1,11 +1,8 @@
 """Does a weight-sharing supernet rank NAS-Bench-201's cells as their own training does, and what do searches find?
 
 Run: ``python scripts/bench_nb201_shared.py`` (the CPU setting: C=8, N=1, 10,000 CIFAR-10 training
-images, 1,000 cells, 3 searches of 200 children; about 15 minutes on one CPU thread). NAS-Bench-201's
-own network on a GPU (C=16, N=5, every training image, all 15,625 cells):
-``python scripts/bench_nb201_shared.py --C 16 --N 5 --train-subset 0 --val-subset 0 --batch-size 256
---warmup-steps 5000 20000 --cells 15625 --recalibrate-cells 2000 --search-episodes 1000
---search-warmup-steps 2000 --search-shared-steps 5 --device cuda --threads 0 --out nb201_shared_gpu.jsonl``.
+images, 1,000 cells, 3 searches of 200 children; about 15 minutes on one CPU thread). docs/weight-sharing.md
+gives the command for NAS-Bench-201's own network on a GPU (C=16, N=5, every training image, all 15,625 cells).
 
 1. **The supernet** (``evaluator="shared"``) trains on random paths up to each total of ``--warmup-steps``,
    then scores ``--cells`` cells (one per accuracy-quantile bin of the table) on one fixed validation
@@ -16,7 +13,7 @@ own network on a GPU (C=16, N=5, every training image, all 15,625 cells):
    env; the cell each reports is looked up in the table.
 
 Every cell, ranking and search is appended to ``--out`` (JSON lines, ``kind`` says which) as it is
-made (docs/weight-sharing.md); the last line printed is one JSON summary.
+made; the last line printed is one JSON summary.
 """
 
 from __future__ import annotations
