@@ -40,8 +40,6 @@ RAY = RayConfig(num_cpus=2)  # a local 2-CPU Ray; each child a 1-CPU task
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     children: int = 8
     """children per measurement (even: the 2-worker runs take them two at a time)"""
     epochs: int = 5

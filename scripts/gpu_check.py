@@ -12,6 +12,7 @@ the best measured settings).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import multiprocessing as mp
@@ -104,8 +105,6 @@ SECTIONS = ("profile", "variants", "concurrency", "bench", "search")  # in the o
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     png_dir: Path | None = None
     """folder with cifar10_batch_N.png + cifar10_labels.js (required)"""
     out: Path | None = None
@@ -149,9 +148,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[Args, Sizes, set[str]]:
     return args, QUICK if args.quick else Sizes(), wanted
 
 
-# --- data --------------------------------------------------------------------------------------
-
-
 def read_png_cifar10(png_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``count`` training images (uint8 N x 3 x 32 x 32) and labels from the carried PNG sprites."""
     if not (png_dir / "cifar10_labels.js").is_file():
@@ -173,9 +169,6 @@ def write_python_batches(images: np.ndarray, labels: np.ndarray, root: Path) -> 
         batch = {b"data": images[part].reshape(len(part), -1), b"labels": labels[part].tolist()}
         with open(folder / f"data_batch_{i}", "wb") as f:
             pickle.dump(batch, f, protocol=2)
-
-
-# --- sections ----------------------------------------------------------------------------------
 
 
 class Report:
@@ -232,8 +225,7 @@ def profile_section(report: Report, children: list[tuple[str, CNNArchitecture]],
     picked = children[:-1][:2] + children[-1:]  # two sampled children and the 36-filter one
     deadline = time.perf_counter() + sizes.profile_seconds
     texts, results = [], []
-    for (name, arch), (label, options) in [(c, o) for c in picked for o in (("as built", {}), ("all options",
-                                                                                               ALL_OPTIONS))]:
+    for (name, arch), (label, options) in itertools.product(picked, (("as built", {}), ("all options", ALL_OPTIONS))):
         if time.perf_counter() > deadline:
             report.print(f"{name}, {label}: skipped (time cap {sizes.profile_seconds:.0f} s)")
             continue
