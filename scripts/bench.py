@@ -20,10 +20,8 @@ Data: ``--data-root`` (official python layout), else where ``bench_common.cifar1
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -31,8 +29,7 @@ import torch
 from bench_common import (  # scripts/ is on sys.path when this file runs
     PROXY_EPOCHS,
     PROXY_TRAIN,
-    PROXY_VAL,
-    cifar10_root,
+    TrainingBenchArgs,
     device_name,
     eval_images_per_s,
     loader_workers,
@@ -51,15 +48,12 @@ from reference_trainer import InMemoryImages, reference_transform
 
 import nas_env  # noqa: F401  (registers the ids)
 from nas_env.data.base import ImageData
-from nas_env.data.cifar10 import load_cifar10
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dtype, use_channels_last
 
 
 @dataclass
-class Args:
-    """Arguments (one docstring per field)."""
-
+class Args(TrainingBenchArgs):
     quick: bool = False
     """a short run (1 sampled child + the 36-filter one, 64 training images each at batch 64); noisier figures"""
     children: int = 3
@@ -72,10 +66,6 @@ class Args:
     """training batch size of both trainers"""
     reference_workers: int = -1
     """DataLoader workers of the reference loop (-1: 0 on the CPU, min(8, CPUs) on CUDA)"""
-    device: str = "auto"
-    """device to benchmark on"""
-    data_root: str = ""
-    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
     seed: int = 0
     """seed of the sampled children and their weights"""
 
@@ -95,10 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     workers = loader_workers(device, args.reference_workers)
     config = TrainConfig(epochs=1, batch_size=args.batch_size)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        root = cifar10_root(args.data_root, Path(scratch))
-        full = load_cifar10(root, download=False, val_size=PROXY_VAL, train_subset=args.train_images,
-                            val_subset=args.val_images)
+    full = args.cifar10(train_subset=args.train_images, val_subset=args.val_images)
     measured, warm = subset(full, args.train_images), subset(full, args.batch_size)
     measured_dev, warm_dev = DeviceData(measured, device), DeviceData(warm, device)
 

@@ -14,9 +14,10 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +29,7 @@ from scipy import stats
 
 from nas_env.cli import parse_dataclass
 from nas_env.data.base import ImageData
-from nas_env.data.cifar10 import FOLDER
+from nas_env.data.cifar10 import FOLDER, load_cifar10
 from nas_env.data.download import default_data_root
 from nas_env.models.cnn import build_model
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
@@ -50,6 +51,41 @@ CONVERT_TRAIN = 10_000  # images converted from the shared PNG copy: enough for 
 PROXY_EPOCHS, PROXY_TRAIN, PROXY_VAL = 5, 45_000, 5_000  # NASRL-CIFAR10-v0's proxy fidelity: children/hour's
 NB201_ENV_ID = "NASRL-NB201-CIFAR10-v0"
 TOP_SHARE = 0.1  # the top-k recall's share of the sample
+
+
+@dataclass
+class CIFAR10Args:
+    """The flags every CIFAR-10 benchmark has (each script's ``Args`` adds its own, one docstring per field)."""
+
+    data_root: str = ""
+    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
+
+
+@dataclass
+class TrainingBenchArgs(CIFAR10Args):
+    """Those of the child-training benchmarks (``bench.py``, ``bench_shared.py``)."""
+
+    device: str = "auto"
+    """device to benchmark on"""
+
+    def cifar10(self, **subsets: int) -> ImageData:
+        """CIFAR-10 from :func:`cifar10_root`, split as NASRL-CIFAR10-v0's proxy (5,000 validation images)."""
+        with tempfile.TemporaryDirectory() as scratch:
+            root = cifar10_root(self.data_root, Path(scratch))
+            return load_cifar10(root, download=False, val_size=PROXY_VAL, **subsets)
+
+
+@dataclass
+class NB201Args(CIFAR10Args):
+    """Those of the NAS-Bench-201 benchmarks (``bench_nb201_*.py``)."""
+
+    threads: int = 1
+    """torch threads on the CPU (0: torch's default)"""
+
+    def set_threads(self) -> None:
+        """Torch on ``--threads`` threads (0: left as it is)."""
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
 
 
 def parse_quick(cls: type[T], argv: list[str] | None, prog: str, description: str, **quick: Any) -> T:

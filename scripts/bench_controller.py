@@ -30,8 +30,6 @@ ENV_ID = "NASRL-CIFAR10-v0"
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     children: int = 8
     """m: children per update"""
     repeats: int = 15

@@ -21,8 +21,6 @@ from nas_env.cli import parse_dataclass
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     steps: int = 20000
     """non-final env steps to time (and as many CartPole steps)"""
     children: int = 9

@@ -1,9 +1,7 @@
 """Does a cheap training proxy rank NAS-Bench-201's cells as its own 200-epoch training does?
 
 Run: ``python scripts/bench_nb201_proxy.py`` (the CPU proxy: 64 cells, about 15 minutes on one CPU
-thread). NAS-Bench-201's own settings on a GPU (C=16, N=5, NB201's optimiser, every training image;
-``--epochs 200`` for its full schedule):
-``python scripts/bench_nb201_proxy.py --preset nb201 --epochs 12 --device cuda --threads 0 --out nb201_gpu.jsonl``.
+thread); on a GPU at NAS-Bench-201's own settings: ``--preset nb201 --epochs 12 --device cuda --threads 0``.
 
 It draws ``--cells`` cells, one per accuracy-quantile bin of the CIFAR-10 table (seeded, trained in a
 seeded order), trains each in ``NASRL-NB201-CIFAR10-v0`` at ``--preset`` with the overrides given, and
@@ -25,8 +23,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
-from bench_common import NB201_ENV_ID, append_jsonl, cifar10_root, device_name, draw_cells, rank_agreement
+from bench_common import NB201_ENV_ID, NB201Args, append_jsonl, cifar10_root, device_name, draw_cells, rank_agreement
 
 import nas_env  # noqa: F401  (registers the ids)
 from agents.experiment.run_folder.records import read_results
@@ -36,9 +33,7 @@ from nas_env.spaces.nb201 import NB201SearchSpace
 
 
 @dataclass
-class Args:
-    """Arguments (one docstring per field)."""
-
+class Args(NB201Args):
     cells: int = 64
     """cells to train, one per accuracy-quantile bin of the CIFAR-10 table"""
     preset: str = "proxy"
@@ -57,12 +52,8 @@ class Args:
     """validation images per cell (default: the preset's; nb201: all 5,000)"""
     device: str = "cpu"
     """device to train on: cpu, cuda, auto"""
-    threads: int = 1
-    """torch threads on the CPU (0: torch's default)"""
     seed: int = 0
     """seed of the cell draw, the training order and the children's seeds"""
-    data_root: str = ""
-    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
     out: str = "nb201_proxy.jsonl"
     """JSON lines, one per trained cell, appended as they are made"""
 
@@ -78,11 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     args, _, parser = parse_dataclass(Args, argv, prog="bench_nb201_proxy.py", description=__doc__)
     if args.cells < 2:
         parser.error(f"--cells must be at least 2 (a rank correlation needs pairs), got {args.cells}")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    args.set_threads()
     kwargs = env_kwargs(args)
-    table = load_table("cifar10")
-    table_acc = table.mean_val()
+    table_acc = load_table("cifar10").mean_val()
     cells = draw_cells(table_acc, args.cells, args.seed)
 
     # all 50,000 training images, whatever the subsets: the train / validation split is drawn from all of them
@@ -98,7 +87,6 @@ def main(argv: list[str] | None = None) -> None:
           f"{unwrapped.train_config.epochs} epochs, batch {unwrapped.train_config.batch_size}; {device}; "
           f"{len(done)} already in {out}", flush=True)
 
-    space = NB201SearchSpace()
     rows: list[dict[str, Any]] = []
     for k, arch in enumerate(cells):
         row = arch.index
@@ -107,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         start = time.perf_counter()
         env.reset(seed=args.seed * 100_003 + row)
-        for action in space.encode(arch):
+        for action in NB201SearchSpace().encode(arch):
             _, reward, terminated, _, info = env.step(action)
         assert terminated
         record = {"table_index": row, "key": arch.key, "arch_str": info["arch_str"],

@@ -1,11 +1,8 @@
 """Does a weight-sharing supernet rank NAS-Bench-201's cells as their own training does, and what do searches find?
 
 Run: ``python scripts/bench_nb201_shared.py`` (the CPU setting: C=8, N=1, 10,000 CIFAR-10 training
-images, 1,000 cells, 3 searches of 200 children; about 15 minutes on one CPU thread). NAS-Bench-201's
-own network on a GPU (C=16, N=5, every training image, all 15,625 cells):
-``python scripts/bench_nb201_shared.py --C 16 --N 5 --train-subset 0 --val-subset 0 --batch-size 256
---warmup-steps 5000 20000 --cells 15625 --recalibrate-cells 2000 --search-episodes 1000
---search-warmup-steps 2000 --search-shared-steps 5 --device cuda --threads 0 --out nb201_shared_gpu.jsonl``.
+images, 1,000 cells, 3 searches of 200 children; about 15 minutes on one CPU thread). docs/weight-sharing.md
+gives the command for NAS-Bench-201's own network on a GPU (C=16, N=5, every training image, all 15,625 cells).
 
 1. **The supernet** (``evaluator="shared"``) trains on random paths up to each total of ``--warmup-steps``,
    then scores ``--cells`` cells (one per accuracy-quantile bin of the table) on one fixed validation
@@ -16,7 +13,7 @@ own network on a GPU (C=16, N=5, every training image, all 15,625 cells):
    env; the cell each reports is looked up in the table.
 
 Every cell, ranking and search is appended to ``--out`` (JSON lines, ``kind`` says which) as it is
-made (docs/weight-sharing.md); the last line printed is one JSON summary.
+made; the last line printed is one JSON summary.
 """
 
 from __future__ import annotations
@@ -31,9 +28,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from bench_common import (
     NB201_ENV_ID,
+    NB201Args,
     append_jsonl,
     check_totals,
     cifar10_root,
@@ -57,9 +54,7 @@ TOP_K = 10  # the supernet's top cells checked for parameter-free collapse
 
 
 @dataclass
-class Args:
-    """Arguments (one docstring per field)."""
-
+class Args(NB201Args):
     C: int = 8
     """network width: stem channels, stages at C, 2C, 4C (NAS-Bench-201: 16)"""
     N: int = 1
@@ -94,12 +89,8 @@ class Args:
     """random-path steps before a search's first reward"""
     device: str = "cpu"
     """device: cpu, cuda, auto"""
-    threads: int = 1
-    """torch threads on the CPU (0: torch's default)"""
     seed: int = 0
     """seed of the cell draw and the ranking supernet"""
-    data_root: str = ""
-    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
     logdir: str = ""
     """parent of the searches' run folders (empty: a temporary folder, deleted at the end)"""
     out: str = "nb201_shared.jsonl"
@@ -206,8 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--bn-eval must be one of {BN_EVAL}, got {args.bn_eval!r}")
     if args.recalibrate_cells and not 3 <= args.recalibrate_cells <= args.cells:
         parser.error(f"--recalibrate-cells must be 0 or 3..--cells ({args.cells}), got {args.recalibrate_cells}")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    args.set_threads()
     table_acc = load_table("cifar10").mean_val()
     out = Path(args.out)
     append_jsonl(out, {"kind": "args", **asdict(args)})

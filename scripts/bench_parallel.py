@@ -14,6 +14,7 @@ JSON line (docs/parallel.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -26,18 +27,19 @@ import numpy as np
 import ray
 
 import nas_env  # noqa: F401
+from agents.experiment.distributed import RayConfig
 from agents.experiment.distributed.child import evaluate_child
-from agents.experiment.distributed.vector import RayChildEvaluator, RayVectorEnv
+from agents.experiment.distributed.driver import ray_session
+from agents.experiment.distributed.vector import ray_envs
 from nas_env.cli import parse_dataclass
 from nas_env.vector import make_parallel_envs
 
 ENV = "NASRL-Digits-v0"
+RAY = RayConfig(num_cpus=2)  # a local 2-CPU Ray; each child a 1-CPU task
 
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     children: int = 8
     """children per measurement (even: the 2-worker runs take them two at a time)"""
     epochs: int = 5
@@ -62,12 +64,9 @@ def vector_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any],
                 ) -> tuple[float, float]:
     """(children per second, mean train_seconds) through ``workers`` sub-envs in lockstep: each in its own
     process, or (``on_ray``) in this one with the children trained as Ray tasks."""
-    if on_ray:
-        evaluator = RayChildEvaluator(ENV, kwargs, None, score_key="val_acc", cpus_per_child=1)
-        envs = RayVectorEnv(ENV, kwargs, workers, evaluator)
-    else:
-        envs = make_parallel_envs(ENV, workers, kwargs, num_threads=1)
-    try:
+    opened = ray_envs(RAY, ENV, kwargs, workers, None) if on_ray else \
+        contextlib.closing(make_parallel_envs(ENV, workers, kwargs, num_threads=1))
+    with opened as envs:
         def batch(actions: list[list[int]], seed: int) -> list[float]:
             envs.reset(seed=[seed + i for i in range(workers)])
             infos: dict[str, Any] = {}
@@ -80,8 +79,6 @@ def vector_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any],
         for i in range(0, len(children), workers):
             seconds += batch(children[i:i + workers], i)
         return len(children) / (time.perf_counter() - start), float(np.mean(seconds))
-    finally:
-        envs.close()
 
 
 def ray_rate(children: list[list[int]], workers: int, kwargs: dict[str, Any]) -> float:
@@ -119,14 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()[0]  # other processes on the machine: a 2-worker speedup needs 2 idle cores
     (vec1, train_s), (vec2, _) = (vector_rate(children, workers, kwargs) for workers in (1, 2))
     rows = [("vector env", vec1, vec2)]  # (backend, children/s with 1 worker, with 2)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="error")
-    try:
+    with ray_session(RAY):
         rows.append(("ray", ray_rate(children, 1, kwargs), ray_rate(children, 2, kwargs)))
         if not a.one_architecture:
             rows.append(("ray vector env", *(vector_rate(children, w, kwargs, on_ray=True)[0] for w in (1, 2))))
         remote_ms, local_ms = ray_overhead_ms(children)
-    finally:
-        ray.shutdown()
     load_after = os.getloadavg()[0]
     kind = "copies of one digits child" if a.one_architecture else "different digits children"
     print(f"{a.children} {kind}, {a.epochs} epochs each, one torch thread per worker "

@@ -29,8 +29,6 @@ from nas_env.training.lm_trainer import LMTrainConfig, batchify, evaluate_perple
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     tokens: int = 20_000
     """training tokens per run"""
     hidden: int | None = None

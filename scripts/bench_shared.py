@@ -15,17 +15,15 @@ Data: ``--data-root`` (official python layout), else where ``bench_common.cifar1
 from __future__ import annotations
 
 import statistics
-import tempfile
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 
 import torch
 from bench_common import (  # scripts/ is on sys.path when this file runs
     PROXY_EPOCHS,
     PROXY_TRAIN,
     PROXY_VAL,
-    cifar10_root,
+    TrainingBenchArgs,
     eval_images_per_s,
     parse_quick,
     print_report,
@@ -37,7 +35,6 @@ from bench_common import (  # scripts/ is on sys.path when this file runs
 )
 
 from nas_env.data.base import ImageData
-from nas_env.data.cifar10 import load_cifar10
 from nas_env.evaluators.shared import SharedConfig, SharedWeightsEvaluator
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.training.device import resolve_device
@@ -45,9 +42,7 @@ from nas_env.training.image_trainer import DeviceData, TrainConfig
 
 
 @dataclass
-class Args:
-    """Arguments (one docstring per field)."""
-
+class Args(TrainingBenchArgs):
     children: int = 2
     """sampled v1 children, measured both ways"""
     quick: bool = False
@@ -66,10 +61,6 @@ class Args:
     """batch norm at evaluation: batch or recalibrate"""
     batch_size: int = 128
     """training batch size of both (NASRL-CIFAR10-v0's)"""
-    device: str = "auto"
-    """device to benchmark on"""
-    data_root: str = ""
-    """folder holding cifar-10-batches-py (empty: $NASRL_DATA_ROOT, ~/.cache/nasrl/data, or the shared copy)"""
     seed: int = 0
     """seed of the sampled children and of both evaluators"""
 
@@ -89,9 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     space = cnn_space("v1")  # NASRL-CIFAR10-v0's space
     children = [arch for _, arch in sample_children(args.children, args.seed, with_36_filters=False)]
     scratch_config = TrainConfig(epochs=1, batch_size=args.batch_size)
-    with tempfile.TemporaryDirectory() as scratch:
-        root = cifar10_root(args.data_root, Path(scratch))
-        data = load_cifar10(root, download=False, val_size=PROXY_VAL)
+    data = args.cifar10()
 
     rows: list[tuple[str, str]] = []
     scratch_seconds = []

@@ -25,8 +25,6 @@ from nas_env.cli import parse_dataclass
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     env: str = "NASRL-Bench-Digits-v0"
     """the table env to time: NASRL-Bench-Digits-v0 (with --table) or a NASRL-Bench201-*-v0 id"""
     episodes: int = 20000

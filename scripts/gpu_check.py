@@ -1,25 +1,18 @@
-"""One prepared GPU check of child training (issue 15): where the time goes, and which options pay.
+"""One prepared GPU check of child training: where the time goes, and which options pay.
 
-Run on a fresh GPU machine (docs/gpu_check.md gives the whole command, with the data and the
-wheels to carry, and what each section measures); it finishes in under 8 minutes on an H200::
-
-    python scripts/gpu_check.py --png-dir gpu_data --out $OUT
-
-and on the CPU, tiny, for its test: ``python scripts/gpu_check.py --quick --png-dir ../shared/data/cifar10-png
---out /tmp/check``. It reads the carried CIFAR-10 PNG sprites (``cifar10_batch_N.png`` and
-``cifar10_labels.js``) into memory and writes ``gpu_check.txt`` (what it printed), ``gpu_check.json``,
-``profile.txt``, ``bench.log`` and ``search.log`` under ``--out``. Sections, each with its own time cap:
-1. kernel profile (torch.profiler), 2. variants (training images/s of every child for each precision,
-memory format, option and batch, beside the plain DataLoader loop), 3. children at once (1, 2, 4, 8
-processes on the one GPU), 4. ``scripts/bench.py``'s JSON last line, 5. a real ``nasrl-search`` for a
-fixed time, 6. targets (the issue's bars against the best measured settings).
-
-Needs gymnasium (importing ``nas_env`` registers the environments): carry its wheels to a machine
-without it (docs/gpu_check.md).
+On a fresh GPU machine (under 8 minutes on an H200): ``python scripts/gpu_check.py --png-dir gpu_data --out $OUT``;
+on the CPU, tiny, for its test: ``--quick``. docs/gpu_check.md gives the whole command, the data and the wheels
+to carry (gymnasium), and what each section measures. It reads the carried CIFAR-10 PNG sprites and writes
+``gpu_check.txt`` (what it printed), ``gpu_check.json``, ``profile.txt``, ``bench.log`` and ``search.log`` under
+``--out``. Sections, each with its own time cap: 1. kernel profile, 2. variants (training images/s of every child
+for each precision, memory format, option and batch, beside the plain DataLoader loop), 3. children at once,
+4. ``scripts/bench.py``'s JSON last line, 5. a real ``nasrl-search`` for a fixed time, 6. targets (the bars against
+the best measured settings).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import multiprocessing as mp
@@ -57,6 +50,7 @@ from bench_common import (
     train_images_per_s,
     warmed_up,
 )
+from make_image_folder import PER_SPRITE, TRAIN_SPRITES, sprite_images, sprite_labels
 
 from agents.experiment.run_folder.records import RESULTS, read_results
 from nas_env.cli import parse_dataclass
@@ -67,7 +61,7 @@ from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dty
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"speedup_vs_reference": 2.5, "min_child_speedup": 1.0, "images_per_s": 13_000.0,
-           "children_per_hour": 300.0}  # the issue's bars (H200, batch 512, sampled v1 children)
+           "children_per_hour": 300.0}  # the bars (H200, batch 512, sampled v1 children)
 BF16_PEAK_TFLOPS = 790.0  # the H200's measured bf16 matmul rate (device KINDS.md), for scale only
 ALL_OPTIONS = {"channel_multiple": 8, "concat_buffer": True, "fused_optimizer": "fused"}
 OPTION_SETS: dict[str, dict[str, Any]] = {  # each new option alone, then all of them
@@ -111,8 +105,6 @@ SECTIONS = ("profile", "variants", "concurrency", "bench", "search")  # in the o
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     png_dir: Path | None = None
     """folder with cifar10_batch_N.png + cifar10_labels.js (required)"""
     out: Path | None = None
@@ -156,28 +148,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[Args, Sizes, set[str]]:
     return args, QUICK if args.quick else Sizes(), wanted
 
 
-# --- data --------------------------------------------------------------------------------------
-
-
 def read_png_cifar10(png_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``count`` training images (uint8 N x 3 x 32 x 32) and labels from the carried PNG sprites."""
-    from PIL import Image
-
-    labels_js = png_dir / "cifar10_labels.js"
-    if not labels_js.is_file():
+    if not (png_dir / "cifar10_labels.js").is_file():
         raise SystemExit(f"--png-dir {png_dir}: no cifar10_labels.js (see docs/gpu_check.md)")
-    text = labels_js.read_text()
-    labels = np.asarray(json.loads(text[text.index("[") : text.rindex("]") + 1]), dtype=np.int64)
     batches = sorted(int(p.stem.rsplit("_", 1)[1]) for p in png_dir.glob("cifar10_batch_*.png"))
-    batches = [n for n in batches if n < 50]  # 50 is the test batch: never used for training or validation
-    if batches != list(range(len(batches))) or 1000 * len(batches) < count:
-        raise SystemExit(f"--png-dir {png_dir}: need cifar10_batch_0..{math.ceil(count / 1000) - 1}.png for "
+    batches = [n for n in batches if n < TRAIN_SPRITES]  # the test batch: never used for training or validation
+    if batches != list(range(len(batches))) or PER_SPRITE * len(batches) < count:
+        raise SystemExit(f"--png-dir {png_dir}: need cifar10_batch_0..{math.ceil(count / PER_SPRITE) - 1}.png for "
                          f"{count} images, found training batches {batches}")
-    images = []
-    for n in range(math.ceil(count / 1000)):
-        rgb = np.asarray(Image.open(png_dir / f"cifar10_batch_{n}.png").convert("RGB"), dtype=np.uint8)
-        images.append(rgb.reshape(1000, 32, 32, 3).transpose(0, 3, 1, 2))
-    return np.ascontiguousarray(np.concatenate(images)[:count]), labels[:count]
+    images = sprite_images(png_dir, 0, count).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(images), np.asarray(sprite_labels(png_dir)[:count], dtype=np.int64)
 
 
 def write_python_batches(images: np.ndarray, labels: np.ndarray, root: Path) -> None:
@@ -188,9 +169,6 @@ def write_python_batches(images: np.ndarray, labels: np.ndarray, root: Path) -> 
         batch = {b"data": images[part].reshape(len(part), -1), b"labels": labels[part].tolist()}
         with open(folder / f"data_batch_{i}", "wb") as f:
             pickle.dump(batch, f, protocol=2)
-
-
-# --- sections ----------------------------------------------------------------------------------
 
 
 class Report:
@@ -247,8 +225,7 @@ def profile_section(report: Report, children: list[tuple[str, CNNArchitecture]],
     picked = children[:-1][:2] + children[-1:]  # two sampled children and the 36-filter one
     deadline = time.perf_counter() + sizes.profile_seconds
     texts, results = [], []
-    for (name, arch), (label, options) in [(c, o) for c in picked for o in (("as built", {}), ("all options",
-                                                                                               ALL_OPTIONS))]:
+    for (name, arch), (label, options) in itertools.product(picked, (("as built", {}), ("all options", ALL_OPTIONS))):
         if time.perf_counter() > deadline:
             report.print(f"{name}, {label}: skipped (time cap {sizes.profile_seconds:.0f} s)")
             continue
@@ -546,7 +523,7 @@ def search_section(report: Report, data_root: Path, sizes: Sizes, args: Args, co
 
 
 def targets_section(report: Report, variants: list[dict[str, Any]], sizes: Sizes) -> None:
-    report.heading("targets (issue 15, sampled v1 children at the headline batch)")
+    report.heading("targets (sampled v1 children at the headline batch)")
     big = sizes.batch_sizes[0]
     sampled = sorted({r["child"] for r in variants if r["child"].startswith("v1 sample")})
     candidates: dict[str, dict[str, float]] = {}

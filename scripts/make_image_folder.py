@@ -25,12 +25,13 @@ PER_SPRITE = 1000  # images per sprite PNG (one 32x32x3 image a row)
 TRAIN_SPRITES = 50  # cifar10_batch_0..49: training images; cifar10_batch_50: the first 1,000 test images
 
 
-def _labels(source: Path) -> list[int]:
+def sprite_labels(source: Path) -> list[int]:
+    """Every label of the copy (``cifar10_labels.js``), in its order."""
     text = (source / "cifar10_labels.js").read_text()
     return json.loads(text[text.index("[") : text.rindex("]") + 1])
 
 
-def _images(source: Path, first: int, count: int) -> np.ndarray:
+def sprite_images(source: Path, first: int, count: int) -> np.ndarray:
     """``count`` images (uint8 N x 32 x 32 x 3) starting at global index ``first`` of the copy."""
     out = []
     for sprite in range(first // PER_SPRITE, (first + count - 1) // PER_SPRITE + 1):
@@ -45,7 +46,7 @@ def write_split(out: Path, source: Path, first: int, count: int, labels: list[in
     """Write images ``first .. first+count-1`` of the copy as ``out/<class>/<index>.png``."""
     for name in CLASSES:
         (out / name).mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(_images(source, first, count)):
+    for i, image in enumerate(sprite_images(source, first, count)):
         Image.fromarray(image).save(out / CLASSES[labels[first + i]] / f"{first + i:05d}.png")
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"need 1 <= count, count + val <= {TRAIN_SPRITES * PER_SPRITE}, 0 <= test <= {PER_SPRITE}")
     if not (a.source / "cifar10_labels.js").is_file():
         p.error(f"no CIFAR-10 PNG copy at {a.source}")
-    labels = _labels(a.source)
+    labels = sprite_labels(a.source)
     split = a.val > 0 or a.test > 0
     write_split(a.out / "train" if split else a.out, a.source, 0, a.count, labels)
     if a.val:

@@ -63,6 +63,7 @@ class ReferenceOutcome:
     seconds: float
 
 
+@torch.random.fork_rng(devices=[])
 def train_reference(model: nn.Module, data: ImageData, config: TrainConfig, seed: int, num_workers: int = 0,
                     device: torch.device | str = "cpu") -> ReferenceOutcome:
     """Train ``model`` the plain way for ``config.epochs`` epochs, validating after each; float32 NCHW.
@@ -72,13 +73,8 @@ def train_reference(model: nn.Module, data: ImageData, config: TrainConfig, seed
     ``seed`` fixes the order and, through a forked global generator (torchvision's transforms
     draw from it), the augmentation; the caller's random state is left as it was.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        return _train_reference(model, data, config, seed, num_workers, torch.device(device))
-
-
-def _train_reference(model: nn.Module, data: ImageData, config: TrainConfig, seed: int, num_workers: int,
-                     device: torch.device) -> ReferenceOutcome:
+    torch.manual_seed(int(seed))
+    device = torch.device(device)
     pin = device.type == "cuda"
     model.to(device)
     augment = data.augment if config.augment is None else config.augment

@@ -39,8 +39,6 @@ OK_STATUSES = ("ok",)
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     results: Path = field(metadata={"positional": True})
     """JSON lines / JSON list of {arch, <acc-key>} records"""
     env: str = "NASRL-CIFAR10-v0"
@@ -75,18 +73,15 @@ def read_results(path: Path, acc_key: str) -> list[tuple[CNNArchitecture, float]
         records = loaded if isinstance(loaded, list) else [loaded]
     except json.JSONDecodeError:
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    accs: dict[str, list[float]] = defaultdict(list)
-    archs: dict[str, CNNArchitecture] = {}
+    accs: dict[str, list[float]] = defaultdict(list)  # by the architecture's JSON, in order of first appearance
     for k, r in enumerate(records):
         if not isinstance(r, dict) or "arch" not in r or acc_key not in r:
             raise ValueError(f"{path}: record {k} needs 'arch' and {acc_key!r}, got {str(r)[:120]}")
         if r.get("status", "ok") not in OK_STATUSES or r["arch"] is None:
             continue
         arch = CNNArchitecture.from_dict(json.loads(r["arch"]) if isinstance(r["arch"], str) else r["arch"])
-        key = arch.to_json()
-        archs.setdefault(key, arch)
-        accs[key].append(float(r[acc_key]))
-    return [(archs[k], sum(v) / len(v)) for k, v in accs.items()]
+        accs[arch.to_json()].append(float(r[acc_key]))
+    return [(CNNArchitecture.from_json(key), sum(v) / len(v)) for key, v in accs.items()]
 
 
 def _finite(x: float) -> float | None:

@@ -37,8 +37,6 @@ from nas_env.spaces.cnn import CNNArchitecture
 
 @dataclass
 class Args:
-    """Arguments (one docstring per field)."""
-
     env: str = "NASRL-CIFAR10-v0"
     """a CNN env id"""
     env_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -227,6 +227,7 @@ def test_defaults_are_off_and_bad_values_name_themselves() -> None:
 def load_gpu_check():
     load_script("reference_trainer")  # gpu_check imports its siblings, as it does when run as a script
     load_script("bench_common")
+    load_script("make_image_folder")
     return load_script("gpu_check")
 
 
