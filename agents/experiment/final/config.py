@@ -54,35 +54,35 @@ class FinalSettings:
     """the search's validation images (default: the run's)"""
     val_fraction: float | None = None
     """the search's validation share (default: the run's)"""
+    test_size: int | None = None
+    """without an official test set: held-out test images (default: digits 297, an image folder 10% of its
+    training split)"""
     split_seed: int | None = None
     """the search's split seed (default: the run's)"""
-    epochs: int | None = None
-    """final training epochs (default: cifar10 100, digits 30)"""
-    grid_epochs: int | None = None
-    """epochs of each grid run (default: cifar10 25, digits 10)"""
-    batch_size: int | None = None
-    """default: cifar10 128, digits 64"""
-    lr_decay_factor: float = 0.1
-    """lr multiplier at the decay epoch"""
-    seed: int = 0
-    """initialisation, data order and augmentation"""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N"""
     precision: str = "auto"
     """training precision: auto, fp32 or bf16"""
+    batch_size: int | None = None
+    """default: cifar10 128, digits 64"""
+    seed: int = 0
+    """initialisation, data order and augmentation"""
+    epochs: int | None = None
+    """final training epochs (default: cifar10 100, digits 30)"""
+    grid_epochs: int | None = None
+    """epochs of each grid run (default: cifar10 25, digits 10)"""
+    lr_decay_factor: float = 0.1
+    """lr multiplier at the decay epoch"""
     train_subset: int | None = None
     """keep the first N training images (quick runs)"""
     val_subset: int | None = None
     """keep the first N validation images (quick runs)"""
-    test_size: int | None = None
-    """without an official test set: held-out test images (default: digits 297, an image folder 10% of its
-    training split)"""
+    progress: bool = True
+    """show a progress bar"""
     name: str | None = None
     """the Model column (default: the run folder's name)"""
     out: str | None = None
     """output folder (default: <run folder>/final)"""
-    progress: bool = True
-    """show a progress bar"""
 
 
 @dataclass
