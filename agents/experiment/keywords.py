@@ -11,7 +11,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from agents import AGENTS, SB3_ALGOS
+from agents import AGENT_NAMES, AGENTS, SB3_ALGOS
 from agents.experiment.run_folder import RunFolder
 from agents.sb3 import SB3Agent, algorithm_class
 from nas_env.keywords import check_env_kwargs, check_keywords, keyword_names
@@ -61,6 +61,19 @@ def check_search_kwargs(env: str, env_kwargs: Mapping[str, Any], agent: str, age
     """A search's ``--env-kwargs`` for ``env`` and ``--agent-kwargs`` for ``agent`` (both known names)."""
     check_env_kwargs(env, env_kwargs)
     check_agent_kwargs(agent, agent_kwargs, reserved=SET_BY_SEARCH)
+
+
+def with_variants(specs: Mapping[str, tuple[str, dict[str, Any]]], variants: Mapping[str, Any]
+                  ) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``specs`` (label -> (agent, kwargs)) and the labels of ``--variants``; a ValueError names a bad one."""
+    specs = dict(specs)
+    for label, spec in variants.items():
+        agent = spec.get("agent") if isinstance(spec, dict) else None
+        if agent not in AGENT_NAMES:
+            raise ValueError(f"--variants {label!r} must be {{\"agent\": NAME, \"kwargs\": {{...}}}}, got {spec!r}: "
+                             f"agent {agent!r} is not one of {', '.join(AGENT_NAMES)}")
+        specs[label] = (agent, dict(spec.get("kwargs", {})))
+    return specs
 
 
 def check_run_config(run_dir: str, settings: type) -> None:
