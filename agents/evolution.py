@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import AgentOptions, Episode, NumpyGeneratorAgent, UpdateStats, options_from
+from agents.base import AgentOptions, Episode, NumpyGeneratorAgent, UpdateStats
 from nas_env.checks import check_int, is_int
 
 
@@ -80,10 +80,11 @@ class EvolutionAgent(NumpyGeneratorAgent):
     """
 
     name: ClassVar[str] = "evolution"
+    options_type = EvolutionOptions
     options: EvolutionOptions
 
     def __init__(self, seed: int = 0, *, options: EvolutionOptions | None = None, **knobs: Any) -> None:
-        super().__init__(seed, options_from(EvolutionOptions, self.name, options, knobs, ("seed", "options")))
+        super().__init__(seed, options=options, **knobs)
         self.population: deque[Member] = deque()
         self.proposals: list[Proposal] = []  # the current batch's, in child order (public for logging and tests)
         self._pending: np.ndarray = np.zeros(0, dtype=bool)  # per row: the mutation is still to be made

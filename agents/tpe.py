@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats, options_from
+from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats
 from nas_env.checks import check_bool, check_int
 from nas_env.spaces.base import TokenSpec
 
@@ -67,10 +67,11 @@ class TPEAgent(EpisodicSearchAgent):
     """
 
     name: ClassVar[str] = "tpe"
+    options_type = TPEOptions
     options: TPEOptions
 
     def __init__(self, seed: int = 0, *, options: TPEOptions | None = None, **knobs: Any) -> None:
-        super().__init__(seed, options_from(TPEOptions, self.name, options, knobs, ("seed", "options")))
+        super().__init__(seed, options=options, **knobs)
         self.history: list[tuple[tuple[int, ...], float]] = []  # (actions, reward) of every told child
         self._study: Any = None
         self._trials: list[Any] = []  # the trials of the current update (asked, not told yet), in child order

@@ -7,7 +7,6 @@ SB3 agent also its algorithm's (less those the agent sets). The search sets ``se
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +26,7 @@ def agent_keywords(name: str) -> tuple[str, ...] | None:
         names, takes_any = keyword_names(AGENTS[name])
         if not takes_any:
             return names
-        options = options_type(AGENTS[name])
+        options = getattr(AGENTS[name], "options_type", None)  # the dataclass its **knobs fill
         return None if options is None else (*names, *(f.name for f in dataclasses.fields(options)))
     if name in SB3_ALGOS:
         try:
@@ -40,13 +39,6 @@ def agent_keywords(name: str) -> tuple[str, ...] | None:
             return None
         return tuple(n for n in own if n != "algo") + tuple(n for n in algo_names if n not in SET_BY_SB3_AGENT)
     return None  # an unknown agent name has its own error
-
-
-def options_type(agent: type) -> type | None:
-    """The options dataclass an agent's ``**knobs`` fill (the type of its ``options`` parameter), if it has one."""
-    hint = typing.get_type_hints(agent.__init__).get("options")
-    candidates = typing.get_args(hint) or (hint,)
-    return next((c for c in candidates if isinstance(c, type) and dataclasses.is_dataclass(c)), None)
 
 
 def check_agent_kwargs(name: str, kwargs: Mapping[str, Any], flag: str = "--agent-kwargs",
