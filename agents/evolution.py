@@ -71,13 +71,8 @@ class Proposal:
 
 
 class EvolutionAgent(NumpyGeneratorAgent):
-    """Regularized (aging) evolution with tournament selection and one-token mutations.
-
-    Args:
-        seed: search seed (child env seeds and the agent's generator).
-        options: an :class:`EvolutionOptions` (None: the defaults).
-        **knobs: any field of :class:`EvolutionOptions` (``population_size=50``), on top of ``options``.
-    """
+    """Regularized (aging) evolution with tournament selection and one-token mutations; its knobs
+    (``population_size=50``, or ``options=``) are an :class:`EvolutionOptions`."""
 
     name: ClassVar[str] = "evolution"
     options_type = EvolutionOptions

@@ -58,13 +58,8 @@ class TPEOptions(AgentOptions):
 
 
 class TPEAgent(EpisodicSearchAgent):
-    """Tree-structured Parzen estimator (Optuna) over whole architectures, one trial per child.
-
-    Args:
-        seed: search seed (child env seeds and every sampler's seed derive from it).
-        options: a :class:`TPEOptions` (None: the defaults).
-        **knobs: any field of :class:`TPEOptions` (``multivariate=True``), on top of ``options``.
-    """
+    """Tree-structured Parzen estimator (Optuna) over whole architectures, one trial per child (each sampler seeded
+    from the search seed); its knobs (``multivariate=True``, or ``options=``) are :class:`TPEOptions`."""
 
     name: ClassVar[str] = "tpe"
     options_type = TPEOptions
