@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from agents.experiment.final.config import DATASETS, GRID_KEYS, FinalConfig, FinalSettings
@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> FinalConfig:
     grid.update({key: getattr(args, key) for key in GRID_KEYS if getattr(args, key) is not None})  # flags win
     size = args.image_size
     image_size = None if size is None else size[0] if len(size) == 1 else (size[0], size[1])
-    kept = {k: v for k, v in asdict(args).items() if k not in ("grid", *GRID_KEYS, "image_size")}
-    return FinalConfig(**kept, grid=grid, image_size=image_size)
+    shared = {f.name: getattr(args, f.name) for f in fields(FinalSettings)}
+    return FinalConfig(**shared, grid=grid, image_size=image_size)
 
 
 @cli_entry("nasrl-train-final", interrupted="nothing was written to the test report")
