@@ -228,7 +228,7 @@ class EpisodicSearchAgent(SearchAgent):
 
     options_type: ClassVar[type[AgentOptions]] = AgentOptions
 
-    def __init__(self, seed: int = 0, *, options: AgentOptions | None = None, **knobs: Any) -> None:
+    def __init__(self, seed: int = 0, options: AgentOptions | None = None, **knobs: Any) -> None:
         self.seed = check_int("seed", seed, minimum=0)
         self.options = options_from(self.options_type, self.name, options, knobs, ("seed", "options"))
         self.children_done = self.updates_done = 0
@@ -486,8 +486,8 @@ class EpisodicSearchAgent(SearchAgent):
 class NumpyGeneratorAgent(EpisodicSearchAgent):
     """An episodic agent whose randomness is one seeded numpy generator, ``self.rng`` (its state is checkpointed)."""
 
-    def __init__(self, seed: int = 0, *, options: AgentOptions | None = None, **knobs: Any) -> None:
-        super().__init__(seed, options=options, **knobs)
+    def __init__(self, seed: int = 0, options: AgentOptions | None = None, **knobs: Any) -> None:
+        super().__init__(seed, options, **knobs)
         self.rng = np.random.default_rng(self._stream_seed(1))
 
     def _uniform_choice(self, choices: np.ndarray) -> int:
