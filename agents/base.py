@@ -221,13 +221,16 @@ class EpisodicSearchAgent(SearchAgent):
 
     Args:
         seed: the search seed: child env seeds and the agent's own generators derive from it.
-        options: the agent's knobs (:class:`AgentOptions` or a subclass); ``agent.<knob>`` reads
+        options: the agent's knobs, an :attr:`options_type` (None: its defaults); ``agent.<knob>`` reads
             ``agent.options.<knob>``, so each knob lives in one place.
+        **knobs: any field of :attr:`options_type`, on top of ``options``.
     """
 
-    def __init__(self, seed: int = 0, options: AgentOptions | None = None) -> None:
+    options_type: ClassVar[type[AgentOptions]] = AgentOptions
+
+    def __init__(self, seed: int = 0, options: AgentOptions | None = None, **knobs: Any) -> None:
         self.seed = check_int("seed", seed, minimum=0)
-        self.options = options if options is not None else AgentOptions()
+        self.options = options_from(self.options_type, self.name, options, knobs, ("seed", "options"))
         self.children_done = self.updates_done = 0
         self.token_specs: tuple[TokenSpec, ...] | None = None
         self.num_actions: int | None = None
@@ -483,8 +486,8 @@ class EpisodicSearchAgent(SearchAgent):
 class NumpyGeneratorAgent(EpisodicSearchAgent):
     """An episodic agent whose randomness is one seeded numpy generator, ``self.rng`` (its state is checkpointed)."""
 
-    def __init__(self, seed: int = 0, options: AgentOptions | None = None) -> None:
-        super().__init__(seed, options)
+    def __init__(self, seed: int = 0, options: AgentOptions | None = None, **knobs: Any) -> None:
+        super().__init__(seed, options, **knobs)
         self.rng = np.random.default_rng(self._stream_seed(1))
 
     def _uniform_choice(self, choices: np.ndarray) -> int:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import AgentOptions, Episode, NumpyGeneratorAgent, UpdateStats, options_from
+from agents.base import AgentOptions, Episode, NumpyGeneratorAgent, UpdateStats
 from nas_env.checks import check_int, is_int
 
 
@@ -71,19 +71,15 @@ class Proposal:
 
 
 class EvolutionAgent(NumpyGeneratorAgent):
-    """Regularized (aging) evolution with tournament selection and one-token mutations.
-
-    Args:
-        seed: search seed (child env seeds and the agent's generator).
-        options: an :class:`EvolutionOptions` (None: the defaults).
-        **knobs: any field of :class:`EvolutionOptions` (``population_size=50``), on top of ``options``.
-    """
+    """Regularized (aging) evolution with tournament selection and one-token mutations; its knobs
+    (``population_size=50``, or ``options=``) are an :class:`EvolutionOptions`."""
 
     name: ClassVar[str] = "evolution"
+    options_type = EvolutionOptions
     options: EvolutionOptions
 
     def __init__(self, seed: int = 0, *, options: EvolutionOptions | None = None, **knobs: Any) -> None:
-        super().__init__(seed, options_from(EvolutionOptions, self.name, options, knobs, ("seed", "options")))
+        super().__init__(seed, options=options, **knobs)
         self.population: deque[Member] = deque()
         self.proposals: list[Proposal] = []  # the current batch's, in child order (public for logging and tests)
         self._pending: np.ndarray = np.zeros(0, dtype=bool)  # per row: the mutation is still to be made

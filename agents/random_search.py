@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from agents.base import AgentOptions, Episode, NumpyGeneratorAgent, UpdateStats, options_from
+from agents.base import AgentOptions, Episode, NumpyGeneratorAgent, UpdateStats
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,8 @@ class RandomSearchAgent(NumpyGeneratorAgent):
     """
 
     name: ClassVar[str] = "random"
+    options_type = RandomSearchOptions
     options: RandomSearchOptions
-
-    def __init__(self, seed: int = 0, *, options: RandomSearchOptions | None = None, **knobs: Any) -> None:
-        super().__init__(seed, options_from(RandomSearchOptions, self.name, options, knobs, ("seed", "options")))
 
     def _act(self, step: int, masks: np.ndarray, live: np.ndarray) -> np.ndarray:
         actions = np.zeros(len(live), dtype=np.int64)

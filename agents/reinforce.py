@@ -289,11 +289,12 @@ class ReinforceAgent(EpisodicSearchAgent):
     """
 
     name: ClassVar[str] = "reinforce"
+    options_type = ReinforceOptions
     options: ReinforceOptions
 
     def __init__(self, seed: int = 0, *, options: ReinforceOptions | None = None, preset: str | None = None,
                  device: str | torch.device = "cpu", num_threads: int | None = 1, **knobs: Any) -> None:
-        super().__init__(seed, resolve_options(preset, options, knobs))
+        super().__init__(seed, options=resolve_options(preset, options, knobs))
         self.preset = preset
         self.device = torch.device(device)
         self.num_threads = check_optional("num_threads", num_threads, check_int, minimum=1, none="torch's setting")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats, options_from
+from agents.base import AgentOptions, Episode, EpisodicSearchAgent, UpdateStats
 from nas_env.checks import check_bool, check_int
 from nas_env.spaces.base import TokenSpec
 
@@ -58,19 +58,15 @@ class TPEOptions(AgentOptions):
 
 
 class TPEAgent(EpisodicSearchAgent):
-    """Tree-structured Parzen estimator (Optuna) over whole architectures, one trial per child.
-
-    Args:
-        seed: search seed (child env seeds and every sampler's seed derive from it).
-        options: a :class:`TPEOptions` (None: the defaults).
-        **knobs: any field of :class:`TPEOptions` (``multivariate=True``), on top of ``options``.
-    """
+    """Tree-structured Parzen estimator (Optuna) over whole architectures, one trial per child (each sampler seeded
+    from the search seed); its knobs (``multivariate=True``, or ``options=``) are :class:`TPEOptions`."""
 
     name: ClassVar[str] = "tpe"
+    options_type = TPEOptions
     options: TPEOptions
 
     def __init__(self, seed: int = 0, *, options: TPEOptions | None = None, **knobs: Any) -> None:
-        super().__init__(seed, options_from(TPEOptions, self.name, options, knobs, ("seed", "options")))
+        super().__init__(seed, options=options, **knobs)
         self.history: list[tuple[tuple[int, ...], float]] = []  # (actions, reward) of every told child
         self._study: Any = None
         self._trials: list[Any] = []  # the trials of the current update (asked, not told yet), in child order

@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from agents import AGENT_NAMES
 from agents.experiment.incumbent import INCUMBENT_RULES, Incumbent
-from agents.experiment.keywords import check_agent_kwargs
+from agents.experiment.keywords import check_agent_kwargs, with_variants
 from agents.experiment.search import check_counts
 from nas_env.cli import cli_entry, parse_dataclass
 
@@ -146,19 +145,13 @@ def open_source(table: str, epochs: int = 0) -> BenchSource:
 def resolve_agents(args: AgentBenchArgs, defaults: tuple[str, ...] = DIGITS_AGENTS
                    ) -> dict[str, tuple[str, dict[str, Any]]]:
     """label -> (agent, kwargs) for the requested labels (none: ``defaults``); a ValueError names an unknown one."""
-    specs = dict(AGENT_SPECS)
-    for label, spec in args.variants.items():
-        if not isinstance(spec, dict) or "agent" not in spec:
-            raise ValueError(f"--variants {label!r} must be {{\"agent\": NAME, \"kwargs\": {{...}}}}, got {spec!r}")
-        specs[label] = (spec["agent"], dict(spec.get("kwargs", {})))
+    specs = with_variants(AGENT_SPECS, args.variants)
     labels = list(args.agents) or list(defaults)
     unknown = [a for a in labels if a not in specs]
     if unknown:
         raise ValueError(f"--agents {unknown} are not known labels: {', '.join(specs)} (or add --variants)")
     chosen = {label: specs[label] for label in labels}
     for label, (agent, kwargs) in chosen.items():  # checked here: in a worker process the error would come late
-        if agent not in AGENT_NAMES:
-            raise ValueError(f"--variants {label!r}: agent {agent!r} is not one of {', '.join(AGENT_NAMES)}")
         kwargs = {k: v for k, v in kwargs.items() if k != "invalid_action"}  # an env setting (see run_one)
         check_agent_kwargs(agent, kwargs, flag=f"--variants {label!r} kwargs", reserved={"seed": "--first-seed"})
     return chosen

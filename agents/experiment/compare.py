@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from agents import AGENT_NAMES
+from agents.experiment.keywords import with_variants
 from agents.experiment.run_folder import can_be_best, score_text
 from agents.experiment.run_folder.records import score_lower_is_better, score_of
 from agents.experiment.search import SearchArgs, run_search
@@ -137,12 +138,7 @@ def _json_number(value: float) -> float | None:
 def compare(args: CompareArgs) -> dict[str, Any]:
     """Run every (agent, seed), then write ``results.csv``, ``best_so_far.png``, ``top_k.png``, ``summary.json``
     and ``best_<agent>.png`` (a picture of each agent's best architecture)."""
-    specs = {name: (name, {}) for name in AGENT_NAMES}
-    for label, spec in args.variants.items():
-        if not isinstance(spec, dict) or spec.get("agent") not in AGENT_NAMES:
-            raise ValueError(f"--variants {label!r} must be {{\"agent\": one of {', '.join(AGENT_NAMES)}, "
-                             f"\"kwargs\": {{...}}}}, got {spec!r}")
-        specs[label] = (spec["agent"], dict(spec.get("kwargs", {})))
+    specs = with_variants({name: (name, {}) for name in AGENT_NAMES}, args.variants)
     for name in args.agents:
         if name not in specs:
             raise ValueError(f"unknown agent {name!r}; allowed: {', '.join(specs)}")

@@ -7,11 +7,10 @@ SB3 agent also its algorithm's (less those the agent sets). The search sets ``se
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Mapping
 from typing import Any
 
-from agents import AGENTS, SB3_ALGOS
+from agents import AGENT_NAMES, AGENTS, SB3_ALGOS
 from agents.experiment.run_folder import RunFolder
 from agents.sb3 import SB3Agent, algorithm_class
 from nas_env.keywords import check_env_kwargs, check_keywords, keyword_names
@@ -27,7 +26,7 @@ def agent_keywords(name: str) -> tuple[str, ...] | None:
         names, takes_any = keyword_names(AGENTS[name])
         if not takes_any:
             return names
-        options = options_type(AGENTS[name])
+        options = getattr(AGENTS[name], "options_type", None)  # the dataclass its **knobs fill
         return None if options is None else (*names, *(f.name for f in dataclasses.fields(options)))
     if name in SB3_ALGOS:
         try:
@@ -42,13 +41,6 @@ def agent_keywords(name: str) -> tuple[str, ...] | None:
     return None  # an unknown agent name has its own error
 
 
-def options_type(agent: type) -> type | None:
-    """The options dataclass an agent's ``**knobs`` fill (the type of its ``options`` parameter), if it has one."""
-    hint = typing.get_type_hints(agent.__init__).get("options")
-    candidates = typing.get_args(hint) or (hint,)
-    return next((c for c in candidates if isinstance(c, type) and dataclasses.is_dataclass(c)), None)
-
-
 def check_agent_kwargs(name: str, kwargs: Mapping[str, Any], flag: str = "--agent-kwargs",
                        reserved: Mapping[str, str] | None = None) -> None:
     """A ValueError naming an unknown key of ``kwargs`` for agent ``name`` and listing the allowed ones."""
@@ -61,6 +53,19 @@ def check_search_kwargs(env: str, env_kwargs: Mapping[str, Any], agent: str, age
     """A search's ``--env-kwargs`` for ``env`` and ``--agent-kwargs`` for ``agent`` (both known names)."""
     check_env_kwargs(env, env_kwargs)
     check_agent_kwargs(agent, agent_kwargs, reserved=SET_BY_SEARCH)
+
+
+def with_variants(specs: Mapping[str, tuple[str, dict[str, Any]]], variants: Mapping[str, Any]
+                  ) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``specs`` (label -> (agent, kwargs)) and the labels of ``--variants``; a ValueError names a bad one."""
+    specs = dict(specs)
+    for label, spec in variants.items():
+        agent = spec.get("agent") if isinstance(spec, dict) else None
+        if agent not in AGENT_NAMES:
+            raise ValueError(f"--variants {label!r} must be {{\"agent\": NAME, \"kwargs\": {{...}}}}, got {spec!r}: "
+                             f"agent {agent!r} is not one of {', '.join(AGENT_NAMES)}")
+        specs[label] = (agent, dict(spec.get("kwargs", {})))
+    return specs
 
 
 def check_run_config(run_dir: str, settings: type) -> None:

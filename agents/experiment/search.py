@@ -21,6 +21,7 @@ import gymnasium as gym
 import nas_env  # noqa: F401  (registers the environment ids)
 from agents import AGENT_NAMES, AGENTS, make_agent
 from agents.base import ChildRecord, EpisodicSearchAgent, SearchAgent, UpdateStats
+from agents.experiment import distributed
 from agents.experiment.curriculum import DepthCurriculum, env_max_layers, set_env_layers
 from agents.experiment.distributed import BACKENDS, RayConfig, check_ray_agent, check_ray_installed, flag, task_summary
 from agents.experiment.keywords import check_search_kwargs
@@ -34,8 +35,8 @@ RESUMABLE_CHANGES = ("episodes", "progress", "resume", "time_budget")
 
 
 @dataclass
-class SearchArgs:
-    """Arguments of one search (CleanRL style: one docstring per field)."""
+class SearchArgs(distributed.RaySettings):
+    """Arguments of one search (CleanRL style: one docstring per field; first the Ray ones, of ``RaySettings``)."""
 
     env: str = "NASRL-Digits-v1"
     """Gymnasium id of the NAS environment"""
@@ -59,25 +60,6 @@ class SearchArgs:
     """local (this process and its sub-env processes) or ray: --agent reinforce runs the paper's parameter-server
     layout on Ray (--replicas, --children-per-replica, --param-servers, --sync); evolution and random run their
     usual loop here and train each lockstep batch's --num-envs children as Ray tasks"""
-    address: str = RayConfig.address
-    """ray: cluster to join ("auto": the one `ray start` set up here); empty: start a local Ray"""
-    num_cpus: int = RayConfig.num_cpus
-    """ray: CPUs of a local Ray started without --address (0: all of this machine's)"""
-    replicas: int = RayConfig.replicas
-    """ray, reinforce: K, controller replicas, each sampling and learning from its own children"""
-    children_per_replica: int = RayConfig.children_per_replica
-    """ray, reinforce: m, children each replica samples per gradient (trained at once, as Ray tasks)"""
-    param_servers: int = RayConfig.param_servers
-    """ray, reinforce: S, parameter-server shards holding the controller's parameters"""
-    gpus_per_child: float = RayConfig.gpus_per_child
-    """ray: GPUs each child's training task requests (fractions share a GPU between small children)"""
-    cpus_per_child: float = RayConfig.cpus_per_child
-    """ray: CPUs each child's training task requests (also its torch thread count)"""
-    sync: bool = RayConfig.sync
-    """ray, reinforce: synchronous updates (each round's gradients of all replicas averaged into one step) instead
-    of the paper's asynchronous ones"""
-    child_retries: int = RayConfig.child_retries
-    """ray: times a child whose worker died is retried before it is recorded with status failed"""
     seed: int = 0
     """seed of the agent and of every child's training"""
     logdir: str = "runs"

@@ -33,24 +33,39 @@ def flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
-@dataclass(frozen=True)
-class RayConfig:
-    """Where and how a Ray search runs: the cluster, the paper's layout, and each child task's resources.
-
-    Its fields are the ``nasrl-search`` Ray flags of the same names (and their defaults); a bad value is a
-    ValueError naming the flag. Cluster-dependent checks (GPUs or CPUs per child beyond any node's) run when
-    the driver has joined Ray (:func:`agents.experiment.distributed.driver.check_cluster`).
-    """
+@dataclass
+class RaySettings:
+    """The ``nasrl-search`` Ray flags (one docstring per field): fields of
+    :class:`~agents.experiment.search.SearchArgs`, and as :class:`RayConfig` what the Ray backends receive."""
 
     address: str = ""
+    """ray: cluster to join ("auto": the one `ray start` set up here); empty: start a local Ray"""
     num_cpus: int = 0
+    """ray: CPUs of a local Ray started without --address (0: all of this machine's)"""
     replicas: int = 2
+    """ray, reinforce: K, controller replicas, each sampling and learning from its own children"""
     children_per_replica: int = 4
+    """ray, reinforce: m, children each replica samples per gradient (trained at once, as Ray tasks)"""
     param_servers: int = 1
+    """ray, reinforce: S, parameter-server shards holding the controller's parameters"""
     gpus_per_child: float = 0.0
+    """ray: GPUs each child's training task requests (fractions share a GPU between small children)"""
     cpus_per_child: float = 1.0
+    """ray: CPUs each child's training task requests (also its torch thread count)"""
     sync: bool = False
+    """ray, reinforce: synchronous updates (each round's gradients of all replicas averaged into one step) instead
+    of the paper's asynchronous ones"""
     child_retries: int = 2
+    """ray: times a child whose worker died is retried before it is recorded with status failed"""
+
+
+@dataclass
+class RayConfig(RaySettings):
+    """Where and how a Ray search runs: the cluster, the paper's layout, and each child task's resources.
+
+    A bad value is a ValueError naming the flag. Cluster-dependent checks (GPUs or CPUs per child beyond any
+    node's) run when the driver has joined Ray (:func:`agents.experiment.distributed.driver.check_cluster`).
+    """
 
     def __post_init__(self) -> None:
         if not isinstance(self.address, str):
@@ -104,5 +119,6 @@ def task_summary(folder: RunFolder, duplicates_avoided: int) -> str:
 
 
 __all__ = [
-    "BACKENDS", "RAY_VECTOR_AGENTS", "RayConfig", "check_ray_agent", "check_ray_installed", "flag", "task_summary",
+    "BACKENDS", "RAY_VECTOR_AGENTS", "RayConfig", "RaySettings", "check_ray_agent", "check_ray_installed", "flag",
+    "task_summary",
 ]

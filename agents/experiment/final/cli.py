@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from agents.experiment.final.config import DATASETS, GRID_KEYS, FinalConfig
+from agents.experiment.final.config import DATASETS, GRID_KEYS, FinalConfig, FinalSettings
 from agents.experiment.final.training import train_final
 from nas_env.cli import cli_entry, parse_dataclass
 from nas_env.training.image_trainer import PRECISIONS
 
 
 @dataclass
-class FinalArgs:
+class FinalArgs(FinalSettings):
     """Flags of ``nasrl-train-final`` (one docstring per field); :func:`parse_args` turns them into a FinalConfig."""
 
-    source: str = field(metadata={"positional": True})
-    """a run folder, a best.json, or an architecture JSON"""
-    dataset: str | None = None
-    """one of the datasets (default: the run folder's)"""
-    data_root: str | None = None
-    """the datasets' root, or the image folder (default: the run's, else $NASRL_DATA_ROOT)"""
-    download: bool = True
-    """fetch CIFAR-10 / torchvision's sets when absent"""
     image_size: list[int] | None = None
     """image folder: H [W] (default: the run's)"""
-    val_size: int | None = None
-    """the search's validation images (default: the run's)"""
-    val_fraction: float | None = None
-    """the search's validation share (default: the run's)"""
-    split_seed: int | None = None
-    """the search's split seed (default: the run's)"""
-    epochs: int | None = None
-    """final training epochs (default: cifar10 100, digits 30)"""
-    grid_epochs: int | None = None
-    """epochs of each grid run (default: cifar10 25, digits 10)"""
-    batch_size: int | None = None
-    """default: cifar10 128, digits 64"""
     grid: str = ""
     """the grid as a JSON object or a JSON file, with keys lr, weight_decay, bn_eps, lr_decay_epoch (lists)"""
     lr: list[float] | None = None
@@ -48,27 +28,6 @@ class FinalArgs:
     """grid batch-norm epsilons (default 1e-5 1e-3)"""
     lr_decay_epoch: list[int] | None = None
     """grid epochs (of the final schedule) at which the lr decays (default: 1/2 and 3/4 of it)"""
-    lr_decay_factor: float = 0.1
-    """lr multiplier at the decay epoch"""
-    seed: int = 0
-    """initialisation, data order and augmentation"""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N"""
-    precision: str = "auto"
-    """training precision: auto, fp32 or bf16"""
-    train_subset: int | None = None
-    """keep the first N training images (quick runs)"""
-    val_subset: int | None = None
-    """keep the first N validation images (quick runs)"""
-    test_size: int | None = None
-    """without an official test set: held-out test images (default: digits 297, an image folder 10% of its
-    training split)"""
-    name: str | None = None
-    """the Model column (default: the run folder's name)"""
-    out: str | None = None
-    """output folder (default: <run folder>/final)"""
-    progress: bool = True
-    """show a progress bar"""
 
 
 def parse_args(argv: list[str] | None = None) -> FinalConfig:
@@ -92,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> FinalConfig:
     grid.update({key: getattr(args, key) for key in GRID_KEYS if getattr(args, key) is not None})  # flags win
     size = args.image_size
     image_size = None if size is None else size[0] if len(size) == 1 else (size[0], size[1])
-    kept = {k: v for k, v in asdict(args).items() if k not in ("grid", *GRID_KEYS, "image_size")}
-    return FinalConfig(**kept, grid=grid, image_size=image_size)
+    shared = {f.name: getattr(args, f.name) for f in fields(FinalSettings)}
+    return FinalConfig(**shared, grid=grid, image_size=image_size)
 
 
 @cli_entry("nasrl-train-final", interrupted="nothing was written to the test report")

@@ -38,34 +38,61 @@ class HParams:
 
 
 @dataclass
-class FinalConfig:
-    """Everything :func:`train_final` needs; None fields take the dataset's :data:`PRESETS` value."""
+class FinalSettings:
+    """The settings ``nasrl-train-final``'s flags (:class:`FinalArgs`) and :class:`FinalConfig` share; None fields
+    take the run's or the dataset's :data:`PRESETS` value (one docstring per field, shown by ``--help``)."""
 
-    source: str  # a run folder, a best.json (or any results record) or an architecture JSON
-    dataset: str | None = None  # one of DATASETS; None: from the run folder's config.json ("memory" with data)
-    data_root: str | None = None  # the datasets' root or the image folder; None: the run's, else $NASRL_DATA_ROOT
+    source: str = field(metadata={"positional": True})
+    """a run folder, a best.json, or an architecture JSON"""
+    dataset: str | None = None
+    """one of the datasets (default: the run folder's)"""
+    data_root: str | None = None
+    """the datasets' root, or the image folder (default: the run's, else $NASRL_DATA_ROOT)"""
     download: bool = True
-    epochs: int | None = None
-    grid_epochs: int | None = None
-    batch_size: int | None = None
-    grid: dict[str, Sequence[float | int]] = field(default_factory=dict)  # overrides per GRID_KEYS key
-    lr_decay_factor: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    train_subset: int | None = None  # keep the first N training images (quick runs)
-    val_subset: int | None = None  # keep the first N validation images (quick runs)
-    test_size: int | None = None  # digits / image folder without test/: images held out as the test set
-    # the search's split; None: the run's env_kwargs, else the source's default
-    image_size: int | Sequence[int] | None = None
+    """fetch CIFAR-10 / torchvision's sets when absent"""
     val_size: int | None = None
+    """the search's validation images (default: the run's)"""
     val_fraction: float | None = None
+    """the search's validation share (default: the run's)"""
+    test_size: int | None = None
+    """without an official test set: held-out test images (default: digits 297, an image folder 10% of its
+    training split)"""
     split_seed: int | None = None
+    """the search's split seed (default: the run's)"""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N"""
+    precision: str = "auto"
+    """training precision: auto, fp32 or bf16"""
+    batch_size: int | None = None
+    """default: cifar10 128, digits 64"""
+    seed: int = 0
+    """initialisation, data order and augmentation"""
+    epochs: int | None = None
+    """final training epochs (default: cifar10 100, digits 30)"""
+    grid_epochs: int | None = None
+    """epochs of each grid run (default: cifar10 25, digits 10)"""
+    lr_decay_factor: float = 0.1
+    """lr multiplier at the decay epoch"""
+    train_subset: int | None = None
+    """keep the first N training images (quick runs)"""
+    val_subset: int | None = None
+    """keep the first N validation images (quick runs)"""
+    progress: bool = True
+    """show a progress bar"""
+    name: str | None = None
+    """the Model column (default: the run folder's name)"""
+    out: str | None = None
+    """output folder (default: <run folder>/final)"""
+
+
+@dataclass
+class FinalConfig(FinalSettings):
+    """Everything :func:`train_final` needs: the shared settings, the grid, and images in memory (Python only)."""
+
+    grid: dict[str, Sequence[float | int]] = field(default_factory=dict)  # overrides per GRID_KEYS key
+    image_size: int | Sequence[int] | None = None  # the search's; None: the run's env_kwargs, else the source's
     data: Any = None  # images in memory, as the env's data=... (train_x, train_y, val_x, val_y), (x, y) or ImageData
     test_data: Any = None  # with data: the test images and labels (x, y)
-    name: str | None = None  # the Model column; None: the run folder's (or file's) name
-    out: str | None = None  # output folder; None: <run folder>/final (or final_<file stem> next to a JSON)
-    progress: bool = True
 
 
 def make_grid(dataset: str, epochs: int, overrides: dict[str, Sequence[float | int]] | None = None) -> list[HParams]:
