@@ -7,7 +7,7 @@ knob's check is one call: ``self.epochs = check_int("epochs", epochs, minimum=1)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -64,6 +64,13 @@ def check_choice(name: str, value: T, choices: Collection[T]) -> T:
         known = False
     if not known:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_in(name: str, value: T, allowed: Sequence[T]) -> T:
+    """``value`` if it is in ``allowed``, else a ValueError printing ``allowed`` as given (a tuple or a list)."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import torch
 
+from nas_env.checks import check_in
 from nas_env.spaces.base import Architecture
 
 STATUSES = ("ok", "diverged", "oom", "invalid_action", "stopped_early", "failed")
@@ -29,8 +30,7 @@ class EvalResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        check_in("status", self.status, STATUSES)
 
 
 @runtime_checkable

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.checks import check_int, check_number, check_optional, is_int
+from nas_env.checks import check_in, check_int, check_number, check_optional, is_int
 from nas_env.data.base import ImageData, image_data_from
 from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
 from nas_env.evaluators.train import cnn_cost_metrics
@@ -55,11 +55,6 @@ REWARD_DATA = ("subset", "minibatch")
 BN_EVAL = ("batch", "recalibrate")
 KERNEL_SHARING = ("crop", "separate")
 STATE_FORMAT = 1
-
-
-def _check_in(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -88,7 +83,7 @@ class SharedConfig:
             if not is_int(v) or v < 2:
                 raise ValueError(f"{name} must be an int >= 2 (batch norm needs 2+ images), got {v!r}")
         for name, choices in (("reward_data", REWARD_DATA), ("bn_eval", BN_EVAL), ("kernel_sharing", KERNEL_SHARING)):
-            _check_in(name, getattr(self, name), choices)
+            check_in(name, getattr(self, name), choices)
         check_optional("grad_clip", self.grad_clip, check_number, minimum=0, above=True)
 
     @classmethod
@@ -189,7 +184,7 @@ class SuperNet(nn.Module):
     def __init__(self, space: CNNSearchSpace, input_shape: Sequence[int], num_classes: int,
                  bn_eps: float = BN_EPS, kernel_sharing: str = "crop") -> None:
         super().__init__()
-        _check_in("kernel_sharing", kernel_sharing, KERNEL_SHARING)
+        check_in("kernel_sharing", kernel_sharing, KERNEL_SHARING)
         if not isinstance(space, CNNSearchSpace):
             raise TypeError(f"SuperNet needs a CNNSearchSpace, got {type(space).__name__}")
         if len(input_shape) != 3 or any(not is_int(v) or v < 1 for v in input_shape):
@@ -524,7 +519,7 @@ class SharedWeightsEvaluator:
         with batch norm as ``bn_eval`` says (default: the config's; the ranking script compares both)."""
         data, cfg = self.data, self.config
         bn_eval = cfg.bn_eval if bn_eval is None else bn_eval
-        _check_in("bn_eval", bn_eval, BN_EVAL)
+        check_in("bn_eval", bn_eval, BN_EVAL)
         self.supernet.eval()
         if cfg.reward_data == "subset":
             xs, ys = data.val_x[: cfg.val_images], data.val_y[: cfg.val_images]

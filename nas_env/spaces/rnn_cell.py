@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas_env.checks import is_int
+from nas_env.checks import check_in, is_int
 from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions, check_arch_dict, check_choice_list
 
 # The paper's choice lists (section 3.4).
@@ -60,8 +60,7 @@ class CellNode:
 
     def __post_init__(self) -> None:
         for name, allowed in (("combine", COMBINATIONS), ("activation", ACTIVATIONS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            check_in(name, getattr(self, name), allowed)
 
 
 def _formula(combine: str, activation: str, left: str, right: str) -> str:

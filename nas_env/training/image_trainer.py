@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.checks import check_bool, check_fraction, check_int, check_number, check_optional, is_int
+from nas_env.checks import check_bool, check_fraction, check_in, check_int, check_number, check_optional, is_int
 from nas_env.data.base import ImageData
 from nas_env.models.cnn import ChildCNN
 
@@ -93,8 +93,7 @@ class TrainConfig:
             check_number(name, getattr(self, name), minimum=0)  # checked, kept as given (configs print as written)
         for name, allowed in (("lr_schedule", SCHEDULES), ("precision", PRECISIONS),
                               ("fused_optimizer", FUSED_OPTIMIZERS), ("validate", VALIDATIONS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            check_in(name, getattr(self, name), allowed)
         object.__setattr__(self, "lr_decay_epochs", tuple(self.lr_decay_epochs))
         object.__setattr__(self, "lr_reference_batch",
                            check_optional("lr_reference_batch", self.lr_reference_batch, check_int, minimum=1))
