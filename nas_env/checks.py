@@ -74,6 +74,20 @@ def check_in(name: str, value: T, allowed: Sequence[T]) -> T:
     return value
 
 
+def check_arch(arch: Any, family: type[T], refusal: str) -> T:
+    """``arch`` if it is a ``family`` instance, else the TypeError ``"{refusal}, got <its type>"``."""
+    if not isinstance(arch, family):
+        raise TypeError(f"{refusal}, got {type(arch).__name__}")
+    return arch
+
+
+def check_image_shape(input_shape: Any) -> tuple[int, int, int]:
+    """``input_shape`` as a ``(channels, height, width)`` tuple of positive ints, else a ValueError."""
+    if isinstance(input_shape, str) or len(input_shape) != 3 or not all(is_int(v) and v >= 1 for v in input_shape):
+        raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+    return tuple(int(v) for v in input_shape)  # type: ignore[return-value]
+
+
 def check_bool(name: str, value: Any) -> bool:
     """``value`` if it is a bool (numpy's too), else a ValueError: ``0`` and ``"false"`` are refused, not guessed."""
     if not isinstance(value, bool | np.bool_):

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from nas_env.checks import is_number
+from nas_env.checks import check_arch, is_number
 from nas_env.data.ptb import TextData
-from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.rnn_cell import CellLanguageModel, lm_multiply_adds, lm_param_count
 from nas_env.spaces.base import Architecture

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.checks import check_in, check_int, check_number, check_optional, is_int
+from nas_env.checks import check_arch, check_image_shape, check_in, check_int, check_number, check_optional, is_int
 from nas_env.data.base import ImageData, image_data_from
-from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.evaluators.train import cnn_cost_metrics
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import BN_EPS, ChildCNN, build_model, concat_padded
@@ -187,12 +187,10 @@ class SuperNet(nn.Module):
         check_in("kernel_sharing", kernel_sharing, KERNEL_SHARING)
         if not isinstance(space, CNNSearchSpace):
             raise TypeError(f"SuperNet needs a CNNSearchSpace, got {type(space).__name__}")
-        if len(input_shape) != 3 or any(not is_int(v) or v < 1 for v in input_shape):
-            raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+        self.input_shape = check_image_shape(input_shape)
         if not is_int(num_classes) or num_classes < 2:
             raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
         self.space = space
-        self.input_shape = tuple(int(v) for v in input_shape)
         self.num_classes = num_classes
         self.bn_eps = float(bn_eps)
         self.kernel = (max(space.filter_heights), max(space.filter_widths))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.evaluators.base import check_arch
+from nas_env.checks import check_arch
 from nas_env.evaluators.shared import BatchNorms, BNStats, SharedConfig
 from nas_env.models.nb201 import (
     CONV_KERNELS,

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 import torch
 
+from nas_env.checks import check_arch
 from nas_env.data.base import ImageData, image_data_from
-from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import build_model
 from nas_env.spaces.base import Architecture
