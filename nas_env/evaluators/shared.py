@@ -39,13 +39,14 @@ from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.evaluators.train import cnn_cost_metrics
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import BN_EPS, ChildCNN, build_model, concat_padded
-from nas_env.spaces.base import Architecture, SearchSpace
+from nas_env.spaces.base import Architecture, SearchSpace, random_arch
 from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import (
     PAD,
     DeviceData,
     TrainConfig,
+    autocast,
     autocast_dtype,
     make_optimizer,
     use_channels_last,
@@ -444,7 +445,7 @@ class SharedWeightsEvaluator:
         for _ in range(steps):
             x, y = data.train_batch(self._next_indices(), self._gen)
             x = x.contiguous(memory_format=self._memory_format)
-            with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
+            with autocast(self.device, self._dtype):
                 loss = F.cross_entropy(net(x, plan).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -465,7 +466,7 @@ class SharedWeightsEvaluator:
     def random_arch(self) -> Architecture:
         """A uniformly random child of the space (every token uniform), from the evaluator's seeded stream."""
         self._setup()
-        return self.space.decode([int(self._arch_rng.integers(s.num_choices)) for s in self.space.tokens()])
+        return random_arch(self.space, self._arch_rng)
 
     def warmup(self) -> float:
         """Train on ``warmup_steps`` random children, one step each (done before the first reward); seconds taken."""
@@ -487,7 +488,7 @@ class SharedWeightsEvaluator:
     # --- scoring -----------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor, plan: Any, **norms: BNStats | None) -> torch.Tensor:
         """The child's logits for un-normalised images, in the run's precision and memory format."""
-        with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
+        with autocast(self.device, self._dtype):
             return self.supernet(self.data.normalise(x).contiguous(memory_format=self._memory_format), plan, **norms)
 
     @torch.no_grad()

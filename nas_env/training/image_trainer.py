@@ -237,6 +237,11 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
     return torch.bfloat16 if device.type == "cuda" else None
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device``, or a context that changes nothing when ``dtype`` is None (float32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def use_channels_last(config: TrainConfig, device: torch.device, image_shape: tuple[int, ...]) -> bool:
     """The memory format rule of the module docstring: measured per device type and image size."""
     if config.channels_last is not None:
@@ -280,7 +285,7 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
           dtype: torch.dtype | None) -> torch.Tensor:
     """One training step (forward in autocast when ``dtype``, loss in float32, backward, update); the loss."""
-    with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    with autocast(x.device, dtype):
         loss = F.cross_entropy(model(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -334,7 +339,7 @@ def evaluate_accuracy(model: nn.Module, data: DeviceData, config: TrainConfig, m
     correct = torch.zeros((), dtype=torch.long, device=data.device)
     for start in range(0, len(data.val_y), config.eval_batch_size):
         x = data.normalise(data.val_x[start : start + config.eval_batch_size]).contiguous(memory_format=memory_format)
-        with torch.autocast(data.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with autocast(data.device, dtype):
             logits = model(x)
         correct += (logits.argmax(dim=1) == data.val_y[start : start + config.eval_batch_size]).sum()
     return correct.item() / len(data.val_y)
