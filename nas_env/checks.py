@@ -74,11 +74,11 @@ def check_in(name: str, value: T, allowed: Sequence[T]) -> T:
     return value
 
 
-def check_arch(arch: Any, family: type[T], refusal: str) -> T:
-    """``arch`` if it is a ``family`` instance, else the TypeError ``"{refusal}, got <its type>"``."""
-    if not isinstance(arch, family):
-        raise TypeError(f"{refusal}, got {type(arch).__name__}")
-    return arch
+def check_type(value: Any, cls: type[T], refusal: str) -> T:
+    """``value`` if it is a ``cls`` instance, else the TypeError ``"{refusal}, got <its type>"``."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{refusal}, got {type(value).__name__}")
+    return value
 
 
 def check_image_shape(input_shape: Any) -> tuple[int, int, int]:

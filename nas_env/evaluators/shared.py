@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.checks import check_arch, check_image_shape, check_in, check_int, check_number, check_optional, is_int
+from nas_env.checks import check_image_shape, check_in, check_int, check_number, check_optional, check_type, is_int
 from nas_env.data.base import ImageData, image_data_from
 from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.evaluators.train import cnn_cost_metrics
@@ -186,8 +186,7 @@ class SuperNet(nn.Module):
                  bn_eps: float = BN_EPS, kernel_sharing: str = "crop") -> None:
         super().__init__()
         check_in("kernel_sharing", kernel_sharing, KERNEL_SHARING)
-        if not isinstance(space, CNNSearchSpace):
-            raise TypeError(f"SuperNet needs a CNNSearchSpace, got {type(space).__name__}")
+        check_type(space, CNNSearchSpace, "SuperNet needs a CNNSearchSpace")
         self.input_shape = check_image_shape(input_shape)
         if not is_int(num_classes) or num_classes < 2:
             raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
@@ -227,7 +226,7 @@ class SuperNet(nn.Module):
 
     def plan(self, arch: CNNArchitecture) -> ChildPlan:
         """Check that ``arch`` is a child of this supernet's space and lay out its layers."""
-        check_arch(arch, CNNArchitecture, "the supernet runs CNN architectures")
+        check_type(arch, CNNArchitecture, "the supernet runs CNN architectures")
         if arch.num_layers > self.space.num_layers:
             raise ValueError(f"architecture has {arch.num_layers} layers; this supernet holds at most "
                              f"{self.space.num_layers}")
@@ -301,8 +300,7 @@ class CNNSupernetSpec:
     fingerprint_kind: str = "shared"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.space, CNNSearchSpace):
-            raise TypeError(f"CNNSupernetSpec needs a CNNSearchSpace, got {type(self.space).__name__}")
+        check_type(self.space, CNNSearchSpace, "CNNSupernetSpec needs a CNNSearchSpace")
 
     def settings(self) -> dict[str, Any]:
         """The space's fields (as the CNN evaluator has always recorded them)."""

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.checks import check_bool, check_image_shape, check_number, is_int
+from nas_env.checks import check_bool, check_image_shape, check_number, check_type, is_int
 from nas_env.spaces.cnn import CNNArchitecture
 
 BN_EPS = 1e-5  # PyTorch's BatchNorm2d default
@@ -264,7 +264,6 @@ def build_model(arch: CNNArchitecture, input_shape: Sequence[int], num_classes: 
 
     The options are :class:`ChildCNN`'s.
     """
-    if not isinstance(arch, CNNArchitecture):
-        raise TypeError(f"build_model expects a CNNArchitecture, got {type(arch).__name__}")
+    check_type(arch, CNNArchitecture, "build_model expects a CNNArchitecture")
     return ChildCNN(arch, input_shape, num_classes, bn_eps=bn_eps, channel_multiple=channel_multiple,
                     concat_buffer=concat_buffer)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from nas_env.checks import check_arch, check_image_shape, check_int
+from nas_env.checks import check_image_shape, check_int, check_type
 from nas_env.spaces.base import Architecture
 from nas_env.spaces.nb201 import EDGES, NUM_NODES, NB201Architecture
 
@@ -113,7 +113,7 @@ class NB201Network(nn.Module):
     def __init__(self, arch: NB201Architecture, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
                  C: int = NB201_C, N: int = NB201_N) -> None:
         super().__init__()
-        check_arch(arch, NB201Architecture, "NB201Network expects an NB201Architecture")
+        check_type(arch, NB201Architecture, "NB201Network expects an NB201Architecture")
         self.input_shape = check_skeleton(input_shape, num_classes, C, N)
         self.arch, self.C, self.N = arch, int(C), int(N)
         self.stem = nn.Sequential(nn.Conv2d(self.input_shape[0], C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
@@ -185,7 +185,7 @@ class NB201Builder:
 
     @staticmethod
     def _check(arch: Architecture) -> NB201Architecture:
-        return check_arch(arch, NB201Architecture, "NB201Builder builds NB201 cells")
+        return check_type(arch, NB201Architecture, "NB201Builder builds NB201 cells")
 
     def metrics(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> dict[str, float]:
         cell = self._check(arch)

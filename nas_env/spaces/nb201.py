@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nas_env.checks import check_type
 from nas_env.spaces.base import JsonArchitecture, TokenSpec, canonical_json, check_actions
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # NAS-Bench-201's op order
@@ -170,8 +171,7 @@ class NB201SearchSpace:
         return NB201Architecture(tuple(OPS[int(a)] for a in actions))
 
     def encode(self, arch: NB201Architecture) -> list[int]:
-        if not isinstance(arch, NB201Architecture):
-            raise TypeError(f"expected an NB201Architecture, got {type(arch).__name__}")
+        check_type(arch, NB201Architecture, "expected an NB201Architecture")
         return [OPS.index(op) for op in arch.ops]
 
 
