@@ -7,7 +7,7 @@ knob's check is one call: ``self.epochs = check_int("epochs", epochs, minimum=1)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -65,6 +65,27 @@ def check_choice(name: str, value: T, choices: Collection[T]) -> T:
     if not known:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def check_in(name: str, value: T, allowed: Sequence[T]) -> T:
+    """``value`` if it is in ``allowed``, else a ValueError printing ``allowed`` as given (a tuple or a list)."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def check_type(value: Any, cls: type[T], refusal: str) -> T:
+    """``value`` if it is a ``cls`` instance, else the TypeError ``"{refusal}, got <its type>"``."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{refusal}, got {type(value).__name__}")
+    return value
+
+
+def check_image_shape(input_shape: Any) -> tuple[int, int, int]:
+    """``input_shape`` as a ``(channels, height, width)`` tuple of positive ints, else a ValueError."""
+    if isinstance(input_shape, str) or len(input_shape) != 3 or not all(is_int(v) and v >= 1 for v in input_shape):
+        raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+    return tuple(int(v) for v in input_shape)  # type: ignore[return-value]
 
 
 def check_bool(name: str, value: Any) -> bool:

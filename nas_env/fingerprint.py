@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas_env.checks import check_in
+
 
 def _image_sources(family: str) -> tuple[str, ...]:
     return ("nas_env.evaluators.base", "nas_env.evaluators.train", "nas_env.training.image_trainer",
@@ -63,8 +65,7 @@ def source_digest(modules: Iterable[str]) -> str:
 
 def code_version(kind: str) -> str:
     """``<package version>+<digest of the result-deciding sources of kind>``."""
-    if kind not in RESULT_SOURCES:
-        raise ValueError(f"kind must be one of {sorted(RESULT_SOURCES)}, got {kind!r}")
+    check_in("kind", kind, sorted(RESULT_SOURCES))
     return f"{package_version()}+{source_digest(RESULT_SOURCES[kind])}"
 
 

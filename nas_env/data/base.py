@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nas_env.checks import check_fraction, check_int, check_optional, is_int
+from nas_env.checks import check_fraction, check_int, check_optional, check_type, is_int
 
 MIN_CLASSES = 2  # a classifier needs two classes to learn anything
 
@@ -66,9 +66,7 @@ class ImageData:
 def image_data_from(source: ImageData | Callable[[], ImageData]) -> ImageData:
     """``source`` itself, or what the factory ``source`` returns (a TypeError unless it is an ImageData)."""
     image_data = source if isinstance(source, ImageData) else source()
-    if not isinstance(image_data, ImageData):
-        raise TypeError(f"data must be an ImageData or a factory returning one, got {type(image_data).__name__}")
-    return image_data
+    return check_type(image_data, ImageData, "data must be an ImageData or a factory returning one")
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:

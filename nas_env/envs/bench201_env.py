@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from nas_env.bench.nb201 import DATASETS, NB201Table, load_table
 from nas_env.envs.nas_env import NASEnv
-from nas_env.evaluators.cached import CachedEvaluator
+from nas_env.evaluators.cached import with_store
 from nas_env.evaluators.nb201 import NB201Evaluator
 from nas_env.spaces.nb201 import OPS, NB201SearchSpace, cell_text
 from nas_env.store import ResultStore
@@ -77,9 +77,6 @@ class Bench201NASEnv(NB201TextMixin, NASEnv):
         if not isinstance(dataset, NB201Table) and dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {list(DATASETS)} (or an NB201Table), got {dataset!r}")
         self.table = dataset if isinstance(dataset, NB201Table) else load_table(dataset)
-        evaluator: Any = NB201Evaluator(self.table, noise=noise)
-        if store is not None:
-            evaluator = CachedEvaluator(evaluator, store)
-        super().__init__(NB201SearchSpace(), evaluator, reward_transform=reward_transform,
-                         invalid_action=invalid_action, invalid_action_penalty=invalid_action_penalty,
-                         render_mode=render_mode)
+        lookup = with_store(NB201Evaluator(self.table, noise=noise), store)
+        super().__init__(NB201SearchSpace(), lookup, reward_transform=reward_transform, invalid_action=invalid_action,
+                         invalid_action_penalty=invalid_action_penalty, render_mode=render_mode)

@@ -8,7 +8,7 @@ import gymnasium as gym
 
 from nas_env.bench.table import BenchTable
 from nas_env.envs.nas_env import NASEnv
-from nas_env.evaluators.cached import CachedEvaluator
+from nas_env.evaluators.cached import with_store
 from nas_env.evaluators.table import TableEvaluator
 from nas_env.store import ResultStore
 
@@ -51,8 +51,6 @@ class BenchNASEnv(NASEnv):
         self.table = table if isinstance(table, BenchTable) else BenchTable.load(table)
         # The training env's own space, built without its data (a synthetic evaluator loads nothing).
         space = gym.make(self.table.env_id, **{**self.table.env_kwargs, "evaluator": "synthetic"}).unwrapped.space
-        evaluator: Any = TableEvaluator(self.table, space, noise=noise, epochs=epochs)
-        if store is not None:
-            evaluator = CachedEvaluator(evaluator, store)
+        evaluator = with_store(TableEvaluator(self.table, space, noise=noise, epochs=epochs), store)
         super().__init__(space, evaluator, reward_transform=reward_transform, invalid_action=invalid_action,
                          invalid_action_penalty=invalid_action_penalty, render_mode=render_mode)

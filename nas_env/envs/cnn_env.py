@@ -10,11 +10,12 @@ from typing import Any, TypeVar
 
 import torch
 
+from nas_env.checks import check_in
 from nas_env.data import ImageData
 from nas_env.data.sources import MEMORY, load_image_source
 from nas_env.envs.nas_env import MNASNET_COST_EXPONENT, NASEnv
 from nas_env.evaluators import EvalResult, SyntheticEvaluator, TrainingEvaluator
-from nas_env.evaluators.cached import CachedEvaluator
+from nas_env.evaluators.cached import with_store
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.store import ResultStore
 from nas_env.training.device import resolve_device
@@ -142,13 +143,11 @@ class CNNNASEnv(NASEnv):
         cost_metric: str | None = None, cost_target: float | None = None, cost_exponent: float = MNASNET_COST_EXPONENT,
         shared_config: dict[str, Any] | None = None,
     ) -> None:
-        if dataset not in DATASET_DEFAULTS:
-            raise ValueError(f"dataset must be one of {sorted(DATASET_DEFAULTS)}, got {dataset!r}")
+        check_in("dataset", dataset, sorted(DATASET_DEFAULTS))
         self.data_options = image_data_options(dataset, data, data_root=data_root, download=download,
                                                image_size=image_size, val_size=val_size, val_fraction=val_fraction,
                                                split_seed=split_seed, train_subset=train_subset, val_subset=val_subset)
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        check_in("preset", preset, sorted(PRESETS))
         defaults = DATASET_DEFAULTS[dataset]
         space = cnn_space(
             variant or defaults["variant"],
@@ -184,8 +183,7 @@ class CNNNASEnv(NASEnv):
         else:
             raise ValueError(f"evaluator must be one of {EVALUATOR_NAMES} or a callable (arch, seed) -> EvalResult, "
                              f"got {evaluator!r}")
-        if store is not None:  # a supernet's reward depends on its state then: recorded in the store, never served
-            chosen = CachedEvaluator(chosen, store, serve=evaluator != "shared")
+        chosen = with_store(chosen, store, serve=evaluator != "shared")  # a supernet's reward: recorded, never served
         super().__init__(space, chosen, reward_transform=reward_transform, invalid_action=invalid_action,
                          invalid_action_penalty=invalid_action_penalty, render_mode=render_mode,
                          active_layers=active_layers, cost_metric=cost_metric, cost_target=cost_target,

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from nas_env.checks import check_choice, check_number, check_optional, is_int, is_number
+from nas_env.checks import check_choice, check_in, check_number, check_optional, is_int, is_number
 from nas_env.evaluators import EvalResult, Evaluator, as_result
 from nas_env.spaces.base import Architecture, SearchSpace
 
@@ -431,8 +431,7 @@ def _check_cost(metric: str | None, target: float | None, exponent: float) -> tu
         if target is not None:
             raise ValueError(f"cost_target={target!r} is set but cost_metric is None: choose one of {COST_METRICS}")
         return None, 1.0, 0.0
-    if metric not in COST_METRICS:
-        raise ValueError(f"cost_metric must be None or one of {COST_METRICS}, got {metric!r}")
+    check_optional("cost_metric", metric, check_in, COST_METRICS)  # the message offers None too
     if not is_number(target) or not math.isfinite(target) or target <= 0:
         raise ValueError(f"cost_target must be a finite number > 0 (the {metric} the reward is neutral at), "
                          f"got {target!r}")

@@ -15,7 +15,7 @@ from nas_env.envs.bench201_env import NB201TextMixin
 from nas_env.envs.cnn_env import image_data_options, train_config_from
 from nas_env.envs.nas_env import MNASNET_COST_EXPONENT, NASEnv
 from nas_env.evaluators import EvalResult, TrainingEvaluator
-from nas_env.evaluators.cached import CachedEvaluator
+from nas_env.evaluators.cached import with_store
 from nas_env.models.nb201 import NB201Builder, check_skeleton
 from nas_env.spaces.base import Architecture
 from nas_env.spaces.nb201 import NB201Architecture, NB201SearchSpace
@@ -145,8 +145,7 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
                                                 shared_config, config, self.device)
             else:
                 chosen = TrainingEvaluator(image_data, config, self.device, builder=self.builder)
-        if store is not None:  # a supernet's reward depends on its state then: recorded in the store, never served
-            chosen = CachedEvaluator(chosen, store, serve=evaluator != "shared")
+        chosen = with_store(chosen, store, serve=evaluator != "shared")  # a supernet's reward: recorded, never served
         super().__init__(NB201SearchSpace(), chosen, reward_transform=reward_transform, invalid_action=invalid_action,
                          invalid_action_penalty=invalid_action_penalty, render_mode=render_mode,
                          cost_metric=cost_metric, cost_target=cost_target, cost_exponent=cost_exponent)

@@ -9,11 +9,12 @@ from typing import Any, ClassVar
 
 import torch
 
+from nas_env.checks import check_in
 from nas_env.data.ptb import load_ptb
 from nas_env.envs.cnn_env import train_config_from
 from nas_env.envs.nas_env import NASEnv
 from nas_env.evaluators import EvalResult
-from nas_env.evaluators.cached import CachedEvaluator
+from nas_env.evaluators.cached import with_store
 from nas_env.evaluators.lm import REWARD_C, LMTrainingEvaluator
 from nas_env.evaluators.synthetic import SyntheticCellEvaluator
 from nas_env.spaces.rnn_cell import ACTIVATIONS, BASE, COMBINATIONS, CellArchitecture, RNNCellSearchSpace
@@ -68,8 +69,7 @@ class PTBNASEnv(NASEnv):
         invalid_action: str = "penalize", invalid_action_penalty: float = -1.0, render_mode: str | None = None,
         store: str | Path | ResultStore | None = None,
     ) -> None:
-        if preset not in LM_PRESETS:
-            raise ValueError(f"preset must be one of {sorted(LM_PRESETS)}, got {preset!r}")
+        check_in("preset", preset, sorted(LM_PRESETS))
         space = RNNCellSearchSpace(base=base, combinations=tuple(combinations), activations=tuple(activations))
         # a tied model keeps the embedding the size of the hidden state
         config = train_config_from(train_config, LM_PRESETS[preset], epochs=epochs, batch_size=batch_size,
@@ -95,10 +95,9 @@ class PTBNASEnv(NASEnv):
         else:
             raise ValueError(f"evaluator must be one of {EVALUATOR_NAMES} or a callable (arch, seed) -> EvalResult, "
                              f"got {evaluator!r}")
-        if store is not None:
-            chosen = CachedEvaluator(chosen, store)
-        super().__init__(space, chosen, reward_transform=reward_transform, invalid_action=invalid_action,
-                         invalid_action_penalty=invalid_action_penalty, render_mode=render_mode)
+        super().__init__(space, with_store(chosen, store), reward_transform=reward_transform,
+                         invalid_action=invalid_action, invalid_action_penalty=invalid_action_penalty,
+                         render_mode=render_mode)
 
     def _default_score(self, result: EvalResult) -> Any:
         return None  # no perplexity without a trained model (invalid action, or a user evaluator without one)

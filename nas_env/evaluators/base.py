@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from nas_env.checks import check_in
 from nas_env.spaces.base import Architecture
 
 STATUSES = ("ok", "diverged", "oom", "invalid_action", "stopped_early", "failed")
-A = TypeVar("A", bound=Architecture)
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,7 @@ class EvalResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        check_in("status", self.status, STATUSES)
 
 
 @runtime_checkable
@@ -47,13 +46,6 @@ def as_result(value: EvalResult | float | int) -> EvalResult:
     if isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool):
         return EvalResult(reward=float(value), metrics={"val_acc": float(value)})
     raise TypeError(f"an evaluator must return an EvalResult or a number, got {type(value).__name__}")
-
-
-def check_arch(arch: Any, family: type[A], refusal: str) -> A:
-    """``arch`` if it is a ``family`` architecture, else the TypeError ``"{refusal}, got <its type>"``."""
-    if not isinstance(arch, family):
-        raise TypeError(f"{refusal}, got {type(arch).__name__}")
-    return arch
 
 
 def is_oom(error: BaseException) -> bool:

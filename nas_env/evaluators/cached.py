@@ -69,3 +69,8 @@ class CachedEvaluator:
         if name in ("state_dict", "load_state_dict"):
             return getattr(self.inner, name)
         raise AttributeError(name)
+
+
+def with_store(evaluator: Any, store: ResultStore | str | Path | None, serve: bool = True) -> Any:
+    """``evaluator`` in a :class:`CachedEvaluator` over ``store``, or as it is when ``store`` is None."""
+    return evaluator if store is None else CachedEvaluator(evaluator, store, serve=serve)

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from nas_env.checks import is_number
+from nas_env.checks import check_type, is_number
 from nas_env.data.ptb import TextData
-from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.rnn_cell import CellLanguageModel, lm_multiply_adds, lm_param_count
 from nas_env.spaces.base import Architecture
@@ -53,9 +53,7 @@ class LMTrainingEvaluator:
 
     def __init__(self, data: TextData | Callable[[], TextData], config: LMTrainConfig | None = None,
                  device: str | torch.device | None = "auto", reward_c: float = REWARD_C) -> None:
-        self.config = config or LMTrainConfig()
-        if not isinstance(self.config, LMTrainConfig):
-            raise TypeError(f"config must be an LMTrainConfig, got {type(self.config).__name__}")
+        self.config = check_type(config or LMTrainConfig(), LMTrainConfig, "config must be an LMTrainConfig")
         self.device = resolve_device(device)
         self.reward_c = check_reward_c(reward_c)
         self._source = data
@@ -78,7 +76,7 @@ class LMTrainingEvaluator:
         return self._fingerprint
 
     def __call__(self, arch: Architecture, seed: int) -> EvalResult:
-        check_arch(arch, CellArchitecture, "LMTrainingEvaluator trains recurrent cells (CellArchitecture)")
+        check_type(arch, CellArchitecture, "LMTrainingEvaluator trains recurrent cells (CellArchitecture)")
         data, cfg = self.data, self.config
         metrics: dict[str, Any] = lm_cost_metrics(arch.base, data.vocab_size, cfg)
         devices = [self.device] if self.device.type == "cuda" else []

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from nas_env.bench.nb201 import NB201Table
+from nas_env.checks import check_in
 from nas_env.evaluators.base import EvalResult
 from nas_env.evaluators.table import NOISE_MODES
 from nas_env.spaces.nb201 import NB201Architecture
@@ -25,8 +26,7 @@ class NB201Evaluator:
     """
 
     def __init__(self, table: NB201Table, noise: str = "seed") -> None:
-        if noise not in NOISE_MODES:
-            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+        check_in("noise", noise, NOISE_MODES)
         self.table, self.noise = table, noise
         mean = table.mean_val()
         self.best_mean = float(mean.max())

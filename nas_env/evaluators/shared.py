@@ -33,19 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.checks import check_int, check_number, check_optional, is_int
+from nas_env.checks import check_image_shape, check_in, check_int, check_number, check_optional, check_type, is_int
 from nas_env.data.base import ImageData, image_data_from
-from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.evaluators.train import cnn_cost_metrics
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import BN_EPS, ChildCNN, build_model, concat_padded
-from nas_env.spaces.base import Architecture, SearchSpace
+from nas_env.spaces.base import Architecture, SearchSpace, random_arch
 from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace
 from nas_env.training.device import resolve_device
 from nas_env.training.image_trainer import (
     PAD,
     DeviceData,
     TrainConfig,
+    autocast,
     autocast_dtype,
     make_optimizer,
     use_channels_last,
@@ -55,11 +56,6 @@ REWARD_DATA = ("subset", "minibatch")
 BN_EVAL = ("batch", "recalibrate")
 KERNEL_SHARING = ("crop", "separate")
 STATE_FORMAT = 1
-
-
-def _check_in(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ class SharedConfig:
             if not is_int(v) or v < 2:
                 raise ValueError(f"{name} must be an int >= 2 (batch norm needs 2+ images), got {v!r}")
         for name, choices in (("reward_data", REWARD_DATA), ("bn_eval", BN_EVAL), ("kernel_sharing", KERNEL_SHARING)):
-            _check_in(name, getattr(self, name), choices)
+            check_in(name, getattr(self, name), choices)
         check_optional("grad_clip", self.grad_clip, check_number, minimum=0, above=True)
 
     @classmethod
@@ -189,15 +185,12 @@ class SuperNet(nn.Module):
     def __init__(self, space: CNNSearchSpace, input_shape: Sequence[int], num_classes: int,
                  bn_eps: float = BN_EPS, kernel_sharing: str = "crop") -> None:
         super().__init__()
-        _check_in("kernel_sharing", kernel_sharing, KERNEL_SHARING)
-        if not isinstance(space, CNNSearchSpace):
-            raise TypeError(f"SuperNet needs a CNNSearchSpace, got {type(space).__name__}")
-        if len(input_shape) != 3 or any(not is_int(v) or v < 1 for v in input_shape):
-            raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+        check_in("kernel_sharing", kernel_sharing, KERNEL_SHARING)
+        check_type(space, CNNSearchSpace, "SuperNet needs a CNNSearchSpace")
+        self.input_shape = check_image_shape(input_shape)
         if not is_int(num_classes) or num_classes < 2:
             raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
         self.space = space
-        self.input_shape = tuple(int(v) for v in input_shape)
         self.num_classes = num_classes
         self.bn_eps = float(bn_eps)
         self.kernel = (max(space.filter_heights), max(space.filter_widths))
@@ -233,7 +226,7 @@ class SuperNet(nn.Module):
 
     def plan(self, arch: CNNArchitecture) -> ChildPlan:
         """Check that ``arch`` is a child of this supernet's space and lay out its layers."""
-        check_arch(arch, CNNArchitecture, "the supernet runs CNN architectures")
+        check_type(arch, CNNArchitecture, "the supernet runs CNN architectures")
         if arch.num_layers > self.space.num_layers:
             raise ValueError(f"architecture has {arch.num_layers} layers; this supernet holds at most "
                              f"{self.space.num_layers}")
@@ -307,8 +300,7 @@ class CNNSupernetSpec:
     fingerprint_kind: str = "shared"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.space, CNNSearchSpace):
-            raise TypeError(f"CNNSupernetSpec needs a CNNSearchSpace, got {type(self.space).__name__}")
+        check_type(self.space, CNNSearchSpace, "CNNSupernetSpec needs a CNNSearchSpace")
 
     def settings(self) -> dict[str, Any]:
         """The space's fields (as the CNN evaluator has always recorded them)."""
@@ -451,7 +443,7 @@ class SharedWeightsEvaluator:
         for _ in range(steps):
             x, y = data.train_batch(self._next_indices(), self._gen)
             x = x.contiguous(memory_format=self._memory_format)
-            with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
+            with autocast(self.device, self._dtype):
                 loss = F.cross_entropy(net(x, plan).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -472,7 +464,7 @@ class SharedWeightsEvaluator:
     def random_arch(self) -> Architecture:
         """A uniformly random child of the space (every token uniform), from the evaluator's seeded stream."""
         self._setup()
-        return self.space.decode([int(self._arch_rng.integers(s.num_choices)) for s in self.space.tokens()])
+        return random_arch(self.space, self._arch_rng)
 
     def warmup(self) -> float:
         """Train on ``warmup_steps`` random children, one step each (done before the first reward); seconds taken."""
@@ -494,7 +486,7 @@ class SharedWeightsEvaluator:
     # --- scoring -----------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor, plan: Any, **norms: BNStats | None) -> torch.Tensor:
         """The child's logits for un-normalised images, in the run's precision and memory format."""
-        with torch.autocast(self.device.type, dtype=self._dtype or torch.bfloat16, enabled=self._dtype is not None):
+        with autocast(self.device, self._dtype):
             return self.supernet(self.data.normalise(x).contiguous(memory_format=self._memory_format), plan, **norms)
 
     @torch.no_grad()
@@ -524,7 +516,7 @@ class SharedWeightsEvaluator:
         with batch norm as ``bn_eval`` says (default: the config's; the ranking script compares both)."""
         data, cfg = self.data, self.config
         bn_eval = cfg.bn_eval if bn_eval is None else bn_eval
-        _check_in("bn_eval", bn_eval, BN_EVAL)
+        check_in("bn_eval", bn_eval, BN_EVAL)
         self.supernet.eval()
         if cfg.reward_data == "subset":
             xs, ys = data.val_x[: cfg.val_images], data.val_y[: cfg.val_images]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.evaluators.base import check_arch
+from nas_env.checks import check_type
 from nas_env.evaluators.shared import BatchNorms, BNStats, SharedConfig
 from nas_env.models.nb201 import (
     CONV_KERNELS,
@@ -96,7 +96,7 @@ class NB201SuperNet(nn.Module):
 
     def plan(self, arch: NB201Architecture) -> NB201Architecture:
         """The cell itself (every cell is a child); TypeError for anything else."""
-        return check_arch(arch, NB201Architecture, "the NB201 supernet runs NB201 cells (NB201Architecture)")
+        return check_type(arch, NB201Architecture, "the NB201 supernet runs NB201 cells (NB201Architecture)")
 
     def _cell(self, h: torch.Tensor, cell: _SuperCell, ops: tuple[str, ...], norm: BatchNorms) -> torch.Tensor:
         nodes = [h]

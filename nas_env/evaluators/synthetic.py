@@ -14,7 +14,7 @@ import numpy as np
 from nas_env.evaluators.base import EvalResult
 from nas_env.evaluators.lm import REWARD_C, check_reward_c, lm_cost_metrics, ppl_reward
 from nas_env.evaluators.train import cnn_cost_metrics
-from nas_env.spaces.base import Architecture
+from nas_env.spaces.base import Architecture, random_arch
 from nas_env.spaces.cnn import CNNSearchSpace
 from nas_env.spaces.rnn_cell import RNNCellSearchSpace
 from nas_env.training.lm_trainer import LMTrainConfig
@@ -27,11 +27,8 @@ class SyntheticEvaluator:
     def __init__(self, space: CNNSearchSpace, target: Sequence[int] | None = None, target_seed: int = 0,
                  input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10) -> None:
         self.space = space
-        specs = space.tokens()
-        if target is None:
-            rng = np.random.default_rng(target_seed)
-            target = [int(rng.integers(spec.num_choices)) for spec in specs]
-        self.target_arch = space.decode(list(target))
+        rng = np.random.default_rng(target_seed)
+        self.target_arch = random_arch(space, rng) if target is None else space.decode(list(target))
         self.target = np.asarray(space.encode(self.target_arch))
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
@@ -56,10 +53,8 @@ class SyntheticCellEvaluator:
                  reward_c: float = REWARD_C, best_ppl: float = 60.0, worst_ppl: float = 1000.0,
                  vocab_size: int = 10_000, config: LMTrainConfig | None = None) -> None:
         self.space = space
-        if target is None:
-            rng = np.random.default_rng(target_seed)
-            target = [int(rng.integers(spec.num_choices)) for spec in space.tokens()]
-        self.target_arch = space.decode(list(target))
+        rng = np.random.default_rng(target_seed)
+        self.target_arch = random_arch(space, rng) if target is None else space.decode(list(target))
         self.target = np.asarray(space.encode(self.target_arch))
         self.reward_c = check_reward_c(reward_c)
         if not 0 < best_ppl <= worst_ppl:

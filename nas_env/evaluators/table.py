@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from nas_env.bench.table import BenchTable
+from nas_env.checks import check_in
 from nas_env.evaluators.base import EvalResult
 from nas_env.spaces.base import Architecture, SearchSpace
 
@@ -25,8 +26,7 @@ class TableEvaluator:
     """
 
     def __init__(self, table: BenchTable, space: SearchSpace, noise: str = "seed", epochs: int | None = None) -> None:
-        if noise not in NOISE_MODES:
-            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+        check_in("noise", noise, NOISE_MODES)
         specs = [[s.name, s.layer, list(s.choices)] for s in space.tokens()]
         if specs != [[n, layer, list(c)] for n, layer, c in table.tokens]:
             raise ValueError(f"the space's tokens differ from table {table.name!r}'s")

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 import torch
 
+from nas_env.checks import check_type
 from nas_env.data.base import ImageData, image_data_from
-from nas_env.evaluators.base import EvalResult, check_arch, is_oom, oom_result
+from nas_env.evaluators.base import EvalResult, is_oom, oom_result
 from nas_env.fingerprint import make_fingerprint, tensor_digest
 from nas_env.models.cnn import build_model
 from nas_env.spaces.base import Architecture
@@ -53,7 +54,7 @@ class CNNBuilder:
 
     @staticmethod
     def _check(arch: Architecture) -> CNNArchitecture:
-        return check_arch(arch, CNNArchitecture, "TrainingEvaluator trains CNN architectures")
+        return check_type(arch, CNNArchitecture, "TrainingEvaluator trains CNN architectures")
 
     def metrics(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
         return cnn_cost_metrics(self._check(arch), input_shape, num_classes)

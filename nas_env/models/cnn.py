@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.checks import check_bool, check_number, is_int
+from nas_env.checks import check_bool, check_image_shape, check_number, check_type, is_int
 from nas_env.spaces.cnn import CNNArchitecture
 
 BN_EPS = 1e-5  # PyTorch's BatchNorm2d default
@@ -119,8 +119,7 @@ class ChildCNN(nn.Module):
     def __init__(self, arch: CNNArchitecture, input_shape: Sequence[int], num_classes: int,
                  bn_eps: float = BN_EPS, channel_multiple: int = 1, concat_buffer: bool = False) -> None:
         super().__init__()
-        if len(input_shape) != 3 or not all(_positive_int(v) for v in input_shape):
-            raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+        self.input_shape = check_image_shape(input_shape)
         if not _positive_int(num_classes) or num_classes < 2:
             raise ValueError(f"num_classes must be an int of at least 2, got {num_classes!r}")
         check_number("bn_eps", bn_eps, minimum=0, above=True)
@@ -130,7 +129,6 @@ class ChildCNN(nn.Module):
         self.channel_multiple = 1
         self._filters = [layer.num_filters for layer in arch.layers]  # real output channels per layer
         self._widths = list(self._filters)  # output channels as built: the real ones plus zero padding
-        self.input_shape = tuple(int(v) for v in input_shape)
         shapes = arch.shapes(self.input_shape)
         self._in_sizes = [s.in_size for s in shapes]
         self._out_sizes = [s.out_size for s in shapes]
@@ -266,7 +264,6 @@ def build_model(arch: CNNArchitecture, input_shape: Sequence[int], num_classes: 
 
     The options are :class:`ChildCNN`'s.
     """
-    if not isinstance(arch, CNNArchitecture):
-        raise TypeError(f"build_model expects a CNNArchitecture, got {type(arch).__name__}")
+    check_type(arch, CNNArchitecture, "build_model expects a CNNArchitecture")
     return ChildCNN(arch, input_shape, num_classes, bn_eps=bn_eps, channel_multiple=channel_multiple,
                     concat_buffer=concat_buffer)

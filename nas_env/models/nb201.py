@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from nas_env.checks import check_int, is_int
+from nas_env.checks import check_image_shape, check_int, check_type
 from nas_env.spaces.base import Architecture
 from nas_env.spaces.nb201 import EDGES, NUM_NODES, NB201Architecture
 
@@ -83,16 +83,14 @@ def check_skeleton(input_shape: Sequence[int], num_classes: int, C: int, N: int)
     The image is halved twice by blocks whose two paths (stride-2 conv, 2x2 pool) agree only on even
     sizes, so height and width must be multiples of 4.
     """
-    if (isinstance(input_shape, str) or len(input_shape) != 3
-            or not all(is_int(v) and v >= 1 for v in input_shape)):
-        raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
-    if input_shape[1] % 4 or input_shape[2] % 4:
+    shape = check_image_shape(input_shape)
+    if shape[1] % 4 or shape[2] % 4:
         raise ValueError(f"the NB201 skeleton halves the image twice: height and width must be multiples of 4, "
-                         f"got input_shape {tuple(input_shape)!r}")
+                         f"got input_shape {shape!r}")
     check_int("num_classes", num_classes, minimum=2)
     check_int("C", C, minimum=1)
     check_int("N", N, minimum=1)
-    return tuple(int(v) for v in input_shape)  # type: ignore[return-value]
+    return shape
 
 
 def stage_blocks(C: int, N: int, cell: Callable[[int], nn.Module], reduction: Callable[[int, int], nn.Module]
@@ -115,8 +113,7 @@ class NB201Network(nn.Module):
     def __init__(self, arch: NB201Architecture, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
                  C: int = NB201_C, N: int = NB201_N) -> None:
         super().__init__()
-        if not isinstance(arch, NB201Architecture):
-            raise TypeError(f"NB201Network expects an NB201Architecture, got {type(arch).__name__}")
+        check_type(arch, NB201Architecture, "NB201Network expects an NB201Architecture")
         self.input_shape = check_skeleton(input_shape, num_classes, C, N)
         self.arch, self.C, self.N = arch, int(C), int(N)
         self.stem = nn.Sequential(nn.Conv2d(self.input_shape[0], C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
@@ -188,9 +185,7 @@ class NB201Builder:
 
     @staticmethod
     def _check(arch: Architecture) -> NB201Architecture:
-        if not isinstance(arch, NB201Architecture):
-            raise TypeError(f"NB201Builder builds NB201 cells, got {type(arch).__name__}")
-        return arch
+        return check_type(arch, NB201Architecture, "NB201Builder builds NB201 cells")
 
     def metrics(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> dict[str, float]:
         cell = self._check(arch)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nas_env.checks import check_fraction, check_int
+from nas_env.checks import check_fraction, check_int, check_type
 from nas_env.spaces.rnn_cell import CellArchitecture
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each B x H
@@ -41,9 +41,7 @@ class TreeCell(nn.Module):
 
     def __init__(self, arch: CellArchitecture, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        if not isinstance(arch, CellArchitecture):
-            raise TypeError(f"build_cell needs a CellArchitecture, got {type(arch).__name__}")
-        self.arch = arch
+        self.arch = check_type(arch, CellArchitecture, "build_cell needs a CellArchitecture")
         self.input_size = check_int("input_size", input_size, minimum=1)
         self.hidden_size = check_int("hidden_size", hidden_size, minimum=1)
         self.base = arch.base

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
+
 from nas_env.checks import is_int
 
 
@@ -47,6 +49,11 @@ class SearchSpace(Protocol):
     def decode(self, actions: Sequence[int]) -> Architecture: ...
 
     def encode(self, arch: Architecture) -> list[int]: ...
+
+
+def random_arch(space: SearchSpace, rng: np.random.Generator) -> Architecture:
+    """A uniformly random architecture of ``space``: one ``rng.integers`` draw per token, in token order."""
+    return space.decode([int(rng.integers(spec.num_choices)) for spec in space.tokens()])
 
 
 def canonical_json(data: dict[str, Any]) -> str:

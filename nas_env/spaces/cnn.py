@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nas_env.checks import check_int, is_int
+from nas_env.checks import check_int, check_type, is_int
 from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions, check_arch_dict, check_choice_list
 
 # The paper's choice lists (section 4.1).
@@ -248,8 +248,7 @@ class CNNSearchSpace:
 
     def encode(self, arch: CNNArchitecture) -> list[int]:
         """The action indices that decode to ``arch``; ``ValueError`` if the space cannot emit it."""
-        if not isinstance(arch, CNNArchitecture):
-            raise TypeError(f"expected a CNNArchitecture, got {type(arch).__name__}")
+        check_type(arch, CNNArchitecture, "expected a CNNArchitecture")
         if arch.num_layers != self.num_layers or arch.pool_after != self.pool_after:
             raise ValueError(
                 f"architecture has {arch.num_layers} layers and pool_after={arch.pool_after}; this space has "

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
+from nas_env.checks import check_type
 from nas_env.spaces.base import JsonArchitecture, TokenSpec, canonical_json, check_actions
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # NAS-Bench-201's op order
@@ -56,6 +59,11 @@ class NB201Architecture(JsonArchitecture):
         if not isinstance(key, str) or len(key) != len(EDGES) or any(c not in "01234" for c in key):
             raise ValueError(f"an NB201 key is {len(EDGES)} digits 0..{len(OPS) - 1}, got {key!r}")
         return cls(tuple(OPS[int(c)] for c in key))
+
+    @classmethod
+    def from_index(cls, index: int) -> NB201Architecture:
+        """The cell of table row ``index`` (0..15,624): the inverse of :attr:`index`."""
+        return cls.from_key(np.base_repr(index, len(OPS)).zfill(len(EDGES)))
 
     def inputs(self, node: int) -> list[tuple[int, str]]:
         """(source, op) of the edges into ``node`` (1..3), ``none`` edges included."""
@@ -163,8 +171,7 @@ class NB201SearchSpace:
         return NB201Architecture(tuple(OPS[int(a)] for a in actions))
 
     def encode(self, arch: NB201Architecture) -> list[int]:
-        if not isinstance(arch, NB201Architecture):
-            raise TypeError(f"expected an NB201Architecture, got {type(arch).__name__}")
+        check_type(arch, NB201Architecture, "expected an NB201Architecture")
         return [OPS.index(op) for op in arch.ops]
 
 

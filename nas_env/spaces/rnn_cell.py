@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas_env.checks import is_int
+from nas_env.checks import check_in, check_type, is_int
 from nas_env.spaces.base import JsonArchitecture, TokenSpec, check_actions, check_arch_dict, check_choice_list
 
 # The paper's choice lists (section 3.4).
@@ -60,8 +60,7 @@ class CellNode:
 
     def __post_init__(self) -> None:
         for name, allowed in (("combine", COMBINATIONS), ("activation", ACTIVATIONS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            check_in(name, getattr(self, name), allowed)
 
 
 def _formula(combine: str, activation: str, left: str, right: str) -> str:
@@ -199,8 +198,7 @@ class RNNCellSearchSpace:
 
     def encode(self, arch: CellArchitecture) -> list[int]:
         """The action indices that decode to ``arch``; ``ValueError`` if the space cannot emit it."""
-        if not isinstance(arch, CellArchitecture):
-            raise TypeError(f"expected a CellArchitecture, got {type(arch).__name__}")
+        check_type(arch, CellArchitecture, "expected a CellArchitecture")
         if arch.base != self.base:
             raise ValueError(f"architecture has base {arch.base}; this space has base {self.base}")
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.checks import check_bool, check_fraction, check_int, check_number, check_optional, is_int
+from nas_env.checks import check_bool, check_fraction, check_in, check_int, check_number, check_optional, is_int
 from nas_env.data.base import ImageData
 from nas_env.models.cnn import ChildCNN
 
@@ -93,8 +93,7 @@ class TrainConfig:
             check_number(name, getattr(self, name), minimum=0)  # checked, kept as given (configs print as written)
         for name, allowed in (("lr_schedule", SCHEDULES), ("precision", PRECISIONS),
                               ("fused_optimizer", FUSED_OPTIMIZERS), ("validate", VALIDATIONS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            check_in(name, getattr(self, name), allowed)
         object.__setattr__(self, "lr_decay_epochs", tuple(self.lr_decay_epochs))
         object.__setattr__(self, "lr_reference_batch",
                            check_optional("lr_reference_batch", self.lr_reference_batch, check_int, minimum=1))
@@ -238,6 +237,11 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
     return torch.bfloat16 if device.type == "cuda" else None
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device``, or a context that changes nothing when ``dtype`` is None (float32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def use_channels_last(config: TrainConfig, device: torch.device, image_shape: tuple[int, ...]) -> bool:
     """The memory format rule of the module docstring: measured per device type and image size."""
     if config.channels_last is not None:
@@ -281,7 +285,7 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
           dtype: torch.dtype | None) -> torch.Tensor:
     """One training step (forward in autocast when ``dtype``, loss in float32, backward, update); the loss."""
-    with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    with autocast(x.device, dtype):
         loss = F.cross_entropy(model(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -335,7 +339,7 @@ def evaluate_accuracy(model: nn.Module, data: DeviceData, config: TrainConfig, m
     correct = torch.zeros((), dtype=torch.long, device=data.device)
     for start in range(0, len(data.val_y), config.eval_batch_size):
         x = data.normalise(data.val_x[start : start + config.eval_batch_size]).contiguous(memory_format=memory_format)
-        with torch.autocast(data.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with autocast(data.device, dtype):
             logits = model(x)
         correct += (logits.argmax(dim=1) == data.val_y[start : start + config.eval_batch_size]).sum()
     return correct.item() / len(data.val_y)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_env.checks import check_fraction, check_int, check_number
+from nas_env.checks import check_fraction, check_in, check_int, check_number
 from nas_env.data.ptb import TextData
 
 OPTIMIZERS = ("sgd", "adam")
@@ -62,8 +62,7 @@ class LMTrainConfig:
         for name in ("lr", "lr_decay", "weight_decay", "clip", "init_range", "max_ppl"):
             check_number(name, getattr(self, name), minimum=0)  # checked, kept as given (configs print as written)
         check_fraction("dropout", self.dropout)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_in("optimizer", self.optimizer, OPTIMIZERS)
         if self.tie_weights and self.embedding_size != self.hidden_size:
             raise ValueError(f"tie_weights needs embedding_size == hidden_size, got {self.embedding_size} and "
                              f"{self.hidden_size}")

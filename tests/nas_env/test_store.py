@@ -12,6 +12,7 @@ import pytest
 
 from nas_env.evaluators import EvalResult, SyntheticEvaluator
 from nas_env.evaluators.cached import CachedEvaluator
+from nas_env.spaces.base import random_arch
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.store import BatchEvaluations, Claim, Claimant, ResultStore, StoreError
 
@@ -20,7 +21,7 @@ SPACE = cnn_space("v1", num_layers=3)
 
 def random_archs(n: int, seed: int) -> list[CNNArchitecture]:
     rng = np.random.default_rng(seed)
-    return [SPACE.decode([int(rng.integers(s.num_choices)) for s in SPACE.tokens()]) for _ in range(n)]
+    return [random_arch(SPACE, rng) for _ in range(n)]
 
 
 def test_round_trip_and_first_result_wins(tmp_path: Path) -> None:

@@ -37,8 +37,7 @@ def test_cut_off_cells_score_chance_and_connected_ones_more(dataset: str, chance
     t = load_table(dataset)
     mean = t.mean_val() * 100
     assert mean[0] == pytest.approx(chance, rel=0.05)  # the all-none cell
-    connected = np.array([NB201Architecture.from_key(np.base_repr(i, 5).zfill(6)).is_connected()
-                          for i in range(NUM_CELLS)])
+    connected = np.array([NB201Architecture.from_index(i).is_connected() for i in range(NUM_CELLS)])
     assert (np.abs(mean[~connected] - chance) < 0.1 * chance + 0.05).all()
     assert (mean[connected] > 1.2 * chance).mean() > 0.99  # a few connected cells of ImageNet16 stayed at chance
 

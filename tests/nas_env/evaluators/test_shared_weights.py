@@ -19,6 +19,7 @@ from nas_env.data.base import ImageData
 from nas_env.evaluators import TrainingEvaluator
 from nas_env.evaluators.shared import SharedConfig, SharedWeightsEvaluator, SuperNet
 from nas_env.models.cnn import build_model
+from nas_env.spaces.base import random_arch
 from nas_env.spaces.cnn import CNNArchitecture, ConvLayer, cnn_space
 from nas_env.training.image_trainer import TrainConfig
 
@@ -33,9 +34,8 @@ def digits() -> ImageData:
     return load_digits_data(train_subset=256, val_subset=64)
 
 
-def random_arch(space, seed: int) -> CNNArchitecture:
-    rng = np.random.default_rng(seed)
-    return space.decode([int(rng.integers(s.num_choices)) for s in space.tokens()])
+def seeded_arch(space, seed: int) -> CNNArchitecture:
+    return random_arch(space, np.random.default_rng(seed))
 
 
 def copied_child(net: SuperNet, arch: CNNArchitecture) -> torch.nn.Module:
@@ -100,7 +100,7 @@ def test_supernet_restricted_to_a_child_computes_build_models_logits(variant: st
     torch.manual_seed(0)
     net = perturbed(SuperNet(space, (3, 13, 11), 10, kernel_sharing=sharing), 1)
     x = torch.randn(6, 3, 13, 11)
-    archs = [arch] if arch is not None else [random_arch(space, s) for s in range(4)]
+    archs = [arch] if arch is not None else [seeded_arch(space, s) for s in range(4)]
     for a in archs:
         plan = net.plan(a)
         model = copied_child(net, a)
@@ -156,14 +156,14 @@ def test_supernet_rejects_children_of_another_space() -> None:
     wide = CNNArchitecture((ConvLayer(3, 3, 1, 1, 64),))
     with pytest.raises(ValueError, match="num_filters=64 is not one of"):
         net.plan(wide)
-    deep = random_arch(cnn_space("v1", num_layers=5, **SMALL), 0)
+    deep = seeded_arch(cnn_space("v1", num_layers=5, **SMALL), 0)
     with pytest.raises(ValueError, match="at most 3"):
         net.plan(deep)
     with pytest.raises(ValueError, match="strides are not searched"):
         net.plan(CNNArchitecture((ConvLayer(3, 3, 2, 1, 4),)))
     with pytest.raises(TypeError, match="CNN architectures"):
         net.plan("not an arch")  # type: ignore[arg-type]
-    shallow = random_arch(cnn_space("v1", num_layers=2, **SMALL), 0)  # a depth curriculum's child: fine
+    shallow = seeded_arch(cnn_space("v1", num_layers=2, **SMALL), 0)  # a depth curriculum's child: fine
     assert net(torch.randn(2, 3, 8, 8), net.plan(shallow)).shape == (2, 10)
 
 
@@ -185,7 +185,7 @@ def test_fingerprint_differs_from_training_and_follows_the_settings(digits: Imag
 
 def test_reward_metrics_warmup_and_determinism(digits: ImageData) -> None:
     ev = evaluator(digits, warmup_steps=3)
-    archs = [random_arch(DIGITS_SPACE, s) for s in range(3)]
+    archs = [seeded_arch(DIGITS_SPACE, s) for s in range(3)]
     first = ev(archs[0], seed=123)
     assert first.status == "ok" and 0.0 <= first.reward <= 1.0
     m = first.metrics
@@ -206,14 +206,14 @@ def test_reward_metrics_warmup_and_determinism(digits: ImageData) -> None:
 
 def test_shared_training_learns(digits: ImageData) -> None:
     """Shared steps on a child lift its reward well above the untrained supernet's (chance: 0.1)."""
-    arch = random_arch(DIGITS_SPACE, 0)
+    arch = seeded_arch(DIGITS_SPACE, 0)
     before = evaluator(digits, shared_steps=0)(arch, 0).reward
     after = evaluator(digits, shared_steps=60)(arch, 0).reward
     assert before < 0.3 and after > 0.45
 
 
 def test_state_round_trip_continues_exactly(digits: ImageData) -> None:
-    archs = [random_arch(DIGITS_SPACE, s) for s in range(5)]
+    archs = [seeded_arch(DIGITS_SPACE, s) for s in range(5)]
     ev = evaluator(digits, warmup_steps=2, reward_data="minibatch", val_images=32)
     for a in archs[:3]:
         ev(a, 0)
@@ -235,7 +235,7 @@ def test_state_round_trip_continues_exactly(digits: ImageData) -> None:
 
 
 def test_reward_options(digits: ImageData) -> None:
-    arch = random_arch(DIGITS_SPACE, 0)
+    arch = seeded_arch(DIGITS_SPACE, 0)
     for options in ({"bn_eval": "recalibrate", "recalibrate_images": 100}, {"reward_data": "minibatch"},
                     {"shared_steps": 0, "val_images": 10_000}, {"grad_clip": None}):
         result = evaluator(digits, **options)(arch, 0)
@@ -281,9 +281,9 @@ def test_shared_ranking_script_on_a_tiny_input(tmp_path: Path, monkeypatch: pyte
     space = cnn_space("v1", num_layers=4, num_filters=(8, 16, 24, 32))  # NASRL-Digits-v0's space
     lines = []
     for k in range(5):  # a results.jsonl-like file: arch as JSON text, a stand-alone accuracy, one failed child
-        lines.append(json.dumps({"arch": random_arch(space, k).to_json(), "val_acc": 0.5 + 0.1 * k, "status": "ok"}))
-    lines.append(json.dumps({"arch": random_arch(space, 9).to_json(), "val_acc": 0.0, "status": "oom"}))
-    lines.append(json.dumps({"arch": random_arch(space, 0).to_dict(), "val_acc": 0.7}))  # seen again: mean 0.6
+        lines.append(json.dumps({"arch": seeded_arch(space, k).to_json(), "val_acc": 0.5 + 0.1 * k, "status": "ok"}))
+    lines.append(json.dumps({"arch": seeded_arch(space, 9).to_json(), "val_acc": 0.0, "status": "oom"}))
+    lines.append(json.dumps({"arch": seeded_arch(space, 0).to_dict(), "val_acc": 0.7}))  # seen again: mean 0.6
     src = tmp_path / "results.jsonl"
     src.write_text("\n".join(lines) + "\n")
     out = tmp_path / "ranking.json"
@@ -336,7 +336,7 @@ def test_env_with_the_shared_evaluator(tmp_path: Path) -> None:
 
 def test_a_non_finite_step_is_skipped_and_reported(digits: ImageData) -> None:
     ev = evaluator(digits)
-    arch = random_arch(DIGITS_SPACE, 0)
+    arch = seeded_arch(DIGITS_SPACE, 0)
     ev(arch, 0)
     with torch.no_grad():
         ev.supernet.classifier_bias[0] = float("nan")  # every loss is now NaN

@@ -13,6 +13,7 @@ from torch import nn
 from nas_env.data import ImageData, load_digits_data
 from nas_env.evaluators import SyntheticEvaluator, TrainingEvaluator
 from nas_env.models.cnn import ChildCNN, build_model, pad_to
+from nas_env.spaces.base import random_arch
 from nas_env.spaces.cnn import CNNArchitecture, CNNSearchSpace, ConvLayer, cnn_space
 from nas_env.training.image_trainer import TrainConfig
 
@@ -27,8 +28,7 @@ def conv(fh: int = 3, fw: int = 3, nf: int = 8, inputs: tuple[int, ...] = (), sh
 
 def sample_arch(space: CNNSearchSpace, seed: int) -> CNNArchitecture:
     """Decode one uniformly drawn valid action per token."""
-    rng = np.random.default_rng(seed)
-    return space.decode([int(rng.integers(spec.num_choices)) for spec in space.tokens()])
+    return random_arch(space, np.random.default_rng(seed))
 
 
 def sample_shrinking_arch(space: CNNSearchSpace, seed: int) -> CNNArchitecture:

@@ -14,6 +14,7 @@ from script_modules import load_script
 from nas_env.data import load_cifar10, load_digits_data
 from nas_env.data.base import ImageData
 from nas_env.models.cnn import build_model
+from nas_env.spaces.base import random_arch
 from nas_env.spaces.cnn import cnn_space
 from nas_env.training.image_trainer import PAD, DeviceData, TrainConfig, train_child, use_channels_last
 
@@ -26,8 +27,7 @@ CPU = torch.device("cpu")
 
 def sampled_arch(variant: str, num_layers: int, seed: int, **overrides):
     space = cnn_space(variant, num_layers=num_layers, **overrides)
-    rng = np.random.default_rng(seed)
-    return space.decode([int(rng.integers(spec.num_choices)) for spec in space.tokens()])
+    return random_arch(space, np.random.default_rng(seed))
 
 
 def first_losses(arch, data: ImageData, config: TrainConfig, seed: int) -> tuple[float, float]:

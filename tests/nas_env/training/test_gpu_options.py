@@ -18,6 +18,7 @@ from script_modules import load_script
 from nas_env.data import load_digits_data
 from nas_env.data.base import ImageData
 from nas_env.models.cnn import ChildCNN, build_model
+from nas_env.spaces.base import random_arch
 from nas_env.spaces.cnn import CNNArchitecture, ConvLayer, cnn_space
 from nas_env.training.image_trainer import (
     DeviceData,
@@ -35,8 +36,7 @@ SHARED_PNG = ROOT / ".." / "shared" / "data" / "cifar10-png"
 
 def sampled(variant: str, num_layers: int, seed: int, **overrides: object) -> CNNArchitecture:
     space = cnn_space(variant, num_layers=num_layers, **overrides)
-    rng = np.random.default_rng(seed)
-    return space.decode([int(rng.integers(spec.num_choices)) for spec in space.tokens()])
+    return random_arch(space, np.random.default_rng(seed))
 
 
 # v1 (dense skips), v2 (strides: maps of different sizes are padded spatially), v3 (max-pooling)

@@ -11,6 +11,7 @@ import nas_env  # noqa: F401
 from nas_env.data import load_digits_data
 from nas_env.evaluators import TrainingEvaluator
 from nas_env.models.cnn import build_model
+from nas_env.spaces.base import random_arch
 from nas_env.spaces.cnn import cnn_space
 from nas_env.training.image_trainer import DeviceData, TrainConfig, autocast_dtype, train_child, use_channels_last
 
@@ -61,8 +62,7 @@ def test_should_stop_rule() -> None:
 
 def digits_arch(seed: int = 0):
     space = cnn_space("v1", num_layers=2, num_filters=(8,))
-    rng = np.random.default_rng(seed)
-    return space.decode([int(rng.integers(spec.num_choices)) for spec in space.tokens()])
+    return random_arch(space, np.random.default_rng(seed))
 
 
 def test_evaluator_stops_hopeless_children_and_keeps_their_accuracy() -> None:
