@@ -132,12 +132,23 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _fields_in_help_order(cls: type) -> list[dataclasses.Field]:
+    """``cls``'s dataclass fields in definition order, those of a base that sets ``help_last = True`` at the end
+    (a shared group of secondary flags, e.g. the Ray settings, should not lead ``--help``)."""
+
+    def last(f: dataclasses.Field) -> bool:
+        owner = next(k for k in cls.__mro__ if f.name in vars(k).get("__annotations__", {}))
+        return bool(vars(owner).get("help_last", False))
+
+    return sorted(dataclasses.fields(cls), key=last)
+
+
 def build_parser(cls: type, prog: str, description: str | None = None) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with one flag per field of the dataclass ``cls``."""
     parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in _fields_in_help_order(cls):
         doc = docs.get(f.name, "")
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]

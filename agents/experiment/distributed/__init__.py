@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from nas_env.checks import check_bool, check_int, check_number
 
@@ -38,6 +38,7 @@ class RaySettings:
     """The ``nasrl-search`` Ray flags (one docstring per field): fields of
     :class:`~agents.experiment.search.SearchArgs`, and as :class:`RayConfig` what the Ray backends receive."""
 
+    help_last: ClassVar[bool] = True  # nas_env.cli lists these after the search's own flags
     address: str = ""
     """ray: cluster to join ("auto": the one `ray start` set up here); empty: start a local Ray"""
     num_cpus: int = 0

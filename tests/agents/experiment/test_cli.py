@@ -37,3 +37,16 @@ def test_a_bad_value_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         final.parse_args(["run", "--epochs", "many"])
     assert "--epochs: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_help_leads_with_the_commands_own_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    # nasrl-search shares its Ray flags with RayConfig through a base class marked help_last
+    with pytest.raises(SystemExit):
+        runner.main(["--help"])
+    search_help = capsys.readouterr().out
+    assert search_help.index("--env ") < search_help.index("--agent ") < search_help.index("--address ")
+    # nasrl-train-final's shared settings are its main flags: base-class order is kept there
+    with pytest.raises(SystemExit):
+        final.main(["--help"])
+    final_help = capsys.readouterr().out
+    assert final_help.index("--dataset ") < final_help.index("--grid ")
