@@ -128,9 +128,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Args, Sizes, set[str]]:
     if missing:
         p.error(f"the following arguments are required: {', '.join(missing)}")
     wanted = {s.strip() for s in args.sections.split(",") if s.strip()}
-    allowed = set(SECTIONS)
-    if not wanted <= allowed:
-        p.error(f"--sections: {sorted(wanted - allowed)} not among {sorted(allowed)}")
+    if not wanted <= set(SECTIONS):
+        p.error(f"--sections: {sorted(wanted - set(SECTIONS))} not among {sorted(SECTIONS)}")
     if args.search_num_envs < 0:
         p.error(f"--search-num-envs must be >= 0 (0: the best count), got {args.search_num_envs}")
     if args.search_train_config != "auto":  # checked now, not after minutes of the other sections
@@ -291,8 +290,7 @@ def variants_section(report: Report, children: list[tuple[str, CNNArchitecture]]
     workers = loader_workers(device)
     archs = dict(children)
     timed_data = subset(data, sizes.timed_images)
-    warm_data = subset(data, max(sizes.batch_sizes))
-    timed, warm = DeviceData(timed_data, device), DeviceData(warm_data, device)
+    timed, warm = DeviceData(timed_data, device), DeviceData(subset(data, max(sizes.batch_sizes)), device)
     ceilings = {(cl, prec): peak_conv_flops(device, cl, torch.bfloat16 if prec == "bf16" else None,
                                             sizes.ceiling_batch) / 1e12
                 for cl in (True, False) for prec in ("bf16", "fp32")}
