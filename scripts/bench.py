@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         print(*rows[-1], sep="  ", flush=True)
 
     # Totals over the sampled children: images over summed seconds (a slow child weighs what it costs).
-    reference_ips = len(ref_rates) / sum(1 / r for r in ref_rates)
-    trainer_ips = len(ours_rates) / sum(1 / r for r in ours_rates)
+    reference_ips = statistics.harmonic_mean(ref_rates)
+    trainer_ips = statistics.harmonic_mean(ours_rates)
     mean_child = statistics.fmean(child_seconds)
     loader_ips = statistics.median(loader_images_per_s(full, args.batch_size, workers) for _ in range(3))
     peak = peak_conv_flops(device, use_channels_last(config, device, (3, 32, 32)), autocast_dtype(config, device),

@@ -32,6 +32,7 @@ from nas_env.data.base import ImageData
 from nas_env.data.cifar10 import FOLDER, load_cifar10
 from nas_env.data.download import default_data_root
 from nas_env.models.cnn import build_model
+from nas_env.spaces.base import random_arch
 from nas_env.spaces.cnn import CNNArchitecture, cnn_space
 from nas_env.spaces.nb201 import NB201Architecture
 from nas_env.training.image_trainer import (
@@ -107,7 +108,7 @@ def sample_children(n: int, seed: int, num_layers: int | None = None,
     spaces = [(f"v1 sample {i}", cnn_space("v1", num_layers=num_layers)) for i in range(n)]
     if with_36_filters:
         spaces.append(("v1, 36 filters", cnn_space("v1", num_layers=num_layers, num_filters=(36,))))
-    return [(name, space.decode([int(rng.integers(s.num_choices)) for s in space.tokens()])) for name, space in spaces]
+    return [(name, random_arch(space, rng)) for name, space in spaces]
 
 
 def synchronize(device: torch.device) -> None:
@@ -255,15 +256,12 @@ def print_report(rows: list[tuple[str, str]], result: dict[str, object]) -> None
 def draw_cells(accuracy: np.ndarray, n: int, seed: int) -> list[NB201Architecture]:
     """One NAS-Bench-201 cell from each of ``n`` equal-size bins of the table's rows sorted by ``accuracy``, in a
     seeded random order (every cell, in row order, where ``n`` covers the table)."""
-    def cell(row: int) -> NB201Architecture:  # a cell's key is its table row in base 5
-        return NB201Architecture.from_key(np.base_repr(row, 5).zfill(6))
-
     if n >= len(accuracy):
-        return [cell(row) for row in range(len(accuracy))]
+        return [NB201Architecture.from_index(row) for row in range(len(accuracy))]
     rng = np.random.default_rng(seed)
     bins = np.array_split(np.argsort(accuracy, kind="stable"), n)
     picks = [int(rng.choice(b)) for b in bins]
-    return [cell(picks[i]) for i in rng.permutation(n)]
+    return [NB201Architecture.from_index(picks[i]) for i in rng.permutation(n)]
 
 
 def top_recall(truth: np.ndarray, proxy: np.ndarray, share: float) -> float:

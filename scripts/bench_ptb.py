@@ -22,6 +22,7 @@ from bench_common import SHARED_DATA  # scripts/ is on sys.path when this file r
 from nas_env.cli import parse_dataclass
 from nas_env.data.ptb import TextData, load_ptb
 from nas_env.models.rnn_cell import CellLanguageModel, count_params
+from nas_env.spaces.base import random_arch
 from nas_env.spaces.rnn_cell import CellArchitecture, RNNCellSearchSpace, lstm_like_cell
 from nas_env.training.device import resolve_device
 from nas_env.training.lm_trainer import LMTrainConfig, batchify, evaluate_perplexity, train_lm
@@ -77,8 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     config = replace(LMTrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
     data = load_ptb(args.data_root, download=False, train_subset=args.tokens, val_subset=4 * config.eval_batch_size)
     space = RNNCellSearchSpace()
-    rng = np.random.default_rng(args.seed)
-    random_tree = space.decode([int(rng.integers(spec.num_choices)) for spec in space.tokens()])
+    random_tree = random_arch(space, np.random.default_rng(args.seed))
 
     results = {name: tokens_per_second(cell, data, config, device, args.repeats, args.seed) for name, cell in
                (("lstm_like_tree", lstm_like_cell()), ("random_tree", random_tree), ("torch_lstm", "lstm"))}

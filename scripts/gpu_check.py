@@ -1,17 +1,13 @@
 """One prepared GPU check of child training: where the time goes, and which options pay.
 
 On a fresh GPU machine (under 8 minutes on an H200): ``python scripts/gpu_check.py --png-dir gpu_data --out $OUT``;
-on the CPU, tiny, for its test: ``--quick``. docs/gpu_check.md gives the whole command, the data and the wheels
-to carry (gymnasium), and what each section measures. It reads the carried CIFAR-10 PNG sprites and writes
-``gpu_check.txt`` (what it printed), ``gpu_check.json``, ``profile.txt``, ``bench.log`` and ``search.log`` under
-``--out``. Sections, each with its own time cap: 1. kernel profile, 2. variants (training images/s of every child
-for each precision, memory format, option and batch, beside the plain DataLoader loop), 3. children at once,
-4. ``scripts/bench.py``'s JSON last line, 5. a real ``nasrl-search`` for a fixed time, 6. targets (the bars against
-the best measured settings).
+on the CPU, tiny, for its test: ``--quick``. docs/gpu_check.md gives the data and wheels to carry, the output files
+and what each section (profile, variants, concurrency, bench, search, targets) measures.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import math
@@ -20,6 +16,7 @@ import os
 import pickle
 import queue
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,7 +50,7 @@ from bench_common import (
 from make_image_folder import PER_SPRITE, TRAIN_SPRITES, sprite_images, sprite_labels
 
 from agents.experiment.run_folder.records import RESULTS, read_results
-from nas_env.cli import parse_dataclass
+from nas_env.cli import json_object, parse_dataclass
 from nas_env.data.base import ImageData, split_image_data
 from nas_env.spaces.cnn import CNNArchitecture
 from nas_env.training.device import resolve_device
@@ -131,18 +128,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Args, Sizes, set[str]]:
     if missing:
         p.error(f"the following arguments are required: {', '.join(missing)}")
     wanted = {s.strip() for s in args.sections.split(",") if s.strip()}
-    allowed = set(SECTIONS)
-    if not wanted <= allowed:
-        p.error(f"--sections: {sorted(wanted - allowed)} not among {sorted(allowed)}")
+    if not wanted <= set(SECTIONS):
+        p.error(f"--sections: {sorted(wanted - set(SECTIONS))} not among {sorted(SECTIONS)}")
     if args.search_num_envs < 0:
         p.error(f"--search-num-envs must be >= 0 (0: the best count), got {args.search_num_envs}")
     if args.search_train_config != "auto":  # checked now, not after minutes of the other sections
         try:
-            config = json.loads(args.search_train_config)
-        except json.JSONDecodeError as e:
-            p.error(f"--search-train-config must be 'auto' or a JSON object, got {args.search_train_config!r}: {e}")
-        if not isinstance(config, dict):
-            p.error(f"--search-train-config must be 'auto' or a JSON object, got {args.search_train_config!r}")
+            json_object("--search-train-config")(args.search_train_config)
+        except argparse.ArgumentTypeError as e:
+            p.error(str(e))
     if args.quick:
         wanted -= {"bench", "search"}  # minutes each even on a GPU: never in the CPU test
     return args, QUICK if args.quick else Sizes(), wanted
@@ -296,8 +290,7 @@ def variants_section(report: Report, children: list[tuple[str, CNNArchitecture]]
     workers = loader_workers(device)
     archs = dict(children)
     timed_data = subset(data, sizes.timed_images)
-    warm_data = subset(data, max(sizes.batch_sizes))
-    timed, warm = DeviceData(timed_data, device), DeviceData(warm_data, device)
+    timed, warm = DeviceData(timed_data, device), DeviceData(subset(data, max(sizes.batch_sizes)), device)
     ceilings = {(cl, prec): peak_conv_flops(device, cl, torch.bfloat16 if prec == "bf16" else None,
                                             sizes.ceiling_batch) / 1e12
                 for cl in (True, False) for prec in ("bf16", "fp32")}
@@ -535,7 +528,7 @@ def targets_section(report: Report, variants: list[dict[str, Any]], sizes: Sizes
     ref = candidates.pop("reference", {})
 
     def over(rates: dict[str, float]) -> float:  # images over summed seconds, as bench.py totals
-        return len(sampled) / sum(1 / rates[c] for c in sampled)
+        return statistics.harmonic_mean([rates[c] for c in sampled])
 
     complete = {k: v for k, v in candidates.items() if all(c in v for c in sampled) and all(c in ref for c in v)}
     if not sampled or not all(c in ref for c in sampled) or not complete:
