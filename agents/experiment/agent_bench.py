@@ -116,13 +116,9 @@ class BenchSource:
     has_epochs: bool  # whether --epochs (a fidelity) applies
 
 
-def is_nb201(table: str) -> bool:
-    return table.startswith(NB201_PREFIX)
-
-
 def open_source(table: str, epochs: int = 0) -> BenchSource:
     """The bench source of ``--table``: a NASRL-Bench table (name or path) or ``nb201-<dataset>``."""
-    if is_nb201(table):
+    if table.startswith(NB201_PREFIX):
         from nas_env.bench.nb201 import load_table
 
         dataset = table[len(NB201_PREFIX):]
@@ -173,7 +169,7 @@ def run_one(table: str, label: str, agent_name: str, kwargs: dict[str, Any], see
 
     torch.set_num_threads(1)
     torch.distributions.Distribution.set_default_validate_args(False)  # SB3's per-step argument checks: speed only
-    if not is_nb201(table) and table not in _TABLES:
+    if not table.startswith(NB201_PREFIX) and table not in _TABLES:
         _TABLES[table] = BenchTable.load(table)  # once per worker process (NAS-Bench-201's loader caches itself)
     source = open_source(table, epochs)
     kwargs = dict(kwargs)
