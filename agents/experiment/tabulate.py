@@ -31,6 +31,7 @@ import torch
 import nas_env  # noqa: F401  (registers the ids)
 from agents.base import ChildRecord
 from agents.experiment.distributed import BACKENDS, RayConfig
+from agents.experiment.final.source import DIGITS_TEST_SIZE  # the digits test tail: the final training's too
 from agents.experiment.run_folder import RunFolder
 from agents.experiment.search import check_counts, check_one_of
 from nas_env.bench.table import BenchTable, actions_of, describe
@@ -38,8 +39,6 @@ from nas_env.cli import cli_entry, parse_dataclass
 from nas_env.evaluators import EvalResult, TrainingEvaluator
 from nas_env.keywords import check_env_kwargs
 from nas_env.store import ResultStore
-
-DIGITS_TEST_SIZE = 297  # the tail of the digits training split, never trained on at train_subset <= 1203
 
 
 @dataclass
