@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -187,8 +187,14 @@ def _run(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]) ->
             yield i, k, evaluate(args.env, args.env_kwargs, actions_of(i, choices), k)
         return
     with contextlib.ExitStack() as stack:
-        if args.backend == "ray":
-            submit, window = _ray_tasks(stack)
+        if args.backend == "ray":  # one Ray task per child, 4 queued per cluster CPU
+            import ray
+
+            from agents.experiment.distributed.driver import ray_session
+
+            stack.enter_context(ray_session(RayConfig()))
+            task = ray.remote(evaluate_one_thread).options(num_cpus=1)
+            submit, window = (lambda *a: task.remote(*a).future()), 4 * int(ray.cluster_resources().get("CPU", 1))
         else:  # one torch thread per worker process
             pool = stack.enter_context(ProcessPoolExecutor(args.num_envs, mp_context=get_context("forkserver"),
                                                            initializer=torch.set_num_threads, initargs=(1,)))
@@ -206,17 +212,6 @@ def _run(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]) ->
             for future in finished:
                 i, k = pending.pop(future)
                 yield i, k, future.result()
-
-
-def _ray_tasks(stack: contextlib.ExitStack) -> tuple[Callable[..., Future], int]:
-    """Submit :func:`evaluate_one_thread` as a Ray task (a future), and the window: 4 tasks per cluster CPU."""
-    import ray
-
-    from agents.experiment.distributed.driver import ray_session
-
-    stack.enter_context(ray_session(RayConfig()))
-    task = ray.remote(evaluate_one_thread).options(num_cpus=1)
-    return lambda *task_args: task.remote(*task_args).future(), 4 * int(ray.cluster_resources().get("CPU", 1))
 
 
 def export(store: ResultStore, args: TabulateArgs, space: Any, fingerprint: str, total: int,
