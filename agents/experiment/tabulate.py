@@ -4,11 +4,7 @@ The env's own evaluator trains each (architecture, seed), in ``--num-envs`` work
 each result is committed to the result store as it finishes, so a killed run resumes where it stopped. When
 every result is in, the table is exported (:mod:`nas_env.bench.table`). ``--describe TABLE`` prints its facts.
 
-Make the shipped digits table (resumable; rerun the same command to continue)::
-
-    nasrl-tabulate --name digits --num-envs 2 --out nas_env/bench/tables/digits.json.gz \\
-        --env-kwargs '{"num_layers": 3, "filter_heights": [1, 3], "filter_widths": [1, 5],
-                       "num_filters": [4, 24], "epochs": 2, "batch_size": 16, "train_subset": 600}'
+The command that made the shipped digits table: docs/bench.md.
 """
 
 from __future__ import annotations
