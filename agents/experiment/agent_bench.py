@@ -1,17 +1,10 @@
 """``nasrl-agent-bench``: compare search agents on a NASRL-Bench table over many seeds, with significance tests.
 
 Each (agent, seed) searches ``--children`` children on ``NASRL-Bench-<table>`` (``--table digits`` or a
-.json.gz path), or on NAS-Bench-201 (``--table nb201-cifar10``, ``nb201-cifar100``, ``nb201-imagenet16``):
-rewards are one trained seed's validation accuracy. The *incumbent* after n children (``--incumbent``,
-:mod:`agents.experiment.incumbent`) is judged by the table's truth: its regret (the table's best mean val
-accuracy minus the incumbent's; points of percent on NAS-Bench-201) and its mean test accuracy, against
-children and against simulated wall-clock (the children's stored training seconds). Outputs in ``--out``:
-``curves.csv``, ``regret.png``, ``table.md`` / ``table.csv`` (at 50 to 1,000 children and at ``--seconds``:
-median regret, test accuracy and one-sided Mann-Whitney U p-values against each baseline that ran),
-``runs.jsonl`` (every run's regret curve and children) and ``summary.json`` (see docs/bench.md).
-
-Agents are labels: the built-in ones (:data:`AGENT_SPECS`) or your own through ``--variants``
-('{"label": {"agent": "reinforce", "kwargs": {"lr": 0.003}}}').
+.json.gz path), or on NAS-Bench-201 (``--table nb201-cifar10``, ``nb201-cifar100``, ``nb201-imagenet16``).
+The *incumbent* after n children (``--incumbent``, :mod:`agents.experiment.incumbent`) is judged by the
+table's truth (regret and test accuracy), against children and simulated wall-clock; the outputs in
+``--out`` and the built-in labels (:data:`AGENT_SPECS`, or your own through ``--variants``): docs/bench.md.
 """
 
 from __future__ import annotations
@@ -116,13 +109,9 @@ class BenchSource:
     has_epochs: bool  # whether --epochs (a fidelity) applies
 
 
-def is_nb201(table: str) -> bool:
-    return table.startswith(NB201_PREFIX)
-
-
 def open_source(table: str, epochs: int = 0) -> BenchSource:
     """The bench source of ``--table``: a NASRL-Bench table (name or path) or ``nb201-<dataset>``."""
-    if is_nb201(table):
+    if table.startswith(NB201_PREFIX):
         from nas_env.bench.nb201 import load_table
 
         dataset = table[len(NB201_PREFIX):]
@@ -173,7 +162,7 @@ def run_one(table: str, label: str, agent_name: str, kwargs: dict[str, Any], see
 
     torch.set_num_threads(1)
     torch.distributions.Distribution.set_default_validate_args(False)  # SB3's per-step argument checks: speed only
-    if not is_nb201(table) and table not in _TABLES:
+    if not table.startswith(NB201_PREFIX) and table not in _TABLES:
         _TABLES[table] = BenchTable.load(table)  # once per worker process (NAS-Bench-201's loader caches itself)
     source = open_source(table, epochs)
     kwargs = dict(kwargs)

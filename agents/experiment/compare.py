@@ -25,7 +25,7 @@ from agents import AGENT_NAMES
 from agents.experiment.keywords import with_variants
 from agents.experiment.run_folder import can_be_best, score_text
 from agents.experiment.run_folder.records import score_lower_is_better, score_of
-from agents.experiment.search import SearchArgs, run_search
+from agents.experiment.search import SearchArgs, check_counts, run_search
 from nas_env.checks import check_int
 from nas_env.cli import cli_entry, parse_dataclass
 from nas_env.draw import draw_architecture
@@ -274,8 +274,7 @@ def _plot(curves: dict[str, dict[int, list[float]]], scores: dict[str, dict[int,
 def main(argv: list[str]) -> None:
     """Console entry point ``nasrl-compare``."""
     args, _, _ = parse_dataclass(CompareArgs, argv, prog="nasrl-compare", description=__doc__)
-    for name in ("episodes", "checkpoint_every"):
-        check_int(f"--{name.replace('_', '-')}", getattr(args, name), minimum=1)
+    check_counts(args, ("episodes", "checkpoint_every"))
     for k in args.top_k:
         check_int("--top-k", k, minimum=1)
     compare(args)

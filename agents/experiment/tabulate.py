@@ -4,11 +4,7 @@ The env's own evaluator trains each (architecture, seed), in ``--num-envs`` work
 each result is committed to the result store as it finishes, so a killed run resumes where it stopped. When
 every result is in, the table is exported (:mod:`nas_env.bench.table`). ``--describe TABLE`` prints its facts.
 
-Make the shipped digits table (resumable; rerun the same command to continue)::
-
-    nasrl-tabulate --name digits --num-envs 2 --out nas_env/bench/tables/digits.json.gz \\
-        --env-kwargs '{"num_layers": 3, "filter_heights": [1, 3], "filter_widths": [1, 5],
-                       "num_filters": [4, 24], "epochs": 2, "batch_size": 16, "train_subset": 600}'
+The command that made the shipped digits table: docs/bench.md.
 """
 
 from __future__ import annotations
@@ -16,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -31,6 +27,7 @@ import torch
 import nas_env  # noqa: F401  (registers the ids)
 from agents.base import ChildRecord
 from agents.experiment.distributed import BACKENDS, RayConfig
+from agents.experiment.final.source import DIGITS_TEST_SIZE  # the digits test tail: the final training's too
 from agents.experiment.run_folder import RunFolder
 from agents.experiment.search import check_counts, check_one_of
 from nas_env.bench.table import BenchTable, actions_of, describe
@@ -38,8 +35,6 @@ from nas_env.cli import cli_entry, parse_dataclass
 from nas_env.evaluators import EvalResult, TrainingEvaluator
 from nas_env.keywords import check_env_kwargs
 from nas_env.store import ResultStore
-
-DIGITS_TEST_SIZE = 297  # the tail of the digits training split, never trained on at train_subset <= 1203
 
 
 @dataclass
@@ -188,8 +183,14 @@ def _run(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]) ->
             yield i, k, evaluate(args.env, args.env_kwargs, actions_of(i, choices), k)
         return
     with contextlib.ExitStack() as stack:
-        if args.backend == "ray":
-            submit, window = _ray_tasks(stack)
+        if args.backend == "ray":  # one Ray task per child, 4 queued per cluster CPU
+            import ray
+
+            from agents.experiment.distributed.driver import ray_session
+
+            stack.enter_context(ray_session(RayConfig()))
+            task = ray.remote(evaluate_one_thread).options(num_cpus=1)
+            submit, window = (lambda *a: task.remote(*a).future()), 4 * int(ray.cluster_resources().get("CPU", 1))
         else:  # one torch thread per worker process
             pool = stack.enter_context(ProcessPoolExecutor(args.num_envs, mp_context=get_context("forkserver"),
                                                            initializer=torch.set_num_threads, initargs=(1,)))
@@ -207,17 +208,6 @@ def _run(args: TabulateArgs, todo: list[tuple[int, int]], choices: list[int]) ->
             for future in finished:
                 i, k = pending.pop(future)
                 yield i, k, future.result()
-
-
-def _ray_tasks(stack: contextlib.ExitStack) -> tuple[Callable[..., Future], int]:
-    """Submit :func:`evaluate_one_thread` as a Ray task (a future), and the window: 4 tasks per cluster CPU."""
-    import ray
-
-    from agents.experiment.distributed.driver import ray_session
-
-    stack.enter_context(ray_session(RayConfig()))
-    task = ray.remote(evaluate_one_thread).options(num_cpus=1)
-    return lambda *task_args: task.remote(*task_args).future(), 4 * int(ray.cluster_resources().get("CPU", 1))
 
 
 def export(store: ResultStore, args: TabulateArgs, space: Any, fingerprint: str, total: int,

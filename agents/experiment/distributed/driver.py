@@ -65,19 +65,14 @@ class Pending:
         return len(self.done) == len(self.batch["children"])
 
 
-def connect(config: RayConfig) -> bool:
-    """Join ``config.address`` or start a local Ray (``config.num_cpus`` CPUs, 0: all); False if already connected."""
-    if ray.is_initialized():
-        return False
-    where = {"address": config.address} if config.address else {"num_cpus": config.num_cpus or None}
-    ray.init(**where, include_dashboard=False, logging_level="warning")
-    return True
-
-
 @contextlib.contextmanager
 def ray_session(config: RayConfig) -> Iterator[None]:
-    """Connected to ``config``'s cluster (:func:`connect`); a Ray started here is shut down after."""
-    started = connect(config)
+    """Joined to ``config.address``, or to a local Ray started here (``config.num_cpus`` CPUs, 0: all) and shut
+    down after; an already connected Ray is used as it is."""
+    started = not ray.is_initialized()
+    if started:
+        where = {"address": config.address} if config.address else {"num_cpus": config.num_cpus or None}
+        ray.init(**where, include_dashboard=False, logging_level="warning")
     try:
         yield
     finally:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.base import UpdateStats
-from agents.experiment.run_folder.describe import arch_markdown, flat_hparams, hparams_markdown
+from agents.experiment.run_folder.describe import arch_markdown
 from agents.experiment.run_folder.records import score_of, score_text
 from nas_env.evaluators import STATUSES
 
@@ -24,8 +25,11 @@ class SearchBoard:
         self.pictures = pictures  # draw best.png (and its TensorBoard image) at each new best
         self.writer = SummaryWriter(log_dir=str(path))
         if first_open:
-            self.writer.add_text("hparams", hparams_markdown(config), 0)
-        self._hparams = flat_hparams(config)
+            rows = [f"| {k} | {json.dumps(v) if isinstance(v, dict | list) else v} |" for k, v in config.items()]
+            self.writer.add_text("hparams", "\n".join(["| argument | value |", "|---|---|", *rows]), 0)
+        # the hparams view takes plain values: dicts and lists become JSON text
+        self._hparams = {k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+                         for k, v in config.items()}
 
     def child(self, record: dict[str, Any], info: dict[str, Any], cache_hit_share: float) -> None:
         """One finished child's curves, at step = its index."""

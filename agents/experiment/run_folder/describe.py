@@ -1,4 +1,4 @@
-"""Records as text for people: the best architecture's tables, the arguments, and the closing summary of a search."""
+"""Records as text for people: the best architecture's tables and the closing summary of a search."""
 
 from __future__ import annotations
 
@@ -73,17 +73,6 @@ def best_table(record: dict[str, Any] | None) -> str:
 
 def print_best_table(record: dict[str, Any] | None) -> None:
     print("\n" + best_table(record))
-
-
-def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
-    """Arguments as TensorBoard hparams: dicts and lists become JSON text."""
-    return {k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for k, v in config.items()}
-
-
-def hparams_markdown(config: dict[str, Any]) -> str:
-    rows = ["| argument | value |", "|---|---|"]
-    return "\n".join(rows + [f"| {k} | {json.dumps(v) if isinstance(v, dict | list) else v} |"
-                             for k, v in config.items()])
 
 
 def learning_line(rewards: list[float]) -> str | None:
