@@ -347,20 +347,16 @@ class SharedWeightsEvaluator:
                  device: str | torch.device | None = "auto") -> None:
         if isinstance(space, CNNSearchSpace):
             space = CNNSupernetSpec(space)
-        if not isinstance(space, SupernetSpec):
-            raise TypeError(f"SharedWeightsEvaluator needs a CNNSearchSpace or a SupernetSpec, "
-                            f"got {type(space).__name__}")
+        self.spec: SupernetSpec = check_type(space, SupernetSpec,
+                                             "SharedWeightsEvaluator needs a CNNSearchSpace or a SupernetSpec")
         if isinstance(config, dict):
             config = SharedConfig.from_dict(config)
-        if config is not None and not isinstance(config, SharedConfig):
-            raise TypeError(f"config must be a SharedConfig, a dict of its fields or None, got {type(config).__name__}")
-        if train_config is not None and not isinstance(train_config, TrainConfig):
-            raise TypeError(f"train_config must be a TrainConfig or None, got {type(train_config).__name__}")
-        self.spec: SupernetSpec = space
+        self.config = SharedConfig() if config is None else check_type(
+            config, SharedConfig, "config must be a SharedConfig, a dict of its fields or None")
+        self.train_config = TrainConfig() if train_config is None else check_type(
+            train_config, TrainConfig, "train_config must be a TrainConfig or None")
         self.space = space.space
-        self.config = config or SharedConfig()
         self.spec.check_config(self.config)
-        self.train_config = train_config or TrainConfig()
         self.device = resolve_device(device)
         self._data_source = data
         self._device_data: DeviceData | None = None
@@ -396,9 +392,9 @@ class SharedWeightsEvaluator:
         self._dtype = autocast_dtype(tc, self.device)
         self._net = net.to(self.device)  # type: ignore[attr-defined]
         self._batch = min(tc.batch_size, data.num_train)
-        # the project's lr convention: TrainConfig's lr, linearly scaled to the batch actually used
-        lr = tc.lr if tc.lr_reference_batch is None else tc.lr * self._batch / tc.lr_reference_batch
-        # the project's SGD (Nesterov momentum, weight decay); a parameter block without a gradient is skipped
+        # the project's SGD at TrainConfig's lr, linearly scaled to the batch actually used; a parameter block
+        # without a gradient is skipped
+        lr = replace(tc, batch_size=self._batch).base_lr
         self._optimizer = make_optimizer(net.parameters(), replace(tc, lr=lr, lr_reference_batch=None))
         self._gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self._arch_rng = np.random.default_rng(cfg.seed)
