@@ -6,16 +6,13 @@ its reward is their accuracy, restricted to it, on validation images (``docs/wei
 (:class:`SharedWeightsEvaluator`) serves every space whose :class:`SupernetSpec` builds a supernet:
 the CNN space's is here (:class:`CNNSupernetSpec`), NAS-Bench-201's in :mod:`nas_env.evaluators.shared_nb201`.
 
-The CNN supernet (:class:`SuperNet`), for filter sizes up to ``KH x KW`` and up to ``F`` filters, holds
-per layer and per possible input ``j`` one ``F x C_j x KH x KW`` block: a child layer with an ``h x w``
-filter uses its centre crop (``kernel_sharing="separate"``: one block per filter size), with ``n``
-filters its first ``n`` rows, and an input layer with ``m`` filters its first ``m`` input channels;
-per layer a batch-norm affine and a classifier block of ``F``. The layer rules are
-:func:`nas_env.models.cnn.build_model`'s, and ``SuperNet.child_model`` copies a child's slices into such a
-model, which computes the same logits. A block no child used in a step gets no gradient, so the
-optimiser leaves it untouched. Batch norm keeps no running statistics (they would mix children):
-training uses each minibatch's, scoring (``bn_eval``) the validation batch's (``"batch"``, ENAS) or
-statistics recomputed for the child on fixed training images (``"recalibrate"``, Yu et al. 2020).
+The CNN supernet (:class:`SuperNet`) holds per layer and per possible input ``j`` one ``F x C_j x KH x KW``
+block, of which a child layer uses the slice its filter size (centre crop; ``kernel_sharing="separate"``: one
+block per size), filter count and input widths select, as the doc describes; ``SuperNet.child_model`` copies
+the slices into a :func:`nas_env.models.cnn.build_model` child computing the same logits. Batch norm keeps no
+running statistics (they would mix children): training uses each minibatch's, scoring (``bn_eval``) the
+validation batch's (``"batch"``, ENAS) or statistics recomputed for the child on fixed training images
+(``"recalibrate"``, Yu et al. 2020).
 """
 
 from __future__ import annotations
