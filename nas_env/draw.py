@@ -16,7 +16,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-from matplotlib import rc_context
+from matplotlib import colormaps, rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
@@ -235,9 +235,12 @@ def draw_episode(space: SearchSpace, actions: Sequence[int], arch: ArchLike | No
         m = 0
         while m + 1 in decided:
             m += 1
-        fig = _cnn_figure(_cnn_prefix(decoded, m), title=f"{head}: layers 1..{m} of {decoded.num_layers} emitted",
-                          caption=caption, classifier=False) if m else _text_figure(
-            "no layer emitted yet", head, caption)
+        if m:  # the first m layers, with the pooling among them
+            prefix = CNNArchitecture(decoded.layers[:m], tuple(j for j in decoded.pool_after if j <= m))
+            fig = _cnn_figure(prefix, title=f"{head}: layers 1..{m} of {decoded.num_layers} emitted",
+                              caption=caption, classifier=False)
+        else:
+            fig = _text_figure("no layer emitted yet", head, caption)
     elif isinstance(decoded, CellArchitecture):
         fig = _cell_figure(decoded, title=f"{head}: {len(decided)} of {decoded.num_nodes} nodes decided",
                            caption=caption, decided={v - 1 for v in decided}, show_memory=False)
@@ -324,11 +327,6 @@ def _side_curve(x0: float, y0: float, x1: float, y1: float, bulge: float) -> lis
 
 
 # --- CNN -------------------------------------------------------------------------------------------
-def _cnn_prefix(arch: CNNArchitecture, m: int) -> CNNArchitecture:
-    """The first ``m`` layers (pooling positions among them kept)."""
-    return CNNArchitecture(arch.layers[:m], tuple(j for j in arch.pool_after if j <= m))
-
-
 def _cnn_figure(arch: CNNArchitecture, *, title: str | None, caption: str | None,
                 input_shape: Sequence[int] | None = None, classifier: bool = True) -> Figure:
     n = arch.num_layers
@@ -445,8 +443,6 @@ def _skip_ports(skips: Sequence[tuple[int, int]],
 
 def _skip_colors(n: int) -> dict[int, tuple[float, float, float, float]]:
     """One distinct colour per source layer (tab20's dark shades first, then its light ones)."""
-    from matplotlib import colormaps
-
     cmap = colormaps[SKIP_CMAP]
     order = [2 * k for k in range(10)] + [2 * k + 1 for k in range(10)]
     return {i: to_rgba(cmap(order[(i - 1) % 20])) for i in range(1, n + 1)}

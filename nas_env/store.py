@@ -301,7 +301,7 @@ class Claimant:
 
     def _start(self) -> None:
         self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique per process and claimant
-        self._held = 0
+        self.held = 0  # claims held now
         self._lock = threading.Lock()
         self._heartbeat: _Heartbeat | None = None
 
@@ -311,11 +311,6 @@ class Claimant:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.store, self.lease_s = state["store"], state["lease_s"]
         self._start()
-
-    @property
-    def held(self) -> int:
-        """Claims held now."""
-        return self._held
 
     def poll(self, fingerprint: str, arch: Architecture) -> EvalResult | Claim | None:
         """One look: the stored result, else a claim to train ``arch``, else None while another live worker does."""
@@ -327,7 +322,7 @@ class Claimant:
             self.store.release(fingerprint, arch, self.owner)
             return stored
         with self._lock:
-            self._held += 1
+            self.held += 1
             if self._heartbeat is None:
                 self._heartbeat = _Heartbeat(self.store.path, self.owner, self.lease_s, self.store.timeout_s)
         return Claim(self, fingerprint, arch)
@@ -344,8 +339,8 @@ class Claimant:
     def _drop(self, claim: Claim) -> None:
         self.store.release(claim.fingerprint, claim.arch, self.owner)
         with self._lock:
-            self._held -= 1
-            heartbeat = self._heartbeat if self._held == 0 else None
+            self.held -= 1
+            heartbeat = self._heartbeat if self.held == 0 else None
             if heartbeat is not None:
                 self._heartbeat = None
         if heartbeat is not None:

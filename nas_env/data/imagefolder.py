@@ -179,32 +179,17 @@ def _geometry(samples: list[tuple[str, int]], image_size: tuple[int, int] | None
     return [s for s, _ in kept], image_size or default_image_size([(h, w) for _, (h, w, _) in kept]), mode
 
 
-def skipped_note(root: Path, skipped: Sequence[str]) -> str:
-    """The suffix of the data's name for a folder read without ``skipped`` files: their count and a digest of their
-    paths (relative to ``root``), so results never mix with those of the complete folder or another subset."""
-    relative = sorted(os.path.relpath(p, root) for p in skipped)
-    digest = hashlib.sha256("\n".join(relative).encode()).hexdigest()[:12]
-    return f" (without {len(relative)} unreadable: {digest})"
-
-
-def warn_skipped(root: Path, skipped: Sequence[str]) -> None:
-    """One warning naming the first few unreadable files and counting the rest."""
+def warn_skipped(root: Path, skipped: Sequence[str]) -> str:
+    """One warning naming the first few unreadable files and counting the rest; the suffix of the data's name for
+    a folder read without them: their count and a digest of their paths (relative to ``root``), so results never
+    mix with those of the complete folder or another subset."""
     relative = sorted(os.path.relpath(p, root) for p in skipped)
     shown = ", ".join(relative[:SHOWN_SKIPPED])
     more = f" and {len(relative) - SHOWN_SKIPPED} more" if len(relative) > SHOWN_SKIPPED else ""
     warnings.warn(f"skipped {len(relative)} unreadable image file(s) in {root}: {shown}{more}",
                   UnreadableImagesWarning, stacklevel=3)
-
-
-def _check_readable(folder: Path, classes: Sequence[str], labels: torch.Tensor, skipped: Sequence[str]) -> None:
-    """Every training class keeps a readable image (as ImageFolder wants an image in every class folder)."""
-    if not skipped:
-        return
-    present = set(labels.tolist())
-    empty = [c for i, c in enumerate(classes) if i not in present]
-    if empty:
-        raise ValueError(f"class folder {folder / empty[0]} has no readable images ({len(skipped)} unreadable "
-                         f"file(s) in all, e.g. {skipped[0]})")
+    digest = hashlib.sha256("\n".join(relative).encode()).hexdigest()[:12]
+    return f" (without {len(relative)} unreadable: {digest})"
 
 
 def load_image_folder(data_root: str | Path, image_size: int | Sequence[int] | None = None, val_size: int | None = None,
@@ -235,11 +220,14 @@ def load_image_folder(data_root: str | Path, image_size: int | Sequence[int] | N
     if count < 2:
         note = f" ({len(skipped)} unreadable)" if skipped else ""
         raise ValueError(f"too few readable images in {root}: {count}{note}; need at least 2")
-    _check_readable(splits["train"], classes, train[1], skipped)
     name = f"imagefolder:{root}"
     if skipped:
-        warn_skipped(root, skipped)
-        name += skipped_note(root, skipped)
+        present = set(train[1].tolist())  # every training class keeps a readable image, as ImageFolder wants
+        empty = [c for i, c in enumerate(classes) if i not in present]
+        if empty:
+            raise ValueError(f"class folder {splits['train'] / empty[0]} has no readable images ({len(skipped)} "
+                             f"unreadable file(s) in all, e.g. {skipped[0]})")
+        name += warn_skipped(root, skipped)
     if val is not None:
         return make_image_data(name, train, val, len(classes), augment, classes, train_subset, val_subset)
     default_val = max(1, round(DEFAULT_VAL_FRACTION * len(train[1])))

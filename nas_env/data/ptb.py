@@ -108,14 +108,6 @@ def download_ptb(folder: Path, url: str = URL, md5s: dict[str, str] | None = Non
         fetch_checked(base + name, folder / name, md5s.get(name), "the standard PTB file")
 
 
-def ptb_folder(data_root: str | Path | None) -> Path:
-    """Where the files are read from: ``data_root`` itself when it holds them, else ``<data_root>/ptb``."""
-    root = data_root_path(data_root)
-    if all_files(root, tuple(FILES.values())):
-        return root
-    return root / FOLDER
-
-
 def find_corpus(data_root: str | Path | None, splits: tuple[str, ...]) -> tuple[str, dict[str, Path]] | None:
     """The first layout whose ``splits`` files are all in ``data_root`` or ``<data_root>/ptb``: (name, split -> path).
 
@@ -137,7 +129,7 @@ def _corpus(data_root: str | Path | None, download: bool, url: str, md5s: dict[s
     found = find_corpus(data_root, splits)
     if found is not None:
         return found
-    folder = ptb_folder(data_root)
+    folder = data_root_path(data_root) / FOLDER  # none in data_root itself either (find_corpus looked)
     needed = tuple(FILES[s] for s in splits)
     reason = why_missing(partial(all_files, folder, needed),
                          partial(download_ptb, folder, url, md5s, needed) if download else None, f"from {url}")

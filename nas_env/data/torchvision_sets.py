@@ -53,12 +53,7 @@ class TorchvisionSet:
     augment: bool  # pad-4 crop + horizontal flip suit the images (not digits or letters)
     read: Callable[[Path, str], Split]
     download: Callable[[Path, str], None]  # (data_root, split) -> files in place
-
-    def classes(self, folder: Path) -> tuple[str, ...]:
-        """Class names in label order."""
-        if self.name == "cifar100":
-            return _cifar100_classes(folder)
-        return FASHION_CLASSES if self.name == "fashion_mnist" else DIGIT_CLASSES
+    classes: Callable[[Path], tuple[str, ...]] = lambda _folder: DIGIT_CLASSES  # (folder) -> names in label order
 
 
 # --- readers ------------------------------------------------------------------------------------------
@@ -134,10 +129,10 @@ _MNIST_FILES = {split: tuple(f"{p}-{kind}-ubyte" for kind in ("images-idx3", "la
                 for split, p in (("train", "train"), ("test", "t10k"))}
 SETS: dict[str, TorchvisionSet] = {
     "cifar100": TorchvisionSet("cifar100", "cifar-100-python", {"train": ("train",), "test": ("test",)}, 100, True,
-                               _cifar100_read, partial(_download, "CIFAR100")),
+                               _cifar100_read, partial(_download, "CIFAR100"), _cifar100_classes),
     "mnist": TorchvisionSet("mnist", "MNIST/raw", _MNIST_FILES, 10, False, _mnist_read, partial(_download, "MNIST")),
     "fashion_mnist": TorchvisionSet("fashion_mnist", "FashionMNIST/raw", _MNIST_FILES, 10, False, _mnist_read,
-                                    partial(_download, "FashionMNIST")),
+                                    partial(_download, "FashionMNIST"), lambda _folder: FASHION_CLASSES),
     "svhn": TorchvisionSet("svhn", "svhn", {"train": ("train_32x32.mat",), "test": ("test_32x32.mat",)}, 10, False,
                            _svhn_read, partial(_download, "SVHN")),
 }

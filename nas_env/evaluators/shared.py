@@ -6,16 +6,13 @@ its reward is their accuracy, restricted to it, on validation images (``docs/wei
 (:class:`SharedWeightsEvaluator`) serves every space whose :class:`SupernetSpec` builds a supernet:
 the CNN space's is here (:class:`CNNSupernetSpec`), NAS-Bench-201's in :mod:`nas_env.evaluators.shared_nb201`.
 
-The CNN supernet (:class:`SuperNet`), for filter sizes up to ``KH x KW`` and up to ``F`` filters, holds
-per layer and per possible input ``j`` one ``F x C_j x KH x KW`` block: a child layer with an ``h x w``
-filter uses its centre crop (``kernel_sharing="separate"``: one block per filter size), with ``n``
-filters its first ``n`` rows, and an input layer with ``m`` filters its first ``m`` input channels;
-per layer a batch-norm affine and a classifier block of ``F``. The layer rules are
-:func:`nas_env.models.cnn.build_model`'s, and ``SuperNet.child_model`` copies a child's slices into such a
-model, which computes the same logits. A block no child used in a step gets no gradient, so the
-optimiser leaves it untouched. Batch norm keeps no running statistics (they would mix children):
-training uses each minibatch's, scoring (``bn_eval``) the validation batch's (``"batch"``, ENAS) or
-statistics recomputed for the child on fixed training images (``"recalibrate"``, Yu et al. 2020).
+The CNN supernet (:class:`SuperNet`) holds per layer and per possible input ``j`` one ``F x C_j x KH x KW``
+block, of which a child layer uses the slice its filter size (centre crop; ``kernel_sharing="separate"``: one
+block per size), filter count and input widths select, as the doc describes; ``SuperNet.child_model`` copies
+the slices into a :func:`nas_env.models.cnn.build_model` child computing the same logits. Batch norm keeps no
+running statistics (they would mix children): training uses each minibatch's, scoring (``bn_eval``) the
+validation batch's (``"batch"``, ENAS) or statistics recomputed for the child on fixed training images
+(``"recalibrate"``, Yu et al. 2020).
 """
 
 from __future__ import annotations
@@ -347,20 +344,16 @@ class SharedWeightsEvaluator:
                  device: str | torch.device | None = "auto") -> None:
         if isinstance(space, CNNSearchSpace):
             space = CNNSupernetSpec(space)
-        if not isinstance(space, SupernetSpec):
-            raise TypeError(f"SharedWeightsEvaluator needs a CNNSearchSpace or a SupernetSpec, "
-                            f"got {type(space).__name__}")
+        self.spec: SupernetSpec = check_type(space, SupernetSpec,
+                                             "SharedWeightsEvaluator needs a CNNSearchSpace or a SupernetSpec")
         if isinstance(config, dict):
             config = SharedConfig.from_dict(config)
-        if config is not None and not isinstance(config, SharedConfig):
-            raise TypeError(f"config must be a SharedConfig, a dict of its fields or None, got {type(config).__name__}")
-        if train_config is not None and not isinstance(train_config, TrainConfig):
-            raise TypeError(f"train_config must be a TrainConfig or None, got {type(train_config).__name__}")
-        self.spec: SupernetSpec = space
+        self.config = SharedConfig() if config is None else check_type(
+            config, SharedConfig, "config must be a SharedConfig, a dict of its fields or None")
+        self.train_config = TrainConfig() if train_config is None else check_type(
+            train_config, TrainConfig, "train_config must be a TrainConfig or None")
         self.space = space.space
-        self.config = config or SharedConfig()
         self.spec.check_config(self.config)
-        self.train_config = train_config or TrainConfig()
         self.device = resolve_device(device)
         self._data_source = data
         self._device_data: DeviceData | None = None
@@ -396,9 +389,9 @@ class SharedWeightsEvaluator:
         self._dtype = autocast_dtype(tc, self.device)
         self._net = net.to(self.device)  # type: ignore[attr-defined]
         self._batch = min(tc.batch_size, data.num_train)
-        # the project's lr convention: TrainConfig's lr, linearly scaled to the batch actually used
-        lr = tc.lr if tc.lr_reference_batch is None else tc.lr * self._batch / tc.lr_reference_batch
-        # the project's SGD (Nesterov momentum, weight decay); a parameter block without a gradient is skipped
+        # the project's SGD at TrainConfig's lr, linearly scaled to the batch actually used; a parameter block
+        # without a gradient is skipped
+        lr = replace(tc, batch_size=self._batch).base_lr
         self._optimizer = make_optimizer(net.parameters(), replace(tc, lr=lr, lr_reference_batch=None))
         self._gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self._arch_rng = np.random.default_rng(cfg.seed)

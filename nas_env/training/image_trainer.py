@@ -314,9 +314,7 @@ def run_format_trial(model: nn.Module, data: DeviceData, config: TrainConfig,
     for fmt, dtype in candidates:
         trial = copy.deepcopy(model).to(device=device, memory_format=fmt)
         trial.train()
-        optimizer = make_optimizer(trial.parameters(), config)
-        for group in optimizer.param_groups:
-            group["lr"] = config.base_lr
+        optimizer = make_optimizer(trial.parameters(), replace(config, lr=config.base_lr, lr_reference_batch=None))
         x = x_raw.contiguous(memory_format=fmt)
         for _ in range(TRIAL_WARMUP_STEPS):
             _step(trial, optimizer, x, y, dtype)
