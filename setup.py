@@ -42,7 +42,8 @@ setup(
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4", "pillow>=9", "stable-baselines3>=2.3",
                 "sb3-contrib>=2.3", "ray>=2.10",
                 "optuna>=4",
-                "mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],  # the docs site (.ci/run)
+                # the docs site (.ci/run); material 9.7.2+ prints a MkDocs-2 banner on every build (we stay below 2)
+                "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<9.7.2", "mkdocstrings[python]>=0.26"],
     },
     entry_points={"console_scripts": ["nasrl-search=agents.experiment.runner:main",
                                         "nasrl-compare=agents.experiment.compare:main",
