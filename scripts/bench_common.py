@@ -39,6 +39,7 @@ from nas_env.training.image_trainer import (
     DeviceData,
     TrainConfig,
     TrainOutcome,
+    autocast,
     autocast_dtype,
     evaluate_accuracy,
     train_child,
@@ -158,7 +159,7 @@ def peak_conv_flops(device: torch.device, channels_last: bool, dtype: torch.dtyp
     flops = 3 * 2 * batch * 128 * 128 * 25 * 32 * 32
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with autocast(device, dtype):
             y = conv(x)
         y.float().sum().backward()
 

@@ -10,7 +10,7 @@ import torch
 
 from nas_env.checks import check_choice
 from nas_env.data import ImageData
-from nas_env.data.sources import MEMORY, SOURCES, load_image_source
+from nas_env.data.sources import MEMORY, SOURCES, TORCHVISION_NAMES, load_image_source
 from nas_env.envs.bench201_env import NB201TextMixin
 from nas_env.envs.cnn_env import image_data_options, train_config_from
 from nas_env.envs.nas_env import MNASNET_COST_EXPONENT, NASEnv
@@ -30,14 +30,14 @@ from nas_env.training.image_trainer import TrainConfig
 #   trained"): it tells poor cells from good ones, not the best from the good.
 # "nb201": NAS-Bench-201's own training (Dong & Yang 2020, its hyper-parameters "200 epochs"). A GPU's work.
 PRESETS: dict[str, dict[str, Any]] = {
-    "proxy": {"C": 8, "N": 1, "epochs": 2, "train_subset": 5000, "val_subset": 2000,
+    "proxy": {"C": 8, "N": 1, "train_subset": 5000, "val_subset": 2000,
               "train_config": TrainConfig(epochs=2, batch_size=64, reward_window=1)},
-    "nb201": {"C": 16, "N": 5, "epochs": 200, "train_subset": None, "val_subset": None,
+    "nb201": {"C": 16, "N": 5, "train_subset": None, "val_subset": None,
               "train_config": TrainConfig(epochs=200, batch_size=256, lr=0.1, momentum=0.9, nesterov=True,
                                           weight_decay=5e-4, lr_schedule="cosine", reward_window=1)},
 }
 # The preset's subsets apply to these large sets only; a smaller source (digits, a folder, data=...) is used whole.
-SUBSET_SOURCES = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn")
+SUBSET_SOURCES = ("cifar10", *TORCHVISION_NAMES)
 EVALUATOR_NAMES = ("train", "shared")
 
 
@@ -57,7 +57,8 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
     |---|---|
     | `preset` | `"proxy"` (default: CPU-affordable) or `"nb201"` (NAS-Bench-201's own training); see `PRESETS` |
     | `C`, `N` | the network's width (stem channels; stages at C, 2C, 4C) and cells per stage (None: the preset's) |
-    | `epochs`, `batch_size`, `train_subset`, `val_subset` | training length and data (None: the preset's) |
+    | `epochs`, `batch_size` | training length and batch (None: `train_config`'s, by default the preset's) |
+    | `train_subset`, `val_subset` | training and validation images (None: the preset's) |
     | `train_config` | a `TrainConfig`, or a dict of its fields over the preset's, for everything else |
     | `dataset`, `data`, `data_root`, `download` | the image source, as the CNN envs take it (see below) |
     | `image_size`, `val_size`, `val_fraction`, `split_seed` | as the CNN envs: the folder's image size, the split |
@@ -122,8 +123,7 @@ class NB201NASEnv(NB201TextMixin, NASEnv):
             raise ValueError(f"shared_config applies to evaluator='shared' only, got evaluator={evaluator!r}")
         self.builder = NB201Builder(C if C is not None else chosen_preset["C"],
                                     N if N is not None else chosen_preset["N"])
-        config = train_config_from(train_config, chosen_preset["train_config"], batch_size=batch_size,
-                                   epochs=epochs if epochs is not None else chosen_preset["epochs"])
+        config = train_config_from(train_config, chosen_preset["train_config"], batch_size=batch_size, epochs=epochs)
         if config.channel_multiple != 1 or config.concat_buffer:
             raise ValueError(f"channel_multiple={config.channel_multiple} and concat_buffer={config.concat_buffer} "
                              "apply to the CNN space's children only: leave them at 1 and False here")

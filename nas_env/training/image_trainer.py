@@ -311,10 +311,11 @@ def run_format_trial(model: nn.Module, data: DeviceData, config: TrainConfig,
     bs = min(config.batch_size, data.num_train)
     x_raw, y = data.train_batch(torch.arange(bs, device=device), torch.Generator(device=device).manual_seed(0))
     seconds: dict[str, float] = {}
+    trial_config = replace(config, lr=config.base_lr, lr_reference_batch=None)  # the scaled lr, as training starts
     for fmt, dtype in candidates:
         trial = copy.deepcopy(model).to(device=device, memory_format=fmt)
         trial.train()
-        optimizer = make_optimizer(trial.parameters(), replace(config, lr=config.base_lr, lr_reference_batch=None))
+        optimizer = make_optimizer(trial.parameters(), trial_config)
         x = x_raw.contiguous(memory_format=fmt)
         for _ in range(TRIAL_WARMUP_STEPS):
             _step(trial, optimizer, x, y, dtype)

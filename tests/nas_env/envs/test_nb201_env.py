@@ -16,6 +16,7 @@ from nas_env.envs.nb201_env import PRESETS
 from nas_env.evaluators import EvalResult, TrainingEvaluator
 from nas_env.models.nb201 import NB201Builder, build_nb201_model
 from nas_env.spaces.nb201 import NB201Architecture, NB201SearchSpace
+from nas_env.training.image_trainer import TrainConfig
 
 ENV_ID = "NASRL-NB201-CIFAR10-v0"
 BEST_CIFAR100 = [3, 3, 3, 1, 3, 3]
@@ -107,6 +108,10 @@ def test_presets_and_overrides() -> None:
     assert (proxy.builder.C, proxy.builder.N, proxy.train_config.epochs) == (6, PRESETS["proxy"]["N"], 3)
     assert proxy.data_options["train_subset"] == PRESETS["proxy"]["train_subset"]
     assert gym.make(ENV_ID, dataset="digits", evaluator=never).unwrapped.data_options["train_subset"] is None
+    # epochs given in train_config are kept (the epochs keyword, when given, wins)
+    assert gym.make(ENV_ID, evaluator=never, train_config={"epochs": 7}).unwrapped.train_config.epochs == 7
+    assert gym.make(ENV_ID, evaluator=never, train_config=TrainConfig(epochs=9)).unwrapped.train_config.epochs == 9
+    assert gym.make(ENV_ID, evaluator=never, train_config={"epochs": 9}, epochs=4).unwrapped.train_config.epochs == 4
     reward, info = episode(gym.make(ENV_ID, evaluator=never, device="cpu"), [0] * 6, seed=0)
     assert reward == 0.5 and info["arch_str"] == NB201Architecture.from_key("000000").to_arch_str()
 
