@@ -70,7 +70,8 @@ def scratch_child_seconds(arch: CNNArchitecture, data: ImageData, config: TrainC
     """The from-scratch cost of one child at the proxy fidelity, from its measured training and evaluation rates."""
     warm, measured = (DeviceData(subset(data, n), device) for n in (config.batch_size, train_images))
     train_ips, _ = train_images_per_s(arch, warm, measured, config, seed)
-    evaluated = replace(data, val_x=data.val_x[:eval_images], val_y=data.val_y[:eval_images])
+    # only the measured slice of the training split: evaluation timing must not copy the whole split to the device
+    evaluated = replace(subset(data, train_images), val_x=data.val_x[:eval_images], val_y=data.val_y[:eval_images])
     return proxy_child_seconds(train_ips, eval_images_per_s(arch, evaluated, config, device))
 
 

@@ -17,9 +17,12 @@ from agents.base import Episode, UpdateStats, child_seed
 from agents.experiment.distributed.child import PresetEvaluator, local_env
 from agents.reinforce import STUDY_KNOBS, ReinforceAgent
 
-# Options a replica cannot apply: the layout sets m, and the running reward variance and PPO's further steps
-# are state or steps a replica does not have (one gradient per batch). Every other option acts in the gradient.
-LOCAL_ONLY = ("children_per_update", "normalize_advantage", "ppo_epochs", "clip_ratio")
+# Options a replica cannot apply: the layout sets m, and the running reward variance, PPO's further steps, the
+# drawn-architecture set (unique children) and the priority queue are state or steps a replica does not have (one
+# gradient per batch, nothing kept across a restart). Every other option acts in the gradient.
+LOCAL_ONLY = ("children_per_update", "normalize_advantage", "ppo_epochs", "clip_ratio", "unique_children",
+              "queue_size", "queue_coef")
+STATELESS = {"unique_children": False, "queue_size": 0, "queue_coef": 0.0}  # our default's stateful knobs, off
 AGENT_KWARGS = ("preset", *(k for k in STUDY_KNOBS if k not in LOCAL_ONLY))
 
 
@@ -43,8 +46,9 @@ def make_agent(seed: int, children_per_replica: int, agent_kwargs: dict[str, Any
     if unknown:
         raise ValueError(f"--agent-kwargs {unknown} are not used by the Ray backend; "
                          f"allowed: {', '.join(AGENT_KWARGS)}")
+    stateless = STATELESS if agent_kwargs.get("preset") is None else {}  # the paper preset has them off already
     return SamplingAgent(seed=seed, children_per_update=children_per_replica, device="cpu", num_threads=1,
-                         **agent_kwargs)
+                         **stateless, **agent_kwargs)
 
 
 def initial_parameters(env_id: str, env_kwargs: dict[str, Any], seed: int, agent_kwargs: dict[str, Any]

@@ -17,7 +17,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from agents.experiment.distributed.param_server import ParameterServer, shard_bounds  # noqa: E402
-from agents.experiment.distributed.replica import initial_parameters  # noqa: E402
+from agents.experiment.distributed.replica import initial_parameters, make_agent  # noqa: E402
 from agents.experiment.runner import SearchArgs, parse_args, run_search  # noqa: E402
 from nas_env.store import ResultStore  # noqa: E402
 
@@ -61,6 +61,16 @@ def test_parameter_server_shards_dedupe_and_average() -> None:
     assert not sync.push(1, 0, torch.tensor([1.0, -1.0]), 0, round_size=2)["applied"]  # buffered
     assert sync.push(0, 0, torch.tensor([3.0, -1.0]), 0, round_size=2)["applied"]
     torch.testing.assert_close(sync.pull()[1], torch.tensor([-0.1, 0.1]))  # Adam's first step: -lr * sign(mean)
+
+
+def test_replicas_run_without_the_state_they_could_not_keep() -> None:
+    # unique children and the priority queue live across batches; a restarted replica would lose them
+    options = make_agent(0, 2, {}).options
+    assert (options.unique_children, options.queue_size, options.queue_coef) == (False, 0, 0.0)
+    assert make_agent(0, 5, {"preset": "paper"}).options.queue_size == 0  # the paper fixes m=5
+    assert make_agent(0, 2, {"lr": 0.01}).options.lr == 0.01
+    with pytest.raises(ValueError, match=r"\['queue_size'\] are not used by the Ray backend"):
+        make_agent(0, 2, {"queue_size": 10})
 
 
 def test_k2_m2_s2_async_completes_learns_and_stores_every_child(ray_address: str, tmp_path: Path) -> None:
