@@ -120,18 +120,22 @@ def next_ready(refs: Collection[Any], polling: bool) -> list[Any]:
     return ready
 
 
-def finish_task(children: BatchEvaluations[Any], arch: Architecture, ref: Any, score_key: str
-                ) -> list[tuple[Any, EvalResult]]:
+def finish_task(children: BatchEvaluations[Any], arch: Architecture, ref: Any, score_key: str,
+                errors: list[BaseException] | None = None) -> list[tuple[Any, EvalResult]]:
     """Hand a finished child task's result to the store's rule; returns the waiters it serves.
 
     A worker that died past its retries gives a "failed" result; an evaluator that raised (a bug, as in a
-    single-process run) gives up the claim and raises its own exception.
+    single-process run) gives up the claim and raises its own exception, or appends it to ``errors`` when
+    given (a caller that raises it once its batch's other children are stored).
     """
     try:
         result, fingerprint = ray.get(ref)
     except ray.exceptions.RayTaskError as e:
         children.abandon(arch)
-        raise remote_error(e) from None
+        if errors is None:
+            raise remote_error(e) from None
+        errors.append(remote_error(e))
+        return []
     except ray.exceptions.RayError as e:  # its worker died (killed, OOM-killed, node lost)
         result, fingerprint = lost_worker_result(score_key, e), ""
     # Stored under the fingerprint of the node that trained it (a node with other code or data differs).

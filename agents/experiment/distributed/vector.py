@@ -104,14 +104,11 @@ class RayChildEvaluator:
                 results[i] = answer
             elif answer:
                 tasks[self._submit(arch, seed)] = arch
-        error = None
+        errors: list[BaseException] = []  # the evaluator raised: raised once the batch's other children are stored
         try:
             while tasks or self.children.waiting:  # each result is stored as its task finishes: a crash loses none
                 for ref in next_ready(tasks, self.children.waiting):
-                    try:
-                        results.update(finish_task(self.children, tasks.pop(ref), ref, self.score_key))
-                    except Exception as e:  # the evaluator raised: raised once the batch's other children are stored
-                        error = error or e
+                    results.update(finish_task(self.children, tasks.pop(ref), ref, self.score_key, errors))
                 if self.children.waiting:  # children another worker trains: served, or trained here if it gave up
                     served, to_train = self.children.poll()
                     results.update(served)
@@ -120,8 +117,8 @@ class RayChildEvaluator:
         except BaseException:
             self.children.release_all()  # an interrupt: the claims of unfinished tasks go
             raise
-        if error is not None:
-            raise error
+        if errors:
+            raise errors[0]
         for i, (arch, seed) in enumerate(requests):
             self._ready[(arch_key(arch), seed)].append(results[i])
 
